@@ -1,0 +1,58 @@
+"""fastcore_ad: fast kernels for anomaly detection, membership inference and interpretable
+text classification, in Rust (numpy arrays) and CUDA (cupy arrays).
+
+>>> import fastcore_ad
+>>> sorted(fastcore_ad.info()["backends"])[0]
+'rust'
+"""
+
+from __future__ import annotations
+
+import os as _os
+
+from . import _core
+from ._core import FastcoreError, SingularCovarianceError
+from . import metrics, gaussian
+from .gaussian import GaussianAD, mahalanobis
+
+__version__ = _core.__version__
+
+__all__ = [
+    "FastcoreError",
+    "SingularCovarianceError",
+    "GaussianAD",
+    "mahalanobis",
+    "metrics",
+    "gaussian",
+    "info",
+]
+
+if hasattr(_os, "register_at_fork"):
+    # rayon's threads do not survive fork(): the child starts fresh pools.
+    _os.register_at_fork(after_in_child=_core.reset_after_fork)
+
+
+def info() -> dict:
+    """Version, available backends, default thread count and the GPU (if any)."""
+    from ._dispatch import cupy_module  # noqa: PLC0415
+
+    backends = ["rust"]
+    gpu = None
+    cp = cupy_module()
+    if cp is not None:
+        try:
+            if cp.is_available():
+                backends.append("cuda")
+                props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
+                name = props["name"]
+                gpu = name.decode() if isinstance(name, bytes) else str(name)
+        except Exception:  # pragma: no cover - depends on the machine
+            pass
+    return {
+        "version": __version__,
+        "backends": backends,
+        "threads": _core.resolve_threads(None),
+        "gpu": gpu,
+        "cupy": getattr(cp, "__version__", None),
+        "cuda_families": list(_core.cuda_families()),
+    }

@@ -1,0 +1,111 @@
+"""Array intake and backend dispatch shared by every family.
+
+numpy arrays (and CPU tensors through DLPack) go to the Rust kernels; cupy arrays (and CUDA
+tensors through DLPack) go to the CUDA kernels and come back as cupy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+_DLPACK_CPU = 1
+_DLPACK_CUDA = (2, 3, 13)  # CUDA, CUDA host, CUDA managed
+
+
+def cupy_module():
+    """The cupy module if it imports, else None (never raises)."""
+    try:
+        import cupy  # noqa: PLC0415
+
+        return cupy
+    except Exception:  # pragma: no cover - depends on the machine
+        return None
+
+
+def is_cupy(x: Any) -> bool:
+    cp = cupy_module() if type(x).__module__.startswith("cupy") else None
+    return cp is not None and isinstance(x, cp.ndarray)
+
+
+def as_array(x: Any, name: str):
+    """numpy or cupy array for `x`, zero-copy where possible. Returns (array, backend)."""
+    if isinstance(x, np.ndarray):
+        return x, "numpy"
+    if is_cupy(x):
+        return x, "cupy"
+    if hasattr(x, "__dlpack__") and hasattr(x, "__dlpack_device__"):
+        device_type = int(x.__dlpack_device__()[0])
+        if device_type == _DLPACK_CPU:
+            if getattr(x, "requires_grad", False):
+                x = x.detach()
+            return np.from_dlpack(x), "numpy"
+        if device_type in _DLPACK_CUDA:
+            cp = cupy_module()
+            if cp is None:
+                raise TypeError(f"{name}: a CUDA array needs cupy (pip install 'fastcore_ad[cuda]')")
+            if getattr(x, "requires_grad", False):
+                x = x.detach()
+            return cp.from_dlpack(x), "cupy"
+        raise TypeError(f"{name}: unsupported DLPack device type {device_type}")
+    if hasattr(x, "__array__") or isinstance(x, (list, tuple, int, float)):
+        return np.asarray(x), "numpy"
+    raise TypeError(f"{name}: expected an array (numpy, cupy, torch or DLPack), got {type(x).__name__}")
+
+
+def same_backend(arrays: dict[str, Any]):
+    """Intake several arrays; all must live on the same side. Returns (dict, backend)."""
+    out, backends = {}, set()
+    for name, value in arrays.items():
+        out[name], backend = as_array(value, name)
+        backends.add(backend)
+    if len(backends) > 1:
+        names = ", ".join(arrays)
+        raise TypeError(f"{names}: mix of CPU (numpy) and GPU (cupy) arrays; put them on one device")
+    return out, (backends.pop() if backends else "numpy")
+
+
+def xp_of(backend: str):
+    return cupy_module() if backend == "cupy" else np
+
+
+def float_array(x, name: str, *, backend: str = "numpy", ndim=None, dtype=None, allow_nonfinite=False):
+    """A C-contiguous float32/float64 array (float16 and integer inputs are widened).
+
+    Raises ValueError naming `name` for a wrong number of dimensions, an empty array or
+    NaN / infinity.
+    """
+    xp = xp_of(backend)
+    if x.dtype.kind not in "fiub":
+        raise TypeError(f"{name}: expected a numeric array, got dtype {x.dtype}")
+    if dtype is None:
+        dtype = x.dtype if x.dtype in (np.float32, np.float64) else (
+            np.float32 if x.dtype in (np.float16,) else np.float64)
+    x = xp.ascontiguousarray(x, dtype=dtype)
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if x.ndim not in allowed:
+            want = " or ".join(str(a) for a in allowed)
+            raise ValueError(f"{name}: expected {want} dimensions, got shape {tuple(x.shape)}")
+    if x.size == 0:
+        raise ValueError(f"{name}: empty array (shape {tuple(x.shape)})")
+    if not allow_nonfinite and not bool(xp.isfinite(x).all()):
+        raise ValueError(f"{name}: contains NaN or infinity")
+    return x
+
+
+def binary_labels(y, name: str, *, backend: str = "numpy"):
+    """uint8 0/1 labels from bool, integer or float arrays; anything else is a ValueError."""
+    xp = xp_of(backend)
+    if y.dtype == np.bool_:
+        return xp.ascontiguousarray(y).view(np.uint8)
+    if y.dtype.kind not in "iuf":
+        raise TypeError(f"{name}: expected bool or 0/1 labels, got dtype {y.dtype}")
+    if y.size and not bool(((y == 0) | (y == 1)).all()):
+        raise ValueError(f"{name}: labels must be 0/1 or bool")
+    return xp.ascontiguousarray(y, dtype=np.uint8)
+
+
+def to_numpy(x, backend: str):
+    return x.get() if backend == "cupy" else x

@@ -1,0 +1,195 @@
+"""Evaluation metrics for anomaly and membership detection, computed in Rust from one sort.
+
+Higher scores mean "more anomalous" (or "more likely a member"). Labels are bool or 0/1.
+Every function also accepts a dict of score arrays (as returned by
+:func:`fastcore_ad.mia.score_logits`) and then returns a dict with one value per key.
+
+>>> import numpy as np
+>>> from fastcore_ad import metrics
+>>> scores = np.array([0.1, 0.4, 0.35, 0.8])
+>>> labels = np.array([0, 0, 1, 1])
+>>> metrics.auroc(scores, labels)
+0.75
+>>> round(metrics.average_precision(scores, labels), 4)
+0.8333
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from . import _core
+from ._dispatch import as_array, binary_labels, float_array, to_numpy
+
+__all__ = [
+    "auroc",
+    "average_precision",
+    "f1_max",
+    "tpr_at_fpr",
+    "fpr_at_tpr",
+    "evaluate",
+    "roc_curve",
+    "aupro",
+    "pro_curve",
+]
+
+
+def _per_key(fn):
+    """Let `fn(scores, labels, ...)` take a dict of score arrays and return a dict."""
+
+    @functools.wraps(fn)
+    def wrapper(scores, labels, *args, **kwargs):
+        if isinstance(scores, dict):
+            return {key: fn(value, labels, *args, **kwargs) for key, value in scores.items()}
+        return fn(scores, labels, *args, **kwargs)
+
+    return wrapper
+
+
+def _prepare(scores, labels):
+    scores, b1 = as_array(scores, "scores")
+    labels, b2 = as_array(labels, "labels")
+    # Metrics run in Rust: GPU inputs are brought to the host once.
+    scores, labels = to_numpy(scores, b1), to_numpy(labels, b2)
+    scores = float_array(scores.reshape(-1) if scores.ndim else scores, "scores", ndim=1)
+    labels = binary_labels(labels.reshape(-1), "labels")
+    if scores.shape[0] != labels.shape[0]:
+        raise ValueError(f"scores and labels differ in length: {scores.shape[0]} != {labels.shape[0]}")
+    n_pos = int(np.count_nonzero(labels))
+    if n_pos == 0 or n_pos == labels.shape[0]:
+        only = "positive" if n_pos else "negative"
+        raise ValueError(f"labels: only {only} samples are present; the metric needs both classes")
+    return scores, labels
+
+
+def _check_rate(value: float, name: str) -> float:
+    value = float(value)
+    if not 0.0 <= value <= 1.0 or value != value:
+        raise ValueError(f"{name}: must lie in [0, 1], got {value}")
+    return value
+
+
+def _summary(scores, labels, max_fprs=(), min_tprs=(), n_jobs=None):
+    scores, labels = _prepare(scores, labels)
+    return _core.binary_summary(scores, labels, [float(v) for v in max_fprs], [float(v) for v in min_tprs], n_jobs)
+
+
+@_per_key
+def auroc(scores, labels, *, n_jobs=None) -> float:
+    """Area under the ROC curve (ties count half), equal to scikit-learn's ``roc_auc_score``."""
+    return _summary(scores, labels, n_jobs=n_jobs)["auroc"]
+
+
+@_per_key
+def average_precision(scores, labels, *, n_jobs=None) -> float:
+    """Average precision, equal to scikit-learn's ``average_precision_score``.
+
+    >>> average_precision([0.9, 0.8, 0.1], [1, 0, 1])
+    0.8333333333333333
+    """
+    return _summary(scores, labels, n_jobs=n_jobs)["average_precision"]
+
+
+@_per_key
+def f1_max(scores, labels, *, return_threshold=False, n_jobs=None):
+    """The largest F1 over all thresholds ``score >= t`` (optionally with that ``t``).
+
+    >>> f1_max([0.9, 0.8, 0.1], [1, 0, 1])
+    0.8
+    """
+    s = _summary(scores, labels, n_jobs=n_jobs)
+    return (s["f1_max"], s["f1_threshold"]) if return_threshold else s["f1_max"]
+
+
+@_per_key
+def tpr_at_fpr(scores, labels, max_fpr=0.05, *, n_jobs=None) -> float:
+    """The largest true positive rate whose false positive rate is at most ``max_fpr``.
+
+    >>> tpr_at_fpr([0.9, 0.8, 0.7, 0.1], [1, 0, 1, 0], max_fpr=0.0)
+    0.5
+    """
+    max_fpr = _check_rate(max_fpr, "max_fpr")
+    return _summary(scores, labels, max_fprs=[max_fpr], n_jobs=n_jobs)["tpr_at_fpr"][0]
+
+
+@_per_key
+def fpr_at_tpr(scores, labels, min_tpr=0.95, *, n_jobs=None) -> float:
+    """The smallest false positive rate whose true positive rate is at least ``min_tpr``."""
+    min_tpr = _check_rate(min_tpr, "min_tpr")
+    return _summary(scores, labels, min_tprs=[min_tpr], n_jobs=n_jobs)["fpr_at_tpr"][0]
+
+
+@_per_key
+def evaluate(scores, labels, *, max_fprs=(0.05, 0.01), min_tprs=(0.95,), n_jobs=None) -> dict:
+    """Every ranking metric from one sort.
+
+    Returns a dict with ``auroc``, ``average_precision``, ``f1_max``, ``tpr@fpr=<x>`` for each
+    ``max_fprs`` entry and ``fpr@tpr=<x>`` for each ``min_tprs`` entry.
+
+    >>> r = evaluate([0.9, 0.8, 0.7, 0.1], [1, 0, 1, 0])
+    >>> r["auroc"], r["tpr@fpr=0.05"]
+    (0.75, 0.5)
+    """
+    max_fprs = [_check_rate(v, "max_fprs") for v in max_fprs]
+    min_tprs = [_check_rate(v, "min_tprs") for v in min_tprs]
+    s = _summary(scores, labels, max_fprs, min_tprs, n_jobs)
+    out = {"auroc": s["auroc"], "average_precision": s["average_precision"], "f1_max": s["f1_max"]}
+    out.update({f"tpr@fpr={v:g}": t for v, t in zip(max_fprs, s["tpr_at_fpr"])})
+    out.update({f"fpr@tpr={v:g}": f for v, f in zip(min_tprs, s["fpr_at_tpr"])})
+    return out
+
+
+def roc_curve(scores, labels, *, n_jobs=None):
+    """(fpr, tpr, thresholds) at every distinct score, starting at (0, 0) with threshold +inf."""
+    scores, labels = _prepare(scores, labels)
+    fps, tps, thresholds = _core.curve_counts(scores, labels, n_jobs)
+    n_pos = float(np.count_nonzero(labels))
+    n_neg = float(labels.shape[0]) - n_pos
+    fpr = np.concatenate([[0.0], fps / n_neg])
+    tpr = np.concatenate([[0.0], tps / n_pos])
+    return fpr, tpr, np.concatenate([[np.inf], thresholds])
+
+
+def _prepare_maps(anomaly_maps, masks, max_fpr):
+    maps, b1 = as_array(anomaly_maps, "anomaly_maps")
+    masks, b2 = as_array(masks, "masks")
+    maps, masks = to_numpy(maps, b1), to_numpy(masks, b2)
+    if maps.ndim == 2:
+        maps = maps[None]
+    if masks.ndim == 2:
+        masks = masks[None]
+    maps = float_array(maps, "anomaly_maps", ndim=3)
+    if masks.shape != maps.shape:
+        raise ValueError(f"anomaly_maps and masks differ in shape: {maps.shape} != {masks.shape}")
+    masks = binary_labels(masks, "masks")
+    max_fpr = _check_rate(max_fpr, "max_fpr")
+    if max_fpr == 0.0:
+        raise ValueError("max_fpr: must be > 0")
+    return maps, masks, max_fpr
+
+
+def aupro(anomaly_maps, masks, max_fpr=0.3, *, n_jobs=None) -> float:
+    """Area under the per-region overlap curve up to ``max_fpr``, divided by ``max_fpr``.
+
+    The MVTec AD definition: regions are the 8-connected components of each ground-truth mask,
+    the PRO at a threshold is the mean over all regions of the fraction of the region above it,
+    the FPR counts normal pixels; the exact curve comes from one global sort and is
+    interpolated linearly at ``max_fpr``.
+
+    ``anomaly_maps`` and ``masks`` are ``[n, h, w]`` (or one ``[h, w]`` map).
+
+    >>> import numpy as np
+    >>> masks = np.zeros((1, 4, 4), bool); masks[0, 1:3, 1:3] = True
+    >>> aupro(masks.astype(float), masks)
+    1.0
+    """
+    maps, masks, max_fpr = _prepare_maps(anomaly_maps, masks, max_fpr)
+    return _core.aupro(maps, masks, max_fpr, n_jobs)
+
+
+def pro_curve(anomaly_maps, masks, max_fpr=1.0, *, n_jobs=None):
+    """(fpr, pro) points of the PRO curve up to the first point past ``max_fpr``."""
+    maps, masks, max_fpr = _prepare_maps(anomaly_maps, masks, max_fpr)
+    return _core.pro_curve(maps, masks, max_fpr, n_jobs)

@@ -1,0 +1,33 @@
+//! PyO3 wrappers: arguments are extracted, the GIL is released, the pure kernel runs, and the
+//! result comes back as an owned numpy array. No kernel logic lives here.
+
+use pyo3::prelude::*;
+
+pub mod arrays;
+pub mod cuda;
+pub mod errors;
+pub mod gaussian;
+pub mod metrics;
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    errors::register(m)?;
+    metrics::register(m)?;
+    gaussian::register(m)?;
+    cuda::register(m)?;
+    m.add_function(wrap_pyfunction!(py_reset_after_fork, m)?)?;
+    m.add_function(wrap_pyfunction!(py_resolve_threads, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
+
+/// Forget thread pools inherited through fork(); registered with os.register_at_fork.
+#[pyfunction(name = "reset_after_fork")]
+fn py_reset_after_fork() {
+    crate::pool::reset_after_fork();
+}
+
+/// The number of threads a call with this n_jobs would use.
+#[pyfunction(name = "resolve_threads", signature = (n_jobs=None))]
+fn py_resolve_threads(n_jobs: Option<i64>) -> usize {
+    crate::pool::resolve_threads(n_jobs)
+}
