@@ -8,6 +8,8 @@
 //!   positives and negatives are sorted apart so no payload travels with the keys.
 //! - Factorisations run in float64 whatever the input dtype; scoring runs in the input dtype.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod error;
 pub mod gaussian;
 pub mod linalg;

@@ -274,7 +274,8 @@ pub struct PositionFits<T> {
 }
 
 pub fn fit_per_position<T: Real>(x: &[T], n: usize, positions: usize, d: usize, estimator: Estimator, reg: f64) -> CoreResult<PositionFits<T>> {
-    let results: Vec<CoreResult<(Vec<T>, Vec<T>, Vec<T>, f64)>> = (0..positions)
+    type Fitted<T> = CoreResult<(Vec<T>, Vec<T>, Vec<T>, f64)>;
+    let results: Vec<Fitted<T>> = (0..positions)
         .into_par_iter()
         .map(|p| {
             let fit = fit(&x[p * d..], n, positions * d, d, estimator, reg, &format!("the covariance at position {p}"))?;

@@ -170,7 +170,7 @@ pub fn cholesky_lower_in_place(a: &mut [f64], d: usize, what: &str) -> CoreResul
                 row_i[i] - dot_f64(&row_i[..i], &row_i[..i])
             };
             if j == i {
-                if !(s > tol) {
+                if s.is_nan() || s <= tol {
                     return Err(CoreError::Singular(format!(
                         "{what} is singular or nearly singular (pivot {s:.3e} at index {i}, largest \
                          diagonal {max_diag:.3e}); add regularisation (reg > 0) or use a shrinkage \

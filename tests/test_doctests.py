@@ -1,0 +1,23 @@
+"""The docstring examples of every public module run and give what they show."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["fastcore_ad", "fastcore_ad.metrics", "fastcore_ad.gaussian", "fastcore_ad.musc", "fastcore_ad.mia",
+           "fastcore_ad.tsetlin"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name == name:
+            pytest.skip(f"{name} is not part of this build")
+        raise
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
+    assert result.failed == 0, f"{result.failed} docstring example(s) failed in {name}"
+    if name != "fastcore_ad":
+        assert result.attempted > 0, f"{name} has no runnable docstring example"
