@@ -18,7 +18,9 @@ fn pools() -> &'static Mutex<PoolMap> {
 
 /// Resolve the thread count: explicit `n_jobs` (<= 0 means "all CPUs"), then the environment.
 pub fn resolve_threads(n_jobs: Option<i64>) -> usize {
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let from_env = || {
         std::env::var("FASTCORE_AD_NUM_THREADS")
             .ok()

@@ -60,7 +60,13 @@ fn whitened_squares_serial<T: Real>(
             Shape::Full => (0, d),
         };
         let nb = j1 - j0;
-        matmul(&mut product[..], nb, xm.block(0, rows, r0, r1), wm.block(r0, r1, j0, j1), false);
+        matmul(
+            &mut product[..],
+            nb,
+            xm.block(0, rows, r0, r1),
+            wm.block(r0, r1, j0, j1),
+            false,
+        );
         for i in 0..rows {
             let row = &product[i * nb..(i + 1) * nb];
             let mut acc = [0.0f64; 4];
@@ -83,7 +89,15 @@ fn whitened_squares_serial<T: Real>(
 
 /// Mahalanobis distance (not squared) of each row of `x` (`m x d`) to one Gaussian:
 /// `|| (x_i - mean) @ w ||` with `w` (`d x k`) of the given shape.
-pub fn mahalanobis<T: Real>(x: &[T], m: usize, d: usize, mean: &[T], w: &[T], k: usize, shape: Shape) -> Vec<T> {
+pub fn mahalanobis<T: Real>(
+    x: &[T],
+    m: usize,
+    d: usize,
+    mean: &[T],
+    w: &[T],
+    k: usize,
+    shape: Shape,
+) -> Vec<T> {
     debug_assert_eq!(x.len(), m * d);
     let mut out = vec![T::ZERO; m];
     out.par_chunks_mut(ROW_TILE).enumerate().for_each_init(
@@ -91,7 +105,19 @@ pub fn mahalanobis<T: Real>(x: &[T], m: usize, d: usize, mean: &[T], w: &[T], k:
         |(centred, product, sq), (tile, out_tile)| {
             let r0 = tile * ROW_TILE;
             let rows = out_tile.len();
-            whitened_squares_serial(&x[r0 * d..], rows, d, mean, w, d, k, shape, sq, centred, product);
+            whitened_squares_serial(
+                &x[r0 * d..],
+                rows,
+                d,
+                mean,
+                w,
+                d,
+                k,
+                shape,
+                sq,
+                centred,
+                product,
+            );
             for (o, &s) in out_tile.iter_mut().zip(sq.iter()) {
                 *o = T::from_f64(s.sqrt());
             }
@@ -102,28 +128,51 @@ pub fn mahalanobis<T: Real>(x: &[T], m: usize, d: usize, mean: &[T], w: &[T], k:
 
 /// Per-position distances (PaDiM): `x` is `m x positions x d`, `means` `positions x d`,
 /// `factors` `positions x d x d` (all of one `shape`); returns `m x positions`.
-pub fn mahalanobis_per_position<T: Real>(x: &[T], m: usize, positions: usize, d: usize, means: &[T], factors: &[T], shape: Shape) -> Vec<T> {
+pub fn mahalanobis_per_position<T: Real>(
+    x: &[T],
+    m: usize,
+    positions: usize,
+    d: usize,
+    means: &[T],
+    factors: &[T],
+    shape: Shape,
+) -> Vec<T> {
     debug_assert_eq!(x.len(), m * positions * d);
     // Position-major results first (each task owns a contiguous slice), transposed at the end.
     let mut by_position = vec![T::ZERO; positions * m];
-    by_position.par_chunks_mut(m.max(1)).enumerate().for_each_init(
-        || (Vec::new(), Vec::new(), Vec::new()),
-        |(centred, product, sq): &mut (Vec<T>, Vec<T>, Vec<f64>), (p, out_p)| {
-            let mean = &means[p * d..(p + 1) * d];
-            let w = &factors[p * d * d..(p + 1) * d * d];
-            let mut r0 = 0;
-            while r0 < m {
-                let rows = (m - r0).min(ROW_TILE);
-                sq.resize(rows, 0.0);
-                let start = (r0 * positions + p) * d;
-                whitened_squares_serial(&x[start..], rows, positions * d, mean, w, d, d, shape, sq, centred, product);
-                for (o, &s) in out_p[r0..r0 + rows].iter_mut().zip(sq.iter()) {
-                    *o = T::from_f64(s.sqrt());
+    by_position
+        .par_chunks_mut(m.max(1))
+        .enumerate()
+        .for_each_init(
+            || (Vec::new(), Vec::new(), Vec::new()),
+            |(centred, product, sq): &mut (Vec<T>, Vec<T>, Vec<f64>), (p, out_p)| {
+                let mean = &means[p * d..(p + 1) * d];
+                let w = &factors[p * d * d..(p + 1) * d * d];
+                let mut r0 = 0;
+                while r0 < m {
+                    let rows = (m - r0).min(ROW_TILE);
+                    sq.resize(rows, 0.0);
+                    let start = (r0 * positions + p) * d;
+                    whitened_squares_serial(
+                        &x[start..],
+                        rows,
+                        positions * d,
+                        mean,
+                        w,
+                        d,
+                        d,
+                        shape,
+                        sq,
+                        centred,
+                        product,
+                    );
+                    for (o, &s) in out_p[r0..r0 + rows].iter_mut().zip(sq.iter()) {
+                        *o = T::from_f64(s.sqrt());
+                    }
+                    r0 += rows;
                 }
-                r0 += rows;
-            }
-        },
-    );
+            },
+        );
     let mut out = vec![T::ZERO; m * positions];
     for p in 0..positions {
         for i in 0..m {
@@ -163,7 +212,12 @@ pub struct GaussianFit {
 }
 
 /// Mean, centred float64 copy, and the maximum-likelihood covariance `Xc^T Xc / n`.
-fn centred_covariance<T: Real>(x: &[T], n: usize, row_stride: usize, d: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+fn centred_covariance<T: Real>(
+    x: &[T],
+    n: usize,
+    row_stride: usize,
+    d: usize,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let mut mean = vec![0.0f64; d];
     for i in 0..n {
         for (acc, &v) in mean.iter_mut().zip(&x[i * row_stride..i * row_stride + d]) {
@@ -237,7 +291,15 @@ fn oas_shrinkage(n: usize, d: usize, cov: &[f64]) -> f64 {
 }
 
 /// Fit one Gaussian to `n` rows (row `i` at `i * row_stride`) of `d` features.
-pub fn fit<T: Real>(x: &[T], n: usize, row_stride: usize, d: usize, estimator: Estimator, reg: f64, what: &str) -> CoreResult<GaussianFit> {
+pub fn fit<T: Real>(
+    x: &[T],
+    n: usize,
+    row_stride: usize,
+    d: usize,
+    estimator: Estimator,
+    reg: f64,
+    what: &str,
+) -> CoreResult<GaussianFit> {
     if n == 0 {
         return invalid("X: no samples to fit");
     }
@@ -262,7 +324,12 @@ pub fn fit<T: Real>(x: &[T], n: usize, row_stride: usize, d: usize, estimator: E
         }
     }
     let precision_cholesky = precision_cholesky_lower(&cov, d, what)?;
-    Ok(GaussianFit { mean, covariance: cov, shrinkage, precision_cholesky })
+    Ok(GaussianFit {
+        mean,
+        covariance: cov,
+        shrinkage,
+        precision_cholesky,
+    })
 }
 
 /// Per-position fits for `x` of shape `n x positions x d`; outputs are written position-major.
@@ -273,14 +340,34 @@ pub struct PositionFits<T> {
     pub shrinkages: Vec<f64>,
 }
 
-pub fn fit_per_position<T: Real>(x: &[T], n: usize, positions: usize, d: usize, estimator: Estimator, reg: f64) -> CoreResult<PositionFits<T>> {
+pub fn fit_per_position<T: Real>(
+    x: &[T],
+    n: usize,
+    positions: usize,
+    d: usize,
+    estimator: Estimator,
+    reg: f64,
+) -> CoreResult<PositionFits<T>> {
     type Fitted<T> = CoreResult<(Vec<T>, Vec<T>, Vec<T>, f64)>;
     let results: Vec<Fitted<T>> = (0..positions)
         .into_par_iter()
         .map(|p| {
-            let fit = fit(&x[p * d..], n, positions * d, d, estimator, reg, &format!("the covariance at position {p}"))?;
+            let fit = fit(
+                &x[p * d..],
+                n,
+                positions * d,
+                d,
+                estimator,
+                reg,
+                &format!("the covariance at position {p}"),
+            )?;
             let cast = |v: &[f64]| v.iter().map(|&a| T::from_f64(a)).collect::<Vec<T>>();
-            Ok((cast(&fit.mean), cast(&fit.covariance), cast(&fit.precision_cholesky), fit.shrinkage))
+            Ok((
+                cast(&fit.mean),
+                cast(&fit.covariance),
+                cast(&fit.precision_cholesky),
+                fit.shrinkage,
+            ))
         })
         .collect();
     let mut out = PositionFits {
@@ -315,7 +402,10 @@ mod tests {
         for shape in [Shape::Lower, Shape::Upper, Shape::Full] {
             let got = mahalanobis(&x, m, d, &mean, &eye, d, shape);
             for i in 0..m {
-                let e: f64 = (0..d).map(|j| (x[i * d + j] - 0.5).powi(2)).sum::<f64>().sqrt();
+                let e: f64 = (0..d)
+                    .map(|j| (x[i * d + j] - 0.5).powi(2))
+                    .sum::<f64>()
+                    .sqrt();
                 assert!((got[i] - e).abs() < 1e-12);
             }
         }
@@ -324,9 +414,19 @@ mod tests {
     #[test]
     fn fit_then_score_training_mean_is_zero() {
         let (n, d) = (50, 4);
-        let x: Vec<f64> = (0..n * d).map(|i| (((i * 7919) % 101) as f64).sin()).collect();
+        let x: Vec<f64> = (0..n * d)
+            .map(|i| (((i * 7919) % 101) as f64).sin())
+            .collect();
         let fit = fit(&x, n, d, d, Estimator::LedoitWolf, 0.0, "cov").unwrap();
-        let s = mahalanobis(&fit.mean, 1, d, &fit.mean, &fit.precision_cholesky, d, Shape::Lower);
+        let s = mahalanobis(
+            &fit.mean,
+            1,
+            d,
+            &fit.mean,
+            &fit.precision_cholesky,
+            d,
+            Shape::Lower,
+        );
         assert_eq!(s[0], 0.0);
         assert!(fit.shrinkage > 0.0 && fit.shrinkage <= 1.0);
     }

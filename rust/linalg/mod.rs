@@ -60,7 +60,13 @@ pub struct MatRef<'a, T> {
 
 impl<'a, T> MatRef<'a, T> {
     pub fn row_major(data: &'a [T], rows: usize, cols: usize) -> Self {
-        MatRef { data, rows, cols, row_stride: cols, col_stride: 1 }
+        MatRef {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
     }
     pub fn transpose(self) -> Self {
         MatRef {
@@ -74,7 +80,11 @@ impl<'a, T> MatRef<'a, T> {
     /// Rows [r0, r1) and columns [c0, c1).
     pub fn block(self, r0: usize, r1: usize, c0: usize, c1: usize) -> Self {
         debug_assert!(r0 <= r1 && r1 <= self.rows && c0 <= c1 && c1 <= self.cols);
-        let offset = if r1 > r0 && c1 > c0 { r0 * self.row_stride + c0 * self.col_stride } else { 0 };
+        let offset = if r1 > r0 && c1 > c0 {
+            r0 * self.row_stride + c0 * self.col_stride
+        } else {
+            0
+        };
         MatRef {
             data: &self.data[offset.min(self.data.len())..],
             rows: r1 - r0,
@@ -94,13 +104,22 @@ impl<'a, T> MatRef<'a, T> {
 
 /// `dst[m x n] (row-major, row stride dst_rs) = a @ b`, or `+= a @ b` when `accumulate`.
 /// Single-threaded: callers parallelise over tiles.
-pub fn matmul<T: Real>(dst: &mut [T], dst_rs: usize, a: MatRef<'_, T>, b: MatRef<'_, T>, accumulate: bool) {
+pub fn matmul<T: Real>(
+    dst: &mut [T],
+    dst_rs: usize,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    accumulate: bool,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(k, b.rows, "matmul: inner dimensions differ");
     if m == 0 || n == 0 {
         return;
     }
-    assert!(m == 0 || n == 0 || (m - 1) * dst_rs + n <= dst.len(), "matmul: destination too small");
+    assert!(
+        m == 0 || n == 0 || (m - 1) * dst_rs + n <= dst.len(),
+        "matmul: destination too small"
+    );
     if k == 0 {
         if !accumulate {
             for i in 0..m {
@@ -109,7 +128,10 @@ pub fn matmul<T: Real>(dst: &mut [T], dst_rs: usize, a: MatRef<'_, T>, b: MatRef
         }
         return;
     }
-    assert!(a.last_index() < a.data.len() && b.last_index() < b.data.len(), "matmul: view out of bounds");
+    assert!(
+        a.last_index() < a.data.len() && b.last_index() < b.data.len(),
+        "matmul: view out of bounds"
+    );
     // SAFETY: every index the product touches was bounds-checked above through the views'
     // extents; the destination does not alias the inputs (it is a distinct &mut slice).
     unsafe {
@@ -232,7 +254,9 @@ mod tests {
     fn spd(d: usize, seed: u64) -> Vec<f64> {
         let mut state = seed;
         let mut rnd = || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((state >> 11) as f64 / (1u64 << 53) as f64) - 0.5
         };
         let a: Vec<f64> = (0..d * d).map(|_| rnd()).collect();
@@ -272,7 +296,10 @@ mod tests {
     #[test]
     fn singular_matrix_is_reported() {
         let cov = vec![1.0, 1.0, 1.0, 1.0];
-        assert!(matches!(precision_cholesky_lower(&cov, 2, "cov"), Err(CoreError::Singular(_))));
+        assert!(matches!(
+            precision_cholesky_lower(&cov, 2, "cov"),
+            Err(CoreError::Singular(_))
+        ));
     }
 
     #[test]
@@ -281,7 +308,13 @@ mod tests {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 - 3.0).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.5).collect();
         let mut c = vec![0.0f32; m * n];
-        matmul(&mut c, n, MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), false);
+        matmul(
+            &mut c,
+            n,
+            MatRef::row_major(&a, m, k),
+            MatRef::row_major(&b, k, n),
+            false,
+        );
         for i in 0..m {
             for j in 0..n {
                 let e: f32 = (0..k).map(|t| a[i * k + t] * b[t * n + j]).sum();

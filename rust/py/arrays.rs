@@ -19,7 +19,10 @@ impl FloatArray<'_> {
     }
 }
 
-pub fn contiguous<'a, T: numpy::Element>(a: &'a PyReadonlyArrayDyn<'_, T>, name: &str) -> PyResult<&'a [T]> {
+pub fn contiguous<'a, T: numpy::Element>(
+    a: &'a PyReadonlyArrayDyn<'_, T>,
+    name: &str,
+) -> PyResult<&'a [T]> {
     a.as_slice()
         .map_err(|_| PyValueError::new_err(format!("{name}: expected a C-contiguous array")))
 }
@@ -50,7 +53,9 @@ impl FloatElement for f32 {
     fn slice_of<'a>(a: &'a FloatArray<'_>, name: &str) -> PyResult<&'a [f32]> {
         match a {
             FloatArray::F32(x) => contiguous(x, name),
-            FloatArray::F64(_) => Err(PyValueError::new_err(format!("{name}: expected float32 like the data, got float64"))),
+            FloatArray::F64(_) => Err(PyValueError::new_err(format!(
+                "{name}: expected float32 like the data, got float64"
+            ))),
         }
     }
 }
@@ -59,12 +64,18 @@ impl FloatElement for f64 {
     fn slice_of<'a>(a: &'a FloatArray<'_>, name: &str) -> PyResult<&'a [f64]> {
         match a {
             FloatArray::F64(x) => contiguous(x, name),
-            FloatArray::F32(_) => Err(PyValueError::new_err(format!("{name}: expected float64 like the data, got float32"))),
+            FloatArray::F32(_) => Err(PyValueError::new_err(format!(
+                "{name}: expected float64 like the data, got float32"
+            ))),
         }
     }
 }
 
 /// `other` as a slice of the same element type as `_like`.
-pub fn slice_like<'a, T: FloatElement>(_like: &[T], other: &'a FloatArray<'_>, name: &str) -> PyResult<&'a [T]> {
+pub fn slice_like<'a, T: FloatElement>(
+    _like: &[T],
+    other: &'a FloatArray<'_>,
+    name: &str,
+) -> PyResult<&'a [T]> {
     T::slice_of(other, name)
 }

@@ -6,15 +6,24 @@ use pyo3::prelude::*;
 
 /// (family, file name, source). `common.cuh` is prepended to every family's source.
 const SOURCES: &[(&str, &str, &str)] = &[
-    ("common", "common.cuh", include_str!("../../cuda/common.cuh")),
-    ("gaussian", "gaussian.cu", include_str!("../../cuda/gaussian.cu")),
+    (
+        "common",
+        "common.cuh",
+        include_str!("../../cuda/common.cuh"),
+    ),
+    (
+        "gaussian",
+        "gaussian.cu",
+        include_str!("../../cuda/gaussian.cu"),
+    ),
 ];
 
 /// The CUDA source of one family, with `#line` markers so compiler errors name the real file.
 #[pyfunction(name = "cuda_source")]
 fn py_cuda_source(family: &str) -> PyResult<String> {
     let find = |name: &str| SOURCES.iter().find(|(f, _, _)| *f == name);
-    let (_, file, body) = find(family).ok_or_else(|| PyKeyError::new_err(format!("no CUDA source for family {family:?}")))?;
+    let (_, file, body) = find(family)
+        .ok_or_else(|| PyKeyError::new_err(format!("no CUDA source for family {family:?}")))?;
     let mut out = String::new();
     if family != "common" {
         if let Some((_, cfile, cbody)) = find("common") {
@@ -28,7 +37,11 @@ fn py_cuda_source(family: &str) -> PyResult<String> {
 /// The families that have CUDA kernels.
 #[pyfunction(name = "cuda_families")]
 fn py_cuda_families() -> Vec<&'static str> {
-    SOURCES.iter().map(|(f, _, _)| *f).filter(|f| *f != "common").collect()
+    SOURCES
+        .iter()
+        .map(|(f, _, _)| *f)
+        .filter(|f| *f != "common")
+        .collect()
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -6,7 +6,12 @@ use pyo3::prelude::*;
 
 use crate::error::CoreError;
 
-create_exception!(_core, FastcoreError, PyException, "Base class of fastcore_ad's own errors.");
+create_exception!(
+    _core,
+    FastcoreError,
+    PyException,
+    "Base class of fastcore_ad's own errors."
+);
 create_exception!(
     _core,
     SingularCovarianceError,
@@ -24,6 +29,9 @@ pub fn to_py(err: CoreError) -> PyErr {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("FastcoreError", py.get_type::<FastcoreError>())?;
-    m.add("SingularCovarianceError", py.get_type::<SingularCovarianceError>())?;
+    m.add(
+        "SingularCovarianceError",
+        py.get_type::<SingularCovarianceError>(),
+    )?;
     Ok(())
 }

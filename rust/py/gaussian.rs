@@ -13,18 +13,28 @@ fn parse_shape(shape: &str) -> PyResult<Shape> {
         "lower" => Ok(Shape::Lower),
         "upper" => Ok(Shape::Upper),
         "full" => Ok(Shape::Full),
-        other => Err(PyValueError::new_err(format!("shape: expected 'lower', 'upper' or 'full', got {other:?}"))),
+        other => Err(PyValueError::new_err(format!(
+            "shape: expected 'lower', 'upper' or 'full', got {other:?}"
+        ))),
     }
 }
 
 fn shaped<T: numpy::Element>(py: Python<'_>, v: Vec<T>, dims: &[usize]) -> PyResult<Py<PyAny>> {
-    let a = ArrayD::from_shape_vec(IxDyn(dims), v).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let a =
+        ArrayD::from_shape_vec(IxDyn(dims), v).map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok(a.into_pyarray(py).into_any().unbind())
 }
 
 /// Distances `||(x_i - mean) @ w||` for `x [m, d]`, `w [d, k]` (all of x's dtype).
 #[pyfunction(name = "mahalanobis", signature = (x, mean, w, shape, n_jobs=None))]
-fn py_mahalanobis<'py>(py: Python<'py>, x: FloatArray<'py>, mean: FloatArray<'py>, w: FloatArray<'py>, shape: &str, n_jobs: Option<i64>) -> PyResult<Py<PyAny>> {
+fn py_mahalanobis<'py>(
+    py: Python<'py>,
+    x: FloatArray<'py>,
+    mean: FloatArray<'py>,
+    w: FloatArray<'py>,
+    shape: &str,
+    n_jobs: Option<i64>,
+) -> PyResult<Py<PyAny>> {
     let shape = parse_shape(shape)?;
     let xs = x.shape();
     let ws = w.shape();
@@ -32,35 +42,57 @@ fn py_mahalanobis<'py>(py: Python<'py>, x: FloatArray<'py>, mean: FloatArray<'py
     with_floats!(x, "x", |xv| {
         let mv = slice_like(xv, &mean, "mean")?;
         let wv = slice_like(xv, &w, "precision_cholesky")?;
-        let out = py.detach(|| pool::install(n_jobs, || gaussian::mahalanobis(xv, m, d, mv, wv, k, shape)));
+        let out = py
+            .detach(|| pool::install(n_jobs, || gaussian::mahalanobis(xv, m, d, mv, wv, k, shape)));
         shaped(py, out, &[m])
     })
 }
 
 /// Per-position distances: `x [m, P, d]`, `means [P, d]`, `factors [P, d, d]` -> `[m, P]`.
 #[pyfunction(name = "mahalanobis_per_position", signature = (x, means, factors, shape, n_jobs=None))]
-fn py_mahalanobis_per_position<'py>(py: Python<'py>, x: FloatArray<'py>, means: FloatArray<'py>, factors: FloatArray<'py>, shape: &str, n_jobs: Option<i64>) -> PyResult<Py<PyAny>> {
+fn py_mahalanobis_per_position<'py>(
+    py: Python<'py>,
+    x: FloatArray<'py>,
+    means: FloatArray<'py>,
+    factors: FloatArray<'py>,
+    shape: &str,
+    n_jobs: Option<i64>,
+) -> PyResult<Py<PyAny>> {
     let shape = parse_shape(shape)?;
     let xs = x.shape();
     let (m, p, d) = (xs[0], xs[1], xs[2]);
     with_floats!(x, "x", |xv| {
         let mv = slice_like(xv, &means, "means")?;
         let fv = slice_like(xv, &factors, "factors")?;
-        let out = py.detach(|| pool::install(n_jobs, || gaussian::mahalanobis_per_position(xv, m, p, d, mv, fv, shape)));
+        let out = py.detach(|| {
+            pool::install(n_jobs, || {
+                gaussian::mahalanobis_per_position(xv, m, p, d, mv, fv, shape)
+            })
+        });
         shaped(py, out, &[m, p])
     })
 }
 
 /// Fit one Gaussian to `x [n, d]`: (mean, covariance, shrinkage, precision_cholesky), float64.
 #[pyfunction(name = "fit_gaussian", signature = (x, estimator, reg, n_jobs=None))]
-fn py_fit_gaussian<'py>(py: Python<'py>, x: FloatArray<'py>, estimator: &str, reg: f64, n_jobs: Option<i64>) -> PyResult<(Py<PyAny>, Py<PyAny>, f64, Py<PyAny>)> {
+fn py_fit_gaussian<'py>(
+    py: Python<'py>,
+    x: FloatArray<'py>,
+    estimator: &str,
+    reg: f64,
+    n_jobs: Option<i64>,
+) -> PyResult<(Py<PyAny>, Py<PyAny>, f64, Py<PyAny>)> {
     let estimator = Estimator::parse(estimator).map_err(to_py)?;
     let xs = x.shape();
     let (n, d) = (xs[0], xs[1]);
-    let fit = with_floats!(x, "X", |xv| py.detach(|| pool::install(n_jobs, || gaussian::fit(xv, n, d, d, estimator, reg, "the covariance"))));
+    let fit = with_floats!(x, "X", |xv| py.detach(|| pool::install(n_jobs, || {
+        gaussian::fit(xv, n, d, d, estimator, reg, "the covariance")
+    })));
     let fit = fit.map_err(to_py)?;
-    let cov = Array2::from_shape_vec((d, d), fit.covariance).map_err(|e| PyValueError::new_err(e.to_string()))?;
-    let l = Array2::from_shape_vec((d, d), fit.precision_cholesky).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let cov = Array2::from_shape_vec((d, d), fit.covariance)
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let l = Array2::from_shape_vec((d, d), fit.precision_cholesky)
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok((
         Array1::from(fit.mean).into_pyarray(py).into_any().unbind(),
         cov.into_pyarray(py).into_any().unbind(),
@@ -72,19 +104,44 @@ fn py_fit_gaussian<'py>(py: Python<'py>, x: FloatArray<'py>, estimator: &str, re
 /// Per-position fits for `x [n, P, d]`: (means [P, d], covariances, factors [P, d, d],
 /// shrinkages [P]) in x's dtype (shrinkages float64).
 #[pyfunction(name = "fit_gaussian_per_position", signature = (x, estimator, reg, n_jobs=None))]
-fn py_fit_gaussian_per_position<'py>(py: Python<'py>, x: FloatArray<'py>, estimator: &str, reg: f64, n_jobs: Option<i64>) -> PyResult<(Py<PyAny>, Py<PyAny>, Py<PyAny>, Py<PyAny>)> {
+fn py_fit_gaussian_per_position<'py>(
+    py: Python<'py>,
+    x: FloatArray<'py>,
+    estimator: &str,
+    reg: f64,
+    n_jobs: Option<i64>,
+) -> PyResult<(Py<PyAny>, Py<PyAny>, Py<PyAny>, Py<PyAny>)> {
     let estimator = Estimator::parse(estimator).map_err(to_py)?;
     let xs = x.shape();
     let (n, p, d) = (xs[0], xs[1], xs[2]);
     with_floats!(x, "X", |xv| {
-        let fits = py.detach(|| pool::install(n_jobs, || gaussian::fit_per_position(xv, n, p, d, estimator, reg)));
+        let fits = py.detach(|| {
+            pool::install(n_jobs, || {
+                gaussian::fit_per_position(xv, n, p, d, estimator, reg)
+            })
+        });
         let fits = fits.map_err(to_py)?;
         let err = |e: numpy::ndarray::ShapeError| PyValueError::new_err(e.to_string());
         Ok((
-            Array2::from_shape_vec((p, d), fits.means).map_err(err)?.into_pyarray(py).into_any().unbind(),
-            Array3::from_shape_vec((p, d, d), fits.covariances).map_err(err)?.into_pyarray(py).into_any().unbind(),
-            Array3::from_shape_vec((p, d, d), fits.factors).map_err(err)?.into_pyarray(py).into_any().unbind(),
-            Array1::from(fits.shrinkages).into_pyarray(py).into_any().unbind(),
+            Array2::from_shape_vec((p, d), fits.means)
+                .map_err(err)?
+                .into_pyarray(py)
+                .into_any()
+                .unbind(),
+            Array3::from_shape_vec((p, d, d), fits.covariances)
+                .map_err(err)?
+                .into_pyarray(py)
+                .into_any()
+                .unbind(),
+            Array3::from_shape_vec((p, d, d), fits.factors)
+                .map_err(err)?
+                .into_pyarray(py)
+                .into_any()
+                .unbind(),
+            Array1::from(fits.shrinkages)
+                .into_pyarray(py)
+                .into_any()
+                .unbind(),
         ))
     })
 }

@@ -18,7 +18,10 @@ fn py_binary_summary<'py>(
     n_jobs: Option<i64>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let labels = contiguous(&labels, "labels")?;
-    let summary = with_floats!(scores, "scores", |s| py.detach(|| pool::install(n_jobs, || metrics::summarize(&metrics::curve(s, labels), &max_fprs, &min_tprs))));
+    let summary = with_floats!(scores, "scores", |s| py
+        .detach(|| pool::install(n_jobs, || metrics::summarize(
+            s, labels, &max_fprs, &min_tprs
+        ))));
     let out = PyDict::new(py);
     out.set_item("auroc", summary.auroc)?;
     out.set_item("average_precision", summary.average_precision)?;
@@ -44,8 +47,13 @@ fn py_curve_counts<'py>(
     n_jobs: Option<i64>,
 ) -> PyResult<CurveArrays<'py>> {
     let labels = contiguous(&labels, "labels")?;
-    let c = with_floats!(scores, "scores", |s| py.detach(|| pool::install(n_jobs, || metrics::curve(s, labels))));
-    Ok((c.false_positives.into_pyarray(py), c.true_positives.into_pyarray(py), c.thresholds.into_pyarray(py)))
+    let c = with_floats!(scores, "scores", |s| py
+        .detach(|| pool::install(n_jobs, || metrics::curve(s, labels))));
+    Ok((
+        c.false_positives.into_pyarray(py),
+        c.true_positives.into_pyarray(py),
+        c.thresholds.into_pyarray(py),
+    ))
 }
 
 /// The PRO curve (fpr, pro) up to the first point past max_fpr, for maps/masks `[n, h, w]`.
@@ -56,11 +64,17 @@ fn py_pro_curve<'py>(
     masks: PyReadonlyArrayDyn<'py, u8>,
     max_fpr: f64,
     n_jobs: Option<i64>,
-) -> PyResult<(Bound<'py, numpy::PyArray1<f64>>, Bound<'py, numpy::PyArray1<f64>>)> {
+) -> PyResult<(
+    Bound<'py, numpy::PyArray1<f64>>,
+    Bound<'py, numpy::PyArray1<f64>>,
+)> {
     let shape = maps.shape();
     let (n, h, w) = (shape[0], shape[1], shape[2]);
     let masks = contiguous(&masks, "masks")?;
-    let result = with_floats!(maps, "anomaly_maps", |s| py.detach(|| pool::install(n_jobs, || metrics::pro_curve(s, masks, n, h, w, max_fpr))));
+    let result = with_floats!(maps, "anomaly_maps", |s| py
+        .detach(|| pool::install(n_jobs, || metrics::pro_curve(
+            s, masks, n, h, w, max_fpr
+        ))));
     let (fprs, pros) = result.map_err(to_py)?;
     Ok((fprs.into_pyarray(py), pros.into_pyarray(py)))
 }
@@ -77,7 +91,8 @@ fn py_aupro<'py>(
     let shape = maps.shape();
     let (n, h, w) = (shape[0], shape[1], shape[2]);
     let masks = contiguous(&masks, "masks")?;
-    let result = with_floats!(maps, "anomaly_maps", |s| py.detach(|| pool::install(n_jobs, || metrics::aupro(s, masks, n, h, w, max_fpr))));
+    let result = with_floats!(maps, "anomaly_maps", |s| py
+        .detach(|| pool::install(n_jobs, || metrics::aupro(s, masks, n, h, w, max_fpr))));
     result.map_err(to_py)
 }
 
