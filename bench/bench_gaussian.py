@@ -143,3 +143,39 @@ def test_fit__sklearn_ledoit_wolf(benchmark, fit_data):
         return est.get_precision()
 
     run(benchmark, sklearn_fit, fit_data)
+
+
+def gpu_cases():
+    """CUDA cases for bench/gpu_check.py."""
+    import cupy as cp
+
+    rng = np.random.default_rng(0)
+    m, d = 100_000, 1536
+    x = cp.asarray(rng.normal(size=(m, d)).astype(np.float32))
+    a = rng.normal(size=(d, d)) / np.sqrt(d)
+    lower = cp.asarray(np.linalg.cholesky(np.linalg.inv(a @ a.T + np.eye(d))).astype(np.float32))
+    mean = cp.asarray(rng.normal(size=d).astype(np.float32))
+
+    def peer():
+        z = (x - mean) @ lower
+        return cp.sqrt((z * z).sum(axis=1))
+
+    p, dp, batch = 1024, 550, 8
+    xp = cp.asarray(rng.normal(size=(batch, p, dp)).astype(np.float32))
+    means = cp.asarray(rng.normal(size=(p, dp)).astype(np.float32))
+    b = rng.normal(size=(dp, dp)) / np.sqrt(dp)
+    prec = np.linalg.inv(b @ b.T + np.eye(dp))
+    factors = cp.asarray(np.broadcast_to(np.linalg.cholesky(prec).astype(np.float32), (p, dp, dp)).copy())
+    inverses = cp.asarray(np.broadcast_to(prec.astype(np.float32), (p, dp, dp)).copy())
+
+    def padim_peer():
+        delta = cp.transpose(xp - means[None], (1, 0, 2))
+        return cp.sqrt((cp.matmul(delta, inverses) * delta).sum(2)).T
+
+    return [
+        {"kernel": "mahalanobis", "shape": f"{m}x{d} f32", "ours": lambda: mahalanobis(x, mean, lower),
+         "peer": peer, "peer_name": "cupy dense whitening GEMM", "flops": m * d * d, "bytes": x.nbytes},
+        {"kernel": "mahalanobis_per_position", "shape": f"{p} pos, d={dp}, batch {batch}",
+         "ours": lambda: mahalanobis_per_position(xp, means, factors), "peer": padim_peer,
+         "peer_name": "anomalib pattern (cupy matmul)", "bytes": factors.nbytes // 2 + xp.nbytes},
+    ]

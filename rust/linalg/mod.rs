@@ -176,40 +176,108 @@ pub fn dot_f64(a: &[f64], b: &[f64]) -> f64 {
     s
 }
 
-/// Lower Cholesky factor of a symmetric positive definite `d x d` row-major matrix, in place.
-/// Fails with `Singular` when a pivot is not clearly positive relative to the largest diagonal.
+/// Block size of the factorisations: the diagonal block and panel stay in L1/L2 while the
+/// trailing update, where the O(d^3) work is, runs through the GEMM kernel.
+const FACTOR_BLOCK: usize = 64;
+
+/// Lower Cholesky factor of a symmetric positive definite `d x d` row-major matrix, in place
+/// (right-looking, blocked). Fails with `Singular` when a pivot is not clearly positive
+/// relative to the largest diagonal entry.
 pub fn cholesky_lower_in_place(a: &mut [f64], d: usize, what: &str) -> CoreResult<()> {
     let max_diag = (0..d).map(|i| a[i * d + i].abs()).fold(0.0f64, f64::max);
     let tol = max_diag * 1e-12;
-    for i in 0..d {
-        for j in 0..=i {
-            let (head, tail) = a.split_at_mut(i * d);
-            let row_i = &tail[..d];
-            let s = if j < i {
-                let row_j = &head[j * d..j * d + j];
-                row_i[j] - dot_f64(&row_i[..j], row_j)
-            } else {
-                row_i[i] - dot_f64(&row_i[..i], &row_i[..i])
-            };
-            if j == i {
-                if s.is_nan() || s <= tol {
-                    return Err(CoreError::Singular(format!(
-                        "{what} is singular or nearly singular (pivot {s:.3e} at index {i}, largest \
-                         diagonal {max_diag:.3e}); add regularisation (reg > 0) or use a shrinkage \
-                         estimator (covariance='ledoit_wolf' or 'oas')"
-                    )));
+    let mut panel: Vec<f64> = Vec::new();
+    let mut k0 = 0;
+    while k0 < d {
+        let k1 = (k0 + FACTOR_BLOCK).min(d);
+        // Diagonal block, then the panel below it, both against columns k0..k1 only (the
+        // earlier columns were folded in by previous trailing updates).
+        for i in k0..d {
+            let j_end = if i < k1 { i + 1 } else { k1 };
+            for j in k0..j_end {
+                let (head, tail) = a.split_at_mut(i * d);
+                let s = if j < i {
+                    let row_j = &head[j * d + k0..j * d + j];
+                    tail[j] - dot_f64(&tail[k0..j], row_j)
+                } else {
+                    tail[i] - dot_f64(&tail[k0..i], &tail[k0..i])
+                };
+                if j == i {
+                    if s.is_nan() || s <= tol {
+                        return Err(CoreError::Singular(format!(
+                            "{what} is singular or nearly singular (pivot {s:.3e} at index {i}, largest \
+                             diagonal {max_diag:.3e}); add regularisation (reg > 0) or use a shrinkage \
+                             estimator (covariance='ledoit_wolf' or 'oas')"
+                        )));
+                    }
+                    tail[i] = s.sqrt();
+                } else {
+                    tail[j] = s / head[j * d + j];
                 }
-                tail[i] = s.sqrt();
-            } else {
-                let ljj = head[j * d + j];
-                tail[j] = s / ljj;
             }
         }
-        for j in i + 1..d {
-            a[i * d + j] = 0.0;
+        // Trailing update A22 -= L21 L21^T through the GEMM kernel.
+        let rest = d - k1;
+        if rest > 0 {
+            let nb = k1 - k0;
+            panel.clear();
+            panel.extend((k1..d).flat_map(|i| a[i * d + k0..i * d + k1].iter().map(|v| -v)));
+            let l21: Vec<f64> = (k1..d).flat_map(|i| a[i * d + k0..i * d + k1].iter().copied()).collect();
+            let neg = MatRef::row_major(&panel[..], rest, nb);
+            let pos = MatRef::row_major(&l21[..], rest, nb).transpose();
+            matmul(&mut a[k1 * d + k1..], d, neg, pos, true);
         }
+        k0 = k1;
+    }
+    for i in 0..d {
+        a[i * d + i + 1..(i + 1) * d].fill(0.0);
     }
     Ok(())
+}
+
+/// Inverse of a lower-triangular `d x d` matrix (blocked forward substitution; the products
+/// with the already-inverted block rows run through the GEMM kernel).
+pub fn lower_triangular_inverse(c: &[f64], d: usize) -> Vec<f64> {
+    let mut x = vec![0.0f64; d * d];
+    let mut rhs: Vec<f64> = Vec::new();
+    let mut i0 = 0;
+    while i0 < d {
+        let i1 = (i0 + FACTOR_BLOCK).min(d);
+        let nb = i1 - i0;
+        // rhs = E_I - C[I, 0..i0] @ X[0..i0, 0..i0], over columns 0..i1.
+        rhs.clear();
+        rhs.resize(nb * i1, 0.0);
+        if i0 > 0 {
+            let neg_c: Vec<f64> = (i0..i1).flat_map(|i| c[i * d..i * d + i0].iter().map(|v| -v)).collect();
+            let xm = MatRef { data: &x[..], rows: i0, cols: i0, row_stride: d, col_stride: 1 };
+            matmul(&mut rhs[..], i1, MatRef::row_major(&neg_c[..], nb, i0), xm, false);
+        }
+        for r in 0..nb {
+            rhs[r * i1 + i0 + r] += 1.0;
+        }
+        // Solve C_II Y = rhs row by row (forward substitution within the block).
+        for r in 0..nb {
+            let i = i0 + r;
+            let (done, current) = rhs.split_at_mut(r * i1);
+            let row = &mut current[..i1];
+            for q in 0..r {
+                let coef = c[i * d + i0 + q];
+                if coef != 0.0 {
+                    let prev = &done[q * i1..(q + 1) * i1];
+                    for (v, &p) in row.iter_mut().zip(prev) {
+                        *v -= coef * p;
+                    }
+                }
+            }
+            let inv = 1.0 / c[i * d + i];
+            for v in row.iter_mut() {
+                *v *= inv;
+            }
+            x[i * d..i * d + i1].copy_from_slice(row);
+        }
+        i0 = i1;
+    }
+    x
 }
 
 /// Lower-triangular `L` with `L @ L.T == inverse(cov)`, from a symmetric positive definite `cov`.
@@ -225,23 +293,12 @@ pub fn precision_cholesky_lower(cov: &[f64], d: usize, what: &str) -> CoreResult
         }
     }
     cholesky_lower_in_place(&mut c, d, what)?;
-    // Column j of C^{-1} by forward substitution; column j of C^{-1} is row j of C^{-T}.
-    let mut cinv_t = vec![0.0f64; d * d];
-    let mut x = vec![0.0f64; d];
-    for j in 0..d {
-        x[..].fill(0.0);
-        for i in j..d {
-            let rhs = if i == j { 1.0 } else { 0.0 };
-            let s = dot_f64(&c[i * d + j..i * d + i], &x[j..i]);
-            x[i] = (rhs - s) / c[i * d + i];
-        }
-        cinv_t[j * d..(j + 1) * d].copy_from_slice(&x);
-    }
-    // L[i][j] = C^{-T}[d-1-i][d-1-j]
+    let cinv = lower_triangular_inverse(&c, d);
+    // L[i][j] = C^{-T}[d-1-i][d-1-j] = C^{-1}[d-1-j][d-1-i]
     let mut l = vec![0.0f64; d * d];
     for i in 0..d {
         for j in 0..=i {
-            l[i * d + j] = cinv_t[(d - 1 - i) * d + (d - 1 - j)];
+            l[i * d + j] = cinv[(d - 1 - j) * d + (d - 1 - i)];
         }
     }
     Ok(l)
@@ -272,17 +329,19 @@ mod tests {
 
     #[test]
     fn precision_factor_inverts_covariance() {
-        for d in [1usize, 2, 5, 17] {
+        for d in [1usize, 2, 5, 17, 64, 65, 150] {
             let cov = spd(d, d as u64);
             let l = precision_cholesky_lower(&cov, d, "cov").unwrap();
-            // cov @ (L L^T) == I
+            // precision = L L^T, then cov @ precision == I
+            let mut precision = vec![0.0; d * d];
+            for k in 0..d {
+                for j in 0..d {
+                    precision[k * d + j] = (0..d).map(|t| l[k * d + t] * l[j * d + t]).sum();
+                }
+            }
             for i in 0..d {
                 for j in 0..d {
-                    let mut v = 0.0;
-                    for k in 0..d {
-                        let p: f64 = (0..d).map(|t| l[k * d + t] * l[j * d + t]).sum();
-                        v += cov[i * d + k] * p;
-                    }
+                    let v: f64 = (0..d).map(|k| cov[i * d + k] * precision[k * d + j]).sum();
                     let expect = if i == j { 1.0 } else { 0.0 };
                     assert!((v - expect).abs() < 1e-9, "d={d} ({i},{j}) {v}");
                 }
