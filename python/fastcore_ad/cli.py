@@ -32,7 +32,8 @@ def _demo_rows(only=None):
     return rows
 
 
-def _print_table(rows, out=sys.stdout):
+def _print_table(rows, out=None):
+    out = out or sys.stdout
     headers = ("step", "result", "seconds")
     cells = [(str(r["step"]), str(r["result"]), f"{float(r['seconds']):.3f}") for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(headers)]

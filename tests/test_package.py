@@ -1,0 +1,96 @@
+"""Package-level behaviour: info, CLI, thread control, fork safety, DLPack intake."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastcore_ad
+from fastcore_ad import _core, cli, metrics
+from fastcore_ad._dispatch import as_array
+
+
+def test_info_reports_backends_and_threads():
+    info = fastcore_ad.info()
+    assert info["version"] == fastcore_ad.__version__
+    assert "rust" in info["backends"]
+    assert info["threads"] >= 1
+    assert "gaussian" in info["cuda_families"]
+
+
+def test_cli_info_and_demo(capsys):
+    assert cli.main(["info"]) == 0
+    assert json.loads(capsys.readouterr().out)["version"] == fastcore_ad.__version__
+    assert cli.main(["demo", "--only", "metrics", "gaussian"]) == 0
+    out = capsys.readouterr().out
+    assert "AUROC" in out and "AUPRO" in out and "seconds" in out
+
+
+def test_console_script_is_installed():
+    result = subprocess.run([sys.executable, "-m", "fastcore_ad.cli", "info"], capture_output=True, text=True, check=True)
+    assert json.loads(result.stdout)["backends"][0] == "rust"
+
+
+def test_thread_count_resolution(monkeypatch):
+    assert _core.resolve_threads(3) == 3
+    monkeypatch.setenv("FASTCORE_AD_NUM_THREADS", "1")
+    assert _core.resolve_threads(None) == 1
+    assert _core.resolve_threads(2) == 2  # the argument wins over the environment
+    cpus = os.cpu_count()
+    monkeypatch.delenv("FASTCORE_AD_NUM_THREADS")
+    assert _core.resolve_threads(-1) == _core.resolve_threads(None) <= cpus
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_kernels_work_in_a_forked_child():
+    scores = np.random.default_rng(0).random(200_000)
+    labels = np.arange(200_000) % 2
+    expect = metrics.auroc(scores, labels)  # the pool exists in the parent now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: must not hang on the parent's dead pool threads
+        try:
+            value = metrics.auroc(scores, labels)
+            os.write(write, repr(value).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    got = os.read(read, 100).decode()
+    os.close(read)
+    assert status == 0 and float(got) == expect
+
+
+class DLPackOnly:
+    """An array-like that only offers the DLPack protocol (as torch tensors do)."""
+
+    def __init__(self, array):
+        self._array = array
+
+    def __dlpack__(self, **kwargs):
+        return self._array.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self._array.__dlpack_device__()
+
+
+def test_dlpack_inputs_take_the_cpu_path_without_copy():
+    base = np.arange(10, dtype=np.float64)
+    array, backend = as_array(DLPackOnly(base), "x")
+    assert backend == "numpy" and np.shares_memory(array, base)
+    assert metrics.auroc(DLPackOnly(base), DLPackOnly(np.arange(10) % 2)) == metrics.auroc(base, np.arange(10) % 2)
+
+
+def test_torch_tensors_are_accepted():
+    torch = pytest.importorskip("torch")
+    scores = torch.linspace(0, 1, 50)
+    labels = (torch.arange(50) % 3 == 0)
+    assert metrics.auroc(scores, labels) == metrics.auroc(scores.numpy(), labels.numpy())
+
+
+def test_non_arrays_are_rejected_with_the_argument_name():
+    with pytest.raises(TypeError, match="scores"):
+        metrics.auroc(object(), [0, 1])
