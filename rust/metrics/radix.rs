@@ -50,7 +50,7 @@ pub fn radix_sort<T: Keyed>(items: &mut Vec<T>) {
     let mut scratch: Vec<T> = vec![T::default(); n];
     let mut in_items = true; // where the current order lives
     for (digit, hist) in counts.iter().enumerate() {
-        if hist.iter().any(|&c| c == n) {
+        if hist.contains(&n) {
             continue; // every key has the same byte here
         }
         let mut offsets = [0usize; 256];
