@@ -390,7 +390,8 @@ fn instruction_set() -> InstructionSet {
     InstructionSet::Baseline
 }
 
-fn dispatch(logits: Logits<'_>, vocab: usize, targets: &[i64], mask: Option<&[u8]>, isa: InstructionSet, out: &mut [[f64; 3]]) {
+fn dispatch(logits: Logits<'_>, shape: Shape, targets: &[i64], mask: Option<&[u8]>, isa: InstructionSet, out: &mut [[f64; 3]]) {
+    let vocab = shape.vocab;
     out.par_iter_mut().enumerate().with_min_len(4).for_each_init(
         || Buffers::for_logits(logits),
         |buffers, (r, slot)| {
@@ -399,53 +400,70 @@ fn dispatch(logits: Logits<'_>, vocab: usize, targets: &[i64], mask: Option<&[u8
                 return;
             }
             let target = targets[r] as usize;
-            let span = r * vocab..(r + 1) * vocab;
+            let src = (r / shape.time) * shape.logits_time + r % shape.time;
+            let span = src * vocab..(src + 1) * vocab;
             let (logp, mu, sigma) = match (isa, logits) {
                 #[cfg(target_arch = "x86_64")]
                 (InstructionSet::Avx512, Logits::F32(s)) => {
                     // SAFETY: AVX-512 F/BW/VL were detected on this CPU.
                     let total = unsafe { avx512::row_moments_f32(&s[span], &mut buffers.z32, &mut buffers.e32) };
-                    finish(total, s[r * vocab + target] as f64)
+                    finish(total, s[src * vocab + target] as f64)
                 }
                 #[cfg(target_arch = "x86_64")]
                 (InstructionSet::Avx512, Logits::Bf16(s)) => {
                     // SAFETY: AVX-512 F/BW/VL were detected on this CPU.
                     let total = unsafe { avx512::row_moments_half(&s[span], avx512::Half::Bf16, &mut buffers.z32, &mut buffers.e32) };
-                    finish(total, bf16_to_f32(s[r * vocab + target]) as f64)
+                    finish(total, bf16_to_f32(s[src * vocab + target]) as f64)
                 }
                 #[cfg(target_arch = "x86_64")]
                 (InstructionSet::Avx512, Logits::F16(s)) => {
                     // SAFETY: AVX-512 F/BW/VL were detected on this CPU.
                     let total = unsafe { avx512::row_moments_half(&s[span], avx512::Half::F16, &mut buffers.z32, &mut buffers.e32) };
-                    finish(total, f16_to_f32(s[r * vocab + target]) as f64)
+                    finish(total, f16_to_f32(s[src * vocab + target]) as f64)
                 }
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: every feature this variant was compiled for was detected on this CPU.
-                (InstructionSet::Avx512, _) => unsafe { row_avx512(logits, vocab, r, target, buffers) },
+                (InstructionSet::Avx512, _) => unsafe { row_avx512(logits, vocab, src, target, buffers) },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: AVX2 and FMA were detected on this CPU.
-                (InstructionSet::Avx2, _) => unsafe { row_avx2(logits, vocab, r, target, buffers) },
-                _ => row_baseline(logits, vocab, r, target, buffers),
+                (InstructionSet::Avx2, _) => unsafe { row_avx2(logits, vocab, src, target, buffers) },
+                _ => row_baseline(logits, vocab, src, target, buffers),
             };
             *slot = [logp, mu, sigma];
         },
     );
 }
 
-/// Token statistics for `rows` rows of `vocab` logits each.
-///
-/// `targets[r]` is the id scored by row r; `mask[r] == 0` skips the row (NaN out). Rows that hold
-/// NaN or +inf, or only -inf, give NaN; the caller reports them.
-pub fn token_stats(logits: Logits<'_>, rows: usize, vocab: usize, targets: &[i64], mask: Option<&[u8]>) -> CoreResult<TokenStats> {
-    token_stats_on(logits, rows, vocab, targets, mask, instruction_set())
+/// Where the rows live: targets are `[batch, time]`; logits are `[batch, logits_time, vocab]`
+/// with `logits_time >= time` (so `logits[:, :-1]` needs no copy: pass the whole array and
+/// `time = logits_time - 1`).
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    pub batch: usize,
+    pub time: usize,
+    pub logits_time: usize,
+    pub vocab: usize,
 }
 
-fn token_stats_on(logits: Logits<'_>, rows: usize, vocab: usize, targets: &[i64], mask: Option<&[u8]>, isa: InstructionSet) -> CoreResult<TokenStats> {
+/// Token statistics for every (sequence, position) of `targets` (`[batch, time]`, flattened).
+///
+/// `targets[r]` is the id scored by logits row r; `mask[r] == 0` skips the row (NaN out). Rows
+/// that hold NaN or +inf, or only -inf, give NaN; the caller reports them.
+pub fn token_stats(logits: Logits<'_>, shape: Shape, targets: &[i64], mask: Option<&[u8]>) -> CoreResult<TokenStats> {
+    token_stats_on(logits, shape, targets, mask, instruction_set())
+}
+
+fn token_stats_on(logits: Logits<'_>, shape: Shape, targets: &[i64], mask: Option<&[u8]>, isa: InstructionSet) -> CoreResult<TokenStats> {
+    let Shape { batch, time, logits_time, vocab } = shape;
+    let rows = batch * time;
     if vocab == 0 {
         return invalid("logits: the vocabulary axis is empty");
     }
-    if logits.len() != rows * vocab {
-        return invalid(format!("logits: expected {rows} x {vocab} values, got {}", logits.len()));
+    if time == 0 || time > logits_time {
+        return invalid(format!("targets: {time} positions per sequence do not fit logits with {logits_time}"));
+    }
+    if logits.len() != batch * logits_time * vocab {
+        return invalid(format!("logits: expected {batch} x {logits_time} x {vocab} values, got {}", logits.len()));
     }
     if targets.len() != rows {
         return invalid(format!("targets: expected {rows} ids, got {}", targets.len()));
@@ -462,7 +480,7 @@ fn token_stats_on(logits: Logits<'_>, rows: usize, vocab: usize, targets: &[i64]
         }
     }
     let mut out = vec![[0.0f64; 3]; rows];
-    dispatch(logits, vocab, targets, mask, isa, &mut out);
+    dispatch(logits, shape, targets, mask, isa, &mut out);
     let mut stats = TokenStats { logp: Vec::with_capacity(rows), mu: Vec::with_capacity(rows), sigma: Vec::with_capacity(rows) };
     for [a, b, c] in out {
         stats.logp.push(a);
@@ -540,6 +558,25 @@ pub fn min_k_means(values: &[f64], rows: usize, cols: usize, mask: Option<&[u8]>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `rows` rows of one sequence.
+    fn one(rows: usize, vocab: usize) -> Shape {
+        Shape { batch: 1, time: rows, logits_time: rows, vocab }
+    }
+
+    #[test]
+    fn shifted_layout_skips_the_last_position() {
+        // logits [2, 3, 5]; targets [2, 2] score positions 0 and 1 of each sequence.
+        let logits: Vec<f32> = (0..30).map(|i| ((i * 7) % 11) as f32 * 0.3).collect();
+        let shape = Shape { batch: 2, time: 2, logits_time: 3, vocab: 5 };
+        let s = token_stats(Logits::F32(&logits), shape, &[1, 2, 3, 4], None).unwrap_or_default();
+        for (r, src) in [0usize, 1, 3, 4].into_iter().enumerate() {
+            let row: Vec<f64> = logits[src * 5..src * 5 + 5].iter().map(|&v| v as f64).collect();
+            let (lp, mu, sd) = reference(&row, r + 1);
+            assert!((s.logp[r] - lp).abs() < 1e-6 && (s.mu[r] - mu).abs() < 1e-6 && (s.sigma[r] - sd).abs() < 1e-6);
+        }
+        assert!(token_stats(Logits::F32(&logits), Shape { time: 4, ..shape }, &[0; 8], None).is_err());
+    }
 
     fn reference(row: &[f64], target: usize) -> (f64, f64, f64) {
         let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -624,8 +661,8 @@ mod tests {
         // float16 bits of small integers and halves (exact in float16).
         let f16: Vec<u16> = data.iter().map(|&v| f16_bits_of_halves((v * 2.0).round() / 2.0)).collect();
         for isa in runnable() {
-            let b = token_stats_on(Logits::Bf16(&bf16), 2, vocab, &[5, 9], None, isa).unwrap_or_default();
-            let h = token_stats_on(Logits::F16(&f16), 2, vocab, &[5, 9], None, isa).unwrap_or_default();
+            let b = token_stats_on(Logits::Bf16(&bf16), one(2, vocab), &[5, 9], None, isa).unwrap_or_default();
+            let h = token_stats_on(Logits::F16(&f16), one(2, vocab), &[5, 9], None, isa).unwrap_or_default();
             for r in 0..2 {
                 let widened: Vec<f64> = bf16[r * vocab..(r + 1) * vocab].iter().map(|&x| bf16_to_f32(x) as f64).collect();
                 let (lp, mu, sd) = reference(&widened, [5, 9][r]);
@@ -654,9 +691,9 @@ mod tests {
             let rows = 3;
             let data = pseudo_random(rows * vocab, vocab as u64);
             let targets: Vec<i64> = (0..rows).map(|r| ((r * 31) % vocab) as i64).collect();
-            let f64_stats = token_stats_on(Logits::F64(&data), rows, vocab, &targets, None, isa).unwrap_or_default();
+            let f64_stats = token_stats_on(Logits::F64(&data), one(rows, vocab), &targets, None, isa).unwrap_or_default();
             let data32: Vec<f32> = data.iter().map(|&v| v as f32).collect();
-            let f32_stats = token_stats_on(Logits::F32(&data32), rows, vocab, &targets, None, isa).unwrap_or_default();
+            let f32_stats = token_stats_on(Logits::F32(&data32), one(rows, vocab), &targets, None, isa).unwrap_or_default();
             for r in 0..rows {
                 let widened: Vec<f64> = data32.iter().skip(r * vocab).take(vocab).map(|&v| v as f64).collect();
                 let (lp, mu, sd) = reference(&widened, targets[r] as usize);
@@ -675,14 +712,14 @@ mod tests {
     fn negative_infinity_weighs_nothing_and_ties_give_zero_sigma() {
         let row = [f32::NEG_INFINITY, 2.0, 2.0, f32::NEG_INFINITY, 2.0, 2.0];
         for isa in runnable() {
-            let s = token_stats_on(Logits::F32(&row), 1, 6, &[1], None, isa).unwrap_or_default();
+            let s = token_stats_on(Logits::F32(&row), one(1, 6), &[1], None, isa).unwrap_or_default();
             assert!((s.logp[0] + 4f64.ln()).abs() < 1e-7);
             assert!((s.mu[0] + 4f64.ln()).abs() < 1e-7);
             assert_eq!(s.sigma[0], 0.0, "{isa:?}");
-            let s = token_stats_on(Logits::F32(&row), 1, 6, &[0], None, isa).unwrap_or_default();
+            let s = token_stats_on(Logits::F32(&row), one(1, 6), &[0], None, isa).unwrap_or_default();
             assert_eq!(s.logp[0], f64::NEG_INFINITY);
             let all_masked = [f32::NEG_INFINITY; 40];
-            let s = token_stats_on(Logits::F32(&all_masked), 1, 40, &[0], None, isa).unwrap_or_default();
+            let s = token_stats_on(Logits::F32(&all_masked), one(1, 40), &[0], None, isa).unwrap_or_default();
             assert!(s.logp[0].is_nan() && s.sigma[0].is_nan());
         }
     }
@@ -691,15 +728,15 @@ mod tests {
     fn bad_rows_and_masks() {
         let row = [0.0f32, f32::NAN, 1.0];
         for isa in runnable() {
-            let s = token_stats_on(Logits::F32(&row), 1, 3, &[0], None, isa).unwrap_or_default();
+            let s = token_stats_on(Logits::F32(&row), one(1, 3), &[0], None, isa).unwrap_or_default();
             assert!(s.logp[0].is_nan());
-            let s = token_stats_on(Logits::F32(&[0.0, f32::INFINITY, 1.0]), 1, 3, &[0], None, isa).unwrap_or_default();
+            let s = token_stats_on(Logits::F32(&[0.0, f32::INFINITY, 1.0]), one(1, 3), &[0], None, isa).unwrap_or_default();
             assert!(s.mu[0].is_nan());
         }
-        let s = token_stats(Logits::F32(&row), 1, 3, &[-100], Some(&[0])).unwrap_or_default();
+        let s = token_stats(Logits::F32(&row), one(1, 3), &[-100], Some(&[0])).unwrap_or_default();
         assert!(s.sigma[0].is_nan());
-        assert!(token_stats(Logits::F32(&row), 1, 3, &[3], None).is_err());
-        assert!(token_stats(Logits::F32(&row), 1, 2, &[0], None).is_err());
+        assert!(token_stats(Logits::F32(&row), one(1, 3), &[3], None).is_err());
+        assert!(token_stats(Logits::F32(&row), one(1, 2), &[0], None).is_err());
     }
 
     #[test]

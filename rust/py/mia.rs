@@ -21,9 +21,9 @@ fn owned<T: numpy::Element>(py: Python<'_>, v: Vec<T>, dims: &[usize]) -> PyResu
     Ok(a.into_pyarray(py).into_any().unbind())
 }
 
-/// `(logp, mu, sigma)`, each float64 `[B, T]`, for logits `[B, T, V]` (`half` names the format
-/// of 16-bit patterns: "bfloat16" or "float16"), int64 targets `[B, T]` and an optional uint8
-/// mask `[B, T]`.
+/// `(logp, mu, sigma)`, each float64 `[B, T]`, for logits `[B, T_logits, V]` (`half` names the
+/// format of 16-bit patterns: "bfloat16" or "float16"), int64 targets `[B, T]` with
+/// `T <= T_logits` (positions past T are not read) and an optional uint8 mask `[B, T]`.
 #[pyfunction(name = "token_stats", signature = (logits, targets, mask=None, half="bfloat16", n_jobs=None))]
 fn py_token_stats<'py>(
     py: Python<'py>,
@@ -41,7 +41,12 @@ fn py_token_stats<'py>(
     if shape.len() != 3 {
         return Err(PyValueError::new_err(format!("logits: expected 3 dimensions [B, T, V], got shape {shape:?}")));
     }
-    let (b, t, v) = (shape[0], shape[1], shape[2]);
+    let (b, logits_time, v) = (shape[0], shape[1], shape[2]);
+    let target_shape = targets.shape().to_vec();
+    if target_shape.len() != 2 || target_shape[0] != b {
+        return Err(PyValueError::new_err(format!("targets: expected shape [{b}, T], got {target_shape:?}")));
+    }
+    let t = target_shape[1];
     let targets = contiguous(&targets, "targets")?;
     let mask = match &mask {
         Some(m) => Some(contiguous(m, "mask")?),
@@ -59,7 +64,7 @@ fn py_token_stats<'py>(
             }
         }
     };
-    let stats = py.detach(|| pool::install(n_jobs, || mia::token_stats(view, b * t, v, targets, mask))).map_err(to_py)?;
+    let stats = py.detach(|| pool::install(n_jobs, || mia::token_stats(view, mia::Shape { batch: b, time: t, logits_time, vocab: v }, targets, mask))).map_err(to_py)?;
     Ok((owned(py, stats.logp, &[b, t])?, owned(py, stats.mu, &[b, t])?, owned(py, stats.sigma, &[b, t])?))
 }
 
