@@ -526,8 +526,13 @@ pub fn min_k_means(values: &[f64], rows: usize, cols: usize, mask: Option<&[u8]>
         if !has_any {
             return invalid(format!("mask: row {r} has no scored token"));
         }
-        if values[r * cols..(r + 1) * cols].iter().any(|v| v.is_nan()) {
-            return invalid(format!("values: row {r} contains NaN"));
+        let row = &values[r * cols..(r + 1) * cols];
+        let kept_nan = match mask {
+            Some(m) => row.iter().zip(&m[r * cols..(r + 1) * cols]).any(|(v, &keep)| keep != 0 && v.is_nan()),
+            None => row.iter().any(|v| v.is_nan()),
+        };
+        if kept_nan {
+            return invalid(format!("values: row {r} contains NaN at a scored position"));
         }
     }
     let n_ratios = ratios.len();
