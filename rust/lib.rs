@@ -14,6 +14,7 @@ pub mod error;
 pub mod gaussian;
 pub mod linalg;
 pub mod metrics;
+pub mod mia;
 pub mod pool;
 
 #[cfg(feature = "python")]

@@ -12,7 +12,7 @@ import os as _os
 
 from . import _core
 from ._core import FastcoreError, SingularCovarianceError
-from . import metrics, gaussian
+from . import metrics, gaussian, mia
 from .gaussian import GaussianAD, mahalanobis
 
 __version__ = _core.__version__
@@ -24,6 +24,7 @@ __all__ = [
     "mahalanobis",
     "metrics",
     "gaussian",
+    "mia",
     "info",
 ]
 

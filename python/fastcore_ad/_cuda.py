@@ -16,6 +16,12 @@ NAME_EXPRESSIONS: dict[str, tuple[str, ...]] = {
         "whitened_sq_norms<float, float>",
         "whitened_sq_norms<double, double>",
     ),
+    "mia": (
+        "token_stats<float>",
+        "token_stats<double>",
+        "token_stats<fca_bf16>",
+        "token_stats<fca_f16>",
+    ),
 }
 
 COMPILE_OPTIONS = ("-std=c++17",)

@@ -5,17 +5,11 @@ use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
 
 /// (family, file name, source). `common.cuh` is prepended to every family's source.
+#[rustfmt::skip]
 const SOURCES: &[(&str, &str, &str)] = &[
-    (
-        "common",
-        "common.cuh",
-        include_str!("../../cuda/common.cuh"),
-    ),
-    (
-        "gaussian",
-        "gaussian.cu",
-        include_str!("../../cuda/gaussian.cu"),
-    ),
+    ("common", "common.cuh", include_str!("../../cuda/common.cuh")),
+    ("gaussian", "gaussian.cu", include_str!("../../cuda/gaussian.cu")),
+    ("mia", "mia.cu", include_str!("../../cuda/mia.cu")),
 ];
 
 /// The CUDA source of one family, with `#line` markers so compiler errors name the real file.

@@ -1,0 +1,514 @@
+"""Membership detection for language models: Min-K% Prob (Shi et al., ICLR 2024), Min-K%++
+(Zhang et al., 2024) and the standard loss, zlib, lowercase and reference-model scores.
+
+Sign convention: **every score returned here is higher for texts more likely to be members**
+(seen in training). So ``score_logits(...)["loss"]`` is the *negated* mean negative
+log-likelihood, and :func:`zlib_ratio`, :func:`lowercase_ratio` and :func:`reference_ratio`
+are oriented the same way; :func:`loss` itself is the plain (positive) mean NLL.
+
+Definitions, for logits ``z[t, :]`` and the scored ids ``targets[t]`` (pass ``logits`` of an
+input and ``targets = input_ids[:, 1:]``: position t is scored by the logits at t):
+
+- ``logp[t] = z[t, targets[t]] - logsumexp(z[t, :])``
+- ``mu[t] = sum_v p_v log p_v`` and ``sigma[t] = sqrt(sum_v p_v (log p_v - mu[t])^2)``,
+  ``p = softmax(z[t, :])`` over the whole vocabulary (-inf logits have p = 0 and add nothing)
+- Min-K%: the mean of the ``k = int(n * ratio)`` (at least 1) smallest ``logp`` of a sequence
+  with n scored tokens, k computed in float64 exactly as Python's ``int(n * ratio)``
+- Min-K%++: the same on ``(logp - mu) / sigma``. When ``sigma == 0`` (every token with nonzero
+  probability is equally likely) the normalised value is defined as 0 if the target has nonzero
+  probability (then ``logp == mu``) and -inf if it has none; never NaN.
+
+The logits are read once (numpy: Rust kernel; cupy, or CUDA tensors through DLPack: CUDA
+kernel), in float32, float64, float16 or bfloat16 (``ml_dtypes.bfloat16`` or torch bf16).
+
+>>> import numpy as np
+>>> from fastcore_ad import mia
+>>> logits = np.log(np.array([[[0.5, 0.25, 0.25], [0.1, 0.1, 0.8]]], dtype=np.float32))
+>>> stats = mia.token_stats(logits, np.array([[0, 2]]))
+>>> np.round(np.exp(stats.logp), 4).tolist()
+[[0.5, 0.8]]
+>>> round(float(mia.min_k(stats.logp, ratio=0.5)[0]), 4) == round(float(np.log(0.5)), 4)
+True
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _core
+from ._dispatch import as_array, binary_labels, is_cupy, xp_of
+from .progress import progress
+
+__all__ = [
+    "TokenStats",
+    "token_stats",
+    "normalised",
+    "min_k",
+    "min_k_plus_plus",
+    "loss",
+    "zlib_ratio",
+    "lowercase_ratio",
+    "reference_ratio",
+    "score_logits",
+    "score_texts",
+    "DEFAULT_RATIOS",
+]
+
+DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+
+
+class TokenStats(NamedTuple):
+    """Per-token statistics, each float64 ``[B, T]``; masked positions hold NaN."""
+
+    logp: object
+    mu: object
+    sigma: object
+
+
+# ---------------------------------------------------------------------------------------------
+# Intake
+
+
+def _torch_half_bits(x):
+    """A torch bfloat16 / float16 tensor as int16 bits plus its format name (DLPack cannot carry
+    bfloat16 into numpy); anything else unchanged with None."""
+    if type(x).__module__.split(".")[0] != "torch":
+        return x, None
+    dtype = str(getattr(x, "dtype", ""))
+    if dtype in ("torch.bfloat16", "torch.float16"):
+        import torch  # noqa: PLC0415
+
+        half = "bfloat16" if dtype == "torch.bfloat16" else "float16"
+        return x.detach().contiguous().view(torch.int16), half
+    return x, None
+
+
+def _logits_array(logits):
+    """(array, backend, half): float32/float64 as is, 16-bit formats as uint16 bit patterns."""
+    logits, half = _torch_half_bits(logits)
+    arr, backend = as_array(logits, "logits")
+    xp = xp_of(backend)
+    if half is None:
+        name = str(arr.dtype)
+        if name == "bfloat16":
+            half = "bfloat16"
+        elif arr.dtype == np.float16:
+            half = "float16"
+        elif arr.dtype not in (np.float32, np.float64):
+            raise TypeError(f"logits: expected float32, float64, float16 or bfloat16, got dtype {arr.dtype}")
+    if arr.ndim != 3:
+        raise ValueError(f"logits: expected 3 dimensions [B, T, V], got shape {tuple(arr.shape)}")
+    if arr.size == 0:
+        raise ValueError(f"logits: empty array (shape {tuple(arr.shape)})")
+    arr = xp.ascontiguousarray(arr)
+    if half is not None:
+        arr = arr.view(np.uint16)
+    return arr, backend, half
+
+
+def _targets_array(targets, batch: int, logits_time: int, vocab: int, backend: str):
+    arr, tb = as_array(targets, "targets")
+    if tb != backend:
+        raise TypeError("logits, targets: mix of CPU (numpy) and GPU (cupy) arrays; put them on one device")
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"targets: expected integer token ids, got dtype {arr.dtype}")
+    if arr.ndim != 2 or arr.shape[0] != batch or not 1 <= arr.shape[1] <= logits_time:
+        raise ValueError(
+            f"targets: expected shape [{batch}, T] with 1 <= T <= {logits_time} (logits positions), "
+            f"got {tuple(arr.shape)}")
+    return xp_of(backend).ascontiguousarray(arr, dtype=np.int64)
+
+
+def _mask_array(mask, batch: int, time: int, backend: str):
+    """uint8 ``[B, T]`` from a bool / 0-1 mask ``[B, T]`` or integer lengths ``[B]``; None stays."""
+    if mask is None:
+        return None
+    arr, mb = as_array(mask, "mask")
+    if mb != backend:
+        arr = xp_of(backend).asarray(arr.get() if mb == "cupy" else arr)
+    xp = xp_of(backend)
+    if arr.ndim == 1 and arr.dtype.kind in "iu":
+        if arr.shape[0] != batch:
+            raise ValueError(f"mask: lengths must have one entry per sequence ({batch}), got {arr.shape[0]}")
+        if arr.size and (bool((arr < 0).any()) or bool((arr > time).any())):
+            raise ValueError(f"mask: lengths must lie in [0, {time}]")
+        return xp.ascontiguousarray(xp.arange(time)[None, :] < arr[:, None]).view(np.uint8)
+    if arr.ndim != 2 or tuple(arr.shape) != (batch, time):
+        raise ValueError(f"mask: expected shape [{batch}, {time}] (or lengths [{batch}]), got {tuple(arr.shape)}")
+    return binary_labels(arr, "mask", backend=backend)
+
+
+def _ratios(ratios) -> list[float]:
+    values = [ratios] if np.isscalar(ratios) else list(ratios)
+    if not values:
+        raise ValueError("ratio: give at least one ratio")
+    out = []
+    for r in values:
+        if isinstance(r, (bool, np.bool_)):
+            raise TypeError("ratio: expected a number in (0, 1], got a bool")
+        r = float(r)
+        if not 0.0 < r <= 1.0:
+            raise ValueError(f"ratio: must lie in (0, 1], got {r}")
+        out.append(r)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernels
+
+
+def _token_stats_cuda(logits, half, targets, mask, batch, time, logits_time, vocab):
+    import cupy as cp  # noqa: PLC0415
+
+    from . import _cuda  # noqa: PLC0415
+
+    if half is None:
+        ctype = _cuda.ctype(logits.dtype)
+    else:
+        ctype = "fca_bf16" if half == "bfloat16" else "fca_f16"
+    rows = batch * time
+    if mask is None:
+        mask = cp.ones((batch, time), dtype=cp.uint8)
+    outs = [cp.empty((batch, time), dtype=cp.float64) for _ in range(3)]
+    fn = _cuda.kernel("mia", f"token_stats<{ctype}>")
+    grid = (min(rows, 1 << 20),)
+    _cuda.launch(fn, grid, (256,), (
+        logits, np.int64(batch), np.int64(time), np.int64(logits_time), np.int64(vocab), targets, mask, *outs))
+    return outs
+
+
+def token_stats(logits, targets, mask=None, *, n_jobs=None) -> TokenStats:
+    """``logp``, ``mu`` and ``sigma`` (float64 ``[B, T]``) from one read of ``logits``.
+
+    ``logits`` is ``[B, T_logits, V]`` (float32, float64, float16 or bfloat16; numpy, cupy or
+    torch), ``targets`` integer ``[B, T]`` with ``T == T_logits`` or ``T == T_logits - 1``: in
+    the latter case the last logits position is not read, so a causal LM's full logits can be
+    passed with ``input_ids[:, 1:]`` and no copy. ``mask`` is a bool / 0-1 ``[B, T]`` array
+    (True = scored) or integer lengths ``[B]`` (the first ``lengths[b]`` positions are scored);
+    unscored positions give NaN and their target ids are not checked (``-100`` padding is fine).
+
+    Raises ValueError for a wrong shape, a target id outside ``[0, V)``, or a scored row that
+    holds NaN or +inf or has no finite logit.
+
+    >>> import numpy as np
+    >>> logits = np.zeros((1, 2, 4), dtype=np.float32)   # uniform over 4 tokens
+    >>> s = token_stats(logits, np.array([[1, 3]]))
+    >>> np.allclose(s.logp, np.log(0.25)), np.allclose(s.mu, np.log(0.25)), float(s.sigma.max())
+    (True, True, 0.0)
+    """
+    arr, backend, half = _logits_array(logits)
+    batch, logits_time, vocab = (int(v) for v in arr.shape)
+    tg = _targets_array(targets, batch, logits_time, vocab, backend)
+    time_ = int(tg.shape[1])
+    if time_ not in (logits_time, logits_time - 1):
+        raise ValueError(
+            f"targets: expected {logits_time} or {logits_time - 1} positions per sequence "
+            f"(logits have {logits_time}), got {time_}")
+    m = _mask_array(mask, batch, time_, backend)
+    xp = xp_of(backend)
+    scored = tg if m is None else xp.where(m != 0, tg, 0)
+    if bool((scored < 0).any()) or bool((scored >= vocab).any()):
+        raise ValueError(f"targets: token ids must lie in [0, {vocab}) (the vocabulary size of logits)")
+    if backend == "cupy":
+        logp, mu, sigma = _token_stats_cuda(arr, half, tg, m, batch, time_, logits_time, vocab)
+    else:
+        logp, mu, sigma = _core.token_stats(arr, tg, m, half or "bfloat16", n_jobs)
+    bad = xp.isnan(logp) if m is None else (xp.isnan(logp) & (m != 0))
+    if bool(bad.any()):
+        b, t = (int(v) for v in xp.argwhere(bad)[0])
+        raise ValueError(f"logits: row [{b}, {t}] holds NaN or +inf, or has no finite value")
+    return TokenStats(logp, mu, sigma)
+
+
+def normalised(logp, mu, sigma):
+    """The Min-K%++ per-token score ``(logp - mu) / sigma``, with the ``sigma == 0`` rule of the
+    module docstring (0 when the target has nonzero probability, -inf otherwise).
+
+    >>> normalised(np.array([-1.0, -2.0, -np.inf]), np.array([-1.5, -2.0, -2.0]), np.array([0.5, 0.0, 0.0])).tolist()
+    [1.0, 0.0, -inf]
+    """
+    xp = xp_of("cupy" if is_cupy(logp) else "numpy")
+    diff = logp - mu
+    safe = xp.where(sigma > 0, sigma, 1.0)
+    zero_sigma = xp.where(xp.isfinite(logp), 0.0, -xp.inf)
+    return xp.where(sigma > 0, diff / safe, zero_sigma)
+
+
+def _values_2d(values, name: str):
+    arr, backend = as_array(values, name)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"{name}: expected a float array, got dtype {arr.dtype}")
+    single = arr.ndim == 1
+    if single:
+        arr = arr[None, :]
+    if arr.ndim != 2:
+        raise ValueError(f"{name}: expected [B, T] (or [T]), got shape {tuple(arr.shape)}")
+    if arr.size == 0:
+        raise ValueError(f"{name}: empty array (shape {tuple(arr.shape)})")
+    return arr, backend, single
+
+
+def _min_k_means(values, mask_u8, ratios, n_jobs, name):
+    """[B, R] means of the k smallest kept values, on the host (B x T is small)."""
+    host = values.get() if is_cupy(values) else values
+    host = np.ascontiguousarray(host, dtype=np.float64)
+    m = None if mask_u8 is None else np.ascontiguousarray(mask_u8.get() if is_cupy(mask_u8) else mask_u8)
+    kept_nan = np.isnan(host) if m is None else (np.isnan(host) & (m != 0))
+    if kept_nan.any():
+        raise ValueError(f"{name}: contains NaN at a scored position")
+    return _core.min_k_means(host, ratios, m, n_jobs)
+
+
+def _back(x, backend):
+    if backend == "cupy":
+        import cupy as cp  # noqa: PLC0415
+
+        return cp.asarray(x)
+    return x
+
+
+def min_k(logp, ratio=0.2, mask=None, *, n_jobs=None):
+    """Min-K% Prob: the mean of the ``int(n * ratio)`` (at least 1) smallest token log-probs of
+    each sequence, ``[B]`` (a float for a single ``[T]`` sequence). Higher = more likely member.
+
+    >>> min_k(np.array([-3.0, -1.0, -2.0, -0.5]), ratio=0.5)
+    -2.5
+    >>> min_k(np.array([[-3.0, -1.0, -2.0, -9.0]]), ratio=1.0, mask=np.array([3])).tolist()
+    [-2.0]
+    """
+    (r,) = _ratios(ratio)
+    arr, backend, single = _values_2d(logp, "logp")
+    m = _mask_array(mask, arr.shape[0], arr.shape[1], backend)
+    out = _min_k_means(arr, m, [r], n_jobs, "logp")[:, 0]
+    return float(out[0]) if single else _back(out, backend)
+
+
+def min_k_plus_plus(logits, targets, ratio=0.2, mask=None, *, n_jobs=None):
+    """Min-K%++: Min-K% on the normalised scores ``(logp - mu) / sigma``, ``[B]``.
+
+    >>> logits = np.array([[[2.0, 0.0, 0.0], [0.0, 0.0, 3.0]]])
+    >>> min_k_plus_plus(logits, np.array([[0, 2]]), ratio=1.0).round(4).tolist()
+    [0.4179]
+    """
+    (r,) = _ratios(ratio)
+    stats = token_stats(logits, targets, mask, n_jobs=n_jobs)
+    backend = "cupy" if is_cupy(stats.logp) else "numpy"
+    b, t = stats.logp.shape
+    m = _mask_array(mask, b, t, backend)
+    z = normalised(stats.logp, stats.mu, stats.sigma)
+    return _back(_min_k_means(z, m, [r], n_jobs, "logits")[:, 0], backend)
+
+
+def loss(logp, mask=None):
+    """Mean negative log-likelihood of each sequence, ``[B]`` (lower = more likely member).
+
+    >>> loss(np.log(np.array([[0.5, 0.25]]))).round(4).tolist()
+    [1.0397]
+    """
+    arr, backend, single = _values_2d(logp, "logp")
+    xp = xp_of(backend)
+    m = _mask_array(mask, arr.shape[0], arr.shape[1], backend)
+    if m is None:
+        out = -arr.mean(axis=1)
+    else:
+        counts = m.sum(axis=1)
+        if bool((counts == 0).any()):
+            raise ValueError("mask: a sequence has no scored token")
+        out = -xp.where(m != 0, arr, 0.0).sum(axis=1) / counts
+    return float(out[0]) if single else out
+
+
+def _texts(texts, name: str) -> list[str]:
+    if isinstance(texts, (str, bytes)):
+        texts = [texts]
+    out = []
+    for t in texts:
+        if not isinstance(t, (str, bytes)):
+            raise TypeError(f"{name}: expected strings, got {type(t).__name__}")
+        out.append(t)
+    return out
+
+
+def zlib_ratio(loss_values, texts):
+    """Log-likelihood per zlib-compressed byte, ``-loss / len(zlib.compress(text))`` (UTF-8),
+    ``[B]``. Higher = more likely member (low loss on text that compresses poorly).
+
+    >>> zlib_ratio(np.array([2.0]), ["abc"]).round(4).tolist()
+    [-0.1818]
+    """
+    values = np.asarray(loss_values, dtype=np.float64).reshape(-1)
+    texts = _texts(texts, "texts")
+    if len(texts) != values.shape[0]:
+        raise ValueError(f"texts: expected {values.shape[0]} texts (one per loss), got {len(texts)}")
+    sizes = np.array([len(zlib.compress(t.encode("utf-8") if isinstance(t, str) else t)) for t in texts], dtype=np.float64)
+    return -values / sizes
+
+
+def lowercase_ratio(loss_values, lowercase_loss_values):
+    """``loss(lowercased text) / loss(text)``, ``[B]``: higher = more likely member.
+
+    >>> lowercase_ratio([2.0], [3.0]).tolist()
+    [1.5]
+    """
+    a = np.asarray(loss_values, dtype=np.float64).reshape(-1)
+    b = np.asarray(lowercase_loss_values, dtype=np.float64).reshape(-1)
+    if a.shape != b.shape:
+        raise ValueError(f"lowercase_loss_values: expected {a.shape[0]} values, got {b.shape[0]}")
+    if (a == 0).any():
+        raise ValueError("loss_values: a zero loss makes the ratio undefined")
+    return b / a
+
+
+def reference_ratio(loss_values, reference_loss_values):
+    """``loss(reference model) - loss(target model)``, ``[B]``: higher = more likely member.
+
+    (The issue's ``loss(target) - loss(reference)``, negated to keep the sign convention.)
+
+    >>> reference_ratio([2.0], [3.5]).tolist()
+    [1.5]
+    """
+    a = np.asarray(loss_values, dtype=np.float64).reshape(-1)
+    b = np.asarray(reference_loss_values, dtype=np.float64).reshape(-1)
+    if a.shape != b.shape:
+        raise ValueError(f"reference_loss_values: expected {a.shape[0]} values, got {b.shape[0]}")
+    return b - a
+
+
+def score_logits(logits, targets, mask=None, ratios=DEFAULT_RATIOS, *, texts=None, n_jobs=None) -> dict:
+    """Every score from one pass over the logits, as a dict of float64 ``[B]`` numpy arrays.
+
+    Keys: ``"loss"`` (negated mean NLL), ``"zlib"`` (when ``texts`` are given),
+    ``"min_k@{r}"`` and ``"min_k++@{r}"`` for each ratio r (formatted with ``{r:g}``, e.g.
+    ``"min_k@0.2"``). Higher = more likely member for every key; the dict goes straight into
+    ``fastcore_ad.metrics.auroc`` / ``tpr_at_fpr``.
+
+    >>> rng = np.random.default_rng(0)
+    >>> scores = score_logits(rng.normal(size=(2, 5, 7)), rng.integers(0, 7, (2, 5)), ratios=(0.2, 0.5))
+    >>> sorted(scores)
+    ['loss', 'min_k++@0.2', 'min_k++@0.5', 'min_k@0.2', 'min_k@0.5']
+    """
+    rs = _ratios(ratios)
+    stats = token_stats(logits, targets, mask, n_jobs=n_jobs)
+    backend = "cupy" if is_cupy(stats.logp) else "numpy"
+    b, t = stats.logp.shape
+    m = _mask_array(mask, b, t, backend)
+    if backend == "cupy":
+        stats = TokenStats(*(x.get() for x in stats))
+        m = None if m is None else m.get()
+    z = normalised(stats.logp, stats.mu, stats.sigma)
+    mink = _min_k_means(stats.logp, m, rs, n_jobs, "logp")
+    minkpp = _min_k_means(z, m, rs, n_jobs, "logits")
+    nll = loss(stats.logp, m)
+    out = {"loss": -nll}
+    if texts is not None:
+        out["zlib"] = zlib_ratio(nll, texts)
+    for i, r in enumerate(rs):
+        out[f"min_k@{r:g}"] = np.ascontiguousarray(mink[:, i])
+    for i, r in enumerate(rs):
+        out[f"min_k++@{r:g}"] = np.ascontiguousarray(minkpp[:, i])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Hugging Face models
+
+
+def score_texts(model, tokenizer, texts, batch_size=8, *, ratios=DEFAULT_RATIOS, max_length=None,
+                lowercase=False, n_jobs=None, progress_bar=True) -> dict:
+    """Score ``texts`` with a Hugging Face causal LM: a dict of ``[N]`` numpy arrays (keys of
+    :func:`score_logits` plus ``"zlib"``, and ``"lowercase"`` when ``lowercase=True``).
+
+    Texts are batched with padding (the tokenizer's pad token, or its EOS token when it has
+    none); the model runs under ``torch.no_grad()``; the logits stay where the model put them:
+    CUDA logits go to the CUDA kernel through DLPack (needs cupy), CPU logits to the Rust kernel;
+    only ``[B, T]`` statistics come back, with no per-token synchronisation. Needs torch (and
+    transformers for the model/tokenizer); raises ImportError otherwise.
+    """
+    try:
+        import torch  # noqa: PLC0415
+    except ImportError as exc:  # pragma: no cover - depends on the machine
+        raise ImportError("score_texts needs torch (and a transformers model/tokenizer)") from exc
+    texts = _texts(texts, "texts")
+    if not texts:
+        raise ValueError("texts: give at least one text")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size: must be at least 1, got {batch_size}")
+    batch_size = int(batch_size)
+    if getattr(tokenizer, "pad_token", None) is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    device = next(model.parameters()).device
+
+    def run(batch_texts):
+        enc = tokenizer(batch_texts, return_tensors="pt", padding=True,
+                        truncation=max_length is not None, max_length=max_length)
+        ids = enc["input_ids"].to(device)
+        attention = enc["attention_mask"].to(device)
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=attention).logits
+        scored = (attention[:, 1:] * attention[:, :-1]).bool()
+        if logits.is_cuda and not _has_cupy():
+            raise RuntimeError("score_texts: CUDA logits need cupy for the CUDA kernel (pip install 'fastcore_ad[cuda]')")
+        return score_logits(logits, ids[:, 1:], scored, ratios, texts=batch_texts, n_jobs=n_jobs)
+
+    parts: dict[str, list] = {}
+    starts = range(0, len(texts), batch_size)
+    for start in progress(starts, total=len(starts), desc="score_texts", enabled=progress_bar):
+        batch = texts[start:start + batch_size]
+        scores = run(batch)
+        if lowercase:
+            lower = run([t.lower() for t in batch])
+            scores["lowercase"] = lowercase_ratio(-scores["loss"], -lower["loss"])
+        for key, value in scores.items():
+            parts.setdefault(key, []).append(np.asarray(value))
+    return {key: np.concatenate(values) for key, values in parts.items()}
+
+
+def _has_cupy() -> bool:
+    from ._dispatch import cupy_module  # noqa: PLC0415
+
+    return cupy_module() is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# Demo
+
+
+def _synthetic_batch(rng, n: int, length: int, vocab: int, member: bool):
+    """Logits from a random 'model'; members' tokens are drawn from its sharpened distribution
+    (what training makes likely), non-members' from a flattened one."""
+    logits = (rng.standard_normal((n, length + 1, vocab)) * 2.0).astype(np.float32)
+    temperature = 0.95 if member else 1.1
+    p = np.exp((logits[:, :-1] / temperature) - (logits[:, :-1] / temperature).max(axis=-1, keepdims=True))
+    p /= p.sum(axis=-1, keepdims=True)
+    cdf = p.cumsum(axis=-1)
+    u = rng.random((n, length, 1))
+    targets = (cdf < u).sum(axis=-1).clip(0, vocab - 1)
+    return logits, targets
+
+
+def demo() -> list[dict]:
+    """Min-K% and Min-K%++ on synthetic logits (members drawn from the model's sharpened
+    distribution), scored with AUROC."""
+    from . import metrics  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    n, length, vocab = 64, 48, 2000
+    lm, tm = _synthetic_batch(rng, n, length, vocab, member=True)
+    ln, tn = _synthetic_batch(rng, n, length, vocab, member=False)
+    logits = np.concatenate([lm, ln])
+    targets = np.concatenate([tm, tn])
+    labels = np.r_[np.ones(n), np.zeros(n)]
+    start = time.perf_counter()
+    scores = score_logits(logits, targets, ratios=(0.2,))
+    seconds = time.perf_counter() - start
+    aucs = metrics.auroc(scores, labels)
+    return [{
+        "step": f"mia: loss / Min-K% / Min-K%++ on synthetic logits [{2 * n}, {length + 1}, {vocab}]",
+        "result": (f"AUROC loss {aucs['loss']:.3f}, Min-K%@0.2 {aucs['min_k@0.2']:.3f}, "
+                   f"Min-K%++@0.2 {aucs['min_k++@0.2']:.3f}"),
+        "seconds": seconds,
+    }]
