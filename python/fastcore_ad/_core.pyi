@@ -39,3 +39,15 @@ def fit_gaussian(
 def fit_gaussian_per_position(
     x: FloatArray, estimator: str, reg: float, n_jobs: int | None = None
 ) -> tuple[FloatArray, FloatArray, FloatArray, npt.NDArray[np.float64]]: ...
+
+# mia
+def token_stats(
+    logits: FloatArray | npt.NDArray[np.uint16],
+    targets: npt.NDArray[np.int64],
+    mask: npt.NDArray[np.uint8] | None = None,
+    half: str = "bfloat16",
+    n_jobs: int | None = None,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...
+def min_k_means(
+    values: npt.NDArray[np.float64], ratios: Sequence[float], mask: npt.NDArray[np.uint8] | None = None, n_jobs: int | None = None
+) -> npt.NDArray[np.float64]: ...
