@@ -12,6 +12,7 @@ pub mod error;
 pub mod gaussian;
 pub mod linalg;
 pub mod metrics;
+pub mod musc;
 pub mod pool;
 
 #[cfg(feature = "python")]

@@ -1,0 +1,672 @@
+//! MuSc (Li et al., ICLR 2024): zero-shot anomaly scoring of unlabeled images by mutual scoring.
+//!
+//! - `lnamd`: per-image standardisation (one mean and variance over H*W*C, eps 1e-5), an r x r
+//!   box mean with zero padding (always divided by r*r), then L2 normalisation of every patch.
+//! - `mutual_scores`: for every ordered image pair (i, j != i) and patch p of i, the distance
+//!   to the nearest patch of j; the score of (i, p) is the mean of the k smallest of those N-1
+//!   values, k = max(1, floor((N-1) * top_ratio)).
+//! - `scores_against_bank`: the same with the references taken from a stored bank of images.
+//! - `rscin`: re-scoring of the image scores with a constrained image-level neighbourhood.
+//!
+//! How the nearest patch is found (measured, see bench/RESULTS_musc.md):
+//! - The P x (N-1)P distance matrix is never stored: a GEMM tile of dot products (gemm crate,
+//!   single-threaded per rayon task) is reduced at once to running per-row and per-column
+//!   minima. One product block of the unordered pair {i, j} gives both the row minima (i
+//!   against j) and the column minima (j against i): half the FLOPs of the one-sided scheme.
+//! - The winner is chosen by the expanded key `||b||^2 - 2 a.b` (rows) or `||a||^2 - 2 a.b`
+//!   (columns), which for unit vectors (the LNAMD output) is the largest dot product and for
+//!   arbitrary inputs is still the smallest squared distance up to rounding. Every candidate
+//!   whose key lies within the rounding bound of the tile's best key is then re-measured
+//!   exactly as `||a - b||` (differences in the input precision, squares summed in float64),
+//!   so near-duplicate patches keep exact tiny distances instead of the cancellation noise of
+//!   `sqrt(2 - 2 a.b)`. At most `MAX_RECHECK` candidates per row and tile are re-measured (the
+//!   best key first); more only happen when many patches tie within the rounding bound, where
+//!   any of them is within that bound of the true minimum.
+//! - Memory: the N x (N-1) x P per-pair minima are kept for a chunk of query images at a time,
+//!   sized by `max_memory`; pairs inside a chunk are computed once, pairs that cross chunks
+//!   from each side.
+
+use rayon::prelude::*;
+
+use crate::error::{invalid, CoreResult};
+use crate::linalg::{matmul, MatRef, Real};
+
+/// Rows (patches of the query image) and columns (patches of the reference image) per product
+/// tile: a 256 x 512 float32 tile (512 KiB) stays in L2 while its minima are taken.
+const ROW_TILE: usize = 256;
+const COL_TILE: usize = 512;
+/// Exact re-measurements per row (or column) and tile, the best key always among them.
+const MAX_RECHECK: usize = 32;
+
+fn unit_roundoff<T>() -> f64 {
+    if std::mem::size_of::<T>() == 4 {
+        f32::EPSILON as f64 * 0.5
+    } else {
+        f64::EPSILON * 0.5
+    }
+}
+
+/// LNAMD of `n` feature maps `[n, h, w, c]` (row-major) with an `r x r` box (r odd).
+/// Returns `[n, h, w, c]`: standardised, box-averaged and L2-normalised per patch.
+pub fn lnamd<T: Real>(features: &[T], n: usize, h: usize, w: usize, c: usize, r: usize) -> CoreResult<Vec<T>> {
+    if r == 0 || r % 2 == 0 {
+        return invalid(format!("r: the box size must be a positive odd number, got {r}"));
+    }
+    if features.len() != n * h * w * c {
+        return invalid(format!("features: expected {} values for shape [{n}, {h}, {w}, {c}], got {}", n * h * w * c, features.len()));
+    }
+    let per_image = h * w * c;
+    let mut out = vec![T::ZERO; features.len()];
+    if per_image == 0 {
+        return Ok(out);
+    }
+    out.par_chunks_mut(per_image).zip(features.par_chunks(per_image)).for_each(|(dst, src)| {
+        lnamd_one(src, dst, h, w, c, r);
+    });
+    Ok(out)
+}
+
+fn lnamd_one<T: Real>(src: &[T], dst: &mut [T], h: usize, w: usize, c: usize, r: usize) {
+    let count = src.len() as f64;
+    let mean = src.iter().map(|v| v.to_f64()).sum::<f64>() / count;
+    // Two passes for the (biased) variance: no cancellation from E[x^2] - E[x]^2.
+    let var = src.iter().map(|v| (v.to_f64() - mean).powi(2)).sum::<f64>() / count;
+    let inv_std = 1.0 / (var + 1e-5).sqrt();
+    let standard: Vec<f64> = src.iter().map(|v| (v.to_f64() - mean) * inv_std).collect();
+
+    let half = (r - 1) / 2;
+    let boxed: Vec<f64> = if r == 1 {
+        standard
+    } else {
+        // Separable box sum with zero padding: along W, then along H; divided by r*r.
+        let mut along_w = vec![0.0f64; h * w * c];
+        for y in 0..h {
+            for x in 0..w {
+                let lo = x.saturating_sub(half);
+                let hi = (x + half).min(w - 1);
+                let out_row = &mut along_w[(y * w + x) * c..(y * w + x + 1) * c];
+                for xx in lo..=hi {
+                    let in_row = &standard[(y * w + xx) * c..(y * w + xx + 1) * c];
+                    for (o, &v) in out_row.iter_mut().zip(in_row) {
+                        *o += v;
+                    }
+                }
+            }
+        }
+        let mut along_h = vec![0.0f64; h * w * c];
+        let scale = 1.0 / (r * r) as f64;
+        for y in 0..h {
+            let lo = y.saturating_sub(half);
+            let hi = (y + half).min(h - 1);
+            for x in 0..w {
+                let out_row = &mut along_h[(y * w + x) * c..(y * w + x + 1) * c];
+                for yy in lo..=hi {
+                    let in_row = &along_w[(yy * w + x) * c..(yy * w + x + 1) * c];
+                    for (o, &v) in out_row.iter_mut().zip(in_row) {
+                        *o += v;
+                    }
+                }
+                for o in out_row.iter_mut() {
+                    *o *= scale;
+                }
+            }
+        }
+        along_h
+    };
+    for (patch_out, patch) in dst.chunks_mut(c).zip(boxed.chunks(c)) {
+        let norm = patch.iter().map(|v| v * v).sum::<f64>().sqrt();
+        // As torch.nn.functional.normalize: a zero vector stays zero.
+        let inv = 1.0 / norm.max(1e-12);
+        for (o, &v) in patch_out.iter_mut().zip(patch) {
+            *o = T::from_f64(v * inv);
+        }
+    }
+}
+
+/// Squared Euclidean distance of two vectors: differences in `T`, squares summed in float64.
+#[inline]
+fn exact_sq_distance<T: Real>(a: &[T], b: &[T]) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let chunks = a.len() / 4;
+    for q in 0..chunks {
+        for l in 0..4 {
+            let d = (a[4 * q + l] - b[4 * q + l]).to_f64();
+            acc[l] += d * d;
+        }
+    }
+    let mut s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    for t in 4 * chunks..a.len() {
+        let d = (a[t] - b[t]).to_f64();
+        s += d * d;
+    }
+    s
+}
+
+fn squared_norms<T: Real>(x: &[T], c: usize) -> Vec<f64> {
+    x.chunks(c.max(1)).map(|row| row.iter().map(|v| v.to_f64() * v.to_f64()).sum()).collect()
+}
+
+/// Per-thread buffers of `pair_minima`.
+struct Scratch<T> {
+    product: Vec<T>,
+    keys: Vec<T>,
+    col_best: Vec<T>,
+}
+
+impl<T> Default for Scratch<T> {
+    fn default() -> Self {
+        Scratch { product: Vec::new(), keys: Vec::new(), col_best: Vec::new() }
+    }
+}
+
+/// One image pair: `row_min[p] = min_q ||a_p - b_q||` and, when asked,
+/// `col_min[q] = min_p ||a_p - b_q||`. `a` is `pa x c`, `b` is `pb x c`, both row-major;
+/// `na`, `nb` their squared row norms; `tol` the key rounding bound.
+#[allow(clippy::too_many_arguments)]
+fn pair_minima<T: Real>(
+    a: &[T],
+    pa: usize,
+    na: &[f64],
+    b: &[T],
+    pb: usize,
+    nb: &[f64],
+    c: usize,
+    tol: f64,
+    row_min: &mut [T],
+    mut col_min: Option<&mut [T]>,
+    scratch: &mut Scratch<T>,
+) {
+    let mut row_sq = vec![f64::INFINITY; pa];
+    let mut col_sq = if col_min.is_some() { vec![f64::INFINITY; pb] } else { Vec::new() };
+    let am = MatRef::row_major(a, pa, c);
+    let bt = MatRef::row_major(b, pb, c).transpose();
+    let tol_t = T::from_f64(tol);
+    let two = T::from_f64(2.0);
+    let mut candidates: Vec<usize> = Vec::with_capacity(MAX_RECHECK);
+    let mut r0 = 0;
+    while r0 < pa {
+        let r1 = (r0 + ROW_TILE).min(pa);
+        let rows = r1 - r0;
+        let mut c0 = 0;
+        while c0 < pb {
+            let c1 = (c0 + COL_TILE).min(pb);
+            let cols = c1 - c0;
+            scratch.product.resize(rows * cols, T::ZERO);
+            let g = &mut scratch.product[..rows * cols];
+            matmul(g, cols, am.block(r0, r1, 0, c), bt.block(0, c, c0, c1), false);
+            let nb_t: Vec<T> = nb[c0..c1].iter().map(|&v| T::from_f64(v)).collect();
+
+            // Row minima: key = ||b||^2 - 2 a.b over the tile's columns.
+            scratch.keys.resize(cols, T::ZERO);
+            for i in 0..rows {
+                let gi = &g[i * cols..(i + 1) * cols];
+                let keys = &mut scratch.keys[..cols];
+                let mut best = T::from_f64(f64::INFINITY);
+                let mut best_at = 0;
+                for (t, ((k, &dot), &nbq)) in keys.iter_mut().zip(gi).zip(&nb_t).enumerate() {
+                    *k = nbq - two * dot;
+                    if *k < best {
+                        best = *k;
+                        best_at = t;
+                    }
+                }
+                let limit = best + tol_t;
+                candidates.clear();
+                candidates.push(best_at);
+                for (t, &k) in keys.iter().enumerate() {
+                    if candidates.len() >= MAX_RECHECK {
+                        break;
+                    }
+                    if k <= limit && t != best_at {
+                        candidates.push(t);
+                    }
+                }
+                let ap = &a[(r0 + i) * c..(r0 + i + 1) * c];
+                let slot = &mut row_sq[r0 + i];
+                for &t in &candidates {
+                    let q = c0 + t;
+                    let d = exact_sq_distance(ap, &b[q * c..(q + 1) * c]);
+                    if d < *slot {
+                        *slot = d;
+                    }
+                }
+            }
+
+            // Column minima: key = ||a||^2 - 2 a.b over the tile's rows.
+            if col_min.is_some() {
+                scratch.col_best.clear();
+                scratch.col_best.resize(cols, T::from_f64(f64::INFINITY));
+                let mut best_row = vec![0usize; cols];
+                for i in 0..rows {
+                    let nai = T::from_f64(na[r0 + i]);
+                    let gi = &g[i * cols..(i + 1) * cols];
+                    for ((cb, br), &dot) in scratch.col_best.iter_mut().zip(best_row.iter_mut()).zip(gi) {
+                        let k = nai - two * dot;
+                        if k < *cb {
+                            *cb = k;
+                            *br = i;
+                        }
+                    }
+                }
+                for t in 0..cols {
+                    let q = c0 + t;
+                    let bq = &b[q * c..(q + 1) * c];
+                    let limit = scratch.col_best[t] + tol_t;
+                    let mut best = exact_sq_distance(&a[(r0 + best_row[t]) * c..(r0 + best_row[t] + 1) * c], bq);
+                    let mut rechecked = 1;
+                    for i in 0..rows {
+                        if rechecked >= MAX_RECHECK {
+                            break;
+                        }
+                        if i == best_row[t] {
+                            continue;
+                        }
+                        let k = T::from_f64(na[r0 + i]) - two * g[i * cols + t];
+                        if k <= limit {
+                            rechecked += 1;
+                            let d = exact_sq_distance(&a[(r0 + i) * c..(r0 + i + 1) * c], bq);
+                            if d < best {
+                                best = d;
+                            }
+                        }
+                    }
+                    if best < col_sq[q] {
+                        col_sq[q] = best;
+                    }
+                }
+            }
+            c0 = c1;
+        }
+        r0 = r1;
+    }
+    for (o, &s) in row_min.iter_mut().zip(&row_sq) {
+        *o = T::from_f64(s.sqrt());
+    }
+    if let Some(out) = col_min.as_deref_mut() {
+        for (o, &s) in out.iter_mut().zip(&col_sq) {
+            *o = T::from_f64(s.sqrt());
+        }
+    }
+}
+
+/// The rounding bound of the expanded key `||x||^2 - 2 a.b` for vectors of length `c`
+/// with norms up to `max_a`, `max_b`: twice the worst-case dot-product error plus the
+/// rounding of the squared norms.
+fn key_tolerance<T>(c: usize, max_a: f64, max_b: f64) -> f64 {
+    let u = unit_roundoff::<T>();
+    4.0 * (c as f64 + 4.0) * u * max_a * max_b + 4.0 * u * (max_a * max_a + max_b * max_b) + f64::MIN_POSITIVE
+}
+
+/// A raw pointer that rayon tasks may share; every task writes a disjoint range.
+#[derive(Clone, Copy)]
+struct SharedOut<T>(*mut T);
+// SAFETY: the pointer is only used to write ranges that no other task touches (see callers).
+unsafe impl<T: Send> Send for SharedOut<T> {}
+// SAFETY: as above; no two tasks write the same element and nothing reads during the writes.
+unsafe impl<T: Send> Sync for SharedOut<T> {}
+
+impl<T> SharedOut<T> {
+    /// # Safety
+    /// `offset + len` lies inside the allocation and no other live reference covers the range.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, offset: usize, len: usize) -> &mut [T] {
+        // SAFETY: guaranteed by the caller (disjoint in-bounds range).
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(offset), len) }
+    }
+}
+
+/// The number of smallest values averaged per patch: max(1, floor(references * top_ratio)).
+pub fn top_k(references: usize, top_ratio: f64) -> usize {
+    (((references as f64) * top_ratio).floor() as usize).clamp(1, references.max(1))
+}
+
+fn check_ratio(top_ratio: f64) -> CoreResult<()> {
+    if !(top_ratio > 0.0 && top_ratio <= 1.0) {
+        return invalid(format!("top_ratio: must lie in (0, 1], got {top_ratio}"));
+    }
+    Ok(())
+}
+
+/// Mean of the `k` smallest of `values` (reordered in place), by partial selection.
+fn mean_of_smallest<T: Real>(values: &mut [T], k: usize) -> T {
+    if k < values.len() {
+        values.select_nth_unstable_by(k - 1, |x, y| x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Equal));
+    }
+    let s: f64 = values[..k].iter().map(|v| v.to_f64()).sum();
+    T::from_f64(s / k as f64)
+}
+
+/// Bytes of per-pair minima kept for one query image.
+fn bytes_per_query<T>(references: usize, p: usize) -> usize {
+    references.max(1) * p.max(1) * std::mem::size_of::<T>()
+}
+
+fn chunk_of_queries<T>(queries: usize, references: usize, p: usize, max_memory: Option<usize>) -> usize {
+    match max_memory {
+        None => queries.max(1),
+        Some(bytes) => (bytes / bytes_per_query::<T>(references, p)).clamp(1, queries.max(1)),
+    }
+}
+
+/// Mutual scores of `n` images of `p` patches with `c` channels (`[n, p, c]` row-major):
+/// returns `[n, p]`. `progress` is called with the number of finished query images.
+#[allow(clippy::too_many_arguments)]
+pub fn mutual_scores<T: Real>(
+    patches: &[T],
+    n: usize,
+    p: usize,
+    c: usize,
+    top_ratio: f64,
+    max_memory: Option<usize>,
+) -> CoreResult<Vec<T>> {
+    if n < 2 {
+        return invalid(format!("patches: mutual scoring needs at least 2 images, got {n}"));
+    }
+    check_ratio(top_ratio)?;
+    if patches.len() != n * p * c {
+        return invalid(format!("patches: expected {} values for shape [{n}, {p}, {c}], got {}", n * p * c, patches.len()));
+    }
+    let mut out = vec![T::ZERO; n * p];
+    if p == 0 {
+        return Ok(out);
+    }
+    let refs = n - 1;
+    let k = top_k(refs, top_ratio);
+    let norms = squared_norms(patches, c);
+    let max_norm = norms.iter().cloned().fold(0.0f64, f64::max).sqrt();
+    let tol = key_tolerance::<T>(c, max_norm, max_norm);
+    let image = |i: usize| &patches[i * p * c..(i + 1) * p * c];
+    let norm_of = |i: usize| &norms[i * p..(i + 1) * p];
+    // Slot of reference image j in query image i's list of N-1 references.
+    let slot = |i: usize, j: usize| if j < i { j } else { j - 1 };
+
+    let chunk = chunk_of_queries::<T>(n, refs, p, max_memory);
+    let mut minima = vec![T::ZERO; chunk * refs * p];
+    let mut q0 = 0;
+    while q0 < n {
+        let q1 = (q0 + chunk).min(n);
+        // (i, j, symmetric): pairs inside the chunk once (both directions), others one-sided.
+        let mut jobs: Vec<(usize, usize, bool)> = Vec::new();
+        for i in q0..q1 {
+            for j in 0..n {
+                if j == i || (j >= q0 && j < q1 && j < i) {
+                    continue;
+                }
+                jobs.push((i, j, j >= q0 && j < q1));
+            }
+        }
+        let shared = SharedOut(minima.as_mut_ptr());
+        let store_len = minima.len();
+        jobs.par_iter().for_each_init(Scratch::<T>::default, |scratch, &(i, j, symmetric)| {
+            let row_at = ((i - q0) * refs + slot(i, j)) * p;
+            debug_assert!(row_at + p <= store_len);
+            // SAFETY: the range of (query i, reference j) is written only by the job of the
+            // unordered pair {i, j} (each pair appears once in `jobs`), inside `minima`.
+            let row_out = unsafe { shared.slice(row_at, p) };
+            let col_out = if symmetric {
+                let col_at = ((j - q0) * refs + slot(j, i)) * p;
+                debug_assert!(col_at + p <= store_len);
+                // SAFETY: as above, for (query j, reference i); distinct from row_out as i != j.
+                Some(unsafe { shared.slice(col_at, p) })
+            } else {
+                None
+            };
+            pair_minima(image(i), p, norm_of(i), image(j), p, norm_of(j), c, tol, row_out, col_out, scratch);
+        });
+        reduce_top_k(&mut minima, &mut out[q0 * p..q1 * p], refs, p, k);
+        q0 = q1;
+    }
+    Ok(out)
+}
+
+/// `out[i, p]` = mean of the `k` smallest of `minima[i, :, p]` for the chunk's queries.
+fn reduce_top_k<T: Real>(minima: &mut [T], out: &mut [T], refs: usize, p: usize, k: usize) {
+    out.par_chunks_mut(p).enumerate().for_each_init(
+        || vec![T::ZERO; refs],
+        |values, (qi, out_row)| {
+            let block = &minima[qi * refs * p..(qi + 1) * refs * p];
+            for (patch, o) in out_row.iter_mut().enumerate() {
+                for (j, v) in values.iter_mut().enumerate() {
+                    *v = block[j * p + patch];
+                }
+                *o = mean_of_smallest(values, k);
+            }
+        },
+    );
+}
+
+/// Scores of `m` query images (`[m, p, c]`) against a bank of `nb` images (`[nb, pb, c]`):
+/// mean of the k = max(1, floor(nb * top_ratio)) smallest nearest-patch distances. `[m, p]`.
+#[allow(clippy::too_many_arguments)]
+pub fn scores_against_bank<T: Real>(
+    queries: &[T],
+    m: usize,
+    p: usize,
+    bank: &[T],
+    nb: usize,
+    pb: usize,
+    c: usize,
+    top_ratio: f64,
+    max_memory: Option<usize>,
+) -> CoreResult<Vec<T>> {
+    if nb < 1 {
+        return invalid("bank: needs at least 1 image");
+    }
+    check_ratio(top_ratio)?;
+    if queries.len() != m * p * c || bank.len() != nb * pb * c {
+        return invalid("queries / bank: lengths do not match their shapes");
+    }
+    let mut out = vec![T::ZERO; m * p];
+    if p == 0 || m == 0 {
+        return Ok(out);
+    }
+    let k = top_k(nb, top_ratio);
+    let qn = squared_norms(queries, c);
+    let bn = squared_norms(bank, c);
+    let max_q = qn.iter().cloned().fold(0.0f64, f64::max).sqrt();
+    let max_b = bn.iter().cloned().fold(0.0f64, f64::max).sqrt();
+    let tol = key_tolerance::<T>(c, max_q, max_b);
+    let chunk = chunk_of_queries::<T>(m, nb, p, max_memory);
+    let mut minima = vec![T::ZERO; chunk * nb * p];
+    let mut q0 = 0;
+    while q0 < m {
+        let q1 = (q0 + chunk).min(m);
+        let used = (q1 - q0) * nb * p;
+        minima[..used]
+            .par_chunks_mut(p)
+            .enumerate()
+            .for_each_init(Scratch::<T>::default, |scratch, (job, row_out)| {
+                let (i, j) = (q0 + job / nb, job % nb);
+                pair_minima(
+                    &queries[i * p * c..(i + 1) * p * c],
+                    p,
+                    &qn[i * p..(i + 1) * p],
+                    &bank[j * pb * c..(j + 1) * pb * c],
+                    pb,
+                    &bn[j * pb..(j + 1) * pb],
+                    c,
+                    tol,
+                    row_out,
+                    None,
+                    scratch,
+                );
+            });
+        reduce_top_k(&mut minima[..used], &mut out[q0 * p..q1 * p], nb, p, k);
+        q0 = q1;
+    }
+    Ok(out)
+}
+
+/// RsCIN: min-max normalised image scores smoothed over each image's k most similar images
+/// (cosine similarity of the embeddings, self included), averaged over the windows `k_list`.
+pub fn rscin(image_scores: &[f64], embeddings: &[f64], n: usize, d: usize, k_list: &[usize]) -> CoreResult<Vec<f64>> {
+    if image_scores.len() != n || embeddings.len() != n * d {
+        return invalid("image_scores / embeddings: lengths do not match");
+    }
+    if k_list.is_empty() || k_list.contains(&0) {
+        return invalid("k_list: needs at least one window, each >= 1");
+    }
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let lo = image_scores.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = image_scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let span = hi - lo;
+    let s: Vec<f64> = image_scores.iter().map(|&v| if span > 0.0 { (v - lo) / span } else { 0.0 }).collect();
+    let mut unit = embeddings.to_vec();
+    for row in unit.chunks_mut(d.max(1)) {
+        let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
+        row.iter_mut().for_each(|v| *v /= norm);
+    }
+    let mut sim = vec![0.0f64; n * n];
+    let um = MatRef::row_major(&unit, n, d);
+    matmul(&mut sim, n, um, um.transpose(), false);
+    let mut out = vec![0.0f64; n];
+    out.par_iter_mut().enumerate().for_each(|(i, o)| {
+        let row = &sim[i * n..(i + 1) * n];
+        let mut order: Vec<usize> = (0..n).collect();
+        // Largest similarity first; ties by index so the choice is reproducible.
+        order.sort_by(|&x, &y| row[y].partial_cmp(&row[x]).unwrap_or(std::cmp::Ordering::Equal).then(x.cmp(&y)));
+        let mut total = 0.0;
+        for &k in k_list {
+            let k = k.min(n);
+            let weight: f64 = order[..k].iter().map(|&j| row[j]).sum();
+            let smoothed: f64 = order[..k].iter().map(|&j| row[j] * s[j]).sum();
+            total += if weight != 0.0 { smoothed / weight } else { 0.0 };
+        }
+        *o = total / k_list.len() as f64;
+    });
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random(len: usize, seed: u64) -> Vec<f64> {
+        let mut state = seed.wrapping_add(0x9e3779b97f4a7c15);
+        (0..len)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((state >> 11) as f64 / (1u64 << 53) as f64) - 0.5
+            })
+            .collect()
+    }
+
+    fn naive_scores(x: &[f64], n: usize, p: usize, c: usize, k: usize) -> Vec<f64> {
+        let mut out = vec![0.0; n * p];
+        for i in 0..n {
+            for a in 0..p {
+                let mut mins = Vec::new();
+                for j in 0..n {
+                    if j == i {
+                        continue;
+                    }
+                    let mut best = f64::INFINITY;
+                    for b in 0..p {
+                        let d: f64 = (0..c).map(|t| (x[(i * p + a) * c + t] - x[(j * p + b) * c + t]).powi(2)).sum();
+                        best = best.min(d.sqrt());
+                    }
+                    mins.push(best);
+                }
+                mins.sort_by(|u, v| u.partial_cmp(v).unwrap());
+                out[i * p + a] = mins[..k].iter().sum::<f64>() / k as f64;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn mutual_scores_match_naive_in_every_chunking() {
+        for &(n, p, c) in &[(2usize, 3usize, 4usize), (3, 7, 5), (5, 300, 9), (4, 600, 3)] {
+            let x = random(n * p * c, (n * p * c) as u64);
+            let k = top_k(n - 1, 0.3);
+            let want = naive_scores(&x, n, p, c, k);
+            for max_memory in [None, Some(1usize)] {
+                let got = mutual_scores(&x, n, p, c, 0.3, max_memory).unwrap();
+                for (g, w) in got.iter().zip(&want) {
+                    assert!((g - w).abs() <= 1e-12 * w.max(1.0), "n={n} p={p} {g} vs {w}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn duplicated_images_give_exact_zero() {
+        let (p, c) = (5, 64);
+        let base = random(p * c, 7);
+        let other = random(p * c, 8);
+        let x32: Vec<f32> = base.iter().chain(base.iter()).chain(other.iter()).map(|&v| v as f32).collect();
+        let unit = lnamd(&x32, 3, 1, p, c, 1).unwrap();
+        let s = mutual_scores(&unit, 3, p, c, 0.3, None).unwrap();
+        assert!(s[..2 * p].iter().all(|&v| v == 0.0), "{s:?}");
+        assert!(s[2 * p..].iter().all(|&v| v > 0.1));
+    }
+
+    #[test]
+    fn near_duplicates_keep_tiny_distances() {
+        let (p, c) = (4, 256);
+        let mut a: Vec<f32> = random(p * c, 3).iter().map(|&v| v as f32).collect();
+        let norm: f32 = a[..c].iter().map(|v| v * v).sum::<f32>().sqrt();
+        a.iter_mut().for_each(|v| *v /= norm);
+        let mut b = a.clone();
+        b[0] += 3e-4;
+        let x: Vec<f32> = a.iter().chain(b.iter()).cloned().collect();
+        let s = mutual_scores(&x, 2, p, c, 0.3, None).unwrap();
+        assert!((s[0] - 3e-4).abs() < 1e-8, "{}", s[0]);
+    }
+
+    #[test]
+    fn bank_scores_match_naive() {
+        let (m, nb, p, c) = (2usize, 3usize, 9usize, 6usize);
+        let q = random(m * p * c, 1);
+        let b = random(nb * p * c, 2);
+        let got = scores_against_bank(&q, m, p, &b, nb, p, c, 0.5, Some(1)).unwrap();
+        let mut all = q.clone();
+        all.extend(&b);
+        for i in 0..m {
+            for a in 0..p {
+                let mut mins: Vec<f64> = (0..nb)
+                    .map(|j| {
+                        (0..p)
+                            .map(|t| (0..c).map(|u| (q[(i * p + a) * c + u] - b[(j * p + t) * c + u]).powi(2)).sum::<f64>().sqrt())
+                            .fold(f64::INFINITY, f64::min)
+                    })
+                    .collect();
+                mins.sort_by(|u, v| u.partial_cmp(v).unwrap());
+                let want = mins[0];
+                assert!((got[i * p + a] - want).abs() < 1e-12);
+            }
+        }
+    }
+
+    #[test]
+    fn lnamd_is_unit_norm_and_rejects_even_boxes() {
+        let x = random(2 * 4 * 5 * 3, 4);
+        let z = lnamd(&x, 2, 4, 5, 3, 3).unwrap();
+        for patch in z.chunks(3) {
+            let n: f64 = patch.iter().map(|v| v * v).sum::<f64>().sqrt();
+            assert!((n - 1.0).abs() < 1e-12);
+        }
+        assert!(lnamd(&x, 2, 4, 5, 3, 2).is_err());
+        assert!(mutual_scores(&x, 1, 60, 2, 0.3, None).is_err());
+        assert!(mutual_scores(&x, 2, 20, 3, 0.0, None).is_err());
+    }
+
+    #[test]
+    fn top_k_rounds_down_with_at_least_one() {
+        assert_eq!(top_k(1, 0.3), 1);
+        assert_eq!(top_k(3, 0.3), 1);
+        assert_eq!(top_k(10, 0.3), 3);
+        assert_eq!(top_k(31, 0.3), 9);
+        assert_eq!(top_k(4, 1.0), 4);
+    }
+
+    #[test]
+    fn rscin_with_k_one_is_min_max_normalisation() {
+        let scores = [1.0, 3.0, 2.0];
+        let emb = random(3 * 4, 9);
+        let r = rscin(&scores, &emb, 3, 4, &[1]).unwrap();
+        assert_eq!(r, vec![0.0, 1.0, 0.5]);
+    }
+}
