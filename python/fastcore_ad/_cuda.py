@@ -16,6 +16,14 @@ NAME_EXPRESSIONS: dict[str, tuple[str, ...]] = {
         "whitened_sq_norms<float, float>",
         "whitened_sq_norms<double, double>",
     ),
+    "musc": (
+        "musc_lnamd<float>",
+        "musc_lnamd<double>",
+        "musc_pair_minima<float>",
+        "musc_pair_minima<double>",
+        "musc_top_k_mean<float>",
+        "musc_top_k_mean<double>",
+    ),
 }
 
 COMPILE_OPTIONS = ("-std=c++17",)

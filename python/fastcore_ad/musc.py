@@ -217,7 +217,7 @@ def _pair_scores_cuda(q, bank, top_ratio, max_memory):
     max_q, max_b = float(cp.sqrt(qn.max())), float(cp.sqrt(bn.max()))
     tol = 4 * (c + 4) * eps * max_q * max_b + 4 * eps * (max_q ** 2 + max_b ** 2)
     qn, bn = qn.astype(q.dtype), bn.astype(q.dtype)
-    per_query = refs * p * 4
+    per_query = refs * p * 8  # uint64 keys of the squared minima
     chunk = m if max_memory is None else max(1, min(m, max_memory // per_query))
     out = cp.empty((m, p), dtype=q.dtype)
     minima_fn = _cuda.kernel("musc", f"musc_pair_minima<{dt}>")
@@ -231,13 +231,13 @@ def _pair_scores_cuda(q, bank, top_ratio, max_memory):
                     continue
                 symmetric = mutual and q0 <= j < q1
                 jobs.append((i, j, int(symmetric)))
-        keys = cp.full((q1 - q0, refs, p), 0xFFFFFFFF, dtype=cp.uint32)
+        keys = cp.full((q1 - q0, refs, p), np.iinfo(np.uint64).max, dtype=cp.uint64)
         if jobs:
             table = cp.asarray(np.asarray(jobs, dtype=np.int64))
             grid = (len(jobs), -(-p // _CUDA_TILE), -(-pb // _CUDA_TILE))
             _cuda.launch(minima_fn, grid, (16, 16), (
                 q, qn, b, bn, table, np.int64(p), np.int64(pb), np.int64(c), np.int64(q0),
-                np.int64(refs), np.int32(1 if mutual else 0), np.float32(tol), keys))
+                np.int64(refs), np.int32(1 if mutual else 0), np.float64(tol), keys))
         count = (q1 - q0) * p
         _cuda.launch(topk_fn, (-(-count // 128),), (128,), (
             keys, np.int64(q1 - q0), np.int64(refs), np.int64(p), np.int64(k), out[q0:q1]))
