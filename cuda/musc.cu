@@ -118,6 +118,7 @@ __global__ void musc_pair_minima(
         row_best[tid] = 0xFFFFFFFFu;
         col_best[tid] = 0xFFFFFFFFu;
     }
+    __syncthreads();
 
     Acc acc[4][4];
     #pragma unroll
