@@ -149,8 +149,12 @@ def test_musc_predict_matches_reference(rng, dtype):
     want_image, want_patch = ref.musc(layers, embeddings=emb)
     assert result.patch_scores.shape == (4, 6, 5) and result.patch_scores.dtype == dtype
     close(result.patch_scores, want_patch, dtype)
-    close(result.image_scores, want_image, np.float32)
     close(result.image_scores_raw, want_patch.reshape(4, -1).max(axis=1), dtype)
+    # RsCIN's min-max normalisation magnifies float32 rounding of the raw scores by up to
+    # 1 / (max - min): its own arithmetic (float64) is checked on the raw scores we produced.
+    close(result.image_scores, ref.rscin(result.image_scores_raw, emb), np.float64)
+    if dtype == np.float64:
+        close(result.image_scores, want_image, dtype)
 
 
 def test_musc_single_layer_without_embeddings_n_equals_two(rng):

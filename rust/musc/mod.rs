@@ -26,7 +26,8 @@
 //!   rounding bound, and then each of them is within that bound of the true minimum.
 //! - Memory: the N x (N-1) x P per-pair minima are kept for a chunk of query images at a time,
 //!   sized by `max_memory`; pairs inside a chunk are computed once, pairs that cross chunks
-//!   from each side.
+//!   from each side. Besides, each thread holds one product tile and one transposed reference
+//!   image (jobs are ordered by reference image so the copy is reused).
 
 use rayon::prelude::*;
 
@@ -151,20 +152,31 @@ fn exact_sq_distance<T: Real>(a: &[T], b: &[T]) -> f64 {
 /// Independent accumulators / comparison lanes: one AVX-512 register of float32.
 const LANES: usize = 16;
 
-/// Each `p x c` image of `images` transposed to `c x p` (row-major), image after image.
-fn transposed_images<T: Real>(images: &[T], p: usize, c: usize) -> Vec<T> {
-    let mut out = vec![T::ZERO; images.len()];
-    if p == 0 || c == 0 {
-        return out;
+/// One thread's transposed copy (`c x p`) of the reference image it last used. Jobs are
+/// ordered by reference image, so consecutive jobs of a thread mostly reuse the copy: memory
+/// stays at one image per thread instead of a transposed copy of the whole input.
+struct TransposeCache<T> {
+    data: Vec<T>,
+    image: Option<usize>,
+}
+
+impl<T: Real> TransposeCache<T> {
+    fn new() -> Self {
+        TransposeCache { data: Vec::new(), image: None }
     }
-    out.par_chunks_mut(p * c).zip(images.par_chunks(p * c)).for_each(|(dst, src)| {
-        for (q, row) in src.chunks_exact(c).enumerate() {
-            for (k, &v) in row.iter().enumerate() {
-                dst[k * p + q] = v;
+
+    fn get(&mut self, image: usize, src: &[T], p: usize, c: usize) -> &[T] {
+        if self.image != Some(image) {
+            self.data.resize(p * c, T::ZERO);
+            for (q, row) in src.chunks_exact(c).enumerate() {
+                for (k, &v) in row.iter().enumerate() {
+                    self.data[k * p + q] = v;
+                }
             }
+            self.image = Some(image);
         }
-    });
-    out
+        &self.data[..p * c]
+    }
 }
 
 fn squared_norms<T: Real>(x: &[T], c: usize) -> Vec<f64> {
@@ -423,9 +435,7 @@ pub fn mutual_scores<T: Real>(
     let norms = squared_norms(patches, c);
     let max_norm = norms.iter().cloned().fold(0.0f64, f64::max).sqrt();
     let tol = key_tolerance::<T>(c, max_norm, max_norm);
-    let transposed = transposed_images(patches, p, c);
     let image = |i: usize| &patches[i * p * c..(i + 1) * p * c];
-    let image_t = |i: usize| &transposed[i * p * c..(i + 1) * p * c];
     let norm_of = |i: usize| &norms[i * p..(i + 1) * p];
     // Slot of reference image j in query image i's list of N-1 references.
     let slot = |i: usize, j: usize| if j < i { j } else { j - 1 };
@@ -445,9 +455,11 @@ pub fn mutual_scores<T: Real>(
                 jobs.push((i, j, j >= q0 && j < q1));
             }
         }
+        // Grouped by reference image: a thread's consecutive jobs reuse its transposed copy.
+        jobs.sort_by_key(|&(i, j, _)| (j, i));
         let shared = SharedOut(minima.as_mut_ptr());
         let store_len = minima.len();
-        jobs.par_iter().for_each_init(Scratch::<T>::default, |scratch, &(i, j, symmetric)| {
+        jobs.par_iter().for_each_init(|| (Scratch::<T>::default(), TransposeCache::new()), |(scratch, cache), &(i, j, symmetric)| {
             let row_at = ((i - q0) * refs + slot(i, j)) * p;
             debug_assert!(row_at + p <= store_len);
             // SAFETY: the range of (query i, reference j) is written only by the job of the
@@ -461,7 +473,8 @@ pub fn mutual_scores<T: Real>(
             } else {
                 None
             };
-            pair_minima(image(i), p, norm_of(i), image(j), image_t(j), p, norm_of(j), c, tol, row_out, col_out, scratch);
+            let image_j_t = cache.get(j, image(j), p, c);
+            pair_minima(image(i), p, norm_of(i), image(j), image_j_t, p, norm_of(j), c, tol, row_out, col_out, scratch);
         });
         reduce_top_k(&mut minima, &mut out[q0 * p..q1 * p], refs, p, k);
         q0 = q1;
@@ -516,33 +529,24 @@ pub fn scores_against_bank<T: Real>(
     let max_q = qn.iter().cloned().fold(0.0f64, f64::max).sqrt();
     let max_b = bn.iter().cloned().fold(0.0f64, f64::max).sqrt();
     let tol = key_tolerance::<T>(c, max_q, max_b);
-    let bank_t = transposed_images(bank, pb, c);
     let chunk = chunk_of_queries::<T>(m, nb, p, max_memory);
     let mut minima = vec![T::ZERO; chunk * nb * p];
     let mut q0 = 0;
     while q0 < m {
         let q1 = (q0 + chunk).min(m);
         let used = (q1 - q0) * nb * p;
-        minima[..used]
-            .par_chunks_mut(p)
-            .enumerate()
-            .for_each_init(Scratch::<T>::default, |scratch, (job, row_out)| {
-                let (i, j) = (q0 + job / nb, job % nb);
-                pair_minima(
-                    &queries[i * p * c..(i + 1) * p * c],
-                    p,
-                    &qn[i * p..(i + 1) * p],
-                    &bank[j * pb * c..(j + 1) * pb * c],
-                    &bank_t[j * pb * c..(j + 1) * pb * c],
-                    pb,
-                    &bn[j * pb..(j + 1) * pb],
-                    c,
-                    tol,
-                    row_out,
-                    None,
-                    scratch,
-                );
-            });
+        // Grouped by bank image: a thread's consecutive jobs reuse its transposed copy.
+        let jobs: Vec<(usize, usize)> = (0..nb).flat_map(|j| (q0..q1).map(move |i| (i, j))).collect();
+        let shared = SharedOut(minima.as_mut_ptr());
+        jobs.par_iter().for_each_init(|| (Scratch::<T>::default(), TransposeCache::new()), |(scratch, cache), &(i, j)| {
+            let at = ((i - q0) * nb + j) * p;
+            debug_assert!(at + p <= used);
+            // SAFETY: each (query i, bank image j) job writes its own range of `minima`.
+            let row_out = unsafe { shared.slice(at, p) };
+            let bank_j = &bank[j * pb * c..(j + 1) * pb * c];
+            let bank_j_t = cache.get(j, bank_j, pb, c);
+            pair_minima(&queries[i * p * c..(i + 1) * p * c], p, &qn[i * p..(i + 1) * p], bank_j, bank_j_t, pb, &bn[j * pb..(j + 1) * pb], c, tol, row_out, None, scratch);
+        });
         reduce_top_k(&mut minima[..used], &mut out[q0 * p..q1 * p], nb, p, k);
         q0 = q1;
     }
