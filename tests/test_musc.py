@@ -52,10 +52,12 @@ def test_mutual_scores_match_reference_on_random_features(rng, dtype, n):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_mutual_scores_across_tile_boundaries_on_unit_vectors(rng, dtype):
-    # 530 patches: row tiles of 256 (256 + 256 + 18) and column tiles of 512 (512 + 18).
-    x = rng.normal(size=(3, 530, 24)).astype(dtype)
-    z = musc.lnamd(x.reshape(3, 10, 53, 24), 1).reshape(3, 530, 24)
-    close(musc.mutual_scores(z, 0.5), ref.mutual_scores(z, 0.5), dtype)
+    # 1031 patches: two product tiles of 516 + 515 rows and columns (tiles hold <= 1024);
+    # 530 patches: one tile; 1 patch: a 1 x 1 tile.
+    for p, grid in ((1031, (1, 1031)), (530, (10, 53)), (1, (1, 1))):
+        x = rng.normal(size=(3, p, 6)).astype(dtype)
+        z = musc.lnamd(x.reshape(3, *grid, 6), 1).reshape(3, p, 6)
+        close(musc.mutual_scores(z, 0.5), ref.mutual_scores(z, 0.5), dtype)
 
 
 @pytest.mark.parametrize("max_memory", [1, 3 * 40 * 8, None])
@@ -119,8 +121,8 @@ def test_mutual_scores_property(n, p, c, ratio, seed, f32):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_scores_against_bank_match_reference(rng, dtype):
-    q = rng.normal(size=(2, 33, 8)).astype(dtype)
-    bank = rng.normal(size=(5, 21, 8)).astype(dtype)
+    q = rng.normal(size=(2, 1100, 4)).astype(dtype)
+    bank = rng.normal(size=(3, 21, 4)).astype(dtype)
     for max_memory in (None, 1):
         close(musc.scores_against_bank(q, bank, 0.5, max_memory=max_memory),
               ref.scores_against_bank(q, bank, 0.5), dtype)
