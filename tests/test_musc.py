@@ -96,6 +96,17 @@ def test_near_duplicate_patches_keep_exact_small_distances(rng, gap):
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
+def test_near_uniform_background_keeps_exact_distances(rng):
+    # Hundreds of patches per image within the rounding bound of each other (a uniform
+    # background): every one is a candidate and the true nearest must still win.
+    base = rng.normal(size=256)
+    base /= np.linalg.norm(base)
+    x = base + 3e-4 * rng.normal(size=(4, 300, 256))
+    x /= np.linalg.norm(x, axis=-1, keepdims=True)
+    x = x.astype(np.float32)
+    np.testing.assert_allclose(musc.mutual_scores(x), ref.mutual_scores(x), rtol=1e-5)
+
+
 def test_k_rounds_down_with_at_least_one(rng):
     assert [musc.top_k(r, 0.3) for r in (1, 2, 3, 4, 10, 31)] == [1, 1, 1, 1, 3, 9]
     x = rng.normal(size=(11, 7, 3))

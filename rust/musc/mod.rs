@@ -21,9 +21,11 @@
 //!   squares in the input precision over 16 lanes, lanes summed in float64), and the smallest
 //!   exact value wins. The true nearest patch is always among the candidates, so near-duplicate
 //!   patches keep exact tiny distances instead of the cancellation noise of `sqrt(2 - 2 a.b)`
-//!   (which loses 2% at distance 1e-3). At most `MAX_RECHECK` candidates per row (and per
-//!   column) and tile are re-measured; more only occur when that many patches tie within the
-//!   rounding bound, and then each of them is within that bound of the true minimum.
+//!   (which loses 2% at distance 1e-3). Every candidate is re-measured (no cap): a cap would
+//!   give up exactness exactly where it matters, on near-identical patches (uniform
+//!   backgrounds), whose squared distances differ by less than the rounding bound. Typical
+//!   features have one or two candidates per row; the worst case (all patches identical)
+//!   costs a few times the product.
 //! - Memory: the N x (N-1) x P per-pair minima are kept for a chunk of query images at a time,
 //!   sized by `max_memory`; pairs inside a chunk are computed once, pairs that cross chunks
 //!   from each side. Besides, each thread holds one product tile and one transposed reference
@@ -40,8 +42,6 @@ use crate::linalg::{matmul, MatRef, Real};
 /// slower), and the two epilogue passes over a 2-4 MiB tile cost under 10% of the product.
 const ROW_TILE: usize = 1024;
 const COL_TILE: usize = 1024;
-/// Exact re-measurements per row (or column) and tile (see the module notes).
-const MAX_RECHECK: usize = 32;
 
 fn unit_roundoff<T>() -> f64 {
     if std::mem::size_of::<T>() == 4 {
@@ -189,12 +189,11 @@ struct Scratch<T> {
     col_limit: Vec<T>,
     row_sq: Vec<f64>,
     col_sq: Vec<f64>,
-    col_rechecks: Vec<u32>,
 }
 
 impl<T> Default for Scratch<T> {
     fn default() -> Self {
-        Scratch { product: Vec::new(), col_limit: Vec::new(), row_sq: Vec::new(), col_sq: Vec::new(), col_rechecks: Vec::new() }
+        Scratch { product: Vec::new(), col_limit: Vec::new(), row_sq: Vec::new(), col_sq: Vec::new() }
     }
 }
 
@@ -232,7 +231,7 @@ fn pair_minima<T: Real>(
     scratch: &mut Scratch<T>,
 ) {
     let want_cols = col_min.is_some();
-    let Scratch { product, col_limit, row_sq, col_sq, col_rechecks } = scratch;
+    let Scratch { product, col_limit, row_sq, col_sq } = scratch;
     row_sq.clear();
     row_sq.resize(pa, f64::INFINITY);
     col_sq.clear();
@@ -295,14 +294,11 @@ fn pair_minima<T: Real>(
             } else {
                 col_limit.fill(T::from_f64(f64::NEG_INFINITY));
             }
-            col_rechecks.clear();
-            col_rechecks.resize(cols, 0);
 
             // Pass 2: exact re-measurement of the candidates.
             for (i, ei) in g.chunks_exact(cols).enumerate() {
                 let rl = row_limit[i];
                 let ap = &a[(r0 + i) * c..(r0 + i + 1) * c];
-                let mut row_rechecks = 0usize;
                 for (chunk_index, (e_chunk, l_chunk)) in ei.chunks(SCAN_CHUNK).zip(col_limit.chunks(SCAN_CHUNK)).enumerate() {
                     let mut hit = false;
                     for (&e, &cl) in e_chunk.iter().zip(l_chunk) {
@@ -313,24 +309,18 @@ fn pair_minima<T: Real>(
                     }
                     for (lane, (&e, &cl)) in e_chunk.iter().zip(l_chunk).enumerate() {
                         let t = chunk_index * SCAN_CHUNK + lane;
-                        let for_row = e <= rl && row_rechecks < MAX_RECHECK;
-                        let for_col = e <= cl && (col_rechecks[t] as usize) < MAX_RECHECK;
+                        let for_row = e <= rl;
+                        let for_col = e <= cl;
                         if !(for_row || for_col) {
                             continue;
                         }
                         let q = c0 + t;
                         let d = exact_sq_distance(ap, &b[q * c..(q + 1) * c]);
-                        if for_row {
-                            row_rechecks += 1;
-                            if d < row_sq[r0 + i] {
-                                row_sq[r0 + i] = d;
-                            }
+                        if for_row && d < row_sq[r0 + i] {
+                            row_sq[r0 + i] = d;
                         }
-                        if for_col {
-                            col_rechecks[t] += 1;
-                            if d < col_sq[q] {
-                                col_sq[q] = d;
-                            }
+                        if for_col && d < col_sq[q] {
+                            col_sq[q] = d;
                         }
                     }
                 }
