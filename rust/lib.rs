@@ -15,6 +15,7 @@ pub mod gaussian;
 pub mod linalg;
 pub mod metrics;
 pub mod mia;
+pub mod musc;
 pub mod pool;
 
 #[cfg(feature = "python")]

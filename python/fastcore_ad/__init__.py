@@ -12,8 +12,9 @@ import os as _os
 
 from . import _core
 from ._core import FastcoreError, SingularCovarianceError
-from . import metrics, gaussian, mia
+from . import metrics, gaussian, mia, musc
 from .gaussian import GaussianAD, mahalanobis
+from .musc import MuSc
 
 __version__ = _core.__version__
 
@@ -25,6 +26,8 @@ __all__ = [
     "metrics",
     "gaussian",
     "mia",
+    "musc",
+    "MuSc",
     "info",
 ]
 

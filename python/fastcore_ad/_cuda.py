@@ -22,6 +22,14 @@ NAME_EXPRESSIONS: dict[str, tuple[str, ...]] = {
         "token_stats<fca_bf16>",
         "token_stats<fca_f16>",
     ),
+    "musc": (
+        "musc_lnamd<float>",
+        "musc_lnamd<double>",
+        "musc_pair_minima<float>",
+        "musc_pair_minima<double>",
+        "musc_top_k_mean<float>",
+        "musc_top_k_mean<double>",
+    ),
 }
 
 COMPILE_OPTIONS = ("-std=c++17",)

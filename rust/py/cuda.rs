@@ -10,6 +10,7 @@ const SOURCES: &[(&str, &str, &str)] = &[
     ("common", "common.cuh", include_str!("../../cuda/common.cuh")),
     ("gaussian", "gaussian.cu", include_str!("../../cuda/gaussian.cu")),
     ("mia", "mia.cu", include_str!("../../cuda/mia.cu")),
+    ("musc", "musc.cu", include_str!("../../cuda/musc.cu")),
 ];
 
 /// The CUDA source of one family, with `#line` markers so compiler errors name the real file.

@@ -11,12 +11,14 @@ pub mod errors;
 pub mod gaussian;
 pub mod metrics;
 pub mod mia;
+pub mod musc;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     metrics::register(m)?;
     gaussian::register(m)?;
     mia::register(m)?;
+    musc::register(m)?;
     cuda::register(m)?;
     m.add_function(wrap_pyfunction!(py_reset_after_fork, m)?)?;
     m.add_function(wrap_pyfunction!(py_resolve_threads, m)?)?;
