@@ -247,10 +247,78 @@ def test_demo_runs():
     assert rows and "AUROC" in rows[0]["result"]
 
 
-def test_score_texts_needs_torch():
-    pytest.importorskip("torch")
-    pytest.importorskip("transformers")
-    pytest.skip("no offline Hugging Face model in the test environment")
+class _StandInTensor(np.ndarray):
+    """Just enough of a torch tensor for score_texts: .to(device), .bool(), .is_cuda."""
+
+    is_cuda = False
+
+    def to(self, device):
+        return self
+
+    def bool(self):
+        return np.asarray(self).astype(bool).view(_StandInTensor)
+
+
+class _StandInTokenizer:
+    """Characters as token ids, right padding with pad id 0, in the Hugging Face call style."""
+
+    pad_token = None
+    eos_token = "<eos>"
+
+    def __call__(self, texts, return_tensors, padding, truncation, max_length):
+        ids = [[1] + [2 + (ord(c) % 30) for c in t] for t in texts]
+        width = max(len(i) for i in ids)
+        input_ids = np.zeros((len(ids), width), np.int64)
+        attention = np.zeros((len(ids), width), np.int64)
+        for row, seq in enumerate(ids):
+            input_ids[row, :len(seq)] = seq
+            attention[row, :len(seq)] = 1
+        return {"input_ids": input_ids.view(_StandInTensor), "attention_mask": attention.view(_StandInTensor)}
+
+
+class _StandInModel:
+    """A bigram 'language model' with fixed random logits per previous token."""
+
+    def __init__(self, vocab=32, seed=0):
+        self.table = np.random.default_rng(seed).normal(size=(vocab, vocab)).astype(np.float32)
+
+    def parameters(self):
+        yield _StandInTensor(())
+
+    def __call__(self, input_ids, attention_mask):
+        class Out:
+            pass
+
+        out = Out()
+        out.logits = self.table[np.asarray(input_ids)].view(_StandInTensor)
+        return out
+
+
+def test_score_texts_batches_pads_and_shifts(monkeypatch):
+    import contextlib
+    import sys
+    import types
+
+    fake_torch = types.ModuleType("torch")
+    fake_torch.no_grad = contextlib.nullcontext
+    monkeypatch.setitem(sys.modules, "torch", fake_torch)
+    model, tokenizer = _StandInModel(), _StandInTokenizer()
+    texts = ["Short one", "a somewhat longer Text", "x", "Middle length"]
+    scores = mia.score_texts(model, tokenizer, texts, batch_size=3, ratios=(0.2, 0.5), lowercase=True)
+    assert tokenizer.pad_token == "<eos>"
+    for i, text in enumerate(texts):
+        ids = np.array([1] + [2 + (ord(c) % 30) for c in text])
+        logits = model.table[ids][None]
+        single = mia.score_logits(logits, ids[None, 1:], ratios=(0.2, 0.5), texts=[text])
+        for key, value in single.items():
+            np.testing.assert_allclose(scores[key][i], value[0], rtol=1e-12, err_msg=key)
+        lower_ids = np.array([1] + [2 + (ord(c) % 30) for c in text.lower()])
+        lower = mia.score_logits(model.table[lower_ids][None], lower_ids[None, 1:], ratios=(0.2,))
+        np.testing.assert_allclose(scores["lowercase"][i], lower["loss"][0] / single["loss"][0], rtol=1e-12)
+    with pytest.raises(ValueError, match="batch_size"):
+        mia.score_texts(model, tokenizer, texts, batch_size=0)
+    with pytest.raises(ValueError, match="texts"):
+        mia.score_texts(model, tokenizer, [])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -450,7 +450,7 @@ def score_texts(model, tokenizer, texts, batch_size=8, *, ratios=DEFAULT_RATIOS,
         with torch.no_grad():
             logits = model(input_ids=ids, attention_mask=attention).logits
         scored = (attention[:, 1:] * attention[:, :-1]).bool()
-        if logits.is_cuda and not _has_cupy():
+        if getattr(logits, "is_cuda", False) and not _has_cupy():
             raise RuntimeError("score_texts: CUDA logits need cupy for the CUDA kernel (pip install 'fastcore_ad[cuda]')")
         return score_logits(logits, ids[:, 1:], scored, ratios, texts=batch_texts, n_jobs=n_jobs)
 
