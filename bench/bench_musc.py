@@ -142,3 +142,32 @@ if __name__ == "__main__":
             subprocess.run([sys.executable, os.path.abspath(__file__), "--child", which, data], check=True)
     else:
         print(__doc__)
+
+
+def gpu_cases():
+    """CUDA case for bench/gpu_check.py: one (layer, degree) pass, N=64, P=1369 (37 x 37), C=1024."""
+    import cupy as cp
+
+    n, p, c = 64, 1369, 1024
+    rng = np.random.default_rng(0)
+    texture = rng.normal(size=(1, p, c)).astype(np.float32)
+    z = cp.asarray(texture + 0.7 * rng.normal(size=(n, p, c)).astype(np.float32))
+    z /= cp.linalg.norm(z, axis=-1, keepdims=True)
+    k = max(1, int((n - 1) * 0.3))
+
+    def reference():
+        # The official per-image loop in cupy: expanded-formula distances to all other images.
+        norms = (z * z).sum(axis=-1)
+        out = cp.empty((n, p), dtype=z.dtype)
+        for i in range(n):
+            others = cp.concatenate([z[:i], z[i + 1:]]).reshape(-1, c)
+            other_norms = cp.concatenate([norms[:i], norms[i + 1:]]).reshape(-1)
+            d2 = norms[i][:, None] + other_norms[None, :] - 2.0 * (z[i] @ others.T)
+            dist = cp.sqrt(cp.maximum(d2, 0.0)).reshape(p, n - 1, p).min(axis=-1)
+            out[i] = cp.sort(dist, axis=1)[:, :k].mean(axis=1)
+        return out
+
+    pairs = n * (n - 1) // 2
+    return [{"kernel": "musc mutual_scores", "shape": f"N={n} P={p} C={c} f32",
+             "ours": lambda: musc.mutual_scores(z), "peer": reference,
+             "peer_name": "reference loop in cupy (cuBLAS)", "flops": 2 * pairs * 2 * p * p * c}]

@@ -79,6 +79,13 @@ def main() -> int:
     print("-|-".join("-" * w for w in widths))
     for r in rows:
         print(" | ".join(v.ljust(w) for v, w in zip(r, widths)))
+    # The membership-detection check prints its own table (bf16 sweeps over vocabulary sizes).
+    try:
+        import gpu_check_mia  # noqa: PLC0415
+
+        status = gpu_check_mia.main([]) or status
+    except ImportError as exc:
+        print(f"(skipping gpu_check_mia: {exc})")
     return status
 
 
