@@ -13,6 +13,7 @@ pub mod gaussian;
 pub mod linalg;
 pub mod metrics;
 pub mod pool;
+pub mod tsetlin;
 
 #[cfg(feature = "python")]
 mod py;

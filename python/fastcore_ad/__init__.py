@@ -14,6 +14,8 @@ from . import _core
 from ._core import FastcoreError, SingularCovarianceError
 from . import metrics, gaussian
 from .gaussian import GaussianAD, mahalanobis
+from . import tsetlin
+from .tsetlin import TsetlinMachine
 
 __version__ = _core.__version__
 
@@ -24,6 +26,8 @@ __all__ = [
     "mahalanobis",
     "metrics",
     "gaussian",
+    "tsetlin",
+    "TsetlinMachine",
     "info",
 ]
 

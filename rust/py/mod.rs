@@ -8,11 +8,13 @@ pub mod cuda;
 pub mod errors;
 pub mod gaussian;
 pub mod metrics;
+pub mod tsetlin;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     metrics::register(m)?;
     gaussian::register(m)?;
+    tsetlin::register(m)?;
     cuda::register(m)?;
     m.add_function(wrap_pyfunction!(py_reset_after_fork, m)?)?;
     m.add_function(wrap_pyfunction!(py_resolve_threads, m)?)?;

@@ -1,0 +1,942 @@
+//! Tsetlin Machine: bit-packed clause evaluation, Type I / Type II feedback and class sums
+//! (Granmo 2018; Berge et al. 2019; integer-weighted clauses after Abeyrathna et al. 2020;
+//! the coalesced shared clause pool after Glimsdal & Granmo 2021).
+//!
+//! Layout. Literals are the `n` features followed by their `n` negations, each half padded to
+//! whole 64-bit words (`fw` words each, `lw = 2 fw` in all). Every automaton has `2^b` states,
+//! stored bit-sliced: the top bit plane (the "include" or action bit) lives in its own array,
+//! contiguous per clause (`action[clause][lw]`), so clause evaluation streams only 1/b of the
+//! state. The lower `b - 1` planes are stored word-major (`lower[clause][word][plane]`) so the
+//! carry (or borrow) of an increment touches neighbouring words and stops as soon as it is zero.
+//!
+//! Randomness is counter based: every draw is a keyed hash of (seed, epoch, example, role,
+//! class, clause), and the per-literal masks of one clause come from a small generator seeded
+//! by that hash. No generator is shared, so the model is bit-identical for any thread count.
+//!
+//! Weights. Each (class, clause) pair carries a signed integer weight. In the per-class machine
+//! its sign is the clause's fixed polarity (even clauses +, odd clauses -) and its magnitude
+//! starts at 1; with `weighted` the magnitude grows by 1 on Type I feedback when the clause
+//! outputs 1 and shrinks by 1 on Type II feedback when it outputs 1, never below 1 (the
+//! integer-weighted TM's weights are positive integers, so a clause is never silenced and
+//! keeps its polarity). In the coalesced machine one pool of clauses is shared by all classes
+//! and every class holds its own signed weight per clause (initialised to +1 or -1 at random);
+//! when the clause outputs 1 the target class's weight moves up by 1 and the negative class's
+//! weight down by 1, and the weight's sign decides the feedback type.
+
+use rayon::prelude::*;
+
+use crate::error::{invalid, CoreResult};
+
+/// Hyper-parameters and shapes of one machine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub n_features: usize,
+    pub n_classes: usize,
+    /// Clauses per class (per-class machine) or in the shared pool (coalesced).
+    pub n_clauses: usize,
+    pub state_bits: usize,
+    pub threshold: i64,
+    pub specificity: f64,
+    pub weighted: bool,
+    pub boost_true_positive: bool,
+    pub focused_negatives: bool,
+    /// 0 means no budget.
+    pub max_included_literals: usize,
+    pub clause_drop_p: f64,
+    pub coalesced: bool,
+    pub seed: u64,
+}
+
+impl Config {
+    pub fn feature_words(&self) -> usize {
+        self.n_features.div_ceil(64)
+    }
+    pub fn literal_words(&self) -> usize {
+        2 * self.feature_words()
+    }
+    pub fn n_banks(&self) -> usize {
+        if self.coalesced {
+            1
+        } else {
+            self.n_classes
+        }
+    }
+    pub fn weights_per_clause(&self) -> usize {
+        if self.coalesced {
+            self.n_classes
+        } else {
+            1
+        }
+    }
+    pub fn lower_planes(&self) -> usize {
+        self.state_bits - 1
+    }
+    pub fn action_len(&self) -> usize {
+        self.n_banks() * self.n_clauses * self.literal_words()
+    }
+    pub fn lower_len(&self) -> usize {
+        self.action_len() * self.lower_planes()
+    }
+    pub fn weights_len(&self) -> usize {
+        self.n_banks() * self.n_clauses * self.weights_per_clause()
+    }
+
+    pub fn validate(&self) -> CoreResult<()> {
+        if self.n_features == 0 {
+            return invalid("n_features must be at least 1");
+        }
+        if self.n_classes < 2 {
+            return invalid(format!("need at least 2 classes, got {}", self.n_classes));
+        }
+        if self.n_clauses == 0 || (!self.coalesced && self.n_clauses % 2 != 0) {
+            return invalid(format!(
+                "n_clauses must be a positive even number (half vote for, half against), got {}",
+                self.n_clauses
+            ));
+        }
+        if !(2..=16).contains(&self.state_bits) {
+            return invalid(format!("state_bits must be in [2, 16], got {}", self.state_bits));
+        }
+        if self.threshold < 1 {
+            return invalid(format!("threshold must be >= 1, got {}", self.threshold));
+        }
+        if !(self.specificity >= 1.0 && self.specificity.is_finite()) {
+            return invalid(format!("specificity must be a finite number >= 1, got {}", self.specificity));
+        }
+        if !(0.0..1.0).contains(&self.clause_drop_p) {
+            return invalid(format!("clause_drop_p must be in [0, 1), got {}", self.clause_drop_p));
+        }
+        Ok(())
+    }
+}
+
+/// The documents of one call: bit-packed rows or CSR rows (indices of present features).
+#[derive(Clone, Copy)]
+pub enum Docs<'a> {
+    /// `[n_docs, feature_words]`, bit `j % 64` of word `j / 64` is feature `j`.
+    Packed { words: &'a [u64], n_docs: usize },
+    /// CSR: document `i` holds the features `indices[indptr[i]..indptr[i + 1]]`.
+    Csr { indptr: &'a [i64], indices: &'a [i32] },
+}
+
+impl Docs<'_> {
+    pub fn n_docs(&self) -> usize {
+        match self {
+            Docs::Packed { n_docs, .. } => *n_docs,
+            Docs::Csr { indptr, .. } => indptr.len().saturating_sub(1),
+        }
+    }
+
+    /// Check the shapes and that every index names a feature.
+    pub fn validate(&self, n_features: usize) -> CoreResult<()> {
+        match self {
+            Docs::Packed { words, n_docs } => {
+                let fw = n_features.div_ceil(64);
+                if words.len() != n_docs * fw {
+                    return invalid(format!("X: packed rows hold {} words, expected {}", words.len(), n_docs * fw));
+                }
+                let spare = fw * 64 - n_features;
+                if spare > 0 {
+                    let high = !0u64 << (64 - spare);
+                    if words.chunks_exact(fw).any(|row| row[fw - 1] & high != 0) {
+                        return invalid("X: packed rows have bits set beyond n_features");
+                    }
+                }
+            }
+            Docs::Csr { indptr, indices } => {
+                if indptr.is_empty() || indptr[0] != 0 {
+                    return invalid("X: CSR indptr must start at 0");
+                }
+                if indptr.windows(2).any(|w| w[1] < w[0]) {
+                    return invalid("X: CSR indptr must be non-decreasing");
+                }
+                if indptr[indptr.len() - 1] as usize != indices.len() {
+                    return invalid("X: CSR indptr does not end at the number of indices");
+                }
+                if indices.iter().any(|&j| j < 0 || j as usize >= n_features) {
+                    return invalid(format!("X: feature index outside [0, {n_features})"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Write document `i`'s feature bits into `out` (`feature_words` words).
+    fn features_into(&self, i: usize, out: &mut [u64]) {
+        match self {
+            Docs::Packed { words, .. } => {
+                let fw = out.len();
+                out.copy_from_slice(&words[i * fw..(i + 1) * fw]);
+            }
+            Docs::Csr { indptr, indices } => {
+                out.fill(0);
+                for &j in &indices[indptr[i] as usize..indptr[i + 1] as usize] {
+                    let j = j as usize;
+                    out[j / 64] |= 1u64 << (j % 64);
+                }
+            }
+        }
+    }
+}
+
+/// Literal words from feature words: features, then their negations (padding stays 0).
+fn literals_from_features(features: &[u64], valid: &[u64], literals: &mut [u64]) {
+    let fw = features.len();
+    literals[..fw].copy_from_slice(features);
+    for w in 0..fw {
+        literals[fw + w] = !features[w] & valid[w];
+    }
+}
+
+/// Valid-bit masks of the feature words (the last word may be partial).
+fn feature_masks(n_features: usize) -> Vec<u64> {
+    let fw = n_features.div_ceil(64);
+    let mut masks = vec![!0u64; fw];
+    let spare = fw * 64 - n_features;
+    if spare > 0 {
+        masks[fw - 1] = !0u64 >> spare;
+    }
+    masks
+}
+
+// ---------------------------------------------------------------------------------------------
+// Counter-based random numbers
+
+/// SplitMix64's finaliser: a bijective mix of 64 bits.
+#[inline(always)]
+pub fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A keyed hash of a tuple of counters: the random number at that point of the stream.
+#[inline(always)]
+pub fn stream_key(seed: u64, parts: &[u64]) -> u64 {
+    let mut h = mix64(seed ^ 0x5851_f42d_4c95_7f2d);
+    for &p in parts {
+        h = mix64(h ^ p.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(0x632b_e59b_d9b4_e019));
+    }
+    h
+}
+
+/// Roles of a draw in the stream (the fourth counter).
+pub const ROLE_TARGET: u64 = 1;
+pub const ROLE_NEGATIVE: u64 = 2;
+pub const ROLE_PICK_NEGATIVE: u64 = 3;
+pub const ROLE_DROP: u64 = 4;
+pub const ROLE_INIT_WEIGHT: u64 = 5;
+const ROLE_MASKS: u64 = 6;
+
+/// `u < num / den` for the 53 high bits of `h` as a uniform in [0, 1), in exact integers.
+#[inline(always)]
+fn below(h: u64, num: u64, den: u64) -> bool {
+    ((h >> 11) as u128) * (den as u128) < (num as u128) << 53
+}
+
+/// wyrand: the per-clause generator of literal masks, seeded from the stream key.
+struct Wy(u64);
+
+impl Wy {
+    #[inline(always)]
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0xa076_1d64_78bd_642f);
+        let t = (self.0 as u128).wrapping_mul((self.0 ^ 0xe703_7ed1_a0b4_28db) as u128);
+        ((t >> 64) as u64) ^ (t as u64)
+    }
+
+    /// 64 independent Bernoulli(t / 2^32) bits: a bit-sliced comparison of 64 uniform 32-bit
+    /// numbers with `t`, most significant bit first, stopping once every lane is decided
+    /// (about log2(64) + 2 words for any p, instead of one draw per literal).
+    #[inline(always)]
+    fn bernoulli_mask(&mut self, t: u64) -> u64 {
+        if t >= 1 << 32 {
+            return !0;
+        }
+        if t == 0 {
+            return 0;
+        }
+        let (mut lt, mut eq) = (0u64, !0u64);
+        for bit in (0..32).rev() {
+            let r = self.next();
+            if (t >> bit) & 1 == 1 {
+                lt |= eq & !r;
+                eq &= r;
+            } else {
+                eq &= !r;
+            }
+            if eq == 0 {
+                break;
+            }
+        }
+        lt
+    }
+}
+
+/// Probability `p` as a 32-bit fixed-point threshold for `bernoulli_mask`.
+fn threshold32(p: f64) -> u64 {
+    (p.clamp(0.0, 1.0) * 4_294_967_296.0).round() as u64
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bit-sliced automata
+
+/// Add 1 (saturating at the top state) to the automata selected by `mask` in one word.
+#[inline(always)]
+fn increment(lower: &mut [u64], action: &mut u64, mask: u64) {
+    let mut carry = mask;
+    for plane in lower.iter_mut() {
+        let old = *plane;
+        *plane = old ^ carry;
+        carry &= old;
+        if carry == 0 {
+            return;
+        }
+    }
+    let old = *action;
+    *action = old ^ carry;
+    carry &= old;
+    if carry != 0 {
+        // Wrapped past the top: those automata were saturated, restore all ones.
+        *action |= carry;
+        for plane in lower.iter_mut() {
+            *plane |= carry;
+        }
+    }
+}
+
+/// Subtract 1 (saturating at state 0) from the automata selected by `mask` in one word.
+#[inline(always)]
+fn decrement(lower: &mut [u64], action: &mut u64, mask: u64) {
+    let mut borrow = mask;
+    for plane in lower.iter_mut() {
+        let old = *plane;
+        *plane = old ^ borrow;
+        borrow &= !old;
+        if borrow == 0 {
+            return;
+        }
+    }
+    let old = *action;
+    *action = old ^ borrow;
+    borrow &= !old;
+    if borrow != 0 {
+        *action &= !borrow;
+        for plane in lower.iter_mut() {
+            *plane &= !borrow;
+        }
+    }
+}
+
+/// Initial state: every automaton at `2^(b-1) - 1`, the last "exclude" state, and weights of
+/// magnitude 1 (per-class: sign = polarity; coalesced: random sign per class and clause).
+pub fn initial_state(cfg: &Config) -> CoreResult<(Vec<u64>, Vec<u64>, Vec<i32>)> {
+    cfg.validate()?;
+    let lw = cfg.literal_words();
+    let fw = cfg.feature_words();
+    let planes = cfg.lower_planes();
+    let masks = feature_masks(cfg.n_features);
+    let action = vec![0u64; cfg.action_len()];
+    let mut lower = vec![0u64; cfg.lower_len()];
+    for (slot, chunk) in lower.chunks_exact_mut(planes).enumerate() {
+        let w = slot % lw;
+        chunk.fill(masks[w % fw]);
+    }
+    let mut weights = vec![0i32; cfg.weights_len()];
+    if cfg.coalesced {
+        let k = cfg.n_classes;
+        for (c, row) in weights.chunks_exact_mut(k).enumerate() {
+            for (class, w) in row.iter_mut().enumerate() {
+                let h = stream_key(cfg.seed, &[ROLE_INIT_WEIGHT, class as u64, c as u64]);
+                *w = if h >> 63 == 0 { 1 } else { -1 };
+            }
+        }
+    } else {
+        for (i, w) in weights.iter_mut().enumerate() {
+            *w = if (i % cfg.n_clauses) % 2 == 0 { 1 } else { -1 };
+        }
+    }
+    Ok((action, lower, weights))
+}
+
+/// Check that the state arrays have the shapes `cfg` implies.
+pub fn validate_state(cfg: &Config, action: usize, lower: usize, weights: usize) -> CoreResult<()> {
+    cfg.validate()?;
+    if action != cfg.action_len() || lower != cfg.lower_len() || weights != cfg.weights_len() {
+        return invalid(format!(
+            "model state has sizes (action {action}, lower {lower}, weights {weights}), expected ({}, {}, {})",
+            cfg.action_len(),
+            cfg.lower_len(),
+            cfg.weights_len()
+        ));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clause evaluation
+
+/// Training-time output: AND of the included literals (an empty clause outputs 1).
+#[inline(always)]
+fn fires_training(action: &[u64], literals: &[u64]) -> bool {
+    action.iter().zip(literals).all(|(&a, &l)| a & !l == 0)
+}
+
+/// What prediction needs of one clause: its included positive features and whether it is empty.
+struct ClauseIndex {
+    positives: Vec<Vec<u32>>,
+    nonempty: Vec<bool>,
+}
+
+fn clause_index(cfg: &Config, action: &[u64]) -> ClauseIndex {
+    let lw = cfg.literal_words();
+    let fw = cfg.feature_words();
+    let (positives, nonempty): (Vec<Vec<u32>>, Vec<bool>) = action
+        .par_chunks_exact(lw)
+        .with_min_len(64)
+        .map(|clause| {
+            let mut pos = Vec::new();
+            for (w, &word) in clause[..fw].iter().enumerate() {
+                let mut bits = word;
+                while bits != 0 {
+                    pos.push((w * 64) as u32 + bits.trailing_zeros());
+                    bits &= bits - 1;
+                }
+            }
+            let nonempty = clause.iter().any(|&a| a != 0);
+            (pos, nonempty)
+        })
+        .unzip();
+    ClauseIndex { positives, nonempty }
+}
+
+/// Prediction-time clause outputs of one document for every clause in `action`: the sparse
+/// test (included positives looked up in the document, present features looked up in the
+/// clause's negated half) when the document is sparse, the word-parallel test otherwise.
+fn clause_outputs_predict(cfg: &Config, action: &[u64], index: &ClauseIndex, features: &[u64], present: &[u32], literals: &[u64], out: &mut [u8]) {
+    let lw = cfg.literal_words();
+    let fw = cfg.feature_words();
+    let sparse = present.len() <= 2 * fw;
+    for (c, o) in out.iter_mut().enumerate() {
+        if !index.nonempty[c] {
+            *o = 0;
+            continue;
+        }
+        let clause = &action[c * lw..(c + 1) * lw];
+        let fires = if sparse {
+            let negated = &clause[fw..];
+            index.positives[c].iter().all(|&j| features[j as usize / 64] >> (j % 64) & 1 == 1)
+                && present.iter().all(|&j| negated[j as usize / 64] >> (j % 64) & 1 == 0)
+        } else {
+            fires_training(clause, literals)
+        };
+        *o = fires as u8;
+    }
+}
+
+/// Present features of a packed document, in increasing order.
+fn present_features(features: &[u64], out: &mut Vec<u32>) {
+    out.clear();
+    for (w, &word) in features.iter().enumerate() {
+        let mut bits = word;
+        while bits != 0 {
+            out.push((w * 64) as u32 + bits.trailing_zeros());
+            bits &= bits - 1;
+        }
+    }
+}
+
+/// Prediction-time clause outputs `[n_docs, n_banks * n_clauses]` (empty clauses output 0).
+pub fn clause_outputs(cfg: &Config, action: &[u64], docs: &Docs) -> CoreResult<Vec<u8>> {
+    cfg.validate()?;
+    docs.validate(cfg.n_features)?;
+    let total = cfg.n_banks() * cfg.n_clauses;
+    if action.len() != cfg.action_len() {
+        return invalid("action plane has the wrong size for this model");
+    }
+    let index = clause_index(cfg, action);
+    let mut out = vec![0u8; docs.n_docs() * total];
+    out.par_chunks_mut(total.max(1)).enumerate().for_each_init(
+        || DocScratch::new(cfg),
+        |scratch, (i, row)| {
+            scratch.load(docs, i);
+            clause_outputs_predict(cfg, action, &index, &scratch.features, &scratch.present, &scratch.literals, row);
+        },
+    );
+    Ok(out)
+}
+
+struct DocScratch {
+    features: Vec<u64>,
+    literals: Vec<u64>,
+    present: Vec<u32>,
+    valid: Vec<u64>,
+}
+
+impl DocScratch {
+    fn new(cfg: &Config) -> Self {
+        DocScratch {
+            features: vec![0; cfg.feature_words()],
+            literals: vec![0; cfg.literal_words()],
+            present: Vec::new(),
+            valid: feature_masks(cfg.n_features),
+        }
+    }
+    fn load(&mut self, docs: &Docs, i: usize) {
+        docs.features_into(i, &mut self.features);
+        literals_from_features(&self.features, &self.valid, &mut self.literals);
+        present_features(&self.features, &mut self.present);
+    }
+}
+
+/// Raw class sums `[n_docs, n_classes]`: sum over clauses of weight x prediction-time output.
+pub fn class_sums(cfg: &Config, action: &[u64], weights: &[i32], docs: &Docs) -> CoreResult<Vec<i64>> {
+    cfg.validate()?;
+    docs.validate(cfg.n_features)?;
+    if action.len() != cfg.action_len() || weights.len() != cfg.weights_len() {
+        return invalid("model state has the wrong size for this configuration");
+    }
+    let k = cfg.n_classes;
+    let total = cfg.n_banks() * cfg.n_clauses;
+    let index = clause_index(cfg, action);
+    let mut sums = vec![0i64; docs.n_docs() * k];
+    sums.par_chunks_mut(k).enumerate().for_each_init(
+        || (DocScratch::new(cfg), vec![0u8; total]),
+        |(scratch, outputs), (i, row)| {
+            scratch.load(docs, i);
+            clause_outputs_predict(cfg, action, &index, &scratch.features, &scratch.present, &scratch.literals, outputs);
+            accumulate_sums(cfg, weights, outputs, row);
+        },
+    );
+    Ok(sums)
+}
+
+/// `row[class] = sum_c weight(class, c) * outputs[c]` for the bank layout of `cfg`.
+fn accumulate_sums(cfg: &Config, weights: &[i32], outputs: &[u8], row: &mut [i64]) {
+    let c_per = cfg.n_clauses;
+    row.fill(0);
+    if cfg.coalesced {
+        let k = cfg.n_classes;
+        for (c, &o) in outputs.iter().enumerate() {
+            if o != 0 {
+                for (class, s) in row.iter_mut().enumerate() {
+                    *s += weights[c * k + class] as i64;
+                }
+            }
+        }
+    } else {
+        for (class, s) in row.iter_mut().enumerate() {
+            let outs = &outputs[class * c_per..(class + 1) * c_per];
+            let ws = &weights[class * c_per..(class + 1) * c_per];
+            *s = outs.iter().zip(ws).map(|(&o, &w)| if o != 0 { w as i64 } else { 0 }).sum();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Training
+
+/// Feedback probabilities of one example as exact fractions `num / (2T)`.
+#[derive(Clone, Copy)]
+struct Update {
+    class: usize,
+    /// Numerator of the update probability; the denominator is 2T.
+    num: u64,
+    role: u64,
+}
+
+/// Per-call constants of the feedback.
+struct Feedback<'a> {
+    cfg: &'a Config,
+    lw: usize,
+    planes: usize,
+    forget: u64,
+    reward: u64,
+    valid_literals: Vec<u64>,
+}
+
+enum Kind {
+    TypeI,
+    TypeII,
+}
+
+impl Feedback<'_> {
+    /// Update one clause's automata given its (training-time) output on `literals`.
+    fn apply(&self, kind: Kind, fired: bool, action: &mut [u64], lower: &mut [u64], literals: &[u64], rng: &mut Wy) {
+        let planes = self.planes;
+        let mut budget = if self.cfg.max_included_literals > 0 {
+            let included: usize = action.iter().map(|a| a.count_ones() as usize).sum();
+            Some(self.cfg.max_included_literals.saturating_sub(included))
+        } else {
+            None
+        };
+        match kind {
+            Kind::TypeI => {
+                for w in 0..self.lw {
+                    let valid = self.valid_literals[w];
+                    let low = &mut lower[w * planes..(w + 1) * planes];
+                    let act = &mut action[w];
+                    if fired {
+                        let lit = literals[w];
+                        let mut up = lit & valid;
+                        if !self.cfg.boost_true_positive {
+                            up &= rng.bernoulli_mask(self.reward);
+                        }
+                        if let Some(left) = budget.as_mut() {
+                            up = limit_new_includes(up, *act, low, left);
+                        }
+                        if up != 0 {
+                            increment(low, act, up);
+                        }
+                        let candidates = !lit & valid;
+                        if candidates != 0 {
+                            let down = candidates & rng.bernoulli_mask(self.forget);
+                            if down != 0 {
+                                decrement(low, act, down);
+                            }
+                        }
+                    } else {
+                        let down = valid & rng.bernoulli_mask(self.forget);
+                        if down != 0 {
+                            decrement(low, act, down);
+                        }
+                    }
+                }
+            }
+            Kind::TypeII => {
+                if !fired {
+                    return;
+                }
+                for w in 0..self.lw {
+                    let mut up = !literals[w] & !action[w] & self.valid_literals[w];
+                    if up == 0 {
+                        continue;
+                    }
+                    let low = &mut lower[w * planes..(w + 1) * planes];
+                    if let Some(left) = budget.as_mut() {
+                        up = limit_new_includes(up, action[w], low, left);
+                    }
+                    if up != 0 {
+                        increment(low, &mut action[w], up);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Keep the literal budget: of the automata in `up` that would cross into "include" (excluded
+/// and at the last exclude state), keep only the first `left`; the others are not rewarded.
+#[inline(always)]
+fn limit_new_includes(up: u64, action: u64, lower: &[u64], left: &mut usize) -> u64 {
+    let at_edge = lower.iter().fold(!action, |acc, &p| acc & p);
+    let mut crossing = up & at_edge;
+    let n = crossing.count_ones() as usize;
+    if n <= *left {
+        *left -= n;
+        return up;
+    }
+    // Keep the lowest `left` crossing bits, drop the rest from the mask.
+    let mut kept = 0u64;
+    for _ in 0..*left {
+        let low = crossing & crossing.wrapping_neg();
+        kept |= low;
+        crossing ^= low;
+    }
+    *left = 0;
+    up & !(up & at_edge & !kept)
+}
+
+/// One pass of online training over `order` (indices into `docs`, labels `y` in [0, n_classes)).
+/// `epoch` keys the random stream, so successive calls must pass successive epochs.
+#[allow(clippy::too_many_arguments)]
+pub fn train_epoch(cfg: &Config, action: &mut [u64], lower: &mut [u64], weights: &mut [i32], docs: &Docs, y: &[i64], order: &[i64], epoch: u64) -> CoreResult<()> {
+    validate_state(cfg, action.len(), lower.len(), weights.len())?;
+    docs.validate(cfg.n_features)?;
+    let n = docs.n_docs();
+    if y.len() != n {
+        return invalid(format!("y: {} labels for {} documents", y.len(), n));
+    }
+    if let Some(&bad) = y.iter().find(|&&c| c < 0 || c as usize >= cfg.n_classes) {
+        return invalid(format!("y: class index {bad} outside [0, {})", cfg.n_classes));
+    }
+    if let Some(&bad) = order.iter().find(|&&i| i < 0 || i as usize >= n) {
+        return invalid(format!("order: index {bad} outside [0, {n})"));
+    }
+    let lw = cfg.literal_words();
+    let planes = cfg.lower_planes();
+    let c_per = cfg.n_clauses;
+    let k = cfg.n_classes;
+    let t = cfg.threshold;
+    let feature_valid = feature_masks(cfg.n_features);
+    let mut valid_literals = feature_valid.clone();
+    valid_literals.extend_from_slice(&feature_valid);
+    let forget_p = 1.0 / cfg.specificity;
+    let fb = Feedback { cfg, lw, planes, forget: threshold32(forget_p), reward: threshold32(1.0 - forget_p), valid_literals };
+    let drop_num = (cfg.clause_drop_p * (1u64 << 32) as f64).round() as u64;
+
+    let mut scratch = DocScratch::new(cfg);
+    let total = cfg.n_banks() * c_per;
+    let mut outputs = vec![0u8; total];
+    let mut dropped = vec![false; total];
+    let mut sums = vec![0i64; k];
+    let mut evaluated = vec![false; cfg.n_banks()];
+
+    for &example in order {
+        let i = example as usize;
+        let target = y[i] as usize;
+        let ex = example as u64;
+        scratch.load(docs, i);
+        let literals = &scratch.literals;
+
+        if drop_num > 0 {
+            dropped.par_iter_mut().enumerate().with_min_len(256).for_each(|(c, d)| {
+                *d = below(stream_key(cfg.seed, &[epoch, ex, ROLE_DROP, c as u64]), drop_num, 1 << 32);
+            });
+        }
+
+        // Which banks must be evaluated: uniform sampling picks the negative class first.
+        let pick = stream_key(cfg.seed, &[epoch, ex, ROLE_PICK_NEGATIVE]);
+        let uniform_negative = {
+            let r = ((pick as u128 * (k as u128 - 1)) >> 64) as usize;
+            if r >= target {
+                r + 1
+            } else {
+                r
+            }
+        };
+        evaluated.fill(false);
+        if cfg.coalesced {
+            evaluated[0] = true;
+        } else if cfg.focused_negatives {
+            evaluated.fill(true);
+        } else {
+            evaluated[target] = true;
+            evaluated[uniform_negative] = true;
+        }
+        for bank in 0..cfg.n_banks() {
+            if !evaluated[bank] {
+                continue;
+            }
+            let range = bank * c_per..(bank + 1) * c_per;
+            let act = &action[bank * c_per * lw..(bank + 1) * c_per * lw];
+            outputs[range.clone()]
+                .par_iter_mut()
+                .zip(&dropped[range])
+                .enumerate()
+                .with_min_len(64)
+                .for_each(|(c, (o, &d))| {
+                    *o = (!d && fires_training(&act[c * lw..(c + 1) * lw], literals)) as u8;
+                });
+        }
+        // Class sums (clamped to [-T, T]) of the classes whose banks were evaluated.
+        if cfg.coalesced {
+            accumulate_sums(cfg, weights, &outputs, &mut sums);
+        } else {
+            for class in 0..k {
+                sums[class] = if evaluated[class] {
+                    let outs = &outputs[class * c_per..(class + 1) * c_per];
+                    let ws = &weights[class * c_per..(class + 1) * c_per];
+                    outs.iter().zip(ws).map(|(&o, &w)| if o != 0 { w as i64 } else { 0 }).sum()
+                } else {
+                    0
+                };
+            }
+        }
+        let clamped = |class: usize| sums[class].clamp(-t, t);
+
+        let negative = if cfg.focused_negatives {
+            // Focused: a negative class is drawn in proportion to (T + v) / 2T.
+            let total_w: u64 = (0..k).filter(|&c| c != target).map(|c| (t + clamped(c)) as u64).sum();
+            if total_w == 0 {
+                uniform_negative
+            } else {
+                let mut r = ((mix64(pick) as u128 * total_w as u128) >> 64) as u64;
+                let mut chosen = uniform_negative;
+                for c in (0..k).filter(|&c| c != target) {
+                    let w = (t + clamped(c)) as u64;
+                    if r < w {
+                        chosen = c;
+                        break;
+                    }
+                    r -= w;
+                }
+                chosen
+            }
+        } else {
+            uniform_negative
+        };
+        let updates = [
+            Update { class: target, num: (t - clamped(target)) as u64, role: ROLE_TARGET },
+            Update { class: negative, num: (t + clamped(negative)) as u64, role: ROLE_NEGATIVE },
+        ];
+        let den = 2 * t as u64;
+
+        if cfg.coalesced {
+            let kw = k;
+            action
+                .par_chunks_exact_mut(lw)
+                .zip(lower.par_chunks_exact_mut(lw * planes))
+                .zip(weights.par_chunks_exact_mut(kw))
+                .enumerate()
+                .with_min_len(16)
+                .for_each(|(c, ((act, low), ws))| {
+                    if dropped[c] {
+                        return;
+                    }
+                    let fired = outputs[c] != 0;
+                    for u in &updates {
+                        let h = stream_key(cfg.seed, &[epoch, ex, u.role, u.class as u64, c as u64]);
+                        if u.num == 0 || !below(h, u.num, den) {
+                            continue;
+                        }
+                        let mut rng = Wy(mix64(h ^ ROLE_MASKS));
+                        let w = &mut ws[u.class];
+                        let positive = *w >= 0;
+                        let kind = if positive == (u.role == ROLE_TARGET) { Kind::TypeI } else { Kind::TypeII };
+                        fb.apply(kind, fired, act, low, literals, &mut rng);
+                        if fired && cfg.weighted {
+                            *w = if u.role == ROLE_TARGET { w.saturating_add(1) } else { w.saturating_sub(1) };
+                        }
+                    }
+                });
+        } else {
+            for u in &updates {
+                if u.num == 0 {
+                    continue;
+                }
+                let bank = u.class;
+                let act = &mut action[bank * c_per * lw..(bank + 1) * c_per * lw];
+                let low = &mut lower[bank * c_per * lw * planes..(bank + 1) * c_per * lw * planes];
+                let ws = &mut weights[bank * c_per..(bank + 1) * c_per];
+                let outs = &outputs[bank * c_per..(bank + 1) * c_per];
+                let drops = &dropped[bank * c_per..(bank + 1) * c_per];
+                act.par_chunks_exact_mut(lw)
+                    .zip(low.par_chunks_exact_mut(lw * planes))
+                    .zip(ws.par_iter_mut())
+                    .enumerate()
+                    .with_min_len(16)
+                    .for_each(|(c, ((act, low), w))| {
+                        if drops[c] {
+                            return;
+                        }
+                        let h = stream_key(cfg.seed, &[epoch, ex, u.role, bank as u64, c as u64]);
+                        if !below(h, u.num, den) {
+                            return;
+                        }
+                        let mut rng = Wy(mix64(h ^ ROLE_MASKS));
+                        let fired = outs[c] != 0;
+                        let positive = *w > 0;
+                        let type_one = positive == (u.role == ROLE_TARGET);
+                        let kind = if type_one { Kind::TypeI } else { Kind::TypeII };
+                        fb.apply(kind, fired, act, low, literals, &mut rng);
+                        if fired && cfg.weighted {
+                            let magnitude = if type_one { w.abs().saturating_add(1) } else { (w.abs() - 1).max(1) };
+                            *w = if positive { magnitude } else { -magnitude };
+                        }
+                    });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(n_features: usize, coalesced: bool) -> Config {
+        Config {
+            n_features,
+            n_classes: 2,
+            n_clauses: 10,
+            state_bits: 8,
+            threshold: 5,
+            specificity: 3.0,
+            weighted: true,
+            boost_true_positive: true,
+            focused_negatives: true,
+            max_included_literals: 0,
+            clause_drop_p: 0.0,
+            coalesced,
+            seed: 7,
+        }
+    }
+
+    fn state_of(lower: &[u64], action: u64, bit: usize) -> u32 {
+        let mut s = (action >> bit & 1) as u32;
+        for p in lower.iter().rev() {
+            s = (s << 1) | (p >> bit & 1) as u32;
+        }
+        s
+    }
+
+    #[test]
+    fn counters_saturate_both_ways() {
+        let mut lower = vec![0u64; 3];
+        let mut action = 0u64;
+        for expected in 1..=15u32 {
+            increment(&mut lower, &mut action, 1);
+            assert_eq!(state_of(&lower, action, 0), expected);
+        }
+        increment(&mut lower, &mut action, 1);
+        assert_eq!(state_of(&lower, action, 0), 15);
+        assert_eq!(state_of(&lower, action, 1), 0, "other lanes untouched");
+        for expected in (0..15u32).rev() {
+            decrement(&mut lower, &mut action, 1);
+            assert_eq!(state_of(&lower, action, 0), expected);
+        }
+        decrement(&mut lower, &mut action, 1);
+        assert_eq!(state_of(&lower, action, 0), 0);
+    }
+
+    #[test]
+    fn bernoulli_masks_have_the_right_rate() {
+        let mut rng = Wy(3);
+        let t = threshold32(0.1);
+        let ones: u32 = (0..20_000).map(|_| rng.bernoulli_mask(t).count_ones()).sum();
+        let rate = ones as f64 / (20_000.0 * 64.0);
+        assert!((rate - 0.1).abs() < 0.003, "rate {rate}");
+        assert_eq!(rng.bernoulli_mask(1 << 32), !0);
+        assert_eq!(rng.bernoulli_mask(0), 0);
+    }
+
+    #[test]
+    fn learns_a_single_feature_rule() {
+        let cfg = config(70, false);
+        let (mut action, mut lower, mut weights) = initial_state(&cfg).unwrap();
+        let n = 200;
+        let mut words = vec![0u64; n * 2];
+        let mut y = vec![0i64; n];
+        for i in 0..n {
+            let h = mix64(i as u64 + 11);
+            words[i * 2] = h;
+            words[i * 2 + 1] = (h >> 7) & 0x3f;
+            y[i] = (h & 1) as i64;
+        }
+        let docs = Docs::Packed { words: &words, n_docs: n };
+        let order: Vec<i64> = (0..n as i64).collect();
+        for epoch in 0..20 {
+            train_epoch(&cfg, &mut action, &mut lower, &mut weights, &docs, &y, &order, epoch).unwrap();
+        }
+        let sums = class_sums(&cfg, &action, &weights, &docs).unwrap();
+        let correct = (0..n).filter(|&i| (sums[i * 2 + 1] > sums[i * 2]) as i64 == y[i]).count();
+        assert!(correct as f64 >= 0.95 * n as f64, "{correct}/{n}");
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let cfg = config(10, false);
+        let (mut action, mut lower, mut weights) = initial_state(&cfg).unwrap();
+        let indptr = [0i64, 1];
+        let indices = [10i32];
+        let docs = Docs::Csr { indptr: &indptr, indices: &indices };
+        assert!(class_sums(&cfg, &action, &weights, &docs).is_err());
+        let ok = [3i32];
+        let docs = Docs::Csr { indptr: &indptr, indices: &ok };
+        assert!(train_epoch(&cfg, &mut action, &mut lower, &mut weights, &docs, &[2], &[0], 0).is_err());
+        let mut odd = cfg.clone();
+        odd.n_clauses = 3;
+        assert!(odd.validate().is_err());
+    }
+}
