@@ -364,3 +364,19 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="class index"):
         _core.tsetlin_train_epoch(cfg, tm.action_, tm.lower_, tm.weights_, (np.array([0, 1], dtype=np.int64), np.array([1], dtype=np.int32)),
                                   np.array([5], dtype=np.int64), np.array([0], dtype=np.int64), 0)
+
+
+@pytest.mark.gpu
+def test_cuda_class_sums_equal_the_cpu(rng):
+    import cupy as cp
+
+    X, y = _text_like(rng, n=500, f=130)
+    for coalesced in (False, True):
+        tm = TsetlinMachine(40, 15, 4.0, coalesced=coalesced, seed=3).fit(X, y, epochs=2, progress_bar=False)
+        cpu = tm.decision_function(X)
+        gpu = tm.decision_function(cp.asarray(X))
+        assert isinstance(gpu, cp.ndarray)
+        np.testing.assert_array_equal(cp.asnumpy(gpu), cpu)
+        tm.set_params(device="cuda")
+        np.testing.assert_array_equal(tm.decision_function(sp.csr_matrix(X)), cpu)
+        np.testing.assert_array_equal(tm.decision_function(X), cpu)

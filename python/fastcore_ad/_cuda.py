@@ -16,6 +16,7 @@ NAME_EXPRESSIONS: dict[str, tuple[str, ...]] = {
         "whitened_sq_norms<float, float>",
         "whitened_sq_norms<double, double>",
     ),
+    "tsetlin": ("tsetlin_class_sums",),
 }
 
 COMPILE_OPTIONS = ("-std=c++17",)

@@ -406,11 +406,10 @@ class TsetlinMachine(_Mixin, _Base):
         cfg = self._config()
         fw = (cfg["n_features"] + 63) // 64
         if X_gpu is not None:
-            bits = cp.asarray(X_gpu).astype(cp.bool_)
-            packed = cp.packbits(bits, axis=1, bitorder="little")
-            words = cp.zeros((n, fw * 8), dtype=cp.uint8)
-            words[:, :packed.shape[1]] = packed
-            words = words.view(cp.uint64)
+            bits = cp.zeros((n, fw * 64), dtype=cp.uint64)
+            bits[:, : X_gpu.shape[1]] = cp.asarray(X_gpu) != 0
+            shifts = cp.arange(64, dtype=cp.uint64)
+            words = cp.ascontiguousarray((bits.reshape(n, fw, 64) << shifts).sum(axis=2, dtype=cp.uint64))
         else:
             if isinstance(docs, tuple):  # CSR -> packed rows, built without densifying
                 indptr, indices = docs
@@ -421,13 +420,15 @@ class TsetlinMachine(_Mixin, _Base):
             words = cp.asarray(docs)
         k = cfg["n_classes"]
         banks, clauses, lw = self.action_.shape
-        action = cp.asarray(self.action_)
-        weights = cp.asarray(self.weights_.astype(np.int32))
+        total = banks * clauses
+        # Word-major include bits on the device, so a warp's clauses read contiguous memory.
+        action_t = cp.asarray(np.ascontiguousarray(self.action_.reshape(total, lw).T))
+        weights = cp.asarray(np.ascontiguousarray(self.weights_, dtype=np.int32))
         sums = cp.zeros((n, k), dtype=cp.int64)
         fn = _cuda.kernel("tsetlin", "tsetlin_class_sums")
-        docs_per_block = 32
-        _cuda.launch(fn, ((n + docs_per_block - 1) // docs_per_block, banks * clauses // 1 and (banks * clauses + 255) // 256), (256, 1, 1), (
-            words, np.int64(n), np.int64(fw), action, np.int64(banks), np.int64(clauses), weights,
+        threads = 128
+        _cuda.launch(fn, (n, (total + threads - 1) // threads, 1), (threads, 1, 1), (
+            words, np.int64(n), np.int64(fw), action_t, np.int64(total), np.int64(clauses), weights,
             np.int64(k), np.int32(1 if cfg["coalesced"] else 0), sums))
         out = sums[:, : len(self.classes_)]
         return out if backend == "cupy" else out.get()

@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 const SOURCES: &[(&str, &str, &str)] = &[
     ("common", "common.cuh", include_str!("../../cuda/common.cuh")),
     ("gaussian", "gaussian.cu", include_str!("../../cuda/gaussian.cu")),
+    ("tsetlin", "tsetlin.cu", include_str!("../../cuda/tsetlin.cu")),
 ];
 
 /// The CUDA source of one family, with `#line` markers so compiler errors name the real file.

@@ -215,9 +215,16 @@ pub fn mix64(mut z: u64) -> u64 {
 pub fn stream_key(seed: u64, parts: &[u64]) -> u64 {
     let mut h = mix64(seed ^ 0x5851_f42d_4c95_7f2d);
     for &p in parts {
-        h = mix64(h ^ p.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(0x632b_e59b_d9b4_e019));
+        h = stream_step(h, p);
     }
     h
+}
+
+/// One more counter on a stream key: `stream_key(s, [a.., b]) == stream_step(stream_key(s, [a..]), b)`,
+/// so per-clause keys cost one mix once the (epoch, example, role, class) prefix is hashed.
+#[inline(always)]
+pub fn stream_step(h: u64, part: u64) -> u64 {
+    mix64(h ^ part.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(0x632b_e59b_d9b4_e019))
 }
 
 /// Roles of a draw in the stream (the fourth counter).
@@ -273,6 +280,45 @@ impl Wy {
     }
 }
 
+/// Words in each table of Bernoulli masks (a power of two).
+pub const MASK_POOL_WORDS: usize = 1 << 15;
+const POOL_CHUNK: usize = 256;
+const ROLE_POOL: u64 = 7;
+
+/// A table of `MASK_POOL_WORDS` Bernoulli(t / 2^32) masks for one epoch, filled from the
+/// counter-based stream (chunk `i` from a generator keyed by (seed, epoch, kind, i)). An
+/// updated clause reads its literal masks from this table at a random offset and rotation
+/// drawn from its own stream key, so word `w`'s mask depends only on (key, w): words whose
+/// automata cannot change are skipped without disturbing the others' draws.
+pub fn mask_pool(seed: u64, epoch: u64, kind: u64, t: u64) -> Vec<u64> {
+    let mut pool = vec![0u64; MASK_POOL_WORDS];
+    pool.par_chunks_mut(POOL_CHUNK).enumerate().for_each(|(i, chunk)| {
+        let mut rng = Wy(stream_key(seed, &[epoch, ROLE_POOL, kind, i as u64]));
+        for m in chunk.iter_mut() {
+            *m = rng.bernoulli_mask(t);
+        }
+    });
+    pool
+}
+
+/// Where an updated clause reads its masks: offset into the pool and bit rotation.
+#[derive(Clone, Copy)]
+struct MaskCursor {
+    offset: usize,
+    rotation: u32,
+}
+
+impl MaskCursor {
+    fn new(h: u64) -> Self {
+        let g = mix64(h ^ ROLE_MASKS);
+        MaskCursor { offset: (g as usize) & (MASK_POOL_WORDS - 1), rotation: (g >> 58) as u32 }
+    }
+    #[inline(always)]
+    fn mask(&self, pool: &[u64], word: usize) -> u64 {
+        pool[(self.offset + word) & (MASK_POOL_WORDS - 1)].rotate_left(self.rotation)
+    }
+}
+
 /// Probability `p` as a 32-bit fixed-point threshold for `bernoulli_mask`.
 fn threshold32(p: f64) -> u64 {
     (p.clamp(0.0, 1.0) * 4_294_967_296.0).round() as u64
@@ -284,7 +330,12 @@ fn threshold32(p: f64) -> u64 {
 /// Add 1 (saturating at the top state) to the automata selected by `mask` in one word.
 #[inline(always)]
 fn increment(lower: &mut [u64], action: &mut u64, mask: u64) {
-    let mut carry = mask;
+    // Saturated automata stay put: filter them out first so their cache line is only read.
+    let saturated = lower.iter().fold(*action, |acc, &p| acc & p);
+    let mut carry = mask & !saturated;
+    if carry == 0 {
+        return;
+    }
     for plane in lower.iter_mut() {
         let old = *plane;
         *plane = old ^ carry;
@@ -308,7 +359,11 @@ fn increment(lower: &mut [u64], action: &mut u64, mask: u64) {
 /// Subtract 1 (saturating at state 0) from the automata selected by `mask` in one word.
 #[inline(always)]
 fn decrement(lower: &mut [u64], action: &mut u64, mask: u64) {
-    let mut borrow = mask;
+    let nonzero = lower.iter().fold(*action, |acc, &p| acc | p);
+    let mut borrow = mask & nonzero;
+    if borrow == 0 {
+        return;
+    }
     for plane in lower.iter_mut() {
         let old = *plane;
         *plane = old ^ borrow;
@@ -550,8 +605,8 @@ struct Feedback<'a> {
     cfg: &'a Config,
     lw: usize,
     planes: usize,
-    forget: u64,
-    reward: u64,
+    forget_pool: Vec<u64>,
+    reward_pool: Vec<u64>,
     valid_literals: Vec<u64>,
 }
 
@@ -562,7 +617,7 @@ enum Kind {
 
 impl Feedback<'_> {
     /// Update one clause's automata given its (training-time) output on `literals`.
-    fn apply(&self, kind: Kind, fired: bool, action: &mut [u64], lower: &mut [u64], literals: &[u64], rng: &mut Wy) {
+    fn apply(&self, kind: Kind, fired: bool, action: &mut [u64], lower: &mut [u64], literals: &[u64], cursor: MaskCursor) {
         let planes = self.planes;
         let mut budget = if self.cfg.max_included_literals > 0 {
             let included: usize = action.iter().map(|a| a.count_ones() as usize).sum();
@@ -580,7 +635,7 @@ impl Feedback<'_> {
                         let lit = literals[w];
                         let mut up = lit & valid;
                         if !self.cfg.boost_true_positive {
-                            up &= rng.bernoulli_mask(self.reward);
+                            up &= cursor.mask(&self.reward_pool, w);
                         }
                         if let Some(left) = budget.as_mut() {
                             up = limit_new_includes(up, *act, low, left);
@@ -590,13 +645,13 @@ impl Feedback<'_> {
                         }
                         let candidates = !lit & valid;
                         if candidates != 0 {
-                            let down = candidates & rng.bernoulli_mask(self.forget);
+                            let down = candidates & cursor.mask(&self.forget_pool, w);
                             if down != 0 {
                                 decrement(low, act, down);
                             }
                         }
                     } else {
-                        let down = valid & rng.bernoulli_mask(self.forget);
+                        let down = valid & cursor.mask(&self.forget_pool, w);
                         if down != 0 {
                             decrement(low, act, down);
                         }
@@ -672,7 +727,9 @@ pub fn train_epoch(cfg: &Config, action: &mut [u64], lower: &mut [u64], weights:
     let mut valid_literals = feature_valid.clone();
     valid_literals.extend_from_slice(&feature_valid);
     let forget_p = 1.0 / cfg.specificity;
-    let fb = Feedback { cfg, lw, planes, forget: threshold32(forget_p), reward: threshold32(1.0 - forget_p), valid_literals };
+    let forget_pool = mask_pool(cfg.seed, epoch, 0, threshold32(forget_p));
+    let reward_pool = if cfg.boost_true_positive { Vec::new() } else { mask_pool(cfg.seed, epoch, 1, threshold32(1.0 - forget_p)) };
+    let fb = Feedback { cfg, lw, planes, forget_pool, reward_pool, valid_literals };
     let drop_num = (cfg.clause_drop_p * (1u64 << 32) as f64).round() as u64;
 
     let mut scratch = DocScratch::new(cfg);
@@ -690,8 +747,9 @@ pub fn train_epoch(cfg: &Config, action: &mut [u64], lower: &mut [u64], weights:
         let literals = &scratch.literals;
 
         if drop_num > 0 {
+            let prefix = stream_key(cfg.seed, &[epoch, ex, ROLE_DROP]);
             dropped.par_iter_mut().enumerate().with_min_len(256).for_each(|(c, d)| {
-                *d = below(stream_key(cfg.seed, &[epoch, ex, ROLE_DROP, c as u64]), drop_num, 1 << 32);
+                *d = below(stream_step(prefix, c as u64), drop_num, 1 << 32);
             });
         }
 
@@ -771,6 +829,7 @@ pub fn train_epoch(cfg: &Config, action: &mut [u64], lower: &mut [u64], weights:
             Update { class: negative, num: (t + clamped(negative)) as u64, role: ROLE_NEGATIVE },
         ];
         let den = 2 * t as u64;
+        let prefixes = updates.map(|u| stream_key(cfg.seed, &[epoch, ex, u.role, u.class as u64]));
 
         if cfg.coalesced {
             let kw = k;
@@ -785,23 +844,23 @@ pub fn train_epoch(cfg: &Config, action: &mut [u64], lower: &mut [u64], weights:
                         return;
                     }
                     let fired = outputs[c] != 0;
-                    for u in &updates {
-                        let h = stream_key(cfg.seed, &[epoch, ex, u.role, u.class as u64, c as u64]);
+                    for (u, &prefix) in updates.iter().zip(&prefixes) {
+                        let h = stream_step(prefix, c as u64);
                         if u.num == 0 || !below(h, u.num, den) {
                             continue;
                         }
-                        let mut rng = Wy(mix64(h ^ ROLE_MASKS));
+                        let cursor = MaskCursor::new(h);
                         let w = &mut ws[u.class];
                         let positive = *w >= 0;
                         let kind = if positive == (u.role == ROLE_TARGET) { Kind::TypeI } else { Kind::TypeII };
-                        fb.apply(kind, fired, act, low, literals, &mut rng);
+                        fb.apply(kind, fired, act, low, literals, cursor);
                         if fired && cfg.weighted {
                             *w = if u.role == ROLE_TARGET { w.saturating_add(1) } else { w.saturating_sub(1) };
                         }
                     }
                 });
         } else {
-            for u in &updates {
+            for (u, &prefix) in updates.iter().zip(&prefixes) {
                 if u.num == 0 {
                     continue;
                 }
@@ -820,16 +879,16 @@ pub fn train_epoch(cfg: &Config, action: &mut [u64], lower: &mut [u64], weights:
                         if drops[c] {
                             return;
                         }
-                        let h = stream_key(cfg.seed, &[epoch, ex, u.role, bank as u64, c as u64]);
+                        let h = stream_step(prefix, c as u64);
                         if !below(h, u.num, den) {
                             return;
                         }
-                        let mut rng = Wy(mix64(h ^ ROLE_MASKS));
+                        let cursor = MaskCursor::new(h);
                         let fired = outs[c] != 0;
                         let positive = *w > 0;
                         let type_one = positive == (u.role == ROLE_TARGET);
                         let kind = if type_one { Kind::TypeI } else { Kind::TypeII };
-                        fb.apply(kind, fired, act, low, literals, &mut rng);
+                        fb.apply(kind, fired, act, low, literals, cursor);
                         if fired && cfg.weighted {
                             let magnitude = if type_one { w.abs().saturating_add(1) } else { (w.abs() - 1).max(1) };
                             *w = if positive { magnitude } else { -magnitude };

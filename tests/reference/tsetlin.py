@@ -6,9 +6,9 @@ state per automaton (no bit slicing, no bit packing, no threads).
   is the sum of the signed weights of the clauses that output 1.
 - `train`: online training (Granmo 2018) with Type I / Type II feedback, integer weights and the
   coalesced pool, drawing its random numbers from the same counter-based stream as the library
-  (a keyed SplitMix64 hash of (seed, epoch, example, role, class, clause) and, per updated
-  clause, a wyrand generator producing 64-literal Bernoulli masks), so the two must agree bit
-  for bit.
+  (a keyed SplitMix64 hash of (seed, epoch, example, role, class, clause); per epoch a table
+  of 64-literal Bernoulli masks from wyrand generators, read by each updated clause at an
+  offset and rotation drawn from its key), so the two must agree bit for bit.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import math
 import numpy as np
 
 M64 = (1 << 64) - 1
-ROLE_TARGET, ROLE_NEGATIVE, ROLE_PICK, ROLE_DROP, ROLE_INIT, ROLE_MASKS = 1, 2, 3, 4, 5, 6
+ROLE_TARGET, ROLE_NEGATIVE, ROLE_PICK, ROLE_DROP, ROLE_INIT, ROLE_MASKS, ROLE_POOL = 1, 2, 3, 4, 5, 6, 7
+POOL_WORDS, POOL_CHUNK = 1 << 15, 256
 
 
 def literals(X):
@@ -100,6 +101,28 @@ class Wy:
         return lt
 
 
+def mask_pool(seed, epoch, kind, t):
+    """The epoch's table of Bernoulli(t / 2^32) masks: chunk i from Wy(stream_key(seed, epoch, POOL, kind, i))."""
+    pool = []
+    for i in range(POOL_WORDS // POOL_CHUNK):
+        rng = Wy(stream_key(seed, [epoch, ROLE_POOL, kind, i]))
+        pool.extend(rng.bernoulli_mask(t) for _ in range(POOL_CHUNK))
+    return pool
+
+
+class Cursor:
+    """An updated clause reads the mask of literal word w at pool[(offset + w) % size], rotated."""
+
+    def __init__(self, h):
+        g = mix64(h ^ ROLE_MASKS)
+        self.offset, self.rotation = g & (POOL_WORDS - 1), g >> 58
+
+    def mask(self, pool, w):
+        m = pool[(self.offset + w) & (POOL_WORDS - 1)]
+        r = self.rotation
+        return ((m << r) | (m >> (64 - r))) & M64 if r else m
+
+
 # -- training -----------------------------------------------------------------------------------
 
 
@@ -140,11 +163,10 @@ class Machine:
         lit[self.fw * 64: self.fw * 64 + self.f] = ~x
         return lit
 
-    def _apply(self, bank, c, type_one, fired, lit, rng):
+    def _apply(self, bank, c, type_one, fired, lit, cursor):
         st = self.state[bank, c]
         top = (1 << self.b) - 1
         half = 1 << (self.b - 1)
-        forget, reward = threshold32(1.0 / self.s), threshold32(1.0 - 1.0 / self.s)
         for w in range(self.lw):
             sl = slice(w * 64, (w + 1) * 64)
             valid, lw_bits = self.valid[sl], lit[sl]
@@ -152,14 +174,14 @@ class Machine:
                 if fired:
                     up = lw_bits & valid
                     if not self.boost:
-                        up &= _bits(rng.bernoulli_mask(reward))
+                        up &= _bits(cursor.mask(self.reward_pool, w))
                     st[sl][up] = np.minimum(st[sl][up] + 1, top)
                     cand = ~lw_bits & valid
                     if cand.any():
-                        down = cand & _bits(rng.bernoulli_mask(forget))
+                        down = cand & _bits(cursor.mask(self.forget_pool, w))
                         st[sl][down] = np.maximum(st[sl][down] - 1, 0)
                 else:
-                    down = valid & _bits(rng.bernoulli_mask(forget))
+                    down = valid & _bits(cursor.mask(self.forget_pool, w))
                     st[sl][down] = np.maximum(st[sl][down] - 1, 0)
             elif fired:
                 up = ~lw_bits & (st[sl] < half) & valid
@@ -168,6 +190,8 @@ class Machine:
     def train(self, X, y, order, epoch):
         X = np.asarray(X, dtype=bool)
         t, k, C = self.t, self.k, self.c
+        self.forget_pool = mask_pool(self.seed, epoch, 0, threshold32(1.0 / self.s))
+        self.reward_pool = None if self.boost else mask_pool(self.seed, epoch, 1, threshold32(1.0 - 1.0 / self.s))
         for ex in order:
             ex = int(ex)
             target = int(y[ex])
@@ -209,9 +233,9 @@ class Machine:
                         h = stream_key(self.seed, [epoch, ex, role, cls, c])
                         if num == 0 or not below(h, num, den):
                             continue
-                        rng = Wy(mix64(h ^ ROLE_MASKS))
+                        cursor = Cursor(h)
                         positive = self.weights[c, cls] >= 0
-                        self._apply(0, c, positive == (role == ROLE_TARGET), out, lit, rng)
+                        self._apply(0, c, positive == (role == ROLE_TARGET), out, lit, cursor)
                         if out and self.weighted:
                             self.weights[c, cls] += 1 if role == ROLE_TARGET else -1
             else:
@@ -224,12 +248,12 @@ class Machine:
                         h = stream_key(self.seed, [epoch, ex, role, cls, c])
                         if not below(h, num, den):
                             continue
-                        rng = Wy(mix64(h ^ ROLE_MASKS))
+                        cursor = Cursor(h)
                         out = bool(fired[cls, c])
                         w = self.weights[cls, c]
                         positive = w > 0
                         type_one = positive == (role == ROLE_TARGET)
-                        self._apply(cls, c, type_one, out, lit, rng)
+                        self._apply(cls, c, type_one, out, lit, cursor)
                         if out and self.weighted:
                             mag = abs(w) + 1 if type_one else max(abs(w) - 1, 1)
                             self.weights[cls, c] = mag if positive else -mag
