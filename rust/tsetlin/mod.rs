@@ -525,13 +525,15 @@ impl SparseMarks {
 /// its present features: a clause fires when every included positive feature was seen and no
 /// included negation was; a denser one uses the word-parallel AND over the include bits.
 #[allow(clippy::too_many_arguments)]
-fn clause_outputs_predict(cfg: &Config, action: &[u64], index: &ClauseIndex, present: &[u32], literals: &[u64], marks: &mut SparseMarks, out: &mut [u8]) {
+fn clause_outputs_predict(cfg: &Config, action: &[u64], index: &ClauseIndex, present: &[u32], literals: &[u64], marks: &mut SparseMarks, fired: &mut Vec<u32>) {
     let lw = cfg.literal_words();
     let fw = cfg.feature_words();
-    out.fill(0);
+    fired.clear();
     if present.len() > 2 * fw {
-        for (c, o) in out.iter_mut().enumerate() {
-            *o = (index.nonempty[c] && fires_training(&action[c * lw..(c + 1) * lw], literals)) as u8;
+        for (c, clause) in action.chunks_exact(lw).enumerate() {
+            if index.nonempty[c] && fires_training(clause, literals) {
+                fired.push(c as u32);
+            }
         }
         return;
     }
@@ -558,13 +560,13 @@ fn clause_outputs_predict(cfg: &Config, action: &[u64], index: &ClauseIndex, pre
             }
             marks.hits[c] += 1;
             if marks.hits[c] == index.n_positive[c] && marks.killed[c] != stamp {
-                out[c] = 1;
+                fired.push(c as u32);
             }
         }
     }
     for &c in &index.negation_only {
         if marks.killed[c as usize] != stamp {
-            out[c as usize] = 1;
+            fired.push(c);
         }
     }
 }
@@ -592,10 +594,13 @@ pub fn clause_outputs(cfg: &Config, action: &[u64], docs: &Docs) -> CoreResult<V
     let index = clause_index(cfg, action);
     let mut out = vec![0u8; docs.n_docs() * total];
     out.par_chunks_mut(total.max(1)).with_min_len(16).enumerate().for_each_init(
-        || (DocScratch::new(cfg), SparseMarks::new(total)),
-        |(scratch, marks), (i, row)| {
+        || (DocScratch::new(cfg), SparseMarks::new(total), Vec::new()),
+        |(scratch, marks, fired), (i, row)| {
             scratch.load(docs, i);
-            clause_outputs_predict(cfg, action, &index, &scratch.present, &scratch.literals, marks, row);
+            clause_outputs_predict(cfg, action, &index, &scratch.present, &scratch.literals, marks, fired);
+            for &c in fired.iter() {
+                row[c as usize] = 1;
+            }
         },
     );
     Ok(out)
@@ -636,11 +641,22 @@ pub fn class_sums(cfg: &Config, action: &[u64], weights: &[i32], docs: &Docs) ->
     let index = clause_index(cfg, action);
     let mut sums = vec![0i64; docs.n_docs() * k];
     sums.par_chunks_mut(k).with_min_len(16).enumerate().for_each_init(
-        || (DocScratch::new(cfg), SparseMarks::new(total), vec![0u8; total]),
-        |(scratch, marks, outputs), (i, row)| {
+        || (DocScratch::new(cfg), SparseMarks::new(total), Vec::new()),
+        |(scratch, marks, fired), (i, row)| {
             scratch.load(docs, i);
-            clause_outputs_predict(cfg, action, &index, &scratch.present, &scratch.literals, marks, outputs);
-            accumulate_sums(cfg, weights, outputs, row);
+            clause_outputs_predict(cfg, action, &index, &scratch.present, &scratch.literals, marks, fired);
+            row.fill(0);
+            let k = cfg.n_classes;
+            for &c in fired.iter() {
+                let c = c as usize;
+                if cfg.coalesced {
+                    for (s, &w) in row.iter_mut().zip(&weights[c * k..(c + 1) * k]) {
+                        *s += w as i64;
+                    }
+                } else {
+                    row[c / cfg.n_clauses] += weights[c] as i64;
+                }
+            }
         },
     );
     Ok(sums)
@@ -995,6 +1011,7 @@ fn train_epoch_planes<const P: usize>(cfg: &Config, action: &mut [u64], lower: &
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
