@@ -380,3 +380,14 @@ def test_cuda_class_sums_equal_the_cpu(rng):
         tm.set_params(device="cuda")
         np.testing.assert_array_equal(tm.decision_function(sp.csr_matrix(X)), cpu)
         np.testing.assert_array_equal(tm.decision_function(X), cpu)
+
+
+def test_cuda_device_without_a_gpu_is_a_clear_error(rng):
+    from .conftest import GPU
+
+    if GPU:
+        pytest.skip("a GPU is present")
+    X, y = _text_like(rng, n=100, f=20)
+    tm = TsetlinMachine(10, 5, 3.0, seed=0, device="cuda").fit(X, y, progress_bar=False)
+    with pytest.raises(RuntimeError, match="device='cuda'"):
+        tm.predict(X)

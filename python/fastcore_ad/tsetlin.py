@@ -399,7 +399,15 @@ class TsetlinMachine(_Mixin, _Base):
         return out.reshape(n, self.action_.shape[0], self.action_.shape[1])
 
     def _class_sums_cuda(self, X_gpu, docs, n, backend):
-        import cupy as cp  # noqa: PLC0415
+        try:
+            import cupy as cp  # noqa: PLC0415
+
+            available = bool(cp.is_available())
+        except Exception:  # pragma: no cover - depends on the machine
+            available = False
+        if not available:
+            raise RuntimeError("device='cuda': needs cupy and a CUDA GPU (pip install 'fastcore_ad[cuda]'); "
+                               "use device='cpu'")
 
         from . import _cuda  # noqa: PLC0415
 
