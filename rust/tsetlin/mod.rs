@@ -88,7 +88,7 @@ impl Config {
         if self.n_classes < 2 {
             return invalid(format!("need at least 2 classes, got {}", self.n_classes));
         }
-        if self.n_clauses == 0 || (!self.coalesced && self.n_clauses % 2 != 0) {
+        if self.n_clauses == 0 || (!self.coalesced && !self.n_clauses.is_multiple_of(2)) {
             return invalid(format!(
                 "n_clauses must be a positive even number (half vote for, half against), got {}",
                 self.n_clauses
@@ -409,7 +409,7 @@ pub fn initial_state(cfg: &Config) -> CoreResult<(Vec<u64>, Vec<u64>, Vec<i32>)>
         }
     } else {
         for (i, w) in weights.iter_mut().enumerate() {
-            *w = if (i % cfg.n_clauses) % 2 == 0 { 1 } else { -1 };
+            *w = if (i % cfg.n_clauses).is_multiple_of(2) { 1 } else { -1 };
         }
     }
     Ok((action, lower, weights))
@@ -798,6 +798,30 @@ fn limit_new_includes(up: u64, action: u64, lower: &[u64], left: &mut usize) -> 
     up & !(up & at_edge & !kept)
 }
 
+/// Disjoint mutable views of banks `a` and `b` (`a != b`) of `len` elements each, in that order.
+fn two_banks_mut<T>(data: &mut [T], a: usize, b: usize, len: usize) -> (&mut [T], &mut [T]) {
+    let (lo, hi, swapped) = if a < b { (a, b, false) } else { (b, a, true) };
+    let (head, tail) = data.split_at_mut(hi * len);
+    let first = &mut head[lo * len..(lo + 1) * len];
+    let second = &mut tail[..len];
+    if swapped {
+        (second, first)
+    } else {
+        (first, second)
+    }
+}
+
+/// The clauses of one bank as (bank slot, clause, include words, lower planes, weight).
+type ClauseItem<'a> = (usize, usize, &'a mut [u64], &'a mut [u64], &'a mut i32);
+
+fn bank_items<'a>(which: usize, act: &'a mut [u64], low: &'a mut [u64], ws: &'a mut [i32], lw: usize, low_len: usize) -> impl IndexedParallelIterator<Item = ClauseItem<'a>> + 'a {
+    act.par_chunks_exact_mut(lw)
+        .zip(low.par_chunks_exact_mut(low_len))
+        .zip(ws.par_iter_mut())
+        .enumerate()
+        .map(move |(c, ((act, low), w))| (which, c, act, low, w))
+}
+
 /// One pass of online training over `order` (indices into `docs`, labels `y` in [0, n_classes)).
 /// `epoch` keys the random stream, so successive calls must pass successive epochs.
 #[allow(clippy::too_many_arguments)]
@@ -882,21 +906,12 @@ fn train_epoch_planes<const P: usize>(cfg: &Config, action: &mut [u64], lower: &
             evaluated[target] = true;
             evaluated[uniform_negative] = true;
         }
-        for bank in 0..cfg.n_banks() {
-            if !evaluated[bank] {
-                continue;
+        // Every needed bank in one parallel pass.
+        outputs.par_iter_mut().zip(&dropped).enumerate().with_min_len(64).for_each(|(g, (o, &d))| {
+            if evaluated[g / c_per] {
+                *o = (!d && fires_training(&action[g * lw..(g + 1) * lw], literals)) as u8;
             }
-            let range = bank * c_per..(bank + 1) * c_per;
-            let act = &action[bank * c_per * lw..(bank + 1) * c_per * lw];
-            outputs[range.clone()]
-                .par_iter_mut()
-                .zip(&dropped[range])
-                .enumerate()
-                .with_min_len(64)
-                .for_each(|(c, (o, &d))| {
-                    *o = (!d && fires_training(&act[c * lw..(c + 1) * lw], literals)) as u8;
-                });
-        }
+        });
         // Class sums (clamped to [-T, T]) of the classes whose banks were evaluated.
         if cfg.coalesced {
             accumulate_sums(cfg, weights, &outputs, &mut sums);
@@ -970,41 +985,35 @@ fn train_epoch_planes<const P: usize>(cfg: &Config, action: &mut [u64], lower: &
                     }
                 });
         } else {
-            for (u, &prefix) in updates.iter().zip(&prefixes) {
-                if u.num == 0 {
-                    continue;
-                }
-                let bank = u.class;
-                let act = &mut action[bank * c_per * lw..(bank + 1) * c_per * lw];
-                let low = &mut lower[bank * c_per * lw * planes..(bank + 1) * c_per * lw * planes];
-                let ws = &mut weights[bank * c_per..(bank + 1) * c_per];
-                let outs = &outputs[bank * c_per..(bank + 1) * c_per];
-                let drops = &dropped[bank * c_per..(bank + 1) * c_per];
-                act.par_chunks_exact_mut(lw)
-                    .zip(low.par_chunks_exact_mut(lw * planes))
-                    .zip(ws.par_iter_mut())
-                    .enumerate()
-                    .with_min_len(16)
-                    .for_each(|(c, ((act, low), w))| {
-                        if drops[c] {
-                            return;
-                        }
-                        let h = stream_step(prefix, c as u64);
-                        if !below(h, u.num, den) {
-                            return;
-                        }
-                        let cursor = MaskCursor::new(h);
-                        let fired = outs[c] != 0;
-                        let positive = *w > 0;
-                        let type_one = positive == (u.role == ROLE_TARGET);
-                        let kind = if type_one { Kind::TypeI } else { Kind::TypeII };
-                        fb.apply::<P>(kind, fired, act, low, literals, cursor);
-                        if fired && cfg.weighted {
-                            let magnitude = if type_one { w.abs().saturating_add(1) } else { (w.abs() - 1).max(1) };
-                            *w = if positive { magnitude } else { -magnitude };
-                        }
-                    });
-            }
+            // Both updated banks in one parallel pass (one fork-join per example, not two).
+            let (t_bank, n_bank) = (updates[0].class, updates[1].class);
+            let (act_t, act_n) = two_banks_mut(action, t_bank, n_bank, c_per * lw);
+            let (low_t, low_n) = two_banks_mut(lower, t_bank, n_bank, c_per * lw * planes);
+            let (ws_t, ws_n) = two_banks_mut(weights, t_bank, n_bank, c_per);
+            bank_items(0, act_t, low_t, ws_t, lw, lw * planes)
+                .chain(bank_items(1, act_n, low_n, ws_n, lw, lw * planes))
+                .with_min_len(16)
+                .for_each(|(which, c, act, low, w)| {
+                    let u = &updates[which];
+                    let global = u.class * c_per + c;
+                    if u.num == 0 || dropped[global] {
+                        return;
+                    }
+                    let h = stream_step(prefixes[which], c as u64);
+                    if !below(h, u.num, den) {
+                        return;
+                    }
+                    let cursor = MaskCursor::new(h);
+                    let fired = outputs[global] != 0;
+                    let positive = *w > 0;
+                    let type_one = positive == (u.role == ROLE_TARGET);
+                    let kind = if type_one { Kind::TypeI } else { Kind::TypeII };
+                    fb.apply::<P>(kind, fired, act, low, literals, cursor);
+                    if fired && cfg.weighted {
+                        let magnitude = if type_one { w.abs().saturating_add(1) } else { (w.abs() - 1).max(1) };
+                        *w = if positive { magnitude } else { -magnitude };
+                    }
+                });
         }
     }
     Ok(())
