@@ -10,8 +10,15 @@
 //! carry (or borrow) of an increment touches neighbouring words and stops as soon as it is zero.
 //!
 //! Randomness is counter based: every draw is a keyed hash of (seed, epoch, example, role,
-//! class, clause), and the per-literal masks of one clause come from a small generator seeded
-//! by that hash. No generator is shared, so the model is bit-identical for any thread count.
+//! class, clause). The per-literal Bernoulli(1/s) masks come from a table of 2^15 64-bit masks
+//! built once per epoch from the same keyed stream; an updated clause reads it at an offset and
+//! bit rotation drawn from its own key (one table load per 64 literals instead of a random
+//! number per literal). No generator is shared, so the model is bit-identical for any thread
+//! count, and `tests/reference/tsetlin.py` replays the stream exactly.
+//!
+//! Prediction on sparse documents walks feature -> clause lists (the clauses that include each
+//! feature, and those that include its negation), so a document touches only the clauses its
+//! present features name; dense documents use the word-parallel AND over the include plane.
 //!
 //! Weights. Each (class, clause) pair carries a signed integer weight. In the per-class machine
 //! its sign is the clause's fixed polarity (even clauses +, odd clauses -) and its magnitude
