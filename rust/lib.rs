@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod mia;
 pub mod musc;
 pub mod pool;
+pub mod tsetlin;
 
 #[cfg(feature = "python")]
 mod py;

@@ -15,6 +15,8 @@ from ._core import FastcoreError, SingularCovarianceError
 from . import metrics, gaussian, mia, musc
 from .gaussian import GaussianAD, mahalanobis
 from .musc import MuSc
+from . import tsetlin
+from .tsetlin import TsetlinMachine
 
 __version__ = _core.__version__
 
@@ -28,6 +30,8 @@ __all__ = [
     "mia",
     "musc",
     "MuSc",
+    "tsetlin",
+    "TsetlinMachine",
     "info",
 ]
 

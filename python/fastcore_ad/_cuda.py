@@ -30,6 +30,7 @@ NAME_EXPRESSIONS: dict[str, tuple[str, ...]] = {
         "musc_top_k_mean<float>",
         "musc_top_k_mean<double>",
     ),
+    "tsetlin": ("tsetlin_class_sums",),
 }
 
 COMPILE_OPTIONS = ("-std=c++17",)

@@ -12,6 +12,7 @@ pub mod gaussian;
 pub mod metrics;
 pub mod mia;
 pub mod musc;
+pub mod tsetlin;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
@@ -19,6 +20,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     gaussian::register(m)?;
     mia::register(m)?;
     musc::register(m)?;
+    tsetlin::register(m)?;
     cuda::register(m)?;
     m.add_function(wrap_pyfunction!(py_reset_after_fork, m)?)?;
     m.add_function(wrap_pyfunction!(py_resolve_threads, m)?)?;

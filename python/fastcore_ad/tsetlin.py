@@ -1,0 +1,689 @@
+"""Tsetlin Machine: interpretable classification by conjunctive clauses over binary features and
+their negations (Granmo 2018), as used for text categorisation by Berge et al. (2019), with
+integer-weighted clauses (Abeyrathna et al. 2020) and an optional coalesced clause pool
+(Glimsdal & Granmo 2021). Training and prediction run in Rust; prediction also in CUDA.
+
+>>> import numpy as np
+>>> from fastcore_ad import TsetlinMachine
+>>> rng = np.random.default_rng(0)
+>>> X = rng.integers(0, 2, size=(600, 6), dtype=np.uint8)
+>>> y = X[:, 0] ^ X[:, 1]                      # XOR of the first two features
+>>> tm = TsetlinMachine(20, 10, 3.0, seed=1).fit(X, y, epochs=30)
+>>> tm.score(X, y) > 0.95
+True
+>>> tm.decision_function(X[:2]).dtype
+dtype('int64')
+>>> str(tm.rules(feature_names=list("abcdef"))[0]).startswith("IF ")
+True
+
+The model is the state of every Tsetlin automaton, kept bit-sliced: ``action_`` holds the
+include bit (top bit plane) of every literal of every clause, ``lower_`` the lower planes and
+``weights_`` the signed integer clause weights. Literals are the ``n`` features followed by
+their ``n`` negations. See :func:`TsetlinMachine.save` for the file format.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _core
+from ._dispatch import as_array, is_cupy
+from .progress import progress
+
+__all__ = ["TsetlinMachine", "Rule", "text_pipeline", "FORMAT_VERSION"]
+
+#: Version of the ``save`` file format (bumped on any incompatible change).
+FORMAT_VERSION = 1
+_FORMAT_NAME = "fastcore_ad.tsetlin"
+
+try:  # scikit-learn is optional: with it the estimator plugs into Pipeline, clone, cross_val_score
+    from sklearn.base import BaseEstimator as _Base
+    from sklearn.base import ClassifierMixin as _Mixin
+except ImportError:  # pragma: no cover - exercised only without scikit-learn
+    import inspect
+
+    class _Base:
+        def get_params(self, deep=True):
+            names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+            return {n: getattr(self, n) for n in names}
+
+        def set_params(self, **params):
+            for k, v in params.items():
+                setattr(self, k, v)
+            return self
+
+    class _Mixin:
+        _estimator_type = "classifier"
+
+
+_PARAMS = ("n_clauses", "threshold", "specificity", "state_bits", "weighted", "boost_true_positive",
+           "negative_sampling", "max_included_literals", "clause_drop_p", "coalesced", "seed",
+           "n_jobs", "device")
+
+
+# ------------------------------------------------------------------------------------------------
+# Input intake
+
+
+def _is_sparse(X) -> bool:
+    return hasattr(X, "tocsr") and hasattr(X, "nnz") and hasattr(X, "format")
+
+
+def _docs(X, n_features=None):
+    """Rust-ready documents from dense 0/1 arrays or scipy.sparse matrices (never densified).
+
+    Returns (docs, n_samples, n_features, backend); docs is a packed uint64 array
+    ``[n, ceil(n_features / 64)]`` or a CSR pair ``(indptr int64, indices int32)``.
+    """
+    if _is_sparse(X):
+        if len(X.shape) != 2:
+            raise ValueError(f"X: expected 2 dimensions, got shape {X.shape}")
+        csr = X.tocsr() if X.format != "csr" else X
+        n, f = csr.shape
+        data = csr.data
+        if data.dtype != np.bool_:
+            if data.dtype.kind not in "iuf":
+                raise TypeError(f"X: expected binary (bool or 0/1) values, got dtype {data.dtype}")
+            if data.size and not bool(((data == 0) | (data == 1)).all()):
+                raise ValueError("X: expected binary features (0/1); binarise counts first, "
+                                 "e.g. CountVectorizer(binary=True)")
+        if data.size and not bool(data.all()):
+            csr = csr.copy()
+            csr.eliminate_zeros()
+        indptr = np.ascontiguousarray(csr.indptr, dtype=np.int64)
+        indices = np.ascontiguousarray(csr.indices, dtype=np.int32)
+        docs, backend = (indptr, indices), "numpy"
+    else:
+        X, backend = as_array(X, "X")
+        if X.ndim != 2:
+            raise ValueError(f"X: expected 2 dimensions, got shape {tuple(X.shape)}")
+        n, f = X.shape
+        if X.dtype != np.bool_:
+            if X.dtype.kind not in "iuf":
+                raise TypeError(f"X: expected bool or 0/1 features, got dtype {X.dtype}")
+            if X.size and not bool(((X == 0) | (X == 1)).all()):
+                raise ValueError("X: expected binary features (bool or 0/1)")
+        if backend == "cupy":
+            docs = X
+        else:
+            docs = _pack(X.astype(bool, copy=False))
+    if n == 0:
+        raise ValueError("X: no samples (0 rows)")
+    if f == 0:
+        raise ValueError("X: no features (0 columns)")
+    if n_features is not None and f != n_features:
+        raise ValueError(f"X: has {f} features, but the model was fitted with {n_features}")
+    return docs, n, f, backend
+
+
+def _pack(bits: np.ndarray) -> np.ndarray:
+    """Bool ``[n, f]`` -> uint64 ``[n, ceil(f/64)]``; bit ``j % 64`` of word ``j // 64`` is feature j."""
+    n, f = bits.shape
+    fw = (f + 63) // 64
+    packed = np.packbits(bits, axis=1, bitorder="little")
+    out = np.zeros((n, fw * 8), dtype=np.uint8)
+    out[:, :packed.shape[1]] = packed
+    return out.view("<u8").astype(np.uint64, copy=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# Rules
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One clause read as a rule: ``IF literal AND ... THEN class_label (weight w)``.
+
+    ``weight`` is signed: positive votes for ``class_label``, negative against it. ``literals``
+    are ``(feature_index, negated)`` pairs; the rule fires when every literal holds.
+    """
+
+    class_label: object
+    weight: int
+    literals: tuple
+    clause: int
+    feature_names: tuple | None = None
+    class_name: object = None
+
+    def _name(self, j: int) -> str:
+        return str(self.feature_names[j]) if self.feature_names is not None else f"x{j}"
+
+    def __str__(self) -> str:
+        terms = [("NOT " if neg else "") + self._name(j) for j, neg in self.literals]
+        label = self.class_name if self.class_name is not None else self.class_label
+        return f"IF {' AND '.join(terms)} THEN {label} (weight {self.weight})"
+
+    def fires(self, x) -> bool:
+        """Whether the rule holds for one document (a 1-D 0/1 array or a 1-row sparse matrix)."""
+        if _is_sparse(x):
+            present = set(int(j) for j in x.tocsr().indices[x.tocsr().data != 0])
+            return all((j in present) != neg for j, neg in self.literals)
+        x = np.asarray(x).ravel()
+        return all(bool(x[j]) != neg for j, neg in self.literals)
+
+
+# ------------------------------------------------------------------------------------------------
+# The estimator
+
+
+class TsetlinMachine(_Mixin, _Base):
+    """A multi-class Tsetlin Machine with a scikit-learn estimator interface.
+
+    Parameters
+    ----------
+    n_clauses : clauses per class (half vote for the class, half against; must be even), or
+        with ``coalesced=True`` the size of the one clause pool shared by every class.
+    threshold : T, the voting margin; class sums are clamped to [-T, T] during training.
+    specificity : s >= 1; literals are forgotten with probability 1/s.
+    state_bits : each automaton has 2**state_bits states (2..16); the upper half includes.
+    weighted : integer clause weights (Abeyrathna et al. 2020). A weight's magnitude grows by
+        1 on Type I feedback when the clause outputs 1 and shrinks by 1 on Type II feedback
+        when it outputs 1, with lower bound 1 (weights stay positive integers, so a clause
+        keeps its polarity and keeps voting). Coalesced weights are signed and unbounded.
+    boost_true_positive : reward true literals of firing clauses always, not with prob (s-1)/s.
+    negative_sampling : "focused" draws the negative class in proportion to (T + v_k) / 2T,
+        "uniform" uniformly among the other classes.
+    max_included_literals : literal budget per clause (None: no budget).
+    clause_drop_p : each clause is left out of voting and feedback with this probability,
+        drawn afresh for every training example.
+    coalesced : one shared clause pool with a signed weight per class and clause.
+    seed : seed of the counter-based random streams; None draws one at fit time (``seed_``).
+    n_jobs : threads (None: all CPUs or FASTCORE_AD_NUM_THREADS). Results do not depend on it.
+    device : "cpu" or "cuda" (prediction on the GPU; training always runs on the CPU).
+    """
+
+    def __init__(self, n_clauses=100, threshold=15, specificity=3.9, *, state_bits=8, weighted=True,
+                 boost_true_positive=True, negative_sampling="focused", max_included_literals=None,
+                 clause_drop_p=0.0, coalesced=False, seed=None, n_jobs=None, device="cpu"):
+        self.n_clauses = n_clauses
+        self.threshold = threshold
+        self.specificity = specificity
+        self.state_bits = state_bits
+        self.weighted = weighted
+        self.boost_true_positive = boost_true_positive
+        self.negative_sampling = negative_sampling
+        self.max_included_literals = max_included_literals
+        self.clause_drop_p = clause_drop_p
+        self.coalesced = coalesced
+        self.seed = seed
+        self.n_jobs = n_jobs
+        self.device = device
+
+    # -- parameters ------------------------------------------------------------------------
+
+    def _check_params(self):
+        def integer(name, low, high=None):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"{name}: expected an integer, got {type(v).__name__}")
+            if v < low or (high is not None and v > high):
+                rng = f"[{low}, {high}]" if high is not None else f">= {low}"
+                raise ValueError(f"{name}: must be {rng}, got {v}")
+            return int(v)
+
+        n_clauses = integer("n_clauses", 1)
+        if not self.coalesced and n_clauses % 2:
+            raise ValueError(f"n_clauses: must be even (half vote for, half against), got {n_clauses}")
+        integer("threshold", 1)
+        integer("state_bits", 2, 16)
+        s = self.specificity
+        if isinstance(s, bool) or not isinstance(s, (int, float, np.integer, np.floating)):
+            raise TypeError(f"specificity: expected a number, got {type(s).__name__}")
+        if not (np.isfinite(s) and s >= 1.0):
+            raise ValueError(f"specificity: must be a finite number >= 1, got {s}")
+        if self.negative_sampling not in ("focused", "uniform"):
+            raise ValueError(f"negative_sampling: expected 'focused' or 'uniform', got {self.negative_sampling!r}")
+        if self.max_included_literals is not None:
+            integer("max_included_literals", 1)
+        p = self.clause_drop_p
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)) or not 0.0 <= p < 1.0:
+            raise ValueError(f"clause_drop_p: must be a number in [0, 1), got {p!r}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device: expected 'cpu' or 'cuda', got {self.device!r}")
+        if self.seed is not None:
+            integer("seed", 0, 2**64 - 1)
+        if self.n_jobs is not None:
+            integer("n_jobs", -(2**31))
+
+    def _config(self) -> dict:
+        return {
+            "n_features": int(self.n_features_in_),
+            "n_classes": int(max(len(self.classes_), 2)),
+            "n_clauses": int(self.n_clauses),
+            "state_bits": int(self.state_bits),
+            "threshold": int(self.threshold),
+            "specificity": float(self.specificity),
+            "weighted": bool(self.weighted),
+            "boost_true_positive": bool(self.boost_true_positive),
+            "focused_negatives": self.negative_sampling == "focused",
+            "max_included_literals": int(self.max_included_literals or 0),
+            "clause_drop_p": float(self.clause_drop_p),
+            "coalesced": bool(self.coalesced),
+            "seed": int(self.seed_),
+        }
+
+    def _check_fitted(self):
+        if not hasattr(self, "action_"):
+            raise RuntimeError("this TsetlinMachine is not fitted yet; call fit or partial_fit first")
+
+    # -- training --------------------------------------------------------------------------
+
+    def _labels(self, y, n):
+        y = np.asarray(y)
+        if y.ndim != 1:
+            raise ValueError(f"y: expected 1 dimension, got shape {y.shape}")
+        if len(y) != n:
+            raise ValueError(f"y: {len(y)} labels for {n} samples")
+        if y.dtype.kind == "f" and not np.isfinite(y).all():
+            raise ValueError("y: contains NaN or infinity")
+        return y
+
+    def _encode(self, y):
+        idx = np.searchsorted(self.classes_, y)
+        idx = np.clip(idx, 0, len(self.classes_) - 1)
+        bad = self.classes_[idx] != y
+        if np.any(bad):
+            raise ValueError(f"y: label {y[np.argmax(bad)]!r} is not among classes_ {list(self.classes_)}")
+        return idx.astype(np.int64)
+
+    def _start(self, classes, n_features):
+        self._check_params()
+        classes = np.unique(np.asarray(classes))
+        if len(classes) < 2:
+            raise ValueError(f"y: need at least 2 classes, got {len(classes)}")
+        self.classes_ = classes
+        self.n_features_in_ = int(n_features)
+        self.seed_ = int(self.seed) if self.seed is not None else int(np.random.SeedSequence().entropy % 2**63)
+        self.epochs_ = 0
+        action, lower, weights = _core.tsetlin_initial_state(self._config())
+        cfg = self._config()
+        banks = 1 if cfg["coalesced"] else cfg["n_classes"]
+        lw = 2 * ((cfg["n_features"] + 63) // 64)
+        self.action_ = action.reshape(banks, cfg["n_clauses"], lw)
+        self.lower_ = lower.reshape(banks, cfg["n_clauses"], lw, cfg["state_bits"] - 1)
+        self.weights_ = weights.reshape(banks * cfg["n_clauses"], -1) if cfg["coalesced"] else weights.reshape(banks, cfg["n_clauses"])
+
+    def _epoch(self, docs, y_idx, n):
+        order = np.random.default_rng([self.seed_, self.epochs_]).permutation(n).astype(np.int64)
+        _core.tsetlin_train_epoch(self._config(), self.action_, self.lower_, self.weights_, docs,
+                                  y_idx, order, self.epochs_, self.n_jobs)
+        self.epochs_ += 1
+
+    def fit(self, X, y, epochs=1, *, validation_data=None, progress_bar=True):
+        """Train from scratch for ``epochs`` passes over (X, y); returns self.
+
+        ``validation_data=(X_val, y_val)`` shows the validation accuracy on the progress bar
+        (one bar step per epoch; FASTCORE_AD_PROGRESS=0 or ``progress_bar=False`` silences it)
+        and records it in ``history_``.
+        """
+        docs, n, f, backend = _docs(X)
+        if backend == "cupy":
+            raise TypeError("X: training runs on the CPU; pass a numpy array or scipy.sparse matrix")
+        y = self._labels(y, n)
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+            raise ValueError(f"epochs: must be a positive integer, got {epochs!r}")
+        self._start(y, f)
+        y_idx = self._encode(y)
+        self.history_ = []
+        bar = progress(range(int(epochs)), total=int(epochs), desc="Tsetlin epochs", enabled=progress_bar)
+        for _ in bar:
+            start = time.perf_counter()
+            self._epoch(docs, y_idx, n)
+            entry = {"epoch": self.epochs_, "seconds": time.perf_counter() - start}
+            if validation_data is not None:
+                entry["val_accuracy"] = self.score(*validation_data)
+                if hasattr(bar, "set_postfix"):
+                    bar.set_postfix(val_acc=f"{entry['val_accuracy']:.4f}")
+            self.history_.append(entry)
+        return self
+
+    def partial_fit(self, X, y, classes=None):
+        """One pass over (X, y), continuing from the current state (online learning).
+
+        The first call needs ``classes`` (all labels that will ever appear) unless ``y`` holds
+        them all already.
+        """
+        docs, n, f, backend = _docs(X, getattr(self, "n_features_in_", None))
+        if backend == "cupy":
+            raise TypeError("X: training runs on the CPU; pass a numpy array or scipy.sparse matrix")
+        y = self._labels(y, n)
+        if not hasattr(self, "action_"):
+            self._start(y if classes is None else classes, f)
+            self.history_ = []
+        elif classes is not None and not np.array_equal(np.unique(np.asarray(classes)), self.classes_):
+            raise ValueError("classes: differ from the classes of the first partial_fit call")
+        self._epoch(docs, self._encode(y), n)
+        return self
+
+    # -- prediction ------------------------------------------------------------------------
+
+    def decision_function(self, X):
+        """Raw class sums ``[n_samples, n_classes]`` (int64, unclamped): the summed signed
+        weights of the clauses that fire (empty clauses never fire at prediction)."""
+        self._check_fitted()
+        docs, n, f, backend = _docs(X, self.n_features_in_)
+        if backend == "cupy" or self.device == "cuda":
+            return self._class_sums_cuda(X if backend == "cupy" else None, docs, n, backend)
+        sums = _core.tsetlin_class_sums(self._config(), self.action_, self.weights_, docs, self.n_jobs)
+        return sums[:, : len(self.classes_)]
+
+    def predict(self, X):
+        """The class with the largest class sum (ties go to the first class in ``classes_``)."""
+        sums = self.decision_function(X)
+        if is_cupy(sums):
+            sums = sums.get()
+        return self.classes_[np.argmax(sums, axis=1)]
+
+    def score(self, X, y, sample_weight=None):
+        """Mean accuracy of ``predict(X)`` against ``y``."""
+        pred = self.predict(X)
+        y = self._labels(y, len(pred))
+        hits = (pred == y).astype(np.float64)
+        if sample_weight is None:
+            return float(hits.mean())
+        return float(np.average(hits, weights=np.asarray(sample_weight, dtype=np.float64)))
+
+    def clause_outputs(self, X):
+        """Prediction-time clause outputs ``[n_samples, banks, n_clauses]`` (uint8)."""
+        self._check_fitted()
+        docs, n, _, backend = _docs(X, self.n_features_in_)
+        if backend == "cupy":
+            raise TypeError("X: clause_outputs runs on the CPU; pass a numpy array or scipy.sparse matrix")
+        out = _core.tsetlin_clause_outputs(self._config(), self.action_, docs, self.n_jobs)
+        return out.reshape(n, self.action_.shape[0], self.action_.shape[1])
+
+    def _class_sums_cuda(self, X_gpu, docs, n, backend):
+        try:
+            import cupy as cp  # noqa: PLC0415
+
+            available = bool(cp.is_available())
+        except Exception:  # pragma: no cover - depends on the machine
+            available = False
+        if not available:
+            raise RuntimeError("device='cuda': needs cupy and a CUDA GPU (pip install 'fastcore_ad[cuda]'); "
+                               "use device='cpu'")
+
+        from . import _cuda  # noqa: PLC0415
+
+        cfg = self._config()
+        fw = (cfg["n_features"] + 63) // 64
+        if X_gpu is not None:
+            bits = cp.zeros((n, fw * 64), dtype=cp.uint64)
+            bits[:, : X_gpu.shape[1]] = cp.asarray(X_gpu) != 0
+            shifts = cp.arange(64, dtype=cp.uint64)
+            words = cp.ascontiguousarray((bits.reshape(n, fw, 64) << shifts).sum(axis=2, dtype=cp.uint64))
+        else:
+            if isinstance(docs, tuple):  # CSR -> packed rows, built without densifying
+                indptr, indices = docs
+                rows = np.repeat(np.arange(n), np.diff(indptr))
+                host = np.zeros((n, fw), dtype=np.uint64)
+                np.bitwise_or.at(host, (rows, indices // 64), np.left_shift(np.uint64(1), (indices % 64).astype(np.uint64)))
+                docs = host
+            words = cp.asarray(docs)
+        k = cfg["n_classes"]
+        banks, clauses, lw = self.action_.shape
+        total = banks * clauses
+        # Word-major include bits on the device, so a warp's clauses read contiguous memory.
+        action_t = cp.asarray(np.ascontiguousarray(self.action_.reshape(total, lw).T))
+        weights = cp.asarray(np.ascontiguousarray(self.weights_, dtype=np.int32))
+        sums = cp.zeros((n, k), dtype=cp.int64)
+        fn = _cuda.kernel("tsetlin", "tsetlin_class_sums")
+        threads = 128
+        _cuda.launch(fn, (n, (total + threads - 1) // threads, 1), (threads, 1, 1), (
+            words, np.int64(n), np.int64(fw), action_t, np.int64(total), np.int64(clauses), weights,
+            np.int64(k), np.int32(1 if cfg["coalesced"] else 0), sums))
+        out = sums[:, : len(self.classes_)]
+        return out if backend == "cupy" else out.get()
+
+    # -- interpretability ------------------------------------------------------------------
+
+    def _clause_literals(self):
+        """Per bank and clause, the included literals as a list of (feature, negated)."""
+        f = self.n_features_in_
+        banks, clauses, lw = self.action_.shape
+        fw = lw // 2
+        bits = np.unpackbits(self.action_.astype("<u8").view(np.uint8), axis=-1, bitorder="little")
+        bits = bits.reshape(banks, clauses, lw * 64)
+        positive = bits[:, :, :f]
+        negated = bits[:, :, fw * 64: fw * 64 + f]
+        out = []
+        for b in range(banks):
+            row = []
+            for c in range(clauses):
+                lits = [(int(j), False) for j in np.flatnonzero(positive[b, c])]
+                lits += [(int(j), True) for j in np.flatnonzero(negated[b, c])]
+                row.append(tuple(lits))
+            out.append(row)
+        return out
+
+    def rules(self, feature_names=None, class_names=None):
+        """Every non-empty clause as a :class:`Rule`, sorted by weight (largest first).
+
+        With ``coalesced=True`` a clause yields one rule per class whose weight is non-zero.
+        Summing the weights of the rules that fire for a document gives exactly
+        ``decision_function`` for it.
+        """
+        self._check_fitted()
+        if feature_names is not None:
+            feature_names = tuple(str(n) for n in feature_names)
+            if len(feature_names) != self.n_features_in_:
+                raise ValueError(f"feature_names: {len(feature_names)} names for {self.n_features_in_} features")
+        if class_names is not None:
+            class_names = list(class_names)
+            if len(class_names) != len(self.classes_):
+                raise ValueError(f"class_names: {len(class_names)} names for {len(self.classes_)} classes")
+        literals = self._clause_literals()
+        rules = []
+        clauses = self.action_.shape[1]
+        for k, label in enumerate(self.classes_):
+            name = class_names[k] if class_names is not None else None
+            for c in range(clauses):
+                if self.coalesced:
+                    lits, w = literals[0][c], int(self.weights_[c, k])
+                else:
+                    lits, w = literals[k][c], int(self.weights_[k, c])
+                if not lits or w == 0:
+                    continue
+                rules.append(Rule(label, w, lits, c, feature_names, name))
+        rules.sort(key=lambda r: -r.weight)
+        return rules
+
+    def explain(self, x, feature_names=None, class_names=None):
+        """Why one document gets its prediction: the rules that fire and the class sums.
+
+        Returns ``{"prediction": label, "class_sums": {label: int}, "rules": [Rule, ...]}``.
+        """
+        self._check_fitted()
+        if _is_sparse(x):
+            x = x.tocsr()
+            if x.shape[0] != 1:
+                raise ValueError(f"x: expected one document, got {x.shape[0]} rows")
+        else:
+            x = np.asarray(x)
+            if x.ndim == 1:
+                x = x[None, :]
+            if x.ndim != 2 or x.shape[0] != 1:
+                raise ValueError(f"x: expected one document (1-D), got shape {x.shape}")
+        outputs = self.clause_outputs(x)[0]
+        sums = self.decision_function(x)[0]
+        fired = []
+        for rule in self.rules(feature_names, class_names):
+            bank = 0 if self.coalesced else int(np.searchsorted(self.classes_, rule.class_label))
+            if outputs[bank, rule.clause]:
+                fired.append(rule)
+        return {
+            "prediction": self.classes_[int(np.argmax(sums))],
+            "class_sums": {label: int(s) for label, s in zip(self.classes_, sums)},
+            "rules": fired,
+        }
+
+    # -- persistence -----------------------------------------------------------------------
+
+    def save(self, path):
+        """Write the model to ``path`` (.npz, no pickle inside).
+
+        Format (version ``FORMAT_VERSION``): a numpy ``.npz`` archive with
+        ``format`` (str ``"fastcore_ad.tsetlin"``), ``version`` (int), ``meta`` (JSON: the
+        constructor parameters, ``n_features_in_``, ``seed_``, ``epochs_`` and the labels if
+        they are not a plain numeric/str array), ``action`` uint64 ``[banks, clauses, 2*fw]``
+        (include bits; literal j < n is feature j, literal fw*64 + j its negation),
+        ``lower`` uint64 ``[banks, clauses, 2*fw, state_bits-1]`` (lower bit planes, least
+        significant first), ``weights`` int32 (``[classes, clauses]``, or ``[clauses, classes]``
+        when coalesced) and ``classes`` (when numeric or str).
+        """
+        self._check_fitted()
+        params = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in self.get_params(deep=False).items()}
+        meta = {"params": params, "n_features_in_": int(self.n_features_in_), "seed_": int(self.seed_),
+                "epochs_": int(self.epochs_)}
+        arrays = {"action": self.action_, "lower": self.lower_, "weights": self.weights_}
+        if self.classes_.dtype.kind in "biufU":
+            arrays["classes"] = self.classes_
+        else:
+            try:
+                meta["classes"] = [c.item() if isinstance(c, np.generic) else c for c in self.classes_.tolist()]
+                json.dumps(meta["classes"])
+            except TypeError as exc:
+                raise TypeError("save: class labels must be numbers or strings to be saved without pickle; "
+                                "use pickle for other label types") from exc
+        with open(os.fspath(path), "wb") as fh:
+            np.savez(fh, format=np.array(_FORMAT_NAME), version=np.array(FORMAT_VERSION),
+                     meta=np.array(json.dumps(meta)), **arrays)
+
+    @classmethod
+    def load(cls, path):
+        """Read a model written by :meth:`save`."""
+        with np.load(os.fspath(path), allow_pickle=False) as z:
+            if "format" not in z or str(z["format"]) != _FORMAT_NAME:
+                raise ValueError(f"{path}: not a fastcore_ad Tsetlin Machine file")
+            version = int(z["version"])
+            if version > FORMAT_VERSION:
+                raise ValueError(f"{path}: format version {version} is newer than this library's {FORMAT_VERSION}")
+            meta = json.loads(str(z["meta"]))
+            model = cls(**meta["params"])
+            model.n_features_in_ = meta["n_features_in_"]
+            model.seed_ = meta["seed_"]
+            model.epochs_ = meta["epochs_"]
+            if "classes" in z:
+                model.classes_ = z["classes"]
+            else:
+                model.classes_ = np.array(meta["classes"], dtype=object)
+            model.action_ = np.ascontiguousarray(z["action"], dtype=np.uint64)
+            model.lower_ = np.ascontiguousarray(z["lower"], dtype=np.uint64)
+            model.weights_ = np.ascontiguousarray(z["weights"], dtype=np.int32)
+        model._check_params()
+        cfg = model._config()
+        banks = 1 if cfg["coalesced"] else cfg["n_classes"]
+        lw = 2 * ((cfg["n_features"] + 63) // 64)
+        if model.action_.shape != (banks, cfg["n_clauses"], lw) or \
+                model.lower_.shape != (banks, cfg["n_clauses"], lw, cfg["state_bits"] - 1):
+            raise ValueError(f"{path}: model arrays do not match its parameters")
+        model.history_ = []
+        return model
+
+
+# ------------------------------------------------------------------------------------------------
+# Text
+
+
+def _pipeline_class():
+    from sklearn.pipeline import Pipeline  # noqa: PLC0415
+
+    class TextTsetlinPipeline(Pipeline):
+        """CountVectorizer(binary) -> SelectKBest(chi2) -> TsetlinMachine, speaking in words."""
+
+        def feature_names(self):
+            vec, sel = self.named_steps["vectorizer"], self.named_steps["select"]
+            return vec.get_feature_names_out()[sel.get_support()]
+
+        def rules(self, class_names=None):
+            return self.named_steps["tm"].rules(feature_names=self.feature_names(), class_names=class_names)
+
+        def explain(self, text, class_names=None):
+            x = self[:-1].transform([text])
+            return self.named_steps["tm"].explain(x, feature_names=self.feature_names(), class_names=class_names)
+
+    return TextTsetlinPipeline
+
+
+def text_pipeline(max_features=5000, ngram_range=(1, 2), min_df=10, **tm_params):
+    """The text classifier of Berge et al. (2019) as a scikit-learn Pipeline: binary
+    bag-of-words (uni- and bigrams, min_df) -> the ``max_features`` best by chi2 ->
+    :class:`TsetlinMachine` (``tm_params``). Its ``rules()`` and ``explain(text)`` use words.
+
+    >>> pipe = text_pipeline(max_features=50, min_df=1, n_clauses=20, threshold=10, specificity=3.0, seed=0)
+    >>> texts = ["fever and cough", "cough and sore throat", "broken arm", "fracture of the arm"] * 20
+    >>> labels = ["resp", "resp", "ortho", "ortho"] * 20
+    >>> pipe.fit(texts, labels, tm__epochs=5).score(texts, labels)
+    1.0
+    """
+    from sklearn.feature_extraction.text import CountVectorizer  # noqa: PLC0415
+    from sklearn.feature_selection import SelectKBest, chi2  # noqa: PLC0415
+
+    class _SelectAtMostK(SelectKBest):
+        def _get_support_mask(self):
+            k = self.k
+            if k != "all" and k >= len(self.scores_):
+                return np.ones(len(self.scores_), dtype=bool)
+            return super()._get_support_mask()
+
+        def _check_params(self, X, y):
+            if self.k != "all" and self.k > X.shape[1]:
+                return
+            super()._check_params(X, y)
+
+    return _pipeline_class()([
+        ("vectorizer", CountVectorizer(binary=True, ngram_range=ngram_range, min_df=min_df)),
+        ("select", _SelectAtMostK(chi2, k=max_features)),
+        ("tm", TsetlinMachine(**tm_params)),
+    ])
+
+
+# ------------------------------------------------------------------------------------------------
+# Demo
+
+
+def _data_path() -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "mtsamples_sample.jsonl.gz")
+
+
+def load_mtsamples_sample():
+    """The shipped MTSamples sample (CC0): (texts, specialties)."""
+    texts, labels = [], []
+    with gzip.open(_data_path(), "rt", encoding="utf-8") as fh:
+        for line in fh:
+            row = json.loads(line)
+            texts.append(row["text"])
+            labels.append(row["specialty"])
+    return texts, labels
+
+
+def demo() -> list[dict]:
+    """Train on the shipped MTSamples sample and report accuracy and a few learned rules."""
+    rows = []
+    start = time.perf_counter()
+    texts, labels = load_mtsamples_sample()
+    order = np.random.default_rng(0).permutation(len(texts))
+    cut = int(0.8 * len(texts))
+    train, test = order[:cut], order[cut:]
+    pipe = text_pipeline(max_features=1000, ngram_range=(1, 1), min_df=3, n_clauses=200, threshold=40,
+                         specificity=8.0, seed=1)
+    pipe.fit([texts[i] for i in train], [labels[i] for i in train], tm__epochs=15, tm__progress_bar=False)
+    acc = pipe.score([texts[i] for i in test], [labels[i] for i in test])
+    rows.append({"step": f"tsetlin: MTSamples sample, {len(set(labels))} specialties, {len(test)} test notes",
+                 "result": f"accuracy {acc:.3f}", "seconds": time.perf_counter() - start})
+    rules = pipe.rules()
+    shown = set()
+    for rule in rules:
+        if rule.class_label in shown or len(rule.literals) > 4 or rule.weight <= 0:
+            continue
+        shown.add(rule.class_label)
+        rows.append({"step": "tsetlin: learned rule", "result": str(rule), "seconds": 0.0})
+        if len(shown) == 3:
+            break
+    return rows

@@ -1,0 +1,393 @@
+"""Tsetlin Machine: kernels against the plain oracle, training bit for bit against the oracle's
+replay of the random stream, faithfulness of the rules, reproducibility, persistence, input
+kinds, learning, scikit-learn integration and every bad-input error."""
+
+import pickle
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from fastcore_ad import TsetlinMachine, _core
+from fastcore_ad import tsetlin as tsetlin_module
+from fastcore_ad.tsetlin import Rule, text_pipeline
+
+from .reference import tsetlin as ref
+
+
+def _random_model(rng, n_features, n_classes, n_clauses, coalesced, include_p):
+    """A fitted-looking model with random include bits and weights (lower planes unused)."""
+    tm = TsetlinMachine(n_clauses, 10, 3.0, coalesced=coalesced, seed=0)
+    X0 = np.zeros((n_classes, n_features), dtype=np.uint8)
+    tm._start(np.arange(n_classes), n_features)
+    banks, clauses, lw = tm.action_.shape
+    fw = lw // 2
+    include = rng.random((banks, clauses, 2 * n_features)) < include_p
+    include[:, 0, :] = False  # one empty clause per bank
+    padded = np.zeros((banks, clauses, lw * 64), dtype=bool)
+    padded[:, :, :n_features] = include[:, :, :n_features]
+    padded[:, :, fw * 64: fw * 64 + n_features] = include[:, :, n_features:]
+    tm.action_[...] = np.packbits(padded, axis=-1, bitorder="little").view("<u8").reshape(banks, clauses, lw)
+    tm.weights_[...] = rng.integers(-9, 10, size=tm.weights_.shape)
+    del X0
+    return tm, include
+
+
+def _sample(rng, n, f, density):
+    return (rng.random((n, f)) < density).astype(np.uint8)
+
+
+@pytest.mark.parametrize("n_features", [1, 63, 64, 65, 130])
+@pytest.mark.parametrize("coalesced", [False, True])
+@pytest.mark.parametrize("density", [0.02, 0.5, 0.97])
+def test_clause_outputs_and_class_sums_match_the_oracle(rng, n_features, coalesced, density):
+    n_classes, n_clauses = 3, 12
+    # Clauses need few literals to ever fire; sparse includes keep both outcomes common.
+    tm, include = _random_model(rng, n_features, n_classes, n_clauses, coalesced, include_p=1.5 / n_features)
+    X = _sample(rng, 40, n_features, density)
+    for Xin in (X, X.astype(bool), sp.csr_matrix(X)):
+        outs = tm.clause_outputs(Xin)
+        for b in range(include.shape[0]):
+            np.testing.assert_array_equal(outs[:, b, :], ref.clause_outputs(include[b], X))
+        sums = tm.decision_function(Xin)
+        assert sums.dtype == np.int64
+        np.testing.assert_array_equal(sums, ref.class_sums(include, tm.weights_, X, coalesced))
+
+
+def test_empty_clauses_never_fire_at_prediction(rng):
+    tm, include = _random_model(rng, 10, 2, 4, False, include_p=0.0)
+    X = _sample(rng, 5, 10, 0.5)
+    assert not tm.clause_outputs(X).any()
+    assert not tm.decision_function(X).any()
+    assert tm.rules() == []
+
+
+TRAIN_CASES = {
+    "focused": dict(),
+    "uniform": dict(focused=False),
+    "unweighted_no_boost": dict(weighted=False, boost=False),
+    "coalesced": dict(coalesced=True),
+    "clause_drop": dict(clause_drop_p=0.3),
+    "few_state_bits": dict(state_bits=3, specificity=1.5),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TRAIN_CASES))
+def test_training_equals_the_oracle_bit_for_bit(rng, case):
+    opts = dict(TRAIN_CASES[case])
+    n, f, k, c = 30, 70, 3, 6
+    X = _sample(rng, n, f, 0.3)
+    X[:, 0] = rng.integers(0, 2, n)
+    y = rng.integers(0, k, n)
+    y[:k] = np.arange(k)
+    seed = int(rng.integers(0, 2**62))
+    oracle = ref.Machine(f, k, c, threshold=4, seed=seed, specificity=opts.pop("specificity", 3.0),
+                         state_bits=opts.pop("state_bits", 8), **opts)
+    tm = TsetlinMachine(c, 4, oracle.s, state_bits=oracle.b, weighted=oracle.weighted,
+                        boost_true_positive=oracle.boost,
+                        negative_sampling="focused" if oracle.focused else "uniform",
+                        clause_drop_p=opts.get("clause_drop_p", 0.0), coalesced=oracle.coalesced, seed=seed)
+    tm.fit(X, y, epochs=2, progress_bar=False)
+    for epoch in range(2):
+        order = np.random.default_rng([seed, epoch]).permutation(n)
+        oracle.train(X, y, order, epoch)
+    np.testing.assert_array_equal(ref.states_from_planes(tm.action_, tm.lower_, tm.state_bits), oracle.state)
+    np.testing.assert_array_equal(tm.weights_, oracle.weights)
+    assert tm.weights_.any()
+
+
+def test_the_random_stream_is_the_documented_hash(rng):
+    for _ in range(20):
+        seed = int(rng.integers(0, 2**63))
+        parts = [int(p) for p in rng.integers(0, 2**40, size=int(rng.integers(0, 6)))]
+        assert _core.tsetlin_stream_key(seed, parts) == ref.stream_key(seed, parts)
+
+
+def _text_like(rng, n=1500, f=300, density=0.02, words=10):
+    """Two classes each owning `words` indicative features (p=0.3 in class, density elsewhere)."""
+    y = rng.integers(0, 2, n)
+    X = rng.random((n, f)) < density
+    for cls in (0, 1):
+        own = slice(cls * words, (cls + 1) * words)
+        rows = y == cls
+        X[rows, own] = rng.random((rows.sum(), words)) < 0.3
+    return X.astype(np.uint8), y
+
+
+def test_rules_are_faithful_to_the_class_sums(rng):
+    X, y = _text_like(rng, n=600)
+    for coalesced in (False, True):
+        tm = TsetlinMachine(40, 15, 4.0, coalesced=coalesced, seed=3).fit(X, y, epochs=3, progress_bar=False)
+        rules = tm.rules()
+        assert rules and all(r.literals for r in rules)
+        assert [r.weight for r in rules] == sorted((r.weight for r in rules), reverse=True)
+        sums = tm.decision_function(X[:60])
+        for i in range(60):
+            expected = {label: 0 for label in tm.classes_}
+            for r in rules:
+                if r.fires(X[i]):
+                    expected[r.class_label] += r.weight
+            assert [expected[label] for label in tm.classes_] == sums[i].tolist()
+        why = tm.explain(X[0])
+        assert list(why["class_sums"].values()) == sums[0].tolist()
+        assert why["prediction"] == tm.predict(X[:1])[0]
+        assert sum(r.weight for r in why["rules"]) == sum(why["class_sums"].values())
+        assert all(r.fires(X[0]) for r in why["rules"])
+        assert tm.explain(sp.csr_matrix(X[:1]))["class_sums"] == why["class_sums"]
+
+
+def test_rule_text():
+    rule = Rule("allergy", 12, ((0, False), (1, False), (2, True)), 0, ("rash", "reaction", "placebo"))
+    assert str(rule) == "IF rash AND reaction AND NOT placebo THEN allergy (weight 12)"
+    assert rule.fires(np.array([1, 1, 0])) and not rule.fires(np.array([1, 1, 1]))
+    assert rule.fires(sp.csr_matrix(np.array([[1, 1, 0]])))
+
+
+def test_same_seed_same_model_for_any_thread_count(rng):
+    X, y = _text_like(rng, n=400)
+    models = [TsetlinMachine(60, 15, 4.0, seed=11, n_jobs=j, clause_drop_p=0.1).fit(X, y, epochs=2, progress_bar=False)
+              for j in (1, 2)]
+    for name in ("action_", "lower_", "weights_"):
+        np.testing.assert_array_equal(getattr(models[0], name), getattr(models[1], name))
+    other = TsetlinMachine(60, 15, 4.0, seed=12).fit(X, y, epochs=2, progress_bar=False)
+    assert not np.array_equal(other.lower_, models[0].lower_)
+
+
+def test_dense_and_csr_train_identical_models(rng):
+    X, y = _text_like(rng, n=300)
+    dense = TsetlinMachine(20, 10, 4.0, seed=5).fit(X, y, epochs=2, progress_bar=False)
+    sparse = TsetlinMachine(20, 10, 4.0, seed=5).fit(sp.csr_matrix(X), y, epochs=2, progress_bar=False)
+    csc = TsetlinMachine(20, 10, 4.0, seed=5).fit(sp.csc_matrix(X.astype(bool)), y, epochs=2, progress_bar=False)
+    for m in (sparse, csc):
+        np.testing.assert_array_equal(dense.lower_, m.lower_)
+        np.testing.assert_array_equal(dense.weights_, m.weights_)
+
+
+def test_partial_fit_continues_like_fit(rng):
+    X, y = _text_like(rng, n=300)
+    full = TsetlinMachine(20, 10, 4.0, seed=5).fit(X, y, epochs=3, progress_bar=False)
+    online = TsetlinMachine(20, 10, 4.0, seed=5)
+    for _ in range(3):
+        online.partial_fit(X, y, classes=[0, 1])
+    np.testing.assert_array_equal(full.lower_, online.lower_)
+    np.testing.assert_array_equal(full.weights_, online.weights_)
+
+
+def test_save_load_and_pickle_predict_identically(rng, tmp_path):
+    X, y = _text_like(rng, n=300)
+    labels = np.array(["neg", "pos"])[y]
+    for coalesced in (False, True):
+        tm = TsetlinMachine(20, 10, 4.0, seed=5, coalesced=coalesced).fit(X, labels, epochs=2, progress_bar=False)
+        path = tmp_path / f"tm{coalesced}.npz"
+        tm.save(path)
+        loaded = TsetlinMachine.load(path)
+        clone = pickle.loads(pickle.dumps(tm))
+        for m in (loaded, clone):
+            np.testing.assert_array_equal(m.decision_function(X), tm.decision_function(X))
+            assert list(m.predict(X)) == list(tm.predict(X))
+            assert m.get_params() == tm.get_params()
+            assert [str(r) for r in m.rules()] == [str(r) for r in tm.rules()]
+        # Training continues identically after a round trip.
+        loaded.partial_fit(X, labels)
+        tm.partial_fit(X, labels)
+        np.testing.assert_array_equal(loaded.lower_, tm.lower_)
+    with pytest.raises(ValueError, match="not a fastcore_ad"):
+        np.savez(tmp_path / "other.npz", a=np.zeros(3))
+        TsetlinMachine.load(tmp_path / "other.npz")
+
+
+def test_object_labels_round_trip(tmp_path, rng):
+    X, y = _text_like(rng, n=200)
+    labels = np.array([(1, "a"), (2, "b")], dtype=object)[y]
+    labels = np.array([None] * len(y), dtype=object)
+    labels[:] = [("x" if v else 7) for v in y]  # mixed types: not sortable by np.unique
+    with pytest.raises(TypeError):
+        TsetlinMachine(10, 5, 3.0, seed=0).fit(X, labels, progress_bar=False)
+    labels = np.array([True, False])[y]
+    tm = TsetlinMachine(10, 5, 3.0, seed=0).fit(X, labels, progress_bar=False)
+    tm.save(tmp_path / "b.npz")
+    assert TsetlinMachine.load(tmp_path / "b.npz").classes_.tolist() == [False, True]
+
+
+def test_learns_xor():
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 2, size=(3000, 12), dtype=np.uint8)
+    y = X[:, 3] ^ X[:, 7]
+    noisy = y.copy()
+    flip = rng.random(len(y)) < 0.05
+    noisy[flip] ^= 1
+    tm = TsetlinMachine(20, 10, 3.9, seed=2).fit(X[:2000], noisy[:2000], epochs=30, progress_bar=False)
+    assert tm.score(X[2000:], y[2000:]) >= 0.97
+
+
+def test_learns_noisy_text_like_data_and_many_classes():
+    rng = np.random.default_rng(1)
+    X, y = _text_like(rng, n=3000, f=500)
+    tm = TsetlinMachine(100, 20, 8.0, seed=0).fit(sp.csr_matrix(X[:2000]), y[:2000], epochs=4, progress_bar=False)
+    assert tm.score(sp.csr_matrix(X[2000:]), y[2000:]) >= 0.9
+    # Five classes, each signalled by its own feature pair.
+    n, k = 4000, 5
+    y = rng.integers(0, k, n)
+    X = (rng.random((n, 60)) < 0.05).astype(np.uint8)
+    X[np.arange(n), 2 * y] = 1
+    X[np.arange(n), 2 * y + 1] = rng.random(n) < 0.8
+    for coalesced in (False, True):
+        clauses = 100 if coalesced else 20
+        tm = TsetlinMachine(clauses, 15, 5.0, coalesced=coalesced, seed=0).fit(X[:3000], y[:3000], epochs=5, progress_bar=False)
+        assert tm.score(X[3000:], y[3000:]) >= 0.9
+
+
+def test_literal_budget_is_kept():
+    rng = np.random.default_rng(3)
+    X, y = _text_like(rng, n=500)
+    tm = TsetlinMachine(20, 10, 2.0, max_included_literals=3, seed=1).fit(X, y, epochs=3, progress_bar=False)
+    counts = np.unpackbits(tm.action_.view(np.uint8), axis=-1).sum(axis=-1)
+    assert counts.max() <= 3
+    assert counts.max() >= 1
+    free = TsetlinMachine(20, 10, 2.0, seed=1).fit(X, y, epochs=3, progress_bar=False)
+    assert np.unpackbits(free.action_.view(np.uint8), axis=-1).sum(axis=-1).max() > 3
+
+
+def test_validation_history_and_progress(rng):
+    X, y = _text_like(rng, n=300)
+    tm = TsetlinMachine(10, 5, 3.0, seed=0).fit(X, y, epochs=2, validation_data=(X, y))
+    assert [h["epoch"] for h in tm.history_] == [1, 2]
+    assert 0.0 <= tm.history_[-1]["val_accuracy"] <= 1.0
+
+
+def test_sklearn_pipeline_and_cross_validation(rng):
+    from sklearn.base import clone
+    from sklearn.model_selection import cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    X, y = _text_like(rng, n=600)
+    pipe = make_pipeline(FunctionTransformer(lambda a: a.astype(bool)), TsetlinMachine(40, 15, 4.0, seed=0))
+    scores = cross_val_score(pipe, X, y, cv=3, params={"tsetlinmachine__epochs": 3})
+    assert scores.min() > 0.8
+    tm = TsetlinMachine(40, 15, 4.0, seed=0, coalesced=True)
+    assert clone(tm).get_params() == tm.get_params()
+    assert tm.set_params(threshold=7).threshold == 7
+
+
+def test_text_pipeline_speaks_words():
+    texts = (["patient has rash and reaction after penicillin"] * 30 + ["fracture of the left arm, cast applied"] * 30
+             + ["rash on the arm"] * 5)
+    labels = ["allergy"] * 30 + ["ortho"] * 30 + ["allergy"] * 5
+    pipe = text_pipeline(max_features=20, ngram_range=(1, 1), min_df=2, n_clauses=10, threshold=5,
+                         specificity=3.0, seed=0)
+    pipe.fit(texts, labels, tm__epochs=5, tm__progress_bar=False)
+    assert pipe.score(texts, labels) == 1.0
+    words = set(pipe.feature_names())
+    rules = pipe.rules()
+    assert rules and all(str(r).startswith("IF ") for r in rules)
+    assert all(name in words for r in rules for name in (r.feature_names[j] for j, _ in r.literals))
+    why = pipe.explain("rash after penicillin")
+    assert why["prediction"] == "allergy"
+
+
+def test_demo_runs():
+    rows = tsetlin_module.demo()
+    assert rows[0]["result"].startswith("accuracy")
+    assert float(rows[0]["result"].split()[1]) > 0.6
+    assert any(r["result"].startswith("IF ") for r in rows[1:])
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(n_clauses=7), ValueError, "n_clauses"),
+    (dict(n_clauses=0), ValueError, "n_clauses"),
+    (dict(n_clauses=2.5), TypeError, "n_clauses"),
+    (dict(threshold=0), ValueError, "threshold"),
+    (dict(specificity=0.5), ValueError, "specificity"),
+    (dict(specificity=float("nan")), ValueError, "specificity"),
+    (dict(specificity="a"), TypeError, "specificity"),
+    (dict(state_bits=1), ValueError, "state_bits"),
+    (dict(state_bits=17), ValueError, "state_bits"),
+    (dict(negative_sampling="random"), ValueError, "negative_sampling"),
+    (dict(max_included_literals=0), ValueError, "max_included_literals"),
+    (dict(clause_drop_p=1.0), ValueError, "clause_drop_p"),
+    (dict(device="tpu"), ValueError, "device"),
+    (dict(seed=-1), ValueError, "seed"),
+])
+def test_bad_parameters(kwargs, error, match):
+    X = np.eye(4, dtype=np.uint8)
+    params = dict(n_clauses=4, threshold=5, specificity=3.0)
+    params.update(kwargs)
+    with pytest.raises(error, match=match):
+        TsetlinMachine(**params).fit(X, [0, 1, 0, 1])
+
+
+def test_bad_inputs():
+    X = np.eye(4, dtype=np.uint8)
+    y = [0, 1, 0, 1]
+    tm = TsetlinMachine(4, 5, 3.0, seed=0)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        tm.predict(X)
+    with pytest.raises(ValueError, match="binary"):
+        tm.fit(X * 2, y)
+    with pytest.raises(ValueError, match="binary"):
+        tm.fit(sp.csr_matrix(X * 3), y)
+    with pytest.raises(TypeError, match="X"):
+        tm.fit(X.astype(complex), y)
+    with pytest.raises(ValueError, match="2 dimensions"):
+        tm.fit(X[0], y)
+    with pytest.raises(ValueError, match="no samples"):
+        tm.fit(X[:0], [])
+    with pytest.raises(ValueError, match="no features"):
+        tm.fit(np.zeros((4, 0), dtype=np.uint8), y)
+    with pytest.raises(ValueError, match="labels for"):
+        tm.fit(X, [0, 1])
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        tm.fit(X, [1, 1, 1, 1])
+    with pytest.raises(ValueError, match="epochs"):
+        tm.fit(X, y, epochs=0)
+    with pytest.raises(ValueError, match="NaN"):
+        tm.fit(X, [0.0, 1.0, np.nan, 1.0])
+    tm.fit(X, y)
+    with pytest.raises(ValueError, match="features"):
+        tm.predict(np.eye(5, dtype=np.uint8))
+    with pytest.raises(ValueError, match="not among classes_"):
+        tm.partial_fit(X, [0, 1, 2, 1])
+    with pytest.raises(ValueError, match="classes"):
+        tm.partial_fit(X, y, classes=[0, 1, 2])
+    with pytest.raises(ValueError, match="feature_names"):
+        tm.rules(feature_names=["a"])
+    with pytest.raises(ValueError, match="class_names"):
+        tm.rules(class_names=["a"])
+    with pytest.raises(ValueError, match="one document"):
+        tm.explain(X)
+    # The kernel checks what Python does not: CSR indices outside the feature range.
+    cfg = tm._config()
+    bad = (np.array([0, 1], dtype=np.int64), np.array([9], dtype=np.int32))
+    with pytest.raises(ValueError, match="feature index"):
+        _core.tsetlin_class_sums(cfg, tm.action_, tm.weights_, bad)
+    with pytest.raises(ValueError, match="class index"):
+        _core.tsetlin_train_epoch(cfg, tm.action_, tm.lower_, tm.weights_, (np.array([0, 1], dtype=np.int64), np.array([1], dtype=np.int32)),
+                                  np.array([5], dtype=np.int64), np.array([0], dtype=np.int64), 0)
+
+
+@pytest.mark.gpu
+def test_cuda_class_sums_equal_the_cpu(rng):
+    import cupy as cp
+
+    X, y = _text_like(rng, n=500, f=130)
+    for coalesced in (False, True):
+        tm = TsetlinMachine(40, 15, 4.0, coalesced=coalesced, seed=3).fit(X, y, epochs=2, progress_bar=False)
+        cpu = tm.decision_function(X)
+        gpu = tm.decision_function(cp.asarray(X))
+        assert isinstance(gpu, cp.ndarray)
+        np.testing.assert_array_equal(cp.asnumpy(gpu), cpu)
+        tm.set_params(device="cuda")
+        np.testing.assert_array_equal(tm.decision_function(sp.csr_matrix(X)), cpu)
+        np.testing.assert_array_equal(tm.decision_function(X), cpu)
+
+
+def test_cuda_device_without_a_gpu_is_a_clear_error(rng):
+    from .conftest import GPU
+
+    if GPU:
+        pytest.skip("a GPU is present")
+    X, y = _text_like(rng, n=100, f=20)
+    tm = TsetlinMachine(10, 5, 3.0, seed=0, device="cuda").fit(X, y, progress_bar=False)
+    with pytest.raises(RuntimeError, match="device='cuda'"):
+        tm.predict(X)
