@@ -12,10 +12,9 @@ import os as _os
 
 from . import _core
 from ._core import FastcoreError, SingularCovarianceError
-from . import metrics, gaussian, mia, musc
+from . import metrics, gaussian, mia, musc, tsetlin
 from .gaussian import GaussianAD, mahalanobis
 from .musc import MuSc
-from . import tsetlin
 from .tsetlin import TsetlinMachine
 
 __version__ = _core.__version__

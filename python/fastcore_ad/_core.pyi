@@ -63,3 +63,31 @@ def musc_scores_against_bank(
 def musc_rscin(
     image_scores: npt.NDArray[np.float64], embeddings: npt.NDArray[np.float64], k_list: Sequence[int], n_jobs: int | None = None
 ) -> npt.NDArray[np.float64]: ...
+
+# tsetlin: `config` is the dict built by fastcore_ad.tsetlin (n_features, n_classes, n_clauses,
+# state_bits, threshold, specificity, weighted, boost_true_positive, focused_negatives,
+# max_included_literals, clause_drop_p, coalesced, seed); `docs` is a packed uint64 array
+# [n, words] or a CSR pair (indptr int64, indices int32).
+Docs = npt.NDArray[np.uint64] | tuple[npt.NDArray[np.int64], npt.NDArray[np.int32]]
+
+def tsetlin_initial_state(
+    config: dict[str, Any],
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], npt.NDArray[np.int32]]: ...
+def tsetlin_train_epoch(
+    config: dict[str, Any],
+    action: npt.NDArray[np.uint64],
+    lower: npt.NDArray[np.uint64],
+    weights: npt.NDArray[np.int32],
+    docs: Docs,
+    y: npt.NDArray[np.int64],
+    order: npt.NDArray[np.int64],
+    epoch: int,
+    n_jobs: int | None = None,
+) -> None: ...
+def tsetlin_class_sums(
+    config: dict[str, Any], action: npt.NDArray[np.uint64], weights: npt.NDArray[np.int32], docs: Docs, n_jobs: int | None = None
+) -> npt.NDArray[np.int64]: ...
+def tsetlin_clause_outputs(
+    config: dict[str, Any], action: npt.NDArray[np.uint64], docs: Docs, n_jobs: int | None = None
+) -> npt.NDArray[np.uint8]: ...
+def tsetlin_stream_key(seed: int, parts: Sequence[int]) -> int: ...
