@@ -14,6 +14,7 @@ from . import _core
 from ._core import FastcoreError, SingularCovarianceError
 from . import metrics, gaussian
 from .gaussian import GaussianAD, mahalanobis
+from . import features
 
 __version__ = _core.__version__
 
@@ -24,6 +25,7 @@ __all__ = [
     "mahalanobis",
     "metrics",
     "gaussian",
+    "features",
     "info",
 ]
 
