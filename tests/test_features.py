@@ -181,6 +181,11 @@ def test_extract_grid_pooling_and_batching(rng):
     np.testing.assert_allclose(out.maps[1], resize_maps(native["stage5"], (8, 8)), rtol=1e-5, atol=1e-5)
     only_pooled = model.extract(images, layers="head", image_size=32, maps=False)
     assert only_pooled.maps is None and only_pooled.pooled[0].shape == (5, 10)
+    both = model.extract(images, layers=("stage2",), image_size=32, pooled_layers=("stem", "head"))
+    assert [m.shape for m in both.maps] == [(5, 8, 8, 4)] and both.pooled_layers == ("stem", "head")
+    full = model.forward(resized, ("stem", "head"))
+    np.testing.assert_allclose(both.pooled[0], full["stem"].mean(axis=(1, 2)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(both.pooled[1], full["head"].mean(axis=(1, 2)), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="unknown level"):
         model.extract(images, layers=("stage9",))
     with pytest.raises(ValueError, match="image_size"):

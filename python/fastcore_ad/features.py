@@ -500,9 +500,11 @@ class EfficientNetLite0:
             logits.append(head.mean(axis=(1, 2)) @ self.fc_weight + self.fc_bias)
         return np.concatenate(logits)
 
-    def extract(self, images, layers=("stage3", "stage5"), image_size=224, *, grid=None, maps=True, pooled=True):
+    def extract(self, images, layers=("stage3", "stage5"), image_size=224, *, grid=None, maps=True, pooled=True,
+                pooled_layers=None):
         """Multi-level features of ``images`` (see :func:`extract`)."""
         layers = _check_levels(layers)
+        pooled_layers = layers if pooled_layers is None else _check_levels(pooled_layers)
         size = _check_size(image_size, "image_size")
         if isinstance(images, (str, os.PathLike)):
             images = load_images(images, image_size=size)
@@ -522,18 +524,19 @@ class EfficientNetLite0:
             grid = native[int(np.argmin(strides))]
         grid = _check_size(grid, "grid")
         out_maps = [np.empty((n, *grid, self.channels[level]), np.float32) for level in layers] if maps else None
-        out_pooled = [np.empty((n, self.channels[level]), np.float32) for level in layers] if pooled else None
+        out_pooled = [np.empty((n, self.channels[level]), np.float32) for level in pooled_layers] if pooled else None
+        needed = tuple(dict.fromkeys((layers if maps else ()) + (pooled_layers if pooled else ())))
         starts = range(0, n, self.batch_size)
         for start in progress(starts, total=len(starts), desc="features", enabled=self.progress and len(starts) > 1):
             stop = min(n, start + self.batch_size)
-            levels = self.forward(images[start:stop], layers)
-            for i, level in enumerate(layers):
+            levels = self.forward(images[start:stop], needed or layers)
+            for i, level in enumerate(layers if maps else ()):
                 fmap = levels[level]
-                if maps:
-                    out_maps[i][start:stop] = fmap if fmap.shape[1:3] == grid else resize_maps(fmap, grid)
-                if pooled:
-                    out_pooled[i][start:stop] = fmap.mean(axis=(1, 2))
-        return Features(maps=out_maps, pooled=out_pooled, layers=layers, grid=grid, image_size=size)
+                out_maps[i][start:stop] = fmap if fmap.shape[1:3] == grid else resize_maps(fmap, grid)
+            for i, level in enumerate(pooled_layers if pooled else ()):
+                out_pooled[i][start:stop] = levels[level].mean(axis=(1, 2))
+        return Features(maps=out_maps, pooled=out_pooled, layers=layers, grid=grid, image_size=size,
+                        pooled_layers=pooled_layers)
 
 
 def _check_levels(levels):
@@ -730,14 +733,16 @@ def load_images(source, image_size=224, *, pattern=None, grayscale_to_rgb=True, 
 
 @dataclass
 class Features:
-    """``maps[i]``: level ``layers[i]`` as ``[n, grid_h, grid_w, C_i]``; ``pooled[i]``: its global
-    average ``[n, C_i]``. Either is None when not requested."""
+    """``maps[i]``: level ``layers[i]`` as ``[n, grid_h, grid_w, C_i]``; ``pooled[i]``: the global
+    average ``[n, C_i]`` of level ``pooled_layers[i]`` (by default the same levels). Either is
+    None when not requested."""
 
     maps: list | None
     pooled: list | None
     layers: tuple
     grid: tuple
     image_size: tuple
+    pooled_layers: tuple = ()
 
     def concatenated(self):
         """All levels' maps side by side: ``[n, grid_h, grid_w, sum C_i]`` (PaDiM's embedding)."""
@@ -761,15 +766,17 @@ def backbone(weights=None, *, backend="auto", batch_size=16, progress=True) -> E
 
 
 def extract(images, layers=("stage3", "stage5"), image_size=224, *, grid=None, maps=True, pooled=True,
-            weights=None, backend="auto", batch_size=16, progress=True) -> Features:
+            pooled_layers=None, weights=None, backend="auto", batch_size=16, progress=True) -> Features:
     """EfficientNet-Lite0 features of ``images``.
 
     ``images``: RGB ``[n, H, W, 3]`` in 0..255 (grayscale ``[n, H, W]`` is replicated), a list of
     such images, a folder, or :class:`LoadedImages`; resized to ``image_size``.
     ``layers``: levels from :data:`LEVELS` (stem, stage1..stage7, head; strides 2..32).
     ``grid``: the common map size (default: the finest requested level's), bilinear resizing.
+    ``pooled_layers``: levels to pool (default: ``layers``; Rippel et al. pool all of :data:`LEVELS`).
     Returns :class:`Features` with ``maps`` (``[n, gh, gw, C]`` per level, for MuSc and per-position
     Gaussians) and ``pooled`` (``[n, C]`` per level, for Gaussian AD).
     """
     model = backbone(weights, backend=backend, batch_size=batch_size, progress=progress)
-    return model.extract(images, layers, image_size, grid=grid, maps=maps, pooled=pooled)
+    return model.extract(images, layers, image_size, grid=grid, maps=maps, pooled=pooled,
+                         pooled_layers=pooled_layers)

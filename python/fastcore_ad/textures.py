@@ -57,14 +57,16 @@ def add_defect(image, kind: str, rng):
         cy, cx = rng.uniform(0.25, 0.75) * height, rng.uniform(0.25, 0.75) * width
         radius = ((rows - cy) / ry) ** 2 + ((cols - cx) / rx) ** 2
         weight = np.clip(1.5 - radius, 0, 1)
-        image = np.clip(image + rng.choice([-1, 1]) * rng.uniform(0.25, 0.4) * weight, 0, 1)
+        image = np.clip(image + rng.choice([-1, 1]) * rng.uniform(0.3, 0.45) * weight, 0, 1)
         mask = weight > 0.5
     elif kind == "cutpaste":
         # A patch of the same picture moved elsewhere, rotated: locally plausible, globally wrong.
         size = int(rng.uniform(0.15, 0.25) * min(height, width))
         sy, sx = rng.integers(0, height - size), rng.integers(0, width - size)
         ty, tx = rng.integers(0, height - size), rng.integers(0, width - size)
-        patch = np.rot90(image[sy:sy + size, sx:sx + size], k=int(rng.integers(1, 4))) * rng.uniform(0.75, 1.25)
+        # Brightness jitter away from 1, as CutPaste's colour jitter.
+        gain = rng.choice([rng.uniform(0.6, 0.8), rng.uniform(1.25, 1.45)])
+        patch = np.rot90(image[sy:sy + size, sx:sx + size], k=int(rng.integers(1, 4))) * gain
         image[ty:ty + size, tx:tx + size] = np.clip(patch, 0, 1)
         mask = np.zeros_like(image, dtype=bool)
         mask[ty:ty + size, tx:tx + size] = True
