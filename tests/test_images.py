@@ -76,6 +76,15 @@ def test_overlay_blends_and_scales(rng):
     np.testing.assert_allclose(flat, np.broadcast_to([0.0, 0.0, 0.6], flat.shape))
     with pytest.raises(ValueError, match="image"):
         overlay_rgb(np.zeros((3, 3, 5)), anomaly)
+    mask = np.zeros((12, 10), bool)
+    mask[3:8, 2:7] = True
+    outlined = overlay_rgb(image, anomaly, mask, alpha=0.0)
+    ring = mask.copy()
+    ring[4:7, 3:6] = False
+    np.testing.assert_array_equal(outlined[ring], 1.0)
+    np.testing.assert_allclose(outlined[~ring], (image / 255.0)[~ring])
+    with pytest.raises(ValueError, match="mask"):
+        overlay_rgb(image, anomaly, mask[:5])
 
 
 def test_roc_and_pro_plots_draw_the_metrics_curves(rng, tmp_path):

@@ -172,20 +172,19 @@ def _write_overlays(loaded, maps, chosen, folder, vmin, vmax) -> int:
     import numpy as np  # noqa: PLC0415
     from PIL import Image  # noqa: PLC0415
 
-    from .plot import overlay_rgb  # noqa: PLC0415
+    from .plot import save_overlay  # noqa: PLC0415
 
     used = set()
     for i in chosen:
         path = loaded.paths[i]
         with Image.open(path) as handle:
             image = np.asarray(handle.convert("RGB"))
-        rgb = overlay_rgb(image, maps[i], vmin=vmin, vmax=vmax)
         name = os.path.splitext(os.path.basename(path))[0]
         parent = os.path.basename(os.path.dirname(path))
         if name in used:
             name = f"{parent}_{name}"
         used.add(name)
-        Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8)).save(os.path.join(folder, f"{name}.png"))
+        save_overlay(os.path.join(folder, f"{name}.png"), image, maps[i], vmin=vmin, vmax=vmax)
     return len(chosen)
 
 

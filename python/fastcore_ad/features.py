@@ -24,6 +24,7 @@ import io
 import os
 import pickle
 import struct
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -507,7 +508,10 @@ class EfficientNetLite0:
         pooled_layers = layers if pooled_layers is None else _check_levels(pooled_layers)
         size = _check_size(image_size, "image_size")
         if isinstance(images, (str, os.PathLike)):
-            images = load_images(images, image_size=size)
+            images = load_images(images, image_size=size, progress_bar=self.progress)
+            if images.skipped:
+                listing = "; ".join(f"{path} ({reason})" for path, reason in images.skipped)
+                warnings.warn(f"skipped {len(images.skipped)} unreadable file(s): {listing}", stacklevel=2)
         if isinstance(images, LoadedImages):
             images = images.images
         if isinstance(images, (list, tuple)):

@@ -18,13 +18,15 @@ __all__ = ["overlay_rgb", "show_overlay", "plot_roc", "plot_pro", "save_grid", "
 
 def _pyplot():
     try:
+        import os  # noqa: PLC0415
+        import sys  # noqa: PLC0415
+
         import matplotlib  # noqa: PLC0415
 
-        if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
-            import os  # noqa: PLC0415
-
-            if not os.environ.get("DISPLAY") and not os.environ.get("MPLBACKEND"):
-                matplotlib.use("Agg")
+        # Headless: draw to files without probing for a GUI (probing is slow).
+        if "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND") \
+                and not os.environ.get("DISPLAY"):
+            matplotlib.use("Agg")
         import matplotlib.pyplot as plt  # noqa: PLC0415
     except ImportError as exc:
         raise ImportError("fastcore_ad.plot needs matplotlib: pip install matplotlib") from exc
@@ -60,8 +62,9 @@ def _fit_map(anomaly_map, shape):
     return anomaly_map
 
 
-def overlay_rgb(image, anomaly_map, *, vmin=None, vmax=None, alpha=0.5):
-    """The image blended with the colour-coded anomaly map, as float RGB ``[H, W, 3]`` in [0, 1].
+def overlay_rgb(image, anomaly_map, mask=None, *, vmin=None, vmax=None, alpha=0.5):
+    """The image blended with the colour-coded anomaly map, as float RGB ``[H, W, 3]`` in [0, 1],
+    with the outline of the ground-truth ``mask`` (if given) drawn in white.
 
     ``vmin``/``vmax`` fix the colour scale (use the same for every image of a dataset so colours
     compare); by default the map's own range.
@@ -71,7 +74,24 @@ def overlay_rgb(image, anomaly_map, *, vmin=None, vmax=None, alpha=0.5):
     lo = float(np.min(anomaly_map)) if vmin is None else float(vmin)
     hi = float(np.max(anomaly_map)) if vmax is None else float(vmax)
     scaled = (anomaly_map - lo) / (hi - lo) if hi > lo else np.zeros_like(anomaly_map)
-    return (1.0 - alpha) * rgb + alpha * _jet(scaled)
+    out = (1.0 - alpha) * rgb + alpha * _jet(scaled)
+    if mask is not None:
+        out[_outline(_check_mask(mask, rgb.shape[:2]))] = 1.0
+    return out
+
+
+def _check_mask(mask, shape):
+    mask = np.asarray(mask).astype(bool)
+    if mask.shape != tuple(shape):
+        raise ValueError(f"mask: expected shape {tuple(shape)} like the image, got {mask.shape}")
+    return mask
+
+
+def _outline(mask):
+    """Mask pixels with a 4-neighbour outside the mask."""
+    padded = np.pad(mask, 1, mode="constant", constant_values=False)
+    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask & ~inner
 
 
 def show_overlay(ax, image, anomaly_map, mask=None, *, vmin=None, vmax=None, alpha=0.5, title=None):
@@ -79,9 +99,7 @@ def show_overlay(ax, image, anomaly_map, mask=None, *, vmin=None, vmax=None, alp
     rgb = overlay_rgb(image, anomaly_map, vmin=vmin, vmax=vmax, alpha=alpha)
     ax.imshow(rgb)
     if mask is not None:
-        mask = np.asarray(mask)
-        if mask.shape != rgb.shape[:2]:
-            raise ValueError(f"mask: expected shape {rgb.shape[:2]} like the image, got {mask.shape}")
+        mask = _check_mask(mask, rgb.shape[:2])
         if mask.any():
             ax.contour(mask.astype(float), levels=[0.5], colors="white", linewidths=1.0)
     if title:
@@ -125,22 +143,14 @@ def plot_pro(anomaly_maps, masks, ax=None, *, max_fpr=0.3, label=None):
     return ax
 
 
-def save_overlay(path, image, anomaly_map, mask=None, *, vmin=None, vmax=None, title=None, dpi=100):
-    """Write one overlay PNG (matplotlib when installed for the contour; Pillow otherwise)."""
+def save_overlay(path, image, anomaly_map, mask=None, *, vmin=None, vmax=None):
+    """Write one overlay PNG at the image's own size (Pillow; no matplotlib needed)."""
     try:
-        plt = _pyplot()
-    except ImportError:
         from PIL import Image  # noqa: PLC0415
-
-        rgb = overlay_rgb(image, anomaly_map, vmin=vmin, vmax=vmax)
-        Image.fromarray((rgb * 255).astype(np.uint8)).save(path)
-        return path
-    height, width = np.asarray(image).shape[:2]
-    fig = plt.figure(figsize=(width / dpi, height / dpi), dpi=dpi)
-    ax = fig.add_axes([0, 0, 1, 1])
-    show_overlay(ax, image, anomaly_map, mask, vmin=vmin, vmax=vmax, title=title)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    except ImportError as exc:
+        raise ImportError("writing overlays needs Pillow: pip install pillow") from exc
+    rgb = overlay_rgb(image, anomaly_map, mask, vmin=vmin, vmax=vmax)
+    Image.fromarray((np.clip(rgb, 0.0, 1.0) * 255).astype(np.uint8)).save(path)
     return path
 
 

@@ -127,8 +127,9 @@ def filter_features(images, cell=8):
     out = []
     for r in responses:
         blocks = r[:, :gh * cell, :gw * cell].reshape(n, gh, cell, gw, cell)
-        out.append(blocks.mean(axis=(2, 4)))
-        out.append(blocks.std(axis=(2, 4)))
+        mean = blocks.mean(axis=(2, 4))
+        out.append(mean)
+        out.append(np.sqrt(np.maximum((blocks * blocks).mean(axis=(2, 4)) - mean * mean, 0.0)))
     return np.stack(out, axis=-1).astype(np.float32)
 
 
@@ -170,8 +171,8 @@ def demo(out_dir=None):
         image_results.append(f"{name} {auroc(image_scores, labels):.3f}")
         pixel_results.append(f"{name} {auroc(pixel_maps.ravel(), masks.ravel()):.3f}")
         if best is None:
-            worst_bad = int(np.argmax(np.where(labels == 1, image_scores, -np.inf)))
-            best = (test[worst_bad], pixel_maps[worst_bad], masks[worst_bad], name, kinds[worst_bad])
+            clearest = int(np.argmax(np.where(labels == 1, image_scores, -np.inf)))
+            best = (test[clearest], pixel_maps[clearest], masks[clearest], name, kinds[clearest])
         MuSc = _musc_class()
         if MuSc is not None:
             result = MuSc(degrees=(1, 3, 5), top_ratio=0.3).predict([test_maps])
