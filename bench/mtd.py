@@ -225,11 +225,11 @@ def main(argv=None) -> int:
             print("MuSc skipped: fastcore_ad.musc is not part of this build", file=sys.stderr)
         else:
             start = time.perf_counter()
-            grid = (args.musc_grid, args.musc_grid)
             musc_maps = [block_mean(m, args.musc_grid) for m in test_maps]
             scores, anomaly_maps = pipeline.musc_zero_shot(musc_maps, (IMAGE_SIZE, IMAGE_SIZE))
             timings["MuSc zero-shot: score + maps (per test image)"] = 1000 * (time.perf_counter() - start) / len(test)
-            results[f"MuSc zero-shot ({args.musc_grid}x{args.musc_grid} patches)"], seconds = evaluate("musc", scores, anomaly_maps, kinds, masks)
+            name = f"MuSc zero-shot ({args.musc_grid}x{args.musc_grid} patches)"
+            results[name], seconds = evaluate("musc", scores, anomaly_maps, kinds, masks)
             timings["MuSc: metrics (per test image)"] = 1000 * seconds / len(test)
             cases = (scores, anomaly_maps)
     table = markdown(results, timings, len(train), len(test))

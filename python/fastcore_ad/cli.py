@@ -116,7 +116,9 @@ def _detect(args) -> int:
     size = args.image_size
     try:
         test = timed("load", features.load_images, args.folder, size, pattern=args.pattern)
-        train = timed("load", features.load_images, args.train, size, pattern=args.train_pattern) if args.train else None
+        train = None
+        if args.train:
+            train = timed("load", features.load_images, args.train, size, pattern=args.train_pattern)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
