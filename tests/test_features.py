@@ -312,3 +312,12 @@ def test_load_images_errors(tmp_path, rng):
         load_images(tmp_path)
     with pytest.raises(ValueError, match="image_size"):
         load_images(tmp_path, image_size=(0, 3))
+
+
+@pytest.mark.parametrize("sigma", [0.7, 2.0, 4.0])
+def test_gaussian_blur_equals_scipy(rng, sigma):
+    ndimage = pytest.importorskip("scipy.ndimage")
+    maps = rng.normal(size=(3, 40, 33)).astype(np.float32)
+    expected = ndimage.gaussian_filter(maps.astype(np.float64), sigma=(0, sigma, sigma), mode="mirror", truncate=4.0)
+    np.testing.assert_allclose(features.gaussian_blur(maps, sigma), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(features.gaussian_blur(maps, 0.0), maps)
