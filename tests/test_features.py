@@ -321,3 +321,7 @@ def test_gaussian_blur_equals_scipy(rng, sigma):
     expected = ndimage.gaussian_filter(maps.astype(np.float64), sigma=(0, sigma, sigma), mode="mirror", truncate=4.0)
     np.testing.assert_allclose(features.gaussian_blur(maps, sigma), expected, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(features.gaussian_blur(maps, 0.0), maps)
+    # Maps smaller than the filter: the border is mirrored again, as scipy does.
+    tiny = maps[:, :5, :3]
+    expected = ndimage.gaussian_filter(tiny.astype(np.float64), sigma=(0, sigma, sigma), mode="mirror", truncate=4.0)
+    np.testing.assert_allclose(features.gaussian_blur(tiny, sigma), expected, rtol=1e-4, atol=1e-5)

@@ -644,24 +644,40 @@ def resize_maps(maps, size):
     return maps[..., 0] if squeeze else maps
 
 
+def _blur_matrix(size: int, sigma: float):
+    """[size, size] matrix applying a 1-D Gaussian (4-sigma support) with mirrored borders
+    (d c b | a b c d | c b a), so that smoothing is one matrix product per axis."""
+    radius = max(1, int(4.0 * sigma + 0.5))
+    offsets = np.arange(-radius, radius + 1)
+    taps = np.exp(-0.5 * (offsets / sigma) ** 2)
+    taps /= taps.sum()
+    rows = np.repeat(np.arange(size), len(offsets))
+    columns = (np.arange(size)[:, None] + offsets[None, :]).ravel()
+    if size == 1:
+        columns = np.zeros_like(columns)
+    else:
+        period = 2 * (size - 1)
+        columns = np.abs(columns) % period
+        columns = np.where(columns > size - 1, period - columns, columns)
+    matrix = np.zeros((size, size))
+    np.add.at(matrix, (rows, columns), np.tile(taps, size))
+    return matrix.astype(np.float32)
+
+
 def gaussian_blur(maps, sigma: float):
-    """Separable Gaussian smoothing of ``[n, H, W]`` maps (reflected borders, 4-sigma support)."""
+    """Separable Gaussian smoothing of ``[n, H, W]`` maps (mirrored borders, 4-sigma support)."""
     maps = np.asarray(maps, dtype=np.float32)
     if sigma <= 0:
         return maps
-    radius = max(1, int(4.0 * sigma + 0.5))
-    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2).astype(np.float32)
-    taps /= taps.sum()
-    for axis in (1, 2):
-        pad = [(0, 0)] * maps.ndim
-        pad[axis] = (radius, radius)
-        padded = np.pad(maps, pad, mode="reflect" if maps.shape[axis] > radius else "edge")
-        out = np.zeros_like(maps)
-        length = maps.shape[axis]
-        for offset, weight in enumerate(taps):
-            out += weight * np.take(padded, np.arange(offset, offset + length), axis=axis)
-        maps = out
-    return maps
+    if maps.ndim != 3:
+        raise ValueError(f"maps: expected [n, H, W], got {maps.shape}")
+    n, height, width = maps.shape
+    rows = _blur_matrix(height, sigma)
+    columns = _blur_matrix(width, sigma)
+    # Two large GEMMs (all maps at once) rather than one small product per map.
+    along_width = (maps.reshape(n * height, width) @ columns.T).reshape(n, height, width)
+    flipped = np.ascontiguousarray(along_width.transpose(0, 2, 1)).reshape(n * width, height)
+    return np.ascontiguousarray((flipped @ rows.T).reshape(n, width, height).transpose(0, 2, 1))
 
 
 # ---------------------------------------------------------------------------------------------
