@@ -16,6 +16,7 @@ from . import metrics, gaussian, mia, musc, tsetlin
 from .gaussian import GaussianAD, mahalanobis
 from .musc import MuSc
 from .tsetlin import TsetlinMachine
+from . import features
 
 __version__ = _core.__version__
 
@@ -31,6 +32,7 @@ __all__ = [
     "MuSc",
     "tsetlin",
     "TsetlinMachine",
+    "features",
     "info",
 ]
 

@@ -1,0 +1,177 @@
+"""Pictures of anomaly detection results (matplotlib, optional): an image with its anomaly map
+overlaid and the ground-truth contour, ROC and PRO curves, and grids of cases.
+
+>>> import numpy as np
+>>> from fastcore_ad.plot import overlay_rgb
+>>> image = np.zeros((4, 4, 3), np.uint8)
+>>> anomaly = np.zeros((4, 4)); anomaly[1, 1] = 1.0
+>>> overlay_rgb(image, anomaly).shape
+(4, 4, 3)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["overlay_rgb", "show_overlay", "plot_roc", "plot_pro", "save_grid", "save_overlay"]
+
+
+def _pyplot():
+    try:
+        import os  # noqa: PLC0415
+        import sys  # noqa: PLC0415
+
+        import matplotlib  # noqa: PLC0415
+
+        # Headless: draw to files without probing for a GUI (probing is slow).
+        if "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND") \
+                and not os.environ.get("DISPLAY"):
+            matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError as exc:
+        raise ImportError("fastcore_ad.plot needs matplotlib: pip install matplotlib") from exc
+    return plt
+
+
+def _jet(values):
+    """A blue-cyan-yellow-red colour ramp for values in [0, 1] (no matplotlib needed)."""
+    v = np.clip(values, 0.0, 1.0)[..., None]
+    anchors = np.array([0.0, 0.35, 0.65, 1.0])
+    colours = np.array([[0.0, 0.0, 0.6], [0.0, 0.8, 1.0], [1.0, 0.9, 0.0], [0.8, 0.0, 0.0]])
+    return np.stack([np.interp(v[..., 0], anchors, colours[:, c]) for c in range(3)], axis=-1)
+
+
+def _as_rgb_float(image):
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError(f"image: expected [H, W] or [H, W, 3], got {image.shape}")
+    image = image[..., :3].astype(np.float64)
+    return image / 255.0 if image.max() > 1.0 else image
+
+
+def _fit_map(anomaly_map, shape):
+    anomaly_map = np.asarray(anomaly_map, dtype=np.float64)
+    if anomaly_map.ndim != 2:
+        raise ValueError(f"anomaly_map: expected [h, w], got {anomaly_map.shape}")
+    if anomaly_map.shape != tuple(shape):
+        from .features import resize_maps  # noqa: PLC0415
+
+        anomaly_map = resize_maps(anomaly_map[None], shape)[0].astype(np.float64)
+    return anomaly_map
+
+
+def overlay_rgb(image, anomaly_map, mask=None, *, vmin=None, vmax=None, alpha=0.5):
+    """The image blended with the colour-coded anomaly map, as float RGB ``[H, W, 3]`` in [0, 1],
+    with the outline of the ground-truth ``mask`` (if given) drawn in white.
+
+    ``vmin``/``vmax`` fix the colour scale (use the same for every image of a dataset so colours
+    compare); by default the map's own range.
+    """
+    rgb = _as_rgb_float(image)
+    anomaly_map = _fit_map(anomaly_map, rgb.shape[:2])
+    lo = float(np.min(anomaly_map)) if vmin is None else float(vmin)
+    hi = float(np.max(anomaly_map)) if vmax is None else float(vmax)
+    scaled = (anomaly_map - lo) / (hi - lo) if hi > lo else np.zeros_like(anomaly_map)
+    out = (1.0 - alpha) * rgb + alpha * _jet(scaled)
+    if mask is not None:
+        out[_outline(_check_mask(mask, rgb.shape[:2]))] = 1.0
+    return out
+
+
+def _check_mask(mask, shape):
+    mask = np.asarray(mask).astype(bool)
+    if mask.shape != tuple(shape):
+        raise ValueError(f"mask: expected shape {tuple(shape)} like the image, got {mask.shape}")
+    return mask
+
+
+def _outline(mask):
+    """Mask pixels with a 4-neighbour outside the mask."""
+    padded = np.pad(mask, 1, mode="constant", constant_values=False)
+    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask & ~inner
+
+
+def show_overlay(ax, image, anomaly_map, mask=None, *, vmin=None, vmax=None, alpha=0.5, title=None):
+    """Draw the overlay on a matplotlib axis, with the ground-truth ``mask`` outlined in white."""
+    rgb = overlay_rgb(image, anomaly_map, vmin=vmin, vmax=vmax, alpha=alpha)
+    ax.imshow(rgb)
+    if mask is not None:
+        mask = _check_mask(mask, rgb.shape[:2])
+        if mask.any():
+            ax.contour(mask.astype(float), levels=[0.5], colors="white", linewidths=1.0)
+    if title:
+        ax.set_title(title, fontsize=8)
+    ax.set_axis_off()
+    return ax
+
+
+def plot_roc(scores, labels, ax=None, *, label=None):
+    """ROC curve (``fastcore_ad.metrics.roc_curve``) with the AUROC in the legend."""
+    from .metrics import auroc, roc_curve  # noqa: PLC0415
+
+    plt = _pyplot()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 4))
+    fpr, tpr, _ = roc_curve(scores, labels)
+    area = auroc(scores, labels)
+    ax.plot(fpr, tpr, label=f"{label + ' ' if label else ''}AUROC {area:.3f}")
+    ax.plot([0, 1], [0, 1], color="grey", linewidth=0.5, linestyle="--")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.legend(loc="lower right", fontsize=8)
+    return ax
+
+
+def plot_pro(anomaly_maps, masks, ax=None, *, max_fpr=0.3, label=None):
+    """Per-region overlap curve (``fastcore_ad.metrics.pro_curve``) up to ``max_fpr``, AUPRO in the legend."""
+    from .metrics import aupro, pro_curve  # noqa: PLC0415
+
+    plt = _pyplot()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 4))
+    fpr, pro = pro_curve(anomaly_maps, masks, max_fpr=max_fpr)
+    area = aupro(anomaly_maps, masks, max_fpr=max_fpr)
+    ax.plot(fpr, pro, label=f"{label + ' ' if label else ''}AUPRO@{max_fpr:g} {area:.3f}")
+    ax.set_xlim(0, max_fpr)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("per-region overlap")
+    ax.legend(loc="lower right", fontsize=8)
+    return ax
+
+
+def save_overlay(path, image, anomaly_map, mask=None, *, vmin=None, vmax=None):
+    """Write one overlay PNG at the image's own size (Pillow; no matplotlib needed)."""
+    try:
+        from PIL import Image  # noqa: PLC0415
+    except ImportError as exc:
+        raise ImportError("writing overlays needs Pillow: pip install pillow") from exc
+    rgb = overlay_rgb(image, anomaly_map, mask, vmin=vmin, vmax=vmax)
+    Image.fromarray((np.clip(rgb, 0.0, 1.0) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def save_grid(path, images, anomaly_maps, masks=None, titles=None, *, columns=4, vmin=None, vmax=None,
+              cell_inches=1.8, dpi=80):
+    """A grid of overlays (e.g. the best and worst cases of a benchmark) written as one PNG."""
+    plt = _pyplot()
+    n = len(images)
+    if n == 0:
+        raise ValueError("images: nothing to draw")
+    if len(anomaly_maps) != n or (masks is not None and len(masks) != n):
+        raise ValueError("images, anomaly_maps and masks must have the same length")
+    rows = -(-n // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * cell_inches, rows * cell_inches * 1.1), squeeze=False)
+    for i, ax in enumerate(axes.ravel()):
+        if i >= n:
+            ax.set_axis_off()
+            continue
+        show_overlay(ax, images[i], anomaly_maps[i], None if masks is None else masks[i],
+                     vmin=vmin, vmax=vmax, title=None if titles is None else titles[i])
+    fig.tight_layout(pad=0.3)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path

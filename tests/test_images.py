@@ -1,0 +1,186 @@
+"""The image path end to end: synthetic defects on the shipped textures, plots, the pipeline
+steps and ``fastcore-ad detect`` on a folder (with a small random backbone, so no download)."""
+
+import csv
+import importlib.util
+import sys
+
+import numpy as np
+import pytest
+
+from fastcore_ad import cli, features, metrics, pipeline, textures
+from fastcore_ad.features import EfficientNetLite0
+
+from .reference import features as reference
+
+HAS_MUSC = importlib.util.find_spec("fastcore_ad.musc") is not None
+Image = pytest.importorskip("PIL.Image")
+
+
+# --- textures and synthetic defects ----------------------------------------------------------
+
+@pytest.mark.parametrize("kind", textures.DEFECTS)
+def test_defects_change_the_image_where_the_mask_says(kind, rng):
+    texture = textures.load_texture("gravel")
+    crop = texture[100:196, 200:296]
+    damaged, mask = textures.add_defect(crop, kind, rng)
+    assert damaged.shape == crop.shape and mask.dtype == bool
+    assert 10 < mask.sum() < mask.size // 2
+    assert np.abs(damaged - crop)[mask].mean() > 0.05
+    outside = np.abs(damaged - crop)[~mask]
+    # Blobs fade out softly beyond their mask; the other kinds leave the rest untouched.
+    assert outside.max() <= (0.25 if kind == "blob" else 0.0)
+    with pytest.raises(ValueError, match="kind"):
+        textures.add_defect(crop, "dent", rng)
+
+
+def test_textures_are_the_shipped_cc0_files():
+    for name in textures.TEXTURES:
+        image = textures.load_texture(name)
+        assert image.shape == (512, 512) and 0.0 <= image.min() < image.max() <= 1.0
+    with pytest.raises(ValueError, match="name"):
+        textures.load_texture("marble")
+
+
+def test_filter_features_cells(rng):
+    images = rng.random((3, 32, 24))
+    maps = textures.filter_features(images, cell=8)
+    assert maps.shape == (3, 4, 3, 12) and maps.dtype == np.float32
+    np.testing.assert_allclose(maps[1, 2, 1, 0], images[1, 16:24, 8:16].mean(), rtol=1e-5)
+    np.testing.assert_allclose(maps[1, 2, 1, 1], images[1, 16:24, 8:16].std(), rtol=1e-5)
+    with pytest.raises(ValueError, match="images"):
+        textures.filter_features(images[0])
+
+
+def test_texture_demo_detects_defects_and_writes_an_overlay(tmp_path):
+    rows = textures.demo(out_dir=str(tmp_path))
+    image_row = rows[0]["result"].split()
+    brick = float(image_row[image_row.index("brick") + 1])
+    assert brick > 0.85  # strong, regular texture: the filter bank sees every defect kind
+    written = [p for p in tmp_path.iterdir() if p.suffix == ".png"]
+    assert len(written) == 1 and written[0].stat().st_size > 1000
+
+
+# --- plots -----------------------------------------------------------------------------------
+
+def test_overlay_blends_and_scales(rng):
+    from fastcore_ad.plot import overlay_rgb
+
+    image = rng.integers(0, 256, size=(12, 10, 3)).astype(np.uint8)
+    anomaly = rng.random((6, 5))
+    np.testing.assert_allclose(overlay_rgb(image, anomaly, alpha=0.0), image / 255.0)
+    full = overlay_rgb(image, anomaly, alpha=1.0)
+    assert full.shape == (12, 10, 3) and 0.0 <= full.min() and full.max() <= 1.0
+    # Fixed colour scale: a constant map at vmin is the bottom colour everywhere.
+    flat = overlay_rgb(image, np.zeros((12, 10)), vmin=0.0, vmax=1.0, alpha=1.0)
+    np.testing.assert_allclose(flat, np.broadcast_to([0.0, 0.0, 0.6], flat.shape))
+    with pytest.raises(ValueError, match="image"):
+        overlay_rgb(np.zeros((3, 3, 5)), anomaly)
+    mask = np.zeros((12, 10), bool)
+    mask[3:8, 2:7] = True
+    outlined = overlay_rgb(image, anomaly, mask, alpha=0.0)
+    ring = mask.copy()
+    ring[4:7, 3:6] = False
+    np.testing.assert_array_equal(outlined[ring], 1.0)
+    np.testing.assert_allclose(outlined[~ring], (image / 255.0)[~ring])
+    with pytest.raises(ValueError, match="mask"):
+        overlay_rgb(image, anomaly, mask[:5])
+
+
+def test_roc_and_pro_plots_draw_the_metrics_curves(rng, tmp_path):
+    pytest.importorskip("matplotlib")
+    from fastcore_ad import plot
+
+    scores, labels = rng.random(200), rng.integers(0, 2, 200)
+    ax = plot.plot_roc(scores, labels)
+    fpr, tpr, _ = metrics.roc_curve(scores, labels)
+    np.testing.assert_allclose(ax.lines[0].get_xydata(), np.c_[fpr, tpr])
+    masks = np.zeros((4, 16, 16), bool)
+    masks[:, 4:9, 5:11] = True
+    maps = rng.random(masks.shape) + masks
+    ax = plot.plot_pro(maps, masks)
+    pro_fpr, pro = metrics.pro_curve(maps, masks, max_fpr=0.3)
+    np.testing.assert_allclose(ax.lines[0].get_xydata(), np.c_[pro_fpr, pro])
+    path = plot.save_grid(tmp_path / "grid.png", [np.zeros((16, 16))] * 3, list(maps[:3]), list(masks[:3]),
+                          ["a", "b", "c"], columns=2)
+    assert Image.open(path).size[0] > 0
+    with pytest.raises(ValueError, match="same length"):
+        plot.save_grid(tmp_path / "x.png", [np.zeros((4, 4))], [], None)
+
+
+def test_plot_without_matplotlib_says_how_to_install(monkeypatch):
+    from fastcore_ad import plot
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ImportError, match="pip install matplotlib"):
+        plot.plot_roc([0.1, 0.9], [0, 1])
+
+
+# --- pipeline and the detect command ---------------------------------------------------------
+
+def test_per_position_gaussian_maps(rng):
+    train = rng.normal(size=(40, 4, 4, 3)).astype(np.float32)
+    test = rng.normal(size=(6, 4, 4, 3)).astype(np.float32)
+    test[3:, 1, 2] += 8.0
+    scores, maps = pipeline.per_position_gaussian(train, test, (16, 16), sigma=1.0, progress=False)
+    assert maps.shape == (6, 16, 16)
+    np.testing.assert_allclose(scores, maps.reshape(6, -1).max(axis=1))
+    assert scores[:3].max() < scores[3:].min()
+    hot = np.unravel_index(maps[4].argmax(), maps[4].shape)
+    assert 4 <= hot[0] < 8 and 8 <= hot[1] < 12  # grid cell (1, 2) covers rows 4..7, cols 8..11
+
+
+def _write_folder(folder, rng, count, defect_from=None):
+    folder.mkdir()
+    base = np.linspace(60, 190, 48)[None, :] + np.zeros((48, 1))
+    for i in range(count):
+        image = base + rng.normal(0, 6, base.shape)
+        if defect_from is not None and i >= defect_from:
+            image[14:34, 14:34] = 255 if i % 2 else 0
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(folder / f"img_{i:02d}.png")
+
+
+@pytest.fixture
+def tiny_backbone(monkeypatch):
+    model = EfficientNetLite0(reference.random_state(np.random.default_rng(7)), backend="numpy", progress=False)
+    monkeypatch.setattr(features, "backbone", lambda *a, **k: model)
+    return model
+
+
+def test_detect_gaussian_on_a_folder(tmp_path, rng, tiny_backbone, capsys):
+    _write_folder(tmp_path / "train", rng, 30)
+    _write_folder(tmp_path / "test", rng, 6, defect_from=4)
+    (tmp_path / "test" / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    code = cli.main(["detect", str(tmp_path / "test"), "--method", "gaussian", "--train", str(tmp_path / "train"),
+                     "--out", str(out), "--image-size", "48", "--layers", "stage2", "stage3"])
+    assert code == 0
+    printed = capsys.readouterr()
+    assert "broken.png" in printed.err and "1 file(s) skipped" in printed.out
+    with open(out / "scores.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["path"].rsplit("/", 1)[-1] for r in rows] == [f"img_{i:02d}.png" for i in range(6)]
+    ranks = {r["path"].rsplit("/", 1)[-1]: int(r["rank"]) for r in rows}
+    assert {ranks["img_04.png"], ranks["img_05.png"]} == {1, 2}
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == [f"img_{i:02d}.png" for i in range(6)]
+    assert Image.open(out / "overlays" / "img_05.png").size == (48, 48)
+
+
+def test_detect_usage_errors(tmp_path, rng, tiny_backbone, capsys):
+    _write_folder(tmp_path / "test", rng, 3)
+    assert cli.main(["detect", str(tmp_path / "test"), "--method", "gaussian"]) == 2
+    assert "--train" in capsys.readouterr().err
+    assert cli.main(["detect", str(tmp_path / "missing"), "--method", "gaussian", "--train",
+                     str(tmp_path / "test")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not HAS_MUSC, reason="fastcore_ad.musc is not part of this build")
+def test_detect_musc_zero_shot(tmp_path, rng, tiny_backbone):
+    _write_folder(tmp_path / "test", rng, 12, defect_from=10)
+    out = tmp_path / "out"
+    assert cli.main(["detect", str(tmp_path / "test"), "--out", str(out), "--image-size", "48",
+                     "--layers", "stage2", "stage3"]) == 0
+    with open(out / "scores.csv") as handle:
+        ranks = {r["path"].rsplit("/", 1)[-1]: int(r["rank"]) for r in csv.DictReader(handle)}
+    assert {ranks["img_10.png"], ranks["img_11.png"]} == {1, 2}
