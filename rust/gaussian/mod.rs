@@ -8,7 +8,7 @@
 use rayon::prelude::*;
 
 use crate::error::{invalid, CoreResult};
-use crate::linalg::{matmul, precision_cholesky_lower, MatRef, Real};
+use crate::linalg::{matmul, matmul_parallel, precision_cholesky_lower, MatRef, Real};
 
 /// Which part of the whitening matrix can be non-zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,7 +235,7 @@ fn centred_covariance<T: Real>(
     }
     let mut cov = vec![0.0f64; d * d];
     let xm = MatRef::row_major(&xc[..], n, d);
-    matmul(&mut cov, d, xm.transpose(), xm, false);
+    matmul_parallel(&mut cov, d, xm.transpose(), xm, false);
     let inv_n = 1.0 / n as f64;
     for i in 0..d {
         for j in 0..i {

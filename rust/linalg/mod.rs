@@ -104,12 +104,25 @@ impl<'a, T> MatRef<'a, T> {
 
 /// `dst[m x n] (row-major, row stride dst_rs) = a @ b`, or `+= a @ b` when `accumulate`.
 /// Single-threaded: callers parallelise over tiles.
-pub fn matmul<T: Real>(
+pub fn matmul<T: Real>(dst: &mut [T], dst_rs: usize, a: MatRef<'_, T>, b: MatRef<'_, T>, accumulate: bool) {
+    matmul_with(dst, dst_rs, a, b, accumulate, gemm::Parallelism::None)
+}
+
+/// As [`matmul`], spread over the current rayon pool: for one large product (a covariance, a
+/// factorisation's trailing update) rather than many tiles.
+pub fn matmul_parallel<T: Real>(dst: &mut [T], dst_rs: usize, a: MatRef<'_, T>, b: MatRef<'_, T>, accumulate: bool) {
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    matmul_with(dst, dst_rs, a, b, accumulate, parallelism)
+}
+
+fn matmul_with<T: Real>(
     dst: &mut [T],
     dst_rs: usize,
     a: MatRef<'_, T>,
     b: MatRef<'_, T>,
     accumulate: bool,
+    parallelism: gemm::Parallelism,
 ) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(k, b.rows, "matmul: inner dimensions differ");
@@ -154,7 +167,7 @@ pub fn matmul<T: Real>(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         );
     }
 }
@@ -225,7 +238,7 @@ pub fn cholesky_lower_in_place(a: &mut [f64], d: usize, what: &str) -> CoreResul
             let l21: Vec<f64> = (k1..d).flat_map(|i| a[i * d + k0..i * d + k1].iter().copied()).collect();
             let neg = MatRef::row_major(&panel[..], rest, nb);
             let pos = MatRef::row_major(&l21[..], rest, nb).transpose();
-            matmul(&mut a[k1 * d + k1..], d, neg, pos, true);
+            matmul_parallel(&mut a[k1 * d + k1..], d, neg, pos, true);
         }
         k0 = k1;
     }
@@ -250,7 +263,7 @@ pub fn lower_triangular_inverse(c: &[f64], d: usize) -> Vec<f64> {
         if i0 > 0 {
             let neg_c: Vec<f64> = (i0..i1).flat_map(|i| c[i * d..i * d + i0].iter().map(|v| -v)).collect();
             let xm = MatRef { data: &x[..], rows: i0, cols: i0, row_stride: d, col_stride: 1 };
-            matmul(&mut rhs[..], i1, MatRef::row_major(&neg_c[..], nb, i0), xm, false);
+            matmul_parallel(&mut rhs[..], i1, MatRef::row_major(&neg_c[..], nb, i0), xm, false);
         }
         for r in 0..nb {
             rhs[r * i1 + i0 + r] += 1.0;
