@@ -321,3 +321,10 @@ def test_cuda_model_matches_cpu_model(rng):
     gpu = MuSc().predict([cp.asarray(lv) for lv in layers])
     close(gpu.patch_scores.get(), cpu.patch_scores.astype(np.float64), np.float32)
     assert isinstance(gpu.anomaly_maps(28), cp.ndarray)
+
+
+def test_rscin_scores_spanning_the_float_range_stay_finite():
+    # max - min of these scores overflows to inf; the min-max normalisation gave NaN.
+    out = musc.rscin(np.array([-1e308, 1e308, 0.0]), np.eye(3), k_list=(1,))
+    np.testing.assert_allclose(out, [0.0, 1.0, 0.5])
+
