@@ -328,3 +328,14 @@ def test_rscin_scores_spanning_the_float_range_stay_finite():
     out = musc.rscin(np.array([-1e308, 1e308, 0.0]), np.eye(3), k_list=(1,))
     np.testing.assert_allclose(out, [0.0, 1.0, 0.5])
 
+
+@pytest.mark.parametrize("r", [float("inf"), float("nan"), 2**70 + 1, None])
+def test_lnamd_degree_out_of_range_is_a_value_error(rng, r):
+    with pytest.raises(ValueError, match="degrees"):
+        musc.lnamd(rng.normal(size=(2, 3, 3, 4)), r)
+
+
+def test_anomaly_map_sigma_must_be_finite(rng):
+    result = MuSc(degrees=(1,), progress=False).predict(rng.normal(size=(3, 4, 4, 8)))
+    with pytest.raises(ValueError, match="sigma"):
+        result.anomaly_maps(16, sigma=float("inf"))

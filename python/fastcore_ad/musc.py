@@ -51,7 +51,11 @@ def _check_ratio(top_ratio) -> float:
 
 
 def _check_degree(r) -> int:
-    if isinstance(r, bool) or int(r) != r or int(r) < 1 or int(r) % 2 == 0:
+    try:
+        whole = int(r)
+    except (TypeError, ValueError, OverflowError):  # None, "3", NaN, inf
+        whole = None
+    if isinstance(r, bool) or whole is None or whole != r or whole < 1 or whole % 2 == 0 or whole >= 1 << 31:
         raise ValueError(f"degrees: every box size r must be a positive odd integer, got {r!r}")
     return int(r)
 
@@ -316,8 +320,8 @@ class MuScResult:
         rows = _upsample_matrix(height, h)
         cols = _upsample_matrix(width, w)
         if sigma is not None:
-            if not float(sigma) > 0:
-                raise ValueError(f"sigma: must be > 0, got {sigma}")
+            if not 0 < float(sigma) < float("inf"):
+                raise ValueError(f"sigma: must be finite and > 0, got {sigma}")
             rows = _gaussian_matrix(height, float(sigma)) @ rows
             cols = _gaussian_matrix(width, float(sigma)) @ cols
         rows = xp.asarray(rows, dtype=maps.dtype)
