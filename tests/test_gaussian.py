@@ -242,3 +242,28 @@ def test_cuda_per_position_matches_rust(rng):
     cpu = model.decision_function(test)
     gpu = model.decision_function(cp.asarray(test))
     np.testing.assert_allclose(gpu.get(), cpu, rtol=1e-4)
+
+
+def test_per_position_means_of_the_wrong_shape_are_rejected(rng):
+    x = rng.normal(size=(5, 9, 4))
+    factors = np.broadcast_to(np.eye(4), (9, 4, 4)).copy()
+    # [3, 12] holds 9 * 4 values but is not [9, 4]: it used to be reshaped silently.
+    for means in (np.zeros((3, 12)), np.zeros(36)):
+        with pytest.raises(ValueError, match="means"):
+            mahalanobis_per_position(x, means, factors)
+    maps = x.reshape(5, 3, 3, 4)
+    np.testing.assert_allclose(mahalanobis_per_position(maps, np.zeros((3, 3, 4)), factors),
+                               np.linalg.norm(maps, axis=-1))
+
+
+def test_infinite_reg_is_a_value_error(rng):
+    with pytest.raises(ValueError, match="reg"):
+        GaussianAD(reg=np.inf, progress=False).fit(rng.normal(size=(20, 3)))
+
+
+def test_levels_with_different_sample_counts_are_rejected(rng):
+    with pytest.raises(ValueError, match=r"X\[1\]: expected 20 samples"):
+        GaussianAD(progress=False).fit([rng.normal(size=(20, 3)), rng.normal(size=(25, 2))])
+    model = GaussianAD(progress=False).fit([rng.normal(size=(20, 3)), rng.normal(size=(20, 2))])
+    with pytest.raises(ValueError, match=r"X\[1\]: expected 2 samples"):
+        model.decision_function([rng.normal(size=(2, 3)), rng.normal(size=(3, 2))])
