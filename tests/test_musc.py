@@ -339,3 +339,11 @@ def test_anomaly_map_sigma_must_be_finite(rng):
     result = MuSc(degrees=(1,), progress=False).predict(rng.normal(size=(3, 4, 4, 8)))
     with pytest.raises(ValueError, match="sigma"):
         result.anomaly_maps(16, sigma=float("inf"))
+
+
+def test_huge_max_memory_and_window_are_accepted(rng):
+    patches = rng.normal(size=(3, 4, 8))
+    np.testing.assert_array_equal(musc.mutual_scores(patches, max_memory=2**70), musc.mutual_scores(patches))
+    scores, embeddings = np.array([1.0, 3.0, 2.0]), rng.normal(size=(3, 4))
+    np.testing.assert_array_equal(musc.rscin(scores, embeddings, k_list=(2**70,)),
+                                  musc.rscin(scores, embeddings, k_list=(3,)))

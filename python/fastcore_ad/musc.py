@@ -66,7 +66,7 @@ def _check_memory(max_memory):
     value = int(max_memory)
     if value <= 0:
         raise ValueError(f"max_memory: must be a positive number of bytes, got {max_memory}")
-    return value
+    return min(value, 2**63 - 1)  # more than any machine holds; keeps it a 64-bit size
 
 
 def top_k(references: int, top_ratio: float) -> int:
@@ -174,6 +174,7 @@ def rscin(image_scores, embeddings, k_list=(1, 2, 3), *, n_jobs=None):
     ks = [int(k) for k in k_list]
     if not ks or any(k < 1 for k in ks):
         raise ValueError(f"k_list: needs at least one window, each >= 1, got {tuple(k_list)}")
+    ks = [min(k, s.shape[0]) for k in ks]  # a window past N keeps every image (and fits 64 bits)
     # N x N with N images: small; the GPU path runs the same host kernel and returns cupy.
     out = _core.musc_rscin(s, e, ks, n_jobs)
     return xp_of(backend).asarray(out) if backend == "cupy" else out
