@@ -484,3 +484,13 @@ def test_big_endian_logits_equal_native(rng):
     targets = rng.integers(0, 7, (2, 5))
     np.testing.assert_array_equal(mia.token_stats(logits.astype(">f4"), targets).logp,
                                   mia.token_stats(logits, targets).logp)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_huge_uniform_logits_keep_log_vocabulary(dtype):
+    # max + ln(V) rounds to max for logits near 3e38: logp and mu came out 0 instead of -ln V.
+    logits = np.full((1, 3, 7), 3e38, dtype=dtype)
+    stats = mia.token_stats(logits, np.array([[0, 3, 6]]))
+    np.testing.assert_allclose(stats.logp, -np.log(7), rtol=1e-6)
+    np.testing.assert_allclose(stats.mu, -np.log(7), rtol=1e-6)
+    np.testing.assert_array_equal(stats.sigma, 0.0)
