@@ -144,3 +144,13 @@ def test_huge_thread_count_is_capped_not_spawned():
     scores, labels = np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])
     assert metrics.auroc(scores, labels, n_jobs=10**6) == 0.75
     assert _core.resolve_threads(10**6) <= 4 * (os.cpu_count() or 1)
+
+
+def test_rates_given_as_one_number_or_not_a_number():
+    scores, labels = [0.9, 0.8, 0.7, 0.1], [1, 0, 1, 0]
+    r = metrics.evaluate(scores, labels, max_fprs=0.5, min_tprs=1.0)
+    assert r["tpr@fpr=0.5"] == 1.0 and r["fpr@tpr=1"] == 0.5
+    with pytest.raises(TypeError, match="max_fpr"):
+        metrics.tpr_at_fpr(scores, labels, max_fpr="a")
+    with pytest.raises(TypeError, match="min_tpr"):
+        metrics.fpr_at_tpr(scores, labels, min_tpr=None)
