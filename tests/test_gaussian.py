@@ -267,3 +267,13 @@ def test_levels_with_different_sample_counts_are_rejected(rng):
     model = GaussianAD(progress=False).fit([rng.normal(size=(20, 3)), rng.normal(size=(20, 2))])
     with pytest.raises(ValueError, match=r"X\[1\]: expected 2 samples"):
         model.decision_function([rng.normal(size=(2, 3)), rng.normal(size=(3, 2))])
+
+
+def test_distances_past_the_float64_range_are_an_error_not_inf():
+    # The squared norm of [1e200, 1e200] overflows float64: it used to come back as inf.
+    with pytest.raises(ValueError, match="overflow"):
+        mahalanobis(np.array([[1e200, 1e200]]), np.zeros(2), np.eye(2))
+    with pytest.raises(ValueError, match="overflow"):
+        mahalanobis_per_position(np.full((1, 1, 2), 1e200), np.zeros((1, 2)), np.eye(2)[None])
+    big = mahalanobis(np.float32([[1e38, 1e38]]), np.zeros(2, np.float32), np.eye(2, dtype=np.float32))
+    np.testing.assert_allclose(big, [np.sqrt(2) * 1e38], rtol=1e-6)

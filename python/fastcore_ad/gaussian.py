@@ -57,6 +57,14 @@ def _whitened_norms_cuda(x, mean, factor, shape: str, positions: int = 1):
     return cp.sqrt(out_sq).T.astype(x.dtype)
 
 
+def _check_overflow(distances, backend):
+    # Finite inputs give finite distances unless the squared whitened norm passes float64's
+    # range (features beyond about 1e154) or the distance passes the output dtype's:
+    # an error, not a silent inf.
+    if not bool(xp_of(backend).isfinite(distances).all()):
+        raise ValueError(f"x: the distances overflow {distances.dtype}; rescale the features")
+
+
 def mahalanobis(x, mean, precision_cholesky, *, n_jobs=None):
     """Mahalanobis distance (not squared) of each row of ``x`` to a Gaussian.
 
@@ -91,6 +99,7 @@ def mahalanobis(x, mean, precision_cholesky, *, n_jobs=None):
         out = _whitened_norms_cuda(x, mean, factor, shape)[:, 0]
     else:
         out = _core.mahalanobis(x, mean, factor, shape, n_jobs)
+    _check_overflow(out, backend)
     return out[0] if single else out
 
 
@@ -119,6 +128,7 @@ def mahalanobis_per_position(x, means, precision_choleskys, *, n_jobs=None):
         out = _whitened_norms_cuda(x, means, factors, "lower", positions)
     else:
         out = _core.mahalanobis_per_position(x, means, factors, "lower", n_jobs)
+    _check_overflow(out, backend)
     return out.reshape((m, *spatial)) if spatial is not None else out
 
 
