@@ -154,3 +154,12 @@ def test_rates_given_as_one_number_or_not_a_number():
         metrics.tpr_at_fpr(scores, labels, max_fpr="a")
     with pytest.raises(TypeError, match="min_tpr"):
         metrics.fpr_at_tpr(scores, labels, min_tpr=None)
+
+
+def test_thread_counts_past_64_bits_are_saturated():
+    scores, labels = np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])
+    assert metrics.auroc(scores, labels, n_jobs=2**70) == 0.75
+    assert metrics.auroc(scores, labels, n_jobs=-(2**70)) == 0.75
+    assert _core.resolve_threads(-(2**70)) == 1
+    with pytest.raises(TypeError, match="n_jobs"):
+        metrics.auroc(scores, labels, n_jobs=1.5)
