@@ -347,3 +347,17 @@ def test_huge_max_memory_and_window_are_accepted(rng):
     scores, embeddings = np.array([1.0, 3.0, 2.0]), rng.normal(size=(3, 4))
     np.testing.assert_array_equal(musc.rscin(scores, embeddings, k_list=(2**70,)),
                                   musc.rscin(scores, embeddings, k_list=(3,)))
+
+
+def test_large_sigma_smooths_without_one_pass_per_tap(rng):
+    # sigma=1e5 on a 16-pixel map used to loop over 800001 taps (sigma=1e9: 64 GB of taps).
+    result = MuSc(degrees=(1,), progress=False).predict(rng.normal(size=(3, 4, 4, 8)))
+    maps = result.anomaly_maps(16, sigma=1e5)
+    np.testing.assert_allclose(maps, np.broadcast_to(maps.mean(axis=(1, 2), keepdims=True), maps.shape), rtol=1e-6)
+    with pytest.raises(ValueError, match="sigma"):
+        result.anomaly_maps(16, sigma=1e9)
+    # A kernel wider than the reflection period still equals scipy's filter.
+    scipy_ndimage = pytest.importorskip("scipy.ndimage")
+    plain = result.anomaly_maps(16)
+    np.testing.assert_allclose(result.anomaly_maps(16, sigma=7.5),
+                               scipy_ndimage.gaussian_filter(plain, sigma=(0, 7.5, 7.5), mode="reflect"), rtol=1e-5, atol=1e-6)

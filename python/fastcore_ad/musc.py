@@ -269,18 +269,28 @@ def _upsample_matrix(out_size: int, in_size: int):
     return weights
 
 
+_MAX_SMOOTHING_RADIUS = 1 << 22  # taps held at once; sigma up to about a million pixels
+
+
 def _gaussian_matrix(size: int, sigma: float, truncate: float = 4.0):
     """[size, size] 1-D Gaussian filter as scipy.ndimage.gaussian_filter1d (mode='reflect')."""
     radius = int(truncate * sigma + 0.5)
-    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    if radius > _MAX_SMOOTHING_RADIUS:
+        raise ValueError(f"sigma: at most {_MAX_SMOOTHING_RADIUS / truncate:g} pixels, got {sigma}")
+    offsets = np.arange(-radius, radius + 1)
+    taps = np.exp(-0.5 * (offsets / sigma) ** 2)
     taps /= taps.sum()
+    # 'reflect' (half-sample symmetric) has period 2*size: offsets equal modulo the period land
+    # on the same pixel, so their taps are folded first (one pass per residue, not per tap).
+    period = 2 * size
+    folded = np.bincount(np.mod(offsets, period), weights=taps, minlength=period)
     weights = np.zeros((size, size))
-    for offset, tap in zip(range(-radius, radius + 1), taps):
-        idx = np.arange(size) + offset
-        # 'reflect' (half-sample symmetric): -1 -> 0, size -> size-1, with period 2*size.
-        idx = np.mod(idx, 2 * size)
-        idx = np.where(idx >= size, 2 * size - 1 - idx, idx)
-        np.add.at(weights, (np.arange(size), idx), tap)
+    rows = np.arange(size)
+    for offset in np.flatnonzero(folded):
+        # -1 -> 0, size -> size-1.
+        idx = np.mod(rows + offset, period)
+        idx = np.where(idx >= size, period - 1 - idx, idx)
+        np.add.at(weights, (rows, idx), folded[offset])
     return weights
 
 
