@@ -172,10 +172,11 @@ __global__ void token_stats(const T* __restrict__ logits, i64 batch, i64 time, i
                 if (any_bad || !(st.weight > A(0))) {
                     logp[row] = FCA_NAN; mu[row] = FCA_NAN; sigma[row] = FCA_NAN;
                 } else {
-                    double lse = (double)st.max + log((double)st.weight);
+                    // Relative to the maximum first, as the Rust kernel (huge logits keep ln(weight)).
+                    double log_weight = log((double)st.weight);
                     double zt = (double)fca_widen(p[targets[row]]);
-                    logp[row] = zt - lse;
-                    mu[row] = (double)st.mean - lse;
+                    logp[row] = (zt - (double)st.max) - log_weight;
+                    mu[row] = ((double)st.mean - (double)st.max) - log_weight;
                     sigma[row] = sqrt((double)st.m2 / (double)st.weight);
                 }
             }

@@ -26,8 +26,11 @@ pub fn resolve_threads(n_jobs: Option<i64>) -> usize {
             .ok()
             .and_then(|v| v.trim().parse::<i64>().ok())
     };
+    // More threads than a few per CPU only add overhead, and a huge request (n_jobs=10**6)
+    // would try to start that many OS threads.
+    let most = cpus.saturating_mul(4);
     match n_jobs.or_else(from_env) {
-        Some(n) if n > 0 => n as usize,
+        Some(n) if n > 0 => (n.min(most as i64)) as usize,
         Some(n) if n < 0 => {
             // scikit-learn convention: -1 = all CPUs, -2 = all but one, ...
             let k = cpus as i64 + 1 + n;

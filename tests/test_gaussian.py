@@ -242,3 +242,38 @@ def test_cuda_per_position_matches_rust(rng):
     cpu = model.decision_function(test)
     gpu = model.decision_function(cp.asarray(test))
     np.testing.assert_allclose(gpu.get(), cpu, rtol=1e-4)
+
+
+def test_per_position_means_of_the_wrong_shape_are_rejected(rng):
+    x = rng.normal(size=(5, 9, 4))
+    factors = np.broadcast_to(np.eye(4), (9, 4, 4)).copy()
+    # [3, 12] holds 9 * 4 values but is not [9, 4]: it used to be reshaped silently.
+    for means in (np.zeros((3, 12)), np.zeros(36)):
+        with pytest.raises(ValueError, match="means"):
+            mahalanobis_per_position(x, means, factors)
+    maps = x.reshape(5, 3, 3, 4)
+    np.testing.assert_allclose(mahalanobis_per_position(maps, np.zeros((3, 3, 4)), factors),
+                               np.linalg.norm(maps, axis=-1))
+
+
+def test_infinite_reg_is_a_value_error(rng):
+    with pytest.raises(ValueError, match="reg"):
+        GaussianAD(reg=np.inf, progress=False).fit(rng.normal(size=(20, 3)))
+
+
+def test_levels_with_different_sample_counts_are_rejected(rng):
+    with pytest.raises(ValueError, match=r"X\[1\]: expected 20 samples"):
+        GaussianAD(progress=False).fit([rng.normal(size=(20, 3)), rng.normal(size=(25, 2))])
+    model = GaussianAD(progress=False).fit([rng.normal(size=(20, 3)), rng.normal(size=(20, 2))])
+    with pytest.raises(ValueError, match=r"X\[1\]: expected 2 samples"):
+        model.decision_function([rng.normal(size=(2, 3)), rng.normal(size=(3, 2))])
+
+
+def test_distances_past_the_float64_range_are_an_error_not_inf():
+    # The squared norm of [1e200, 1e200] overflows float64: it used to come back as inf.
+    with pytest.raises(ValueError, match="overflow"):
+        mahalanobis(np.array([[1e200, 1e200]]), np.zeros(2), np.eye(2))
+    with pytest.raises(ValueError, match="overflow"):
+        mahalanobis_per_position(np.full((1, 1, 2), 1e200), np.zeros((1, 2)), np.eye(2)[None])
+    big = mahalanobis(np.float32([[1e38, 1e38]]), np.zeros(2, np.float32), np.eye(2, dtype=np.float32))
+    np.testing.assert_allclose(big, [np.sqrt(2) * 1e38], rtol=1e-6)

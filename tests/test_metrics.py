@@ -1,9 +1,11 @@
+import os
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from fastcore_ad import metrics
+from fastcore_ad import _core, metrics
 from tests.reference import metrics as ref
 
 
@@ -135,3 +137,29 @@ def test_aupro_errors():
         metrics.aupro(np.zeros((1, 3, 3)), np.zeros((1, 3, 4), bool))
     with pytest.raises(ValueError, match="NaN"):
         metrics.aupro(np.full((1, 3, 3), np.nan), np.ones((1, 3, 3), bool))
+
+
+def test_huge_thread_count_is_capped_not_spawned():
+    # n_jobs=10**6 used to try to start a million OS threads (the call never returned).
+    scores, labels = np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])
+    assert metrics.auroc(scores, labels, n_jobs=10**6) == 0.75
+    assert _core.resolve_threads(10**6) <= 4 * (os.cpu_count() or 1)
+
+
+def test_rates_given_as_one_number_or_not_a_number():
+    scores, labels = [0.9, 0.8, 0.7, 0.1], [1, 0, 1, 0]
+    r = metrics.evaluate(scores, labels, max_fprs=0.5, min_tprs=1.0)
+    assert r["tpr@fpr=0.5"] == 1.0 and r["fpr@tpr=1"] == 0.5
+    with pytest.raises(TypeError, match="max_fpr"):
+        metrics.tpr_at_fpr(scores, labels, max_fpr="a")
+    with pytest.raises(TypeError, match="min_tpr"):
+        metrics.fpr_at_tpr(scores, labels, min_tpr=None)
+
+
+def test_thread_counts_past_64_bits_are_saturated():
+    scores, labels = np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])
+    assert metrics.auroc(scores, labels, n_jobs=2**70) == 0.75
+    assert metrics.auroc(scores, labels, n_jobs=-(2**70)) == 0.75
+    assert _core.resolve_threads(-(2**70)) == 1
+    with pytest.raises(TypeError, match="n_jobs"):
+        metrics.auroc(scores, labels, n_jobs=1.5)

@@ -462,3 +462,35 @@ def test_cuda_scores_and_masks_match_rust(rng):
     gpu = mia.score_logits(cp.asarray(logits), cp.asarray(ids[:, 1:]), cp.asarray(lengths))
     for key in cpu:
         np.testing.assert_allclose(gpu[key], cpu[key], rtol=1e-5, atol=1e-5, err_msg=key)
+
+
+def test_loss_rejects_nan_at_scored_positions():
+    logp = np.array([[-1.0, np.nan, -2.0]])
+    with pytest.raises(ValueError, match="NaN"):
+        mia.loss(logp)
+    assert mia.loss(logp, mask=np.array([1])).tolist() == [1.0]  # masked NaN is fine
+
+
+def test_ratios_sharing_a_key_are_rejected(rng):
+    logits = rng.normal(size=(2, 5, 7))
+    targets = rng.integers(0, 7, (2, 5))
+    with pytest.raises(ValueError, match="ratios"):
+        mia.score_logits(logits, targets, ratios=(0.2, 0.2000001))
+    assert sorted(mia.score_logits(logits, targets, ratios=(0.2, 0.2))) == ["loss", "min_k++@0.2", "min_k@0.2"]
+
+
+def test_big_endian_logits_equal_native(rng):
+    logits = rng.normal(size=(2, 5, 7)).astype(np.float32)
+    targets = rng.integers(0, 7, (2, 5))
+    np.testing.assert_array_equal(mia.token_stats(logits.astype(">f4"), targets).logp,
+                                  mia.token_stats(logits, targets).logp)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_huge_uniform_logits_keep_log_vocabulary(dtype):
+    # max + ln(V) rounds to max for logits near 3e38: logp and mu came out 0 instead of -ln V.
+    logits = np.full((1, 3, 7), 3e38, dtype=dtype)
+    stats = mia.token_stats(logits, np.array([[0, 3, 6]]))
+    np.testing.assert_allclose(stats.logp, -np.log(7), rtol=1e-6)
+    np.testing.assert_allclose(stats.mu, -np.log(7), rtol=1e-6)
+    np.testing.assert_array_equal(stats.sigma, 0.0)

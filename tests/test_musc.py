@@ -321,3 +321,43 @@ def test_cuda_model_matches_cpu_model(rng):
     gpu = MuSc().predict([cp.asarray(lv) for lv in layers])
     close(gpu.patch_scores.get(), cpu.patch_scores.astype(np.float64), np.float32)
     assert isinstance(gpu.anomaly_maps(28), cp.ndarray)
+
+
+def test_rscin_scores_spanning_the_float_range_stay_finite():
+    # max - min of these scores overflows to inf; the min-max normalisation gave NaN.
+    out = musc.rscin(np.array([-1e308, 1e308, 0.0]), np.eye(3), k_list=(1,))
+    np.testing.assert_allclose(out, [0.0, 1.0, 0.5])
+
+
+@pytest.mark.parametrize("r", [float("inf"), float("nan"), 2**70 + 1, None])
+def test_lnamd_degree_out_of_range_is_a_value_error(rng, r):
+    with pytest.raises(ValueError, match="degrees"):
+        musc.lnamd(rng.normal(size=(2, 3, 3, 4)), r)
+
+
+def test_anomaly_map_sigma_must_be_finite(rng):
+    result = MuSc(degrees=(1,), progress=False).predict(rng.normal(size=(3, 4, 4, 8)))
+    with pytest.raises(ValueError, match="sigma"):
+        result.anomaly_maps(16, sigma=float("inf"))
+
+
+def test_huge_max_memory_and_window_are_accepted(rng):
+    patches = rng.normal(size=(3, 4, 8))
+    np.testing.assert_array_equal(musc.mutual_scores(patches, max_memory=2**70), musc.mutual_scores(patches))
+    scores, embeddings = np.array([1.0, 3.0, 2.0]), rng.normal(size=(3, 4))
+    np.testing.assert_array_equal(musc.rscin(scores, embeddings, k_list=(2**70,)),
+                                  musc.rscin(scores, embeddings, k_list=(3,)))
+
+
+def test_large_sigma_smooths_without_one_pass_per_tap(rng):
+    # sigma=1e5 on a 16-pixel map used to loop over 800001 taps (sigma=1e9: 64 GB of taps).
+    result = MuSc(degrees=(1,), progress=False).predict(rng.normal(size=(3, 4, 4, 8)))
+    maps = result.anomaly_maps(16, sigma=1e5)
+    np.testing.assert_allclose(maps, np.broadcast_to(maps.mean(axis=(1, 2), keepdims=True), maps.shape), rtol=1e-6)
+    with pytest.raises(ValueError, match="sigma"):
+        result.anomaly_maps(16, sigma=1e9)
+    # A kernel wider than the reflection period still equals scipy's filter.
+    scipy_ndimage = pytest.importorskip("scipy.ndimage")
+    plain = result.anomaly_maps(16)
+    np.testing.assert_allclose(result.anomaly_maps(16, sigma=7.5),
+                               scipy_ndimage.gaussian_filter(plain, sigma=(0, 7.5, 7.5), mode="reflect"), rtol=1e-5, atol=1e-6)

@@ -57,6 +57,14 @@ def _whitened_norms_cuda(x, mean, factor, shape: str, positions: int = 1):
     return cp.sqrt(out_sq).T.astype(x.dtype)
 
 
+def _check_overflow(distances, backend):
+    # Finite inputs give finite distances unless the squared whitened norm passes float64's
+    # range (features beyond about 1e154) or the distance passes the output dtype's:
+    # an error, not a silent inf.
+    if not bool(xp_of(backend).isfinite(distances).all()):
+        raise ValueError(f"x: the distances overflow {distances.dtype}; rescale the features")
+
+
 def mahalanobis(x, mean, precision_cholesky, *, n_jobs=None):
     """Mahalanobis distance (not squared) of each row of ``x`` to a Gaussian.
 
@@ -91,6 +99,7 @@ def mahalanobis(x, mean, precision_cholesky, *, n_jobs=None):
         out = _whitened_norms_cuda(x, mean, factor, shape)[:, 0]
     else:
         out = _core.mahalanobis(x, mean, factor, shape, n_jobs)
+    _check_overflow(out, backend)
     return out[0] if single else out
 
 
@@ -107,9 +116,11 @@ def mahalanobis_per_position(x, means, precision_choleskys, *, n_jobs=None):
     m, d = x.shape[0], x.shape[-1]
     x = x.reshape(m, -1, d)
     positions = x.shape[1]
-    means = float_array(arrays["means"], "means", backend=backend, dtype=x.dtype).reshape(-1, d)
+    means = float_array(arrays["means"], "means", backend=backend, dtype=x.dtype)
     factors = float_array(arrays["precision_choleskys"], "precision_choleskys", backend=backend, dtype=x.dtype)
-    if means.shape[0] != positions or factors.shape != (positions, d, d):
+    # [P, d], or [H, W, d] for feature maps; anything else is not reshaped silently.
+    mean_shapes = ((positions, d),) if spatial is None else ((positions, d), (*spatial, d))
+    if tuple(means.shape) not in mean_shapes or factors.shape != (positions, d, d):
         raise ValueError(
             f"means / precision_choleskys: expected [{positions}, {d}] and [{positions}, {d}, {d}] for x of "
             f"shape {tuple(x.shape)}, got {tuple(means.shape)} and {tuple(factors.shape)}")
@@ -117,6 +128,7 @@ def mahalanobis_per_position(x, means, precision_choleskys, *, n_jobs=None):
         out = _whitened_norms_cuda(x, means, factors, "lower", positions)
     else:
         out = _core.mahalanobis_per_position(x, means, factors, "lower", n_jobs)
+    _check_overflow(out, backend)
     return out.reshape((m, *spatial)) if spatial is not None else out
 
 
@@ -191,8 +203,8 @@ class GaussianAD:
     def _check_params(self):
         if self.covariance not in ("ledoit_wolf", "empirical", "oas"):
             raise ValueError(f"covariance: expected 'ledoit_wolf', 'empirical' or 'oas', got {self.covariance!r}")
-        if not (float(self.reg) >= 0.0):
-            raise ValueError(f"reg: must be >= 0, got {self.reg}")
+        if not (0.0 <= float(self.reg) < float("inf")):
+            raise ValueError(f"reg: must be finite and >= 0, got {self.reg}")
         if not (0.0 <= float(self.contamination) < 0.5):
             raise ValueError(f"contamination: must lie in [0, 0.5), got {self.contamination}")
         if self.npca is not None and not (0.0 < float(self.npca) < 1.0):
@@ -323,6 +335,8 @@ class GaussianAD:
         total = None
         for i, (level, data) in enumerate(zip(self.levels_, levels)):
             s = self._score_level(level, data, i)
+            if total is not None and s.shape[0] != total.shape[0]:
+                raise ValueError(f"X[{i}]: expected {total.shape[0]} samples like X[0], got {s.shape[0]}")
             total = s if total is None else total + s
         return total
 

@@ -65,7 +65,10 @@ def _prepare(scores, labels):
 
 
 def _check_rate(value: float, name: str) -> float:
-    value = float(value)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected a number in [0, 1], got {value!r}") from None
     if not 0.0 <= value <= 1.0 or value != value:
         raise ValueError(f"{name}: must lie in [0, 1], got {value}")
     return value
@@ -132,8 +135,8 @@ def evaluate(scores, labels, *, max_fprs=(0.05, 0.01), min_tprs=(0.95,), n_jobs=
     >>> r["auroc"], r["tpr@fpr=0.05"]
     (0.75, 0.5)
     """
-    max_fprs = [_check_rate(v, "max_fprs") for v in max_fprs]
-    min_tprs = [_check_rate(v, "min_tprs") for v in min_tprs]
+    max_fprs = [_check_rate(v, "max_fprs") for v in np.atleast_1d(max_fprs).tolist()]
+    min_tprs = [_check_rate(v, "min_tprs") for v in np.atleast_1d(min_tprs).tolist()]
     s = _summary(scores, labels, max_fprs, min_tprs, n_jobs)
     out = {"auroc": s["auroc"], "average_precision": s["average_precision"], "f1_max": s["f1_max"]}
     out.update({f"tpr@fpr={v:g}": t for v, t in zip(max_fprs, s["tpr_at_fpr"])})

@@ -98,6 +98,8 @@ def _logits_array(logits):
             half = "bfloat16"
         elif arr.dtype == np.float16:
             half = "float16"
+        elif arr.dtype.kind == "f" and arr.dtype.itemsize in (4, 8) and not arr.dtype.isnative:
+            arr = arr.astype(arr.dtype.newbyteorder("="))  # big-endian float32/64: native copy
         elif arr.dtype not in (np.float32, np.float64):
             raise TypeError(f"logits: expected float32, float64, float16 or bfloat16, got dtype {arr.dtype}")
     if arr.ndim != 3:
@@ -312,6 +314,9 @@ def loss(logp, mask=None):
     arr, backend, single = _values_2d(logp, "logp")
     xp = xp_of(backend)
     m = _mask_array(mask, arr.shape[0], arr.shape[1], backend)
+    kept_nan = xp.isnan(arr) if m is None else (xp.isnan(arr) & (m != 0))
+    if bool(kept_nan.any()):
+        raise ValueError("logp: contains NaN at a scored position")
     if m is None:
         out = -arr.mean(axis=1)
     else:
@@ -392,6 +397,10 @@ def score_logits(logits, targets, mask=None, ratios=DEFAULT_RATIOS, *, texts=Non
     ['loss', 'min_k++@0.2', 'min_k++@0.5', 'min_k@0.2', 'min_k@0.5']
     """
     rs = _ratios(ratios)
+    keys = {}
+    for r in rs:
+        if keys.setdefault(f"{r:g}", r) != r:
+            raise ValueError(f"ratios: {keys[f'{r:g}']!r} and {r!r} share the key {r:g}; give distinct ratios")
     stats = token_stats(logits, targets, mask, n_jobs=n_jobs)
     backend = "cupy" if is_cupy(stats.logp) else "numpy"
     b, t = stats.logp.shape

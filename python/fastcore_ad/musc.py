@@ -51,7 +51,11 @@ def _check_ratio(top_ratio) -> float:
 
 
 def _check_degree(r) -> int:
-    if isinstance(r, bool) or int(r) != r or int(r) < 1 or int(r) % 2 == 0:
+    try:
+        whole = int(r)
+    except (TypeError, ValueError, OverflowError):  # None, "3", NaN, inf
+        whole = None
+    if isinstance(r, bool) or whole is None or whole != r or whole < 1 or whole % 2 == 0 or whole >= 1 << 31:
         raise ValueError(f"degrees: every box size r must be a positive odd integer, got {r!r}")
     return int(r)
 
@@ -62,7 +66,7 @@ def _check_memory(max_memory):
     value = int(max_memory)
     if value <= 0:
         raise ValueError(f"max_memory: must be a positive number of bytes, got {max_memory}")
-    return value
+    return min(value, 2**63 - 1)  # more than any machine holds; keeps it a 64-bit size
 
 
 def top_k(references: int, top_ratio: float) -> int:
@@ -170,6 +174,7 @@ def rscin(image_scores, embeddings, k_list=(1, 2, 3), *, n_jobs=None):
     ks = [int(k) for k in k_list]
     if not ks or any(k < 1 for k in ks):
         raise ValueError(f"k_list: needs at least one window, each >= 1, got {tuple(k_list)}")
+    ks = [min(k, s.shape[0]) for k in ks]  # a window past N keeps every image (and fits 64 bits)
     # N x N with N images: small; the GPU path runs the same host kernel and returns cupy.
     out = _core.musc_rscin(s, e, ks, n_jobs)
     return xp_of(backend).asarray(out) if backend == "cupy" else out
@@ -264,18 +269,28 @@ def _upsample_matrix(out_size: int, in_size: int):
     return weights
 
 
+_MAX_SMOOTHING_RADIUS = 1 << 22  # taps held at once; sigma up to about a million pixels
+
+
 def _gaussian_matrix(size: int, sigma: float, truncate: float = 4.0):
     """[size, size] 1-D Gaussian filter as scipy.ndimage.gaussian_filter1d (mode='reflect')."""
     radius = int(truncate * sigma + 0.5)
-    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    if radius > _MAX_SMOOTHING_RADIUS:
+        raise ValueError(f"sigma: at most {_MAX_SMOOTHING_RADIUS / truncate:g} pixels, got {sigma}")
+    offsets = np.arange(-radius, radius + 1)
+    taps = np.exp(-0.5 * (offsets / sigma) ** 2)
     taps /= taps.sum()
+    # 'reflect' (half-sample symmetric) has period 2*size: offsets equal modulo the period land
+    # on the same pixel, so their taps are folded first (one pass per residue, not per tap).
+    period = 2 * size
+    folded = np.bincount(np.mod(offsets, period), weights=taps, minlength=period)
     weights = np.zeros((size, size))
-    for offset, tap in zip(range(-radius, radius + 1), taps):
-        idx = np.arange(size) + offset
-        # 'reflect' (half-sample symmetric): -1 -> 0, size -> size-1, with period 2*size.
-        idx = np.mod(idx, 2 * size)
-        idx = np.where(idx >= size, 2 * size - 1 - idx, idx)
-        np.add.at(weights, (np.arange(size), idx), tap)
+    rows = np.arange(size)
+    for offset in np.flatnonzero(folded):
+        # -1 -> 0, size -> size-1.
+        idx = np.mod(rows + offset, period)
+        idx = np.where(idx >= size, period - 1 - idx, idx)
+        np.add.at(weights, (rows, idx), folded[offset])
     return weights
 
 
@@ -316,8 +331,8 @@ class MuScResult:
         rows = _upsample_matrix(height, h)
         cols = _upsample_matrix(width, w)
         if sigma is not None:
-            if not float(sigma) > 0:
-                raise ValueError(f"sigma: must be > 0, got {sigma}")
+            if not 0 < float(sigma) < float("inf"):
+                raise ValueError(f"sigma: must be finite and > 0, got {sigma}")
             rows = _gaussian_matrix(height, float(sigma)) @ rows
             cols = _gaussian_matrix(width, float(sigma)) @ cols
         rows = xp.asarray(rows, dtype=maps.dtype)

@@ -303,8 +303,12 @@ fn chunk_moments<S: Copy, A: Lane, const W: usize>(src: &[S], widen: impl Fn(S) 
 fn finish(total: Option<Moments>, target_logit: f64) -> (f64, f64, f64) {
     match total {
         Some(total) if total.weight > 0.0 => {
-            let lse = total.max + total.weight.ln();
-            (target_logit - lse, total.mean - lse, (total.m2 / total.weight).sqrt())
+            // Relative to the maximum first: `max + ln(weight)` would lose ln(weight) when the
+            // logits are huge (uniform logits of 3e38 gave logp = 0 instead of -ln V).
+            let log_weight = total.weight.ln();
+            let logp = (target_logit - total.max) - log_weight;
+            let mu = (total.mean - total.max) - log_weight;
+            (logp, mu, (total.m2 / total.weight).sqrt())
         }
         _ => (f64::NAN, f64::NAN, f64::NAN),
     }

@@ -610,8 +610,9 @@ pub fn rscin(image_scores: &[f64], embeddings: &[f64], n: usize, d: usize, k_lis
     }
     let lo = image_scores.iter().cloned().fold(f64::INFINITY, f64::min);
     let hi = image_scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let span = hi - lo;
-    let s: Vec<f64> = image_scores.iter().map(|&v| if span > 0.0 { (v - lo) / span } else { 0.0 }).collect();
+    // Halved before subtracting: the span of scores near +-f64::MAX would overflow to inf.
+    let span = hi / 2.0 - lo / 2.0;
+    let s: Vec<f64> = image_scores.iter().map(|&v| if span > 0.0 { (v / 2.0 - lo / 2.0) / span } else { 0.0 }).collect();
     let mut unit = embeddings.to_vec();
     for row in unit.chunks_mut(d.max(1)) {
         let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);

@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 
 use super::arrays::{slice_like, with_floats, FloatArray};
 use super::errors::to_py;
+use super::Threads;
 use crate::gaussian::{self, Estimator, Shape};
 use crate::pool;
 
@@ -33,7 +34,7 @@ fn py_mahalanobis<'py>(
     mean: FloatArray<'py>,
     w: FloatArray<'py>,
     shape: &str,
-    n_jobs: Option<i64>,
+    n_jobs: Option<Threads>,
 ) -> PyResult<Py<PyAny>> {
     let shape = parse_shape(shape)?;
     let xs = x.shape();
@@ -43,7 +44,7 @@ fn py_mahalanobis<'py>(
         let mv = slice_like(xv, &mean, "mean")?;
         let wv = slice_like(xv, &w, "precision_cholesky")?;
         let out = py
-            .detach(|| pool::install(n_jobs, || gaussian::mahalanobis(xv, m, d, mv, wv, k, shape)));
+            .detach(|| pool::install(n_jobs.map(i64::from), || gaussian::mahalanobis(xv, m, d, mv, wv, k, shape)));
         shaped(py, out, &[m])
     })
 }
@@ -56,7 +57,7 @@ fn py_mahalanobis_per_position<'py>(
     means: FloatArray<'py>,
     factors: FloatArray<'py>,
     shape: &str,
-    n_jobs: Option<i64>,
+    n_jobs: Option<Threads>,
 ) -> PyResult<Py<PyAny>> {
     let shape = parse_shape(shape)?;
     let xs = x.shape();
@@ -65,7 +66,7 @@ fn py_mahalanobis_per_position<'py>(
         let mv = slice_like(xv, &means, "means")?;
         let fv = slice_like(xv, &factors, "factors")?;
         let out = py.detach(|| {
-            pool::install(n_jobs, || {
+            pool::install(n_jobs.map(i64::from), || {
                 gaussian::mahalanobis_per_position(xv, m, p, d, mv, fv, shape)
             })
         });
@@ -80,12 +81,12 @@ fn py_fit_gaussian<'py>(
     x: FloatArray<'py>,
     estimator: &str,
     reg: f64,
-    n_jobs: Option<i64>,
+    n_jobs: Option<Threads>,
 ) -> PyResult<(Py<PyAny>, Py<PyAny>, f64, Py<PyAny>)> {
     let estimator = Estimator::parse(estimator).map_err(to_py)?;
     let xs = x.shape();
     let (n, d) = (xs[0], xs[1]);
-    let fit = with_floats!(x, "X", |xv| py.detach(|| pool::install(n_jobs, || {
+    let fit = with_floats!(x, "X", |xv| py.detach(|| pool::install(n_jobs.map(i64::from), || {
         gaussian::fit(xv, n, d, d, estimator, reg, "the covariance")
     })));
     let fit = fit.map_err(to_py)?;
@@ -109,14 +110,14 @@ fn py_fit_gaussian_per_position<'py>(
     x: FloatArray<'py>,
     estimator: &str,
     reg: f64,
-    n_jobs: Option<i64>,
+    n_jobs: Option<Threads>,
 ) -> PyResult<(Py<PyAny>, Py<PyAny>, Py<PyAny>, Py<PyAny>)> {
     let estimator = Estimator::parse(estimator).map_err(to_py)?;
     let xs = x.shape();
     let (n, p, d) = (xs[0], xs[1], xs[2]);
     with_floats!(x, "X", |xv| {
         let fits = py.detach(|| {
-            pool::install(n_jobs, || {
+            pool::install(n_jobs.map(i64::from), || {
                 gaussian::fit_per_position(xv, n, p, d, estimator, reg)
             })
         });

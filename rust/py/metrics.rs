@@ -4,6 +4,7 @@ use pyo3::types::PyDict;
 
 use super::arrays::{contiguous, with_floats, FloatArray};
 use super::errors::to_py;
+use super::Threads;
 use crate::metrics;
 use crate::pool;
 
@@ -15,11 +16,11 @@ fn py_binary_summary<'py>(
     labels: PyReadonlyArrayDyn<'py, u8>,
     max_fprs: Vec<f64>,
     min_tprs: Vec<f64>,
-    n_jobs: Option<i64>,
+    n_jobs: Option<Threads>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let labels = contiguous(&labels, "labels")?;
     let summary = with_floats!(scores, "scores", |s| py
-        .detach(|| pool::install(n_jobs, || metrics::summarize(
+        .detach(|| pool::install(n_jobs.map(i64::from), || metrics::summarize(
             s, labels, &max_fprs, &min_tprs
         ))));
     let out = PyDict::new(py);
@@ -44,11 +45,11 @@ fn py_curve_counts<'py>(
     py: Python<'py>,
     scores: FloatArray<'py>,
     labels: PyReadonlyArrayDyn<'py, u8>,
-    n_jobs: Option<i64>,
+    n_jobs: Option<Threads>,
 ) -> PyResult<CurveArrays<'py>> {
     let labels = contiguous(&labels, "labels")?;
     let c = with_floats!(scores, "scores", |s| py
-        .detach(|| pool::install(n_jobs, || metrics::curve(s, labels))));
+        .detach(|| pool::install(n_jobs.map(i64::from), || metrics::curve(s, labels))));
     Ok((
         c.false_positives.into_pyarray(py),
         c.true_positives.into_pyarray(py),
@@ -63,7 +64,7 @@ fn py_pro_curve<'py>(
     maps: FloatArray<'py>,
     masks: PyReadonlyArrayDyn<'py, u8>,
     max_fpr: f64,
-    n_jobs: Option<i64>,
+    n_jobs: Option<Threads>,
 ) -> PyResult<(
     Bound<'py, numpy::PyArray1<f64>>,
     Bound<'py, numpy::PyArray1<f64>>,
@@ -72,7 +73,7 @@ fn py_pro_curve<'py>(
     let (n, h, w) = (shape[0], shape[1], shape[2]);
     let masks = contiguous(&masks, "masks")?;
     let result = with_floats!(maps, "anomaly_maps", |s| py
-        .detach(|| pool::install(n_jobs, || metrics::pro_curve(
+        .detach(|| pool::install(n_jobs.map(i64::from), || metrics::pro_curve(
             s, masks, n, h, w, max_fpr
         ))));
     let (fprs, pros) = result.map_err(to_py)?;
@@ -86,13 +87,13 @@ fn py_aupro<'py>(
     maps: FloatArray<'py>,
     masks: PyReadonlyArrayDyn<'py, u8>,
     max_fpr: f64,
-    n_jobs: Option<i64>,
+    n_jobs: Option<Threads>,
 ) -> PyResult<f64> {
     let shape = maps.shape();
     let (n, h, w) = (shape[0], shape[1], shape[2]);
     let masks = contiguous(&masks, "masks")?;
     let result = with_floats!(maps, "anomaly_maps", |s| py
-        .detach(|| pool::install(n_jobs, || metrics::aupro(s, masks, n, h, w, max_fpr))));
+        .detach(|| pool::install(n_jobs.map(i64::from), || metrics::aupro(s, masks, n, h, w, max_fpr))));
     result.map_err(to_py)
 }
 

@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 
 use super::arrays::contiguous;
 use super::errors::to_py;
+use super::Threads;
 use crate::mia::{self, Logits};
 use crate::pool;
 
@@ -31,7 +32,7 @@ fn py_token_stats<'py>(
     targets: PyReadonlyArrayDyn<'py, i64>,
     mask: Option<PyReadonlyArrayDyn<'py, u8>>,
     half: &str,
-    n_jobs: Option<i64>,
+    n_jobs: Option<Threads>,
 ) -> PyResult<(Py<PyAny>, Py<PyAny>, Py<PyAny>)> {
     let shape = match &logits {
         LogitsArray::F32(a) => a.shape().to_vec(),
@@ -64,7 +65,7 @@ fn py_token_stats<'py>(
             }
         }
     };
-    let stats = py.detach(|| pool::install(n_jobs, || mia::token_stats(view, mia::Shape { batch: b, time: t, logits_time, vocab: v }, targets, mask))).map_err(to_py)?;
+    let stats = py.detach(|| pool::install(n_jobs.map(i64::from), || mia::token_stats(view, mia::Shape { batch: b, time: t, logits_time, vocab: v }, targets, mask))).map_err(to_py)?;
     Ok((owned(py, stats.logp, &[b, t])?, owned(py, stats.mu, &[b, t])?, owned(py, stats.sigma, &[b, t])?))
 }
 
@@ -76,7 +77,7 @@ fn py_min_k_means<'py>(
     values: PyReadonlyArrayDyn<'py, f64>,
     ratios: Vec<f64>,
     mask: Option<PyReadonlyArrayDyn<'py, u8>>,
-    n_jobs: Option<i64>,
+    n_jobs: Option<Threads>,
 ) -> PyResult<Py<PyAny>> {
     let shape = values.shape().to_vec();
     if shape.len() != 2 {
@@ -88,7 +89,7 @@ fn py_min_k_means<'py>(
         Some(m) => Some(contiguous(m, "mask")?),
         None => None,
     };
-    let out = py.detach(|| pool::install(n_jobs, || mia::min_k_means(data, rows, cols, mask, &ratios))).map_err(to_py)?;
+    let out = py.detach(|| pool::install(n_jobs.map(i64::from), || mia::min_k_means(data, rows, cols, mask, &ratios))).map_err(to_py)?;
     let a = Array2::from_shape_vec((rows, ratios.len()), out).map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok(a.into_pyarray(py).into_any().unbind())
 }

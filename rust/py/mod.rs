@@ -3,6 +3,7 @@
 //! Tuple returns and long argument lists mirror the Python signatures, hence the two allows.
 #![allow(clippy::type_complexity, clippy::too_many_arguments)]
 
+use pyo3::exceptions::PyOverflowError;
 use pyo3::prelude::*;
 
 pub mod arrays;
@@ -36,6 +37,30 @@ fn py_reset_after_fork() {
 
 /// The number of threads a call with this n_jobs would use.
 #[pyfunction(name = "resolve_threads", signature = (n_jobs=None))]
-fn py_resolve_threads(n_jobs: Option<i64>) -> usize {
-    crate::pool::resolve_threads(n_jobs)
+fn py_resolve_threads(n_jobs: Option<Threads>) -> usize {
+    crate::pool::resolve_threads(n_jobs.map(i64::from))
+}
+
+/// An `n_jobs` argument: any Python int, saturated to the i64 range (the pool caps the count),
+/// so `n_jobs=2**70` means "many" instead of raising OverflowError.
+#[derive(Clone, Copy)]
+pub struct Threads(i64);
+
+impl From<Threads> for i64 {
+    fn from(t: Threads) -> i64 {
+        t.0
+    }
+}
+
+impl<'py> FromPyObject<'py> for Threads {
+    fn extract_bound(ob: &Bound<'py, PyAny>) -> PyResult<Self> {
+        match ob.extract::<i64>() {
+            Ok(n) => Ok(Threads(n)),
+            Err(e) if e.is_instance_of::<PyOverflowError>(ob.py()) => {
+                let negative = ob.lt(0)?;
+                Ok(Threads(if negative { i64::MIN } else { i64::MAX }))
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
