@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 
 use super::arrays::contiguous;
 use super::errors::to_py;
+use super::Threads;
 use crate::pool;
 use crate::tsetlin::{self, Config, Docs};
 
@@ -89,7 +90,7 @@ fn py_tsetlin_train_epoch<'py>(
     y: PyReadonlyArrayDyn<'py, i64>,
     order: PyReadonlyArrayDyn<'py, i64>,
     epoch: u64,
-    n_jobs: Option<i64>,
+    n_jobs: Option<Threads>,
 ) -> PyResult<()> {
     let cfg: Config = config.into();
     let docs = docs_of(&docs)?;
@@ -99,7 +100,7 @@ fn py_tsetlin_train_epoch<'py>(
     let action = action.as_slice_mut().map_err(|_| err("action"))?;
     let lower = lower.as_slice_mut().map_err(|_| err("lower"))?;
     let weights = weights.as_slice_mut().map_err(|_| err("weights"))?;
-    py.detach(|| pool::install(n_jobs, || tsetlin::train_epoch(&cfg, action, lower, weights, &docs, y, order, epoch)))
+    py.detach(|| pool::install(n_jobs.map(i64::from), || tsetlin::train_epoch(&cfg, action, lower, weights, &docs, y, order, epoch)))
         .map_err(to_py)
 }
 
@@ -111,27 +112,27 @@ fn py_tsetlin_class_sums<'py>(
     action: PyReadonlyArrayDyn<'py, u64>,
     weights: PyReadonlyArrayDyn<'py, i32>,
     docs: PyDocs<'py>,
-    n_jobs: Option<i64>,
+    n_jobs: Option<Threads>,
 ) -> PyResult<Py<PyAny>> {
     let cfg: Config = config.into();
     let docs = docs_of(&docs)?;
     let action = contiguous(&action, "action")?;
     let weights = contiguous(&weights, "weights")?;
     let n = docs.n_docs();
-    let sums = py.detach(|| pool::install(n_jobs, || tsetlin::class_sums(&cfg, action, weights, &docs))).map_err(to_py)?;
+    let sums = py.detach(|| pool::install(n_jobs.map(i64::from), || tsetlin::class_sums(&cfg, action, weights, &docs))).map_err(to_py)?;
     let a = Array2::from_shape_vec((n, cfg.n_classes), sums).map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok(a.into_pyarray(py).into_any().unbind())
 }
 
 /// Prediction-time clause outputs `[n_docs, banks * n_clauses]` (uint8; empty clauses 0).
 #[pyfunction(name = "tsetlin_clause_outputs", signature = (config, action, docs, n_jobs=None))]
-fn py_tsetlin_clause_outputs<'py>(py: Python<'py>, config: PyConfig, action: PyReadonlyArrayDyn<'py, u64>, docs: PyDocs<'py>, n_jobs: Option<i64>) -> PyResult<Py<PyAny>> {
+fn py_tsetlin_clause_outputs<'py>(py: Python<'py>, config: PyConfig, action: PyReadonlyArrayDyn<'py, u64>, docs: PyDocs<'py>, n_jobs: Option<Threads>) -> PyResult<Py<PyAny>> {
     let cfg: Config = config.into();
     let docs = docs_of(&docs)?;
     let action = contiguous(&action, "action")?;
     let n = docs.n_docs();
     let total = cfg.n_banks() * cfg.n_clauses;
-    let outs = py.detach(|| pool::install(n_jobs, || tsetlin::clause_outputs(&cfg, action, &docs))).map_err(to_py)?;
+    let outs = py.detach(|| pool::install(n_jobs.map(i64::from), || tsetlin::clause_outputs(&cfg, action, &docs))).map_err(to_py)?;
     let a = Array2::from_shape_vec((n, total), outs).map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok(a.into_pyarray(py).into_any().unbind())
 }
