@@ -51,6 +51,12 @@ def test_single_row_and_errors(rng):
         mahalanobis(np.zeros((2, 3)), np.zeros(3), np.eye(2))
     with pytest.raises(ValueError, match="x: contains NaN"):
         mahalanobis(np.full((2, 3), np.nan), np.zeros(3), np.eye(3))
+    bad_factor = np.eye(3)
+    bad_factor[2, 1] = np.nan
+    with pytest.raises(ValueError, match="precision_cholesky: contains NaN"):
+        mahalanobis(np.ones((2, 3)), np.zeros(3), bad_factor)
+    with pytest.raises(ValueError, match="x: contains NaN"):
+        mahalanobis_per_position(np.full((2, 1, 3), np.inf), np.zeros((1, 3)), np.eye(3)[None])
     with pytest.raises(ValueError, match="x: empty"):
         mahalanobis(np.zeros((0, 3)), np.zeros(3), np.eye(3))
     with pytest.raises(ValueError, match="dimensions"):

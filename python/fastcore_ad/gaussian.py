@@ -57,12 +57,18 @@ def _whitened_norms_cuda(x, mean, factor, shape: str, positions: int = 1):
     return cp.sqrt(out_sq).T.astype(x.dtype)
 
 
-def _check_overflow(distances, backend):
-    # Finite inputs give finite distances unless the squared whitened norm passes float64's
-    # range (features beyond about 1e154) or the distance passes the output dtype's:
-    # an error, not a silent inf.
-    if not bool(xp_of(backend).isfinite(distances).all()):
-        raise ValueError(f"x: the distances overflow {distances.dtype}; rescale the features")
+def _check_result(distances, backend, inputs):
+    """Large inputs are checked through the result (a pass over a small array) instead of up
+    front: NaN or infinity in ``x`` or a factor makes a distance non-finite. Only then are the
+    inputs scanned, to name the culprit; finite inputs whose squared whitened norm passes the
+    float range (features beyond about 1e154 in float64) are reported as an overflow."""
+    xp = xp_of(backend)
+    if bool(xp.isfinite(distances).all()):
+        return
+    for name, value in inputs.items():
+        if not bool(xp.isfinite(value).all()):
+            raise ValueError(f"{name}: contains NaN or infinity")
+    raise ValueError(f"x: the distances overflow {distances.dtype}; rescale the features")
 
 
 def mahalanobis(x, mean, precision_cholesky, *, n_jobs=None):
@@ -85,10 +91,11 @@ def mahalanobis(x, mean, precision_cholesky, *, n_jobs=None):
     arrays, backend = same_backend({"x": x, "mean": mean, "precision_cholesky": precision_cholesky})
     x = arrays["x"]
     single = x.ndim == 1
-    x = float_array(x[None] if single else x, "x", backend=backend, ndim=2)
+    x = float_array(x[None] if single else x, "x", backend=backend, ndim=2, allow_nonfinite=True)
     dtype = x.dtype
     mean = float_array(arrays["mean"], "mean", backend=backend, ndim=1, dtype=dtype)
-    factor = float_array(arrays["precision_cholesky"], "precision_cholesky", backend=backend, ndim=2, dtype=dtype)
+    factor = float_array(arrays["precision_cholesky"], "precision_cholesky", backend=backend, ndim=2, dtype=dtype,
+                         allow_nonfinite=True)
     d = x.shape[1]
     if mean.shape[0] != d:
         raise ValueError(f"mean: expected {d} features like x, got {mean.shape[0]}")
@@ -99,7 +106,7 @@ def mahalanobis(x, mean, precision_cholesky, *, n_jobs=None):
         out = _whitened_norms_cuda(x, mean, factor, shape)[:, 0]
     else:
         out = _core.mahalanobis(x, mean, factor, shape, n_jobs)
-    _check_overflow(out, backend)
+    _check_result(out, backend, {"x": x, "precision_cholesky": factor})
     return out[0] if single else out
 
 
@@ -112,12 +119,13 @@ def mahalanobis_per_position(x, means, precision_choleskys, *, n_jobs=None):
     arrays, backend = same_backend({"x": x, "means": means, "precision_choleskys": precision_choleskys})
     x = arrays["x"]
     spatial = x.shape[1:-1] if x.ndim == 4 else None
-    x = float_array(x, "x", backend=backend, ndim=(3, 4))
+    x = float_array(x, "x", backend=backend, ndim=(3, 4), allow_nonfinite=True)
     m, d = x.shape[0], x.shape[-1]
     x = x.reshape(m, -1, d)
     positions = x.shape[1]
     means = float_array(arrays["means"], "means", backend=backend, dtype=x.dtype)
-    factors = float_array(arrays["precision_choleskys"], "precision_choleskys", backend=backend, dtype=x.dtype)
+    factors = float_array(arrays["precision_choleskys"], "precision_choleskys", backend=backend, dtype=x.dtype,
+                          allow_nonfinite=True)
     # [P, d], or [H, W, d] for feature maps; anything else is not reshaped silently.
     mean_shapes = ((positions, d),) if spatial is None else ((positions, d), (*spatial, d))
     if tuple(means.shape) not in mean_shapes or factors.shape != (positions, d, d):
@@ -128,7 +136,7 @@ def mahalanobis_per_position(x, means, precision_choleskys, *, n_jobs=None):
         out = _whitened_norms_cuda(x, means, factors, "lower", positions)
     else:
         out = _core.mahalanobis_per_position(x, means, factors, "lower", n_jobs)
-    _check_overflow(out, backend)
+    _check_result(out, backend, {"x": x, "precision_choleskys": factors})
     return out.reshape((m, *spatial)) if spatial is not None else out
 
 
@@ -311,7 +319,8 @@ class GaussianAD:
         name = f"X[{index}]" if self._multi else "X"
         X, backend = as_array(X, name)
         want = 4 if level.per_position else 2
-        X = float_array(X, name, backend=backend, ndim=want)
+        # Finiteness is checked through the distances (see _check_result): one pass less over X.
+        X = float_array(X, name, backend=backend, ndim=want, allow_nonfinite=True)
         if X.shape[-1] != level.mean.shape[-1]:
             raise ValueError(f"{name}: expected {level.mean.shape[-1]} features, got {X.shape[-1]}")
         if level.per_position and X.shape[1:3] != tuple(level.spatial):

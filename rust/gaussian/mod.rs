@@ -7,6 +7,8 @@
 
 use rayon::prelude::*;
 
+mod small_batch;
+
 use crate::error::{invalid, CoreResult};
 use crate::linalg::{matmul, matmul_parallel, precision_cholesky_lower, MatRef, Real};
 
@@ -48,6 +50,18 @@ fn whitened_squares_serial<T: Real>(
         }
     }
     out_sq[..rows].fill(0.0);
+    if rows <= small_batch::ROWS && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
+        // SAFETY: T is f32 (checked just above), so the slices can be viewed as f32.
+        let (c32, w32) = unsafe {
+            (
+                std::slice::from_raw_parts(centred.as_ptr() as *const f32, centred.len()),
+                std::slice::from_raw_parts(w.as_ptr() as *const f32, w.len()),
+            )
+        };
+        if small_batch::squared_norms_f32(c32, rows, d, w32, k, shape, out_sq) {
+            return;
+        }
+    }
     product.resize(rows * COL_BLOCK, T::ZERO);
     let wm = MatRef::row_major(w, d, k);
     let xm = MatRef::row_major(&centred[..], rows, d);
