@@ -8,7 +8,7 @@
 use rayon::prelude::*;
 
 mod radix;
-use radix::radix_sort;
+use radix::{radix_sort, radix_sort_parallel};
 
 use crate::error::{invalid, CoreResult};
 use crate::linalg::Real;
@@ -103,7 +103,7 @@ pub fn walk_curve<S: Real>(
                 neg.push(k)
             }
         }
-        rayon::join(|| radix_sort(&mut pos), || radix_sort(&mut neg));
+        rayon::join(|| radix_sort_parallel(&mut pos), || radix_sort_parallel(&mut neg));
         let to_score =
             |k: u32| f32::from_bits(if k >> 31 == 1 { k & !(1u32 << 31) } else { !k }) as f64;
         merge_walk(&pos, &neg, to_score, point);
@@ -117,7 +117,7 @@ pub fn walk_curve<S: Real>(
                 neg.push(k)
             }
         }
-        rayon::join(|| radix_sort(&mut pos), || radix_sort(&mut neg));
+        rayon::join(|| radix_sort_parallel(&mut pos), || radix_sort_parallel(&mut neg));
         merge_walk(&pos, &neg, key_to_f64, point);
     }
     (n_pos as u64, n_neg as u64)
