@@ -82,6 +82,31 @@ pub fn radix_sort<T: Keyed>(items: &mut Vec<T>) {
     }
 }
 
+/// Radix sort on two threads: each half sorted apart, then one merging pass. Sorting is most
+/// of a metric's time on millions of scores, and one class usually holds nearly all of them.
+pub fn radix_sort_parallel<T: Keyed + Ord>(items: &mut Vec<T>) {
+    if rayon::current_num_threads() < 2 || items.len() < (1 << 20) {
+        radix_sort(items);
+        return;
+    }
+    let mut right = items.split_off(items.len() / 2);
+    rayon::join(|| radix_sort(items), || radix_sort(&mut right));
+    let mut merged = Vec::with_capacity(items.len() + right.len());
+    let (mut i, mut j) = (0, 0);
+    while i < items.len() && j < right.len() {
+        if right[j] < items[i] {
+            merged.push(right[j]);
+            j += 1;
+        } else {
+            merged.push(items[i]);
+            i += 1;
+        }
+    }
+    merged.extend_from_slice(&items[i..]);
+    merged.extend_from_slice(&right[j..]);
+    *items = merged;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,29 +144,4 @@ mod tests {
         pool.install(|| radix_sort_parallel(&mut v));
         assert_eq!(v, expect);
     }
-}
-
-/// Radix sort on two threads: each half sorted apart, then one merging pass. Sorting is most
-/// of a metric's time on millions of scores, and one class usually holds nearly all of them.
-pub fn radix_sort_parallel<T: Keyed + Ord>(items: &mut Vec<T>) {
-    if rayon::current_num_threads() < 2 || items.len() < (1 << 20) {
-        radix_sort(items);
-        return;
-    }
-    let mut right = items.split_off(items.len() / 2);
-    rayon::join(|| radix_sort(items), || radix_sort(&mut right));
-    let mut merged = Vec::with_capacity(items.len() + right.len());
-    let (mut i, mut j) = (0, 0);
-    while i < items.len() && j < right.len() {
-        if right[j] < items[i] {
-            merged.push(right[j]);
-            j += 1;
-        } else {
-            merged.push(items[i]);
-            i += 1;
-        }
-    }
-    merged.extend_from_slice(&items[i..]);
-    merged.extend_from_slice(&right[j..]);
-    *items = merged;
 }
