@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python -m pytest bench/bench_tsetlin.py --benchmark-enable -q
 Peers (pyTsetlinMachine, tmu, green-tsetlin) are measured by bench/peers_tsetlin.py in their
-own virtual environment when installed; see bench/RESULTS_tsetlin.md.
+own virtual environment when installed; see bench/RESULTS.md.
 """
 
 import os
