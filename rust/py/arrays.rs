@@ -1,6 +1,7 @@
 //! Array arguments: float32 / float64 arrays taken zero-copy (Python makes them C-contiguous).
 
-use numpy::{PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use numpy::ndarray::{ArrayD, IxDyn};
+use numpy::{IntoPyArray, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
@@ -78,4 +79,10 @@ pub fn slice_like<'a, T: FloatElement>(
     name: &str,
 ) -> PyResult<&'a [T]> {
     T::slice_of(other, name)
+}
+
+/// An owned result vector as a numpy array of shape `dims`.
+pub fn shaped<T: numpy::Element>(py: Python<'_>, v: Vec<T>, dims: &[usize]) -> PyResult<Py<PyAny>> {
+    let a = ArrayD::from_shape_vec(IxDyn(dims), v).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok(a.into_pyarray(py).into_any().unbind())
 }

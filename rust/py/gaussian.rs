@@ -1,9 +1,9 @@
-use numpy::ndarray::{Array1, Array2, Array3, ArrayD, IxDyn};
+use numpy::ndarray::{Array1, Array2, Array3};
 use numpy::IntoPyArray;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use super::arrays::{slice_like, with_floats, FloatArray};
+use super::arrays::{shaped, slice_like, with_floats, FloatArray};
 use super::errors::to_py;
 use super::Threads;
 use crate::gaussian::{self, Estimator, Shape};
@@ -18,12 +18,6 @@ fn parse_shape(shape: &str) -> PyResult<Shape> {
             "shape: expected 'lower', 'upper' or 'full', got {other:?}"
         ))),
     }
-}
-
-fn shaped<T: numpy::Element>(py: Python<'_>, v: Vec<T>, dims: &[usize]) -> PyResult<Py<PyAny>> {
-    let a =
-        ArrayD::from_shape_vec(IxDyn(dims), v).map_err(|e| PyValueError::new_err(e.to_string()))?;
-    Ok(a.into_pyarray(py).into_any().unbind())
 }
 
 /// Distances `||(x_i - mean) @ w||` for `x [m, d]`, `w [d, k]` (all of x's dtype).

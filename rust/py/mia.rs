@@ -1,9 +1,9 @@
-use numpy::ndarray::{Array2, ArrayD, IxDyn};
+use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use super::arrays::contiguous;
+use super::arrays::{contiguous, shaped};
 use super::errors::to_py;
 use super::Threads;
 use crate::mia::{self, Logits};
@@ -15,11 +15,6 @@ enum LogitsArray<'py> {
     F32(PyReadonlyArrayDyn<'py, f32>),
     F64(PyReadonlyArrayDyn<'py, f64>),
     Bits16(PyReadonlyArrayDyn<'py, u16>),
-}
-
-fn owned<T: numpy::Element>(py: Python<'_>, v: Vec<T>, dims: &[usize]) -> PyResult<Py<PyAny>> {
-    let a = ArrayD::from_shape_vec(IxDyn(dims), v).map_err(|e| PyValueError::new_err(e.to_string()))?;
-    Ok(a.into_pyarray(py).into_any().unbind())
 }
 
 /// `(logp, mu, sigma)`, each float64 `[B, T]`, for logits `[B, T_logits, V]` (`half` names the
@@ -66,7 +61,7 @@ fn py_token_stats<'py>(
         }
     };
     let stats = py.detach(|| pool::install(n_jobs.map(i64::from), || mia::token_stats(view, mia::Shape { batch: b, time: t, logits_time, vocab: v }, targets, mask))).map_err(to_py)?;
-    Ok((owned(py, stats.logp, &[b, t])?, owned(py, stats.mu, &[b, t])?, owned(py, stats.sigma, &[b, t])?))
+    Ok((shaped(py, stats.logp, &[b, t])?, shaped(py, stats.mu, &[b, t])?, shaped(py, stats.sigma, &[b, t])?))
 }
 
 /// Mean of the `int(n * ratio)` (at least 1) smallest scored values per row of `values [B, T]`

@@ -1,18 +1,12 @@
-use numpy::ndarray::{ArrayD, IxDyn};
-use numpy::{IntoPyArray, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use numpy::{PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use super::arrays::{contiguous, slice_like, with_floats, FloatArray};
+use super::arrays::{shaped, contiguous, slice_like, with_floats, FloatArray};
 use super::errors::to_py;
 use super::Threads;
 use crate::musc;
 use crate::pool;
-
-fn shaped<T: numpy::Element>(py: Python<'_>, v: Vec<T>, dims: &[usize]) -> PyResult<Py<PyAny>> {
-    let a = ArrayD::from_shape_vec(IxDyn(dims), v).map_err(|e| PyValueError::new_err(e.to_string()))?;
-    Ok(a.into_pyarray(py).into_any().unbind())
-}
 
 fn dims<const D: usize>(shape: &[usize], name: &str) -> PyResult<[usize; D]> {
     shape
