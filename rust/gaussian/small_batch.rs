@@ -12,8 +12,18 @@ pub const ROWS: usize = 8;
 /// Adds `||centred_i @ w||^2` to `out_sq[i]` for `rows <= ROWS` rows of `centred` (`rows x d`,
 /// row-major, float32) and `w` (`d x k`, row-major). Returns false when the CPU lacks AVX-512
 /// (the caller then takes the GEMM path).
-pub fn squared_norms_f32(centred: &[f32], rows: usize, d: usize, w: &[f32], k: usize, shape: Shape, out_sq: &mut [f64]) -> bool {
-    debug_assert!(rows <= ROWS && centred.len() >= rows * d && w.len() >= d * k && out_sq.len() >= rows);
+pub fn squared_norms_f32(
+    centred: &[f32],
+    rows: usize,
+    d: usize,
+    w: &[f32],
+    k: usize,
+    shape: Shape,
+    out_sq: &mut [f64],
+) -> bool {
+    debug_assert!(
+        rows <= ROWS && centred.len() >= rows * d && w.len() >= d * k && out_sq.len() >= rows
+    );
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
@@ -51,11 +61,24 @@ mod avx512 {
     const PREFETCH_ROWS: usize = 12;
 
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn kernel(x: &[f32], d: usize, w: &[f32], k: usize, shape: Shape, sums: &mut [f64; ROWS]) {
+    pub unsafe fn kernel(
+        x: &[f32],
+        d: usize,
+        w: &[f32],
+        k: usize,
+        shape: Shape,
+        sums: &mut [f64; ROWS],
+    ) {
         let xp = x.as_ptr();
         let wp = w.as_ptr();
         let mut total = [_mm512_setzero_pd(); ROWS];
-        let lane_mask = |n: usize| -> __mmask16 { if n >= 16 { 0xffff } else { ((1u32 << n) - 1) as u16 } };
+        let lane_mask = |n: usize| -> __mmask16 {
+            if n >= 16 {
+                0xffff
+            } else {
+                ((1u32 << n) - 1) as u16
+            }
+        };
         let mut c0 = 0;
         // Strips of 32 columns: 8 rows x 2 registers of accumulators, 2 of w, 1 broadcast.
         while c0 < k {
@@ -77,7 +100,11 @@ mod avx512 {
                 }
                 // SAFETY: r < d and the masks stop at column k, so the loads stay inside w.
                 let wa = _mm512_maskz_loadu_ps(mask_a, wp.add(r * k + c0));
-                let wb = if width > 16 { _mm512_maskz_loadu_ps(mask_b, wp.add(r * k + c0 + 16)) } else { _mm512_setzero_ps() };
+                let wb = if width > 16 {
+                    _mm512_maskz_loadu_ps(mask_b, wp.add(r * k + c0 + 16))
+                } else {
+                    _mm512_setzero_ps()
+                };
                 for i in 0..ROWS {
                     // SAFETY: i < ROWS and r < d: inside x (ROWS x d).
                     let xv = _mm512_set1_ps(*xp.add(i * d + r));
@@ -88,7 +115,10 @@ mod avx512 {
             for i in 0..ROWS {
                 for a in [acc_a[i], acc_b[i]] {
                     let low = _mm512_cvtps_pd(_mm512_castps512_ps256(a));
-                    let high = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+                    let high = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(
+                        _mm512_castps_pd(a),
+                        1,
+                    )));
                     total[i] = _mm512_fmadd_pd(low, low, total[i]);
                     total[i] = _mm512_fmadd_pd(high, high, total[i]);
                 }
@@ -108,9 +138,13 @@ mod tests {
     #[test]
     fn matches_naive_products() {
         let (d, k) = (37, 37);
-        let w: Vec<f32> = (0..d * k).map(|i| ((i * 7919) % 23) as f32 / 7.0 - 1.5).collect();
+        let w: Vec<f32> = (0..d * k)
+            .map(|i| ((i * 7919) % 23) as f32 / 7.0 - 1.5)
+            .collect();
         for rows in [1usize, 3, 8] {
-            let x: Vec<f32> = (0..rows * d).map(|i| ((i * 104729) % 17) as f32 / 5.0 - 1.6).collect();
+            let x: Vec<f32> = (0..rows * d)
+                .map(|i| ((i * 104729) % 17) as f32 / 5.0 - 1.6)
+                .collect();
             for shape in [Shape::Lower, Shape::Upper, Shape::Full] {
                 let wm: Vec<f32> = (0..d * k)
                     .map(|at| {
@@ -120,7 +154,11 @@ mod tests {
                             Shape::Upper => r <= c,
                             Shape::Full => true,
                         };
-                        if keep { w[at] } else { 0.0 }
+                        if keep {
+                            w[at]
+                        } else {
+                            0.0
+                        }
                     })
                     .collect();
                 let mut got = vec![0.0f64; rows];
@@ -129,9 +167,18 @@ mod tests {
                 }
                 for i in 0..rows {
                     let expect: f64 = (0..k)
-                        .map(|c| (0..d).map(|r| x[i * d + r] as f64 * wm[r * k + c] as f64).sum::<f64>().powi(2))
+                        .map(|c| {
+                            (0..d)
+                                .map(|r| x[i * d + r] as f64 * wm[r * k + c] as f64)
+                                .sum::<f64>()
+                                .powi(2)
+                        })
                         .sum();
-                    assert!((got[i] - expect).abs() <= 1e-4 * expect.max(1.0), "{shape:?} {i}: {} vs {expect}", got[i]);
+                    assert!(
+                        (got[i] - expect).abs() <= 1e-4 * expect.max(1.0),
+                        "{shape:?} {i}: {} vs {expect}",
+                        got[i]
+                    );
                 }
             }
         }

@@ -104,15 +104,31 @@ impl<'a, T> MatRef<'a, T> {
 
 /// `dst[m x n] (row-major, row stride dst_rs) = a @ b`, or `+= a @ b` when `accumulate`.
 /// Single-threaded: callers parallelise over tiles.
-pub fn matmul<T: Real>(dst: &mut [T], dst_rs: usize, a: MatRef<'_, T>, b: MatRef<'_, T>, accumulate: bool) {
+pub fn matmul<T: Real>(
+    dst: &mut [T],
+    dst_rs: usize,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    accumulate: bool,
+) {
     matmul_with(dst, dst_rs, a, b, accumulate, gemm::Parallelism::None)
 }
 
 /// As [`matmul`], spread over the current rayon pool: for one large product (a covariance, a
 /// factorisation's trailing update) rather than many tiles.
-pub fn matmul_parallel<T: Real>(dst: &mut [T], dst_rs: usize, a: MatRef<'_, T>, b: MatRef<'_, T>, accumulate: bool) {
+pub fn matmul_parallel<T: Real>(
+    dst: &mut [T],
+    dst_rs: usize,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    accumulate: bool,
+) {
     let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
     matmul_with(dst, dst_rs, a, b, accumulate, parallelism)
 }
 
@@ -235,7 +251,9 @@ pub fn cholesky_lower_in_place(a: &mut [f64], d: usize, what: &str) -> CoreResul
             let nb = k1 - k0;
             panel.clear();
             panel.extend((k1..d).flat_map(|i| a[i * d + k0..i * d + k1].iter().map(|v| -v)));
-            let l21: Vec<f64> = (k1..d).flat_map(|i| a[i * d + k0..i * d + k1].iter().copied()).collect();
+            let l21: Vec<f64> = (k1..d)
+                .flat_map(|i| a[i * d + k0..i * d + k1].iter().copied())
+                .collect();
             let neg = MatRef::row_major(&panel[..], rest, nb);
             let pos = MatRef::row_major(&l21[..], rest, nb).transpose();
             matmul_parallel(&mut a[k1 * d + k1..], d, neg, pos, true);
@@ -261,9 +279,23 @@ pub fn lower_triangular_inverse(c: &[f64], d: usize) -> Vec<f64> {
         rhs.clear();
         rhs.resize(nb * i1, 0.0);
         if i0 > 0 {
-            let neg_c: Vec<f64> = (i0..i1).flat_map(|i| c[i * d..i * d + i0].iter().map(|v| -v)).collect();
-            let xm = MatRef { data: &x[..], rows: i0, cols: i0, row_stride: d, col_stride: 1 };
-            matmul_parallel(&mut rhs[..], i1, MatRef::row_major(&neg_c[..], nb, i0), xm, false);
+            let neg_c: Vec<f64> = (i0..i1)
+                .flat_map(|i| c[i * d..i * d + i0].iter().map(|v| -v))
+                .collect();
+            let xm = MatRef {
+                data: &x[..],
+                rows: i0,
+                cols: i0,
+                row_stride: d,
+                col_stride: 1,
+            };
+            matmul_parallel(
+                &mut rhs[..],
+                i1,
+                MatRef::row_major(&neg_c[..], nb, i0),
+                xm,
+                false,
+            );
         }
         for r in 0..nb {
             rhs[r * i1 + i0 + r] += 1.0;

@@ -103,7 +103,10 @@ pub fn walk_curve<S: Real>(
                 neg.push(k)
             }
         }
-        rayon::join(|| radix_sort_parallel(&mut pos), || radix_sort_parallel(&mut neg));
+        rayon::join(
+            || radix_sort_parallel(&mut pos),
+            || radix_sort_parallel(&mut neg),
+        );
         let to_score =
             |k: u32| f32::from_bits(if k >> 31 == 1 { k & !(1u32 << 31) } else { !k }) as f64;
         merge_walk(&pos, &neg, to_score, point);
@@ -117,7 +120,10 @@ pub fn walk_curve<S: Real>(
                 neg.push(k)
             }
         }
-        rayon::join(|| radix_sort_parallel(&mut pos), || radix_sort_parallel(&mut neg));
+        rayon::join(
+            || radix_sort_parallel(&mut pos),
+            || radix_sort_parallel(&mut neg),
+        );
         merge_walk(&pos, &neg, key_to_f64, point);
     }
     (n_pos as u64, n_neg as u64)
@@ -346,18 +352,24 @@ pub fn pro_curve<S: Real>(
     let entries: Vec<(u64, u32)> = if std::mem::size_of::<S>() == 4 {
         // float32: a 32-bit key and the region packed in one u64 (half the sort traffic).
         let keys = |i: usize, p: usize| sort_key32(maps[i * hw + p].to_f64() as f32) as u64;
-        let mut packed: Vec<PackedEntry> = select_entries(maps.len(), masks, n_images, hw, n_ok, max_fpr, &keys)
-            .into_iter()
-            .map(|(key, i, p)| PackedEntry(key << 32 | pixel_region(i, p) as u64))
-            .collect();
+        let mut packed: Vec<PackedEntry> =
+            select_entries(maps.len(), masks, n_images, hw, n_ok, max_fpr, &keys)
+                .into_iter()
+                .map(|(key, i, p)| PackedEntry(key << 32 | pixel_region(i, p) as u64))
+                .collect();
         radix_sort(&mut packed);
-        packed.iter().rev().map(|e| (e.0 >> 32, e.0 as u32)).collect()
+        packed
+            .iter()
+            .rev()
+            .map(|e| (e.0 >> 32, e.0 as u32))
+            .collect()
     } else {
         let keys = |i: usize, p: usize| sort_key(maps[i * hw + p].to_f64());
-        let mut pairs: Vec<(u64, u32)> = select_entries(maps.len(), masks, n_images, hw, n_ok, max_fpr, &keys)
-            .into_iter()
-            .map(|(key, i, p)| (key, pixel_region(i, p)))
-            .collect();
+        let mut pairs: Vec<(u64, u32)> =
+            select_entries(maps.len(), masks, n_images, hw, n_ok, max_fpr, &keys)
+                .into_iter()
+                .map(|(key, i, p)| (key, pixel_region(i, p)))
+                .collect();
         radix_sort(&mut pairs);
         pairs.reverse();
         pairs

@@ -140,7 +140,10 @@ mod tests {
             .collect();
         let mut expect = v.clone();
         expect.sort_unstable();
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
         pool.install(|| radix_sort_parallel(&mut v));
         assert_eq!(v, expect);
     }

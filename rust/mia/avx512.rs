@@ -16,7 +16,9 @@ const EXP_LOW: f32 = -87.0;
 #[inline]
 #[target_feature(enable = "avx512f")]
 fn exp_nonpositive(x: __m512) -> __m512 {
-    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)));
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+        _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+    );
     let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
     let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
     let mut p = _mm512_set1_ps(1.987_569_1e-4);
@@ -25,7 +27,10 @@ fn exp_nonpositive(x: __m512) -> __m512 {
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.166_579_6e-2));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.666_666_5e-1));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5));
-    let y = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0));
+    let y = _mm512_add_ps(
+        _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r),
+        _mm512_set1_ps(1.0),
+    );
     _mm512_scalef_ps(y, n)
 }
 
@@ -34,7 +39,9 @@ fn exp_nonpositive(x: __m512) -> __m512 {
 #[target_feature(enable = "avx512f")]
 fn sum_f64(v: __m512) -> f64 {
     let lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
-    let hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))));
+    let hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
+        _mm512_castps_pd(v),
+    )));
     _mm512_reduce_add_pd(_mm512_add_pd(lo, hi))
 }
 
@@ -43,7 +50,12 @@ fn sum_f64(v: __m512) -> f64 {
 /// `ahead` (the next chunk of the row) are prefetched, so the next sweep 1 finds them in cache
 /// and DRAM traffic overlaps the arithmetic.
 #[target_feature(enable = "avx512f")]
-fn chunk_moments(z: &[f32], e: &mut [f32], ahead: *const u8, ahead_lines: usize) -> (Moments, bool) {
+fn chunk_moments(
+    z: &[f32],
+    e: &mut [f32],
+    ahead: *const u8,
+    ahead_lines: usize,
+) -> (Moments, bool) {
     debug_assert!(z.len().is_multiple_of(LANES) && e.len() >= z.len());
     let groups = z.len() / LANES;
     let zp = z.as_ptr();
@@ -57,10 +69,16 @@ fn chunk_moments(z: &[f32], e: &mut [f32], ahead: *const u8, ahead_lines: usize)
     let mut g = 0;
     while g + 1 < groups {
         // SAFETY: groups g and g + 1 lie inside z (g + 1 < groups).
-        let (a, b) = unsafe { (_mm512_loadu_ps(zp.add(g * LANES)), _mm512_loadu_ps(zp.add((g + 1) * LANES))) };
+        let (a, b) = unsafe {
+            (
+                _mm512_loadu_ps(zp.add(g * LANES)),
+                _mm512_loadu_ps(zp.add((g + 1) * LANES)),
+            )
+        };
         max0 = _mm512_max_ps(max0, a);
         max1 = _mm512_max_ps(max1, b);
-        let ok = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, inf) & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(b, inf);
+        let ok =
+            _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, inf) & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(b, inf);
         finite &= ok as u32;
         g += 2;
     }
@@ -97,7 +115,12 @@ fn chunk_moments(z: &[f32], e: &mut [f32], ahead: *const u8, ahead_lines: usize)
             *s = _mm512_fmadd_ps(ex, dc, *s);
         }
     };
-    let (mut w0, mut w1, mut s0, mut s1) = (_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps());
+    let (mut w0, mut w1, mut s0, mut s1) = (
+        _mm512_setzero_ps(),
+        _mm512_setzero_ps(),
+        _mm512_setzero_ps(),
+        _mm512_setzero_ps(),
+    );
     let mut g = 0;
     while g + 1 < groups {
         weigh(g, &mut w0, &mut s0);
@@ -120,7 +143,11 @@ fn chunk_moments(z: &[f32], e: &mut [f32], ahead: *const u8, ahead_lines: usize)
         unsafe {
             let d = _mm512_max_ps(_mm512_sub_ps(_mm512_loadu_ps(zp.add(g * LANES)), vmax), low);
             let dev = _mm512_sub_ps(d, vcentre);
-            *m2 = _mm512_fmadd_ps(_mm512_loadu_ps(ep.add(g * LANES)), _mm512_mul_ps(dev, dev), *m2);
+            *m2 = _mm512_fmadd_ps(
+                _mm512_loadu_ps(ep.add(g * LANES)),
+                _mm512_mul_ps(dev, dev),
+                *m2,
+            );
         }
     };
     let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
@@ -137,7 +164,15 @@ fn chunk_moments(z: &[f32], e: &mut [f32], ahead: *const u8, ahead_lines: usize)
     let offset = centre as f64 - shifted_mean;
     let m2 = (sum_f64(m2[0]) + sum_f64(m2[1]) - weight * offset * offset).max(0.0);
     let max = max as f64;
-    (Moments { max, weight, mean: max + shifted_mean, m2 }, false)
+    (
+        Moments {
+            max,
+            weight,
+            mean: max + shifted_mean,
+            m2,
+        },
+        false,
+    )
 }
 
 /// Which 16-bit format to widen.
@@ -158,16 +193,25 @@ fn widen_half(src: &[u16], half: Half, z: &mut [f32]) -> usize {
     let mut g = 0;
     while g * LANES < n {
         let left = n - g * LANES;
-        let mask: __mmask16 = if left >= LANES { 0xffff } else { ((1u32 << left) - 1) as __mmask16 };
+        let mask: __mmask16 = if left >= LANES {
+            0xffff
+        } else {
+            ((1u32 << left) - 1) as __mmask16
+        };
         // SAFETY: the masked load touches only the `left` values that lie inside src; the store
         // writes one whole group below `padded` <= z.len() (z holds CHUNK values, CHUNK % 16 == 0).
         unsafe {
             let bits = _mm256_maskz_loadu_epi16(mask, src.as_ptr().add(g * LANES) as *const i16);
             let wide = match half {
-                Half::Bf16 => _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(bits))),
+                Half::Bf16 => {
+                    _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(bits)))
+                }
                 Half::F16 => _mm512_cvtph_ps(bits),
             };
-            _mm512_storeu_ps(z.as_mut_ptr().add(g * LANES), _mm512_mask_mov_ps(neg_inf, mask, wide));
+            _mm512_storeu_ps(
+                z.as_mut_ptr().add(g * LANES),
+                _mm512_mask_mov_ps(neg_inf, mask, wide),
+            );
         }
         g += 1;
     }
@@ -231,7 +275,9 @@ mod tests {
                 *v = EXP_LOW * ((i * LANES + l) as f32 / (LANES << 16) as f32);
             }
             // SAFETY: AVX-512F was detected above; x and y hold 16 floats each.
-            unsafe { _mm512_storeu_ps(y.as_mut_ptr(), exp_nonpositive(_mm512_loadu_ps(x.as_ptr()))) };
+            unsafe {
+                _mm512_storeu_ps(y.as_mut_ptr(), exp_nonpositive(_mm512_loadu_ps(x.as_ptr())))
+            };
             for (&xv, &yv) in x.iter().zip(&y) {
                 let exact = (xv as f64).exp();
                 worst = worst.max(((yv as f64) - exact).abs() / exact);

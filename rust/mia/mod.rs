@@ -23,6 +23,7 @@
 use rayon::prelude::*;
 
 use crate::error::{invalid, CoreResult};
+use crate::linalg::Real;
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
@@ -80,31 +81,25 @@ pub fn f16_to_f32(bits: u16) -> f32 {
     let scaled = f32::from_bits(magnitude) * f32::from_bits(0x7780_0000); // 2^112
     let is_special = (h & 0x7c00) == 0x7c00;
     let special = 0x7f80_0000 | magnitude;
-    let body = if is_special { special } else { scaled.to_bits() };
+    let body = if is_special {
+        special
+    } else {
+        scaled.to_bits()
+    };
     f32::from_bits(sign | body)
 }
 
 /// The float type a chunk is computed in (f32 for 32- and 16-bit logits, f64 for f64).
-trait Lane:
-    Copy
-    + PartialOrd
-    + std::ops::Add<Output = Self>
-    + std::ops::Sub<Output = Self>
-    + std::ops::Mul<Output = Self>
-    + std::ops::AddAssign
-{
-    const ZERO: Self;
+/// The float arithmetic of the row kernel: the crate's `Real` plus the exp and limits it needs.
+trait Lane: Real {
     const NEG_INF: Self;
     const INF: Self;
     /// Below this, exp(x) is taken as exactly 0.
     const EXP_LOW: Self;
     fn exp_nonpositive(x: Self) -> Self;
-    fn to_f64(self) -> f64;
-    fn from_f64(x: f64) -> Self;
 }
 
 impl Lane for f32 {
-    const ZERO: Self = 0.0;
     const NEG_INF: Self = f32::NEG_INFINITY;
     const INF: Self = f32::INFINITY;
     const EXP_LOW: Self = -87.0;
@@ -131,20 +126,9 @@ impl Lane for f32 {
         let scale = f32::from_bits(((n_bits + 127) as u32) << 23);
         e * scale
     }
-
-    #[inline(always)]
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
-
-    #[inline(always)]
-    fn from_f64(x: f64) -> Self {
-        x as f32
-    }
 }
 
 impl Lane for f64 {
-    const ZERO: Self = 0.0;
     const NEG_INF: Self = f64::NEG_INFINITY;
     const INF: Self = f64::INFINITY;
     const EXP_LOW: Self = -708.0;
@@ -177,16 +161,6 @@ impl Lane for f64 {
         let scale = f64::from_bits(((n_bits + 1023) as u64) << 52);
         e * scale
     }
-
-    #[inline(always)]
-    fn to_f64(self) -> f64 {
-        self
-    }
-
-    #[inline(always)]
-    fn from_f64(x: f64) -> Self {
-        x
-    }
 }
 
 /// The running state of one row: maximum, weight sum relative to it, weighted mean of the raw
@@ -200,7 +174,12 @@ struct Moments {
 }
 
 impl Moments {
-    const EMPTY: Moments = Moments { max: f64::NEG_INFINITY, weight: 0.0, mean: 0.0, m2: 0.0 };
+    const EMPTY: Moments = Moments {
+        max: f64::NEG_INFINITY,
+        weight: 0.0,
+        mean: 0.0,
+        m2: 0.0,
+    };
 
     /// Chan/West merge after rescaling both sides to the larger maximum.
     #[inline]
@@ -220,7 +199,12 @@ impl Moments {
         let delta = other.mean - self.mean;
         let mean = self.mean + delta * (wb / weight);
         let m2 = m2a + m2b + delta * delta * (wa * wb / weight);
-        Moments { max, weight, mean, m2 }
+        Moments {
+            max,
+            weight,
+            mean,
+            m2,
+        }
     }
 }
 
@@ -228,7 +212,12 @@ impl Moments {
 /// L1 sweeps. Returns the chunk's moments and whether it held NaN or +inf.
 #[inline(always)]
 #[allow(clippy::neg_cmp_op_on_partial_ord)] // `!(x < inf)` is what catches NaN as well as +inf
-fn chunk_moments<S: Copy, A: Lane, const W: usize>(src: &[S], widen: impl Fn(S) -> A, z: &mut [A], e: &mut [A]) -> (Moments, bool) {
+fn chunk_moments<S: Copy, A: Lane, const W: usize>(
+    src: &[S],
+    widen: impl Fn(S) -> A,
+    z: &mut [A],
+    e: &mut [A],
+) -> (Moments, bool) {
     let n = src.len();
     let padded = n.div_ceil(W) * W;
     for (d, &s) in z[..n].iter_mut().zip(src) {
@@ -294,7 +283,15 @@ fn chunk_moments<S: Copy, A: Lane, const W: usize>(src: &[S], widen: impl Fn(S) 
     m2 -= weight * offset * offset;
     let m2 = m2.max(0.0);
     let max = max.to_f64();
-    (Moments { max, weight, mean: max + shifted_mean, m2 }, false)
+    (
+        Moments {
+            max,
+            weight,
+            mean: max + shifted_mean,
+            m2,
+        },
+        false,
+    )
 }
 
 /// (logp, mu, sigma) from a row's moments; NaN for all three when the row held NaN or +inf
@@ -316,7 +313,13 @@ fn finish(total: Option<Moments>, target_logit: f64) -> (f64, f64, f64) {
 
 /// (logp, mu, sigma) of one row with the portable kernel.
 #[inline(always)]
-fn row_stats<S: Copy, A: Lane, const W: usize>(row: &[S], target: usize, widen: impl Fn(S) -> A + Copy, z: &mut [A], e: &mut [A]) -> (f64, f64, f64) {
+fn row_stats<S: Copy, A: Lane, const W: usize>(
+    row: &[S],
+    target: usize,
+    widen: impl Fn(S) -> A + Copy,
+    z: &mut [A],
+    e: &mut [A],
+) -> (f64, f64, f64) {
     let mut total = Moments::EMPTY;
     for chunk in row.chunks(CHUNK) {
         let (m, bad) = chunk_moments::<S, A, W>(chunk, widen, z, e);
@@ -340,7 +343,12 @@ impl Buffers {
     fn for_logits(logits: Logits<'_>) -> Buffers {
         let wide = matches!(logits, Logits::F64(_));
         let size = |is_used: bool| if is_used { CHUNK } else { 0 };
-        Buffers { z32: vec![0.0; size(!wide)], e32: vec![0.0; size(!wide)], z64: vec![0.0; size(wide)], e64: vec![0.0; size(wide)] }
+        Buffers {
+            z32: vec![0.0; size(!wide)],
+            e32: vec![0.0; size(!wide)],
+            z64: vec![0.0; size(wide)],
+            e64: vec![0.0; size(wide)],
+        }
     }
 }
 
@@ -363,7 +371,10 @@ macro_rules! instruction_set_variant {
 }
 
 #[cfg(target_arch = "x86_64")]
-instruction_set_variant!(row_avx512, "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,bmi2");
+instruction_set_variant!(
+    row_avx512,
+    "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,bmi2"
+);
 #[cfg(target_arch = "x86_64")]
 instruction_set_variant!(row_avx2, "avx2,fma");
 instruction_set_variant!(row_baseline);
@@ -394,48 +405,78 @@ fn instruction_set() -> InstructionSet {
     InstructionSet::Baseline
 }
 
-fn dispatch(logits: Logits<'_>, shape: Shape, targets: &[i64], mask: Option<&[u8]>, isa: InstructionSet, out: &mut [[f64; 3]]) {
+fn dispatch(
+    logits: Logits<'_>,
+    shape: Shape,
+    targets: &[i64],
+    mask: Option<&[u8]>,
+    isa: InstructionSet,
+    out: &mut [[f64; 3]],
+) {
     let vocab = shape.vocab;
-    out.par_iter_mut().enumerate().with_min_len(4).for_each_init(
-        || Buffers::for_logits(logits),
-        |buffers, (r, slot)| {
-            if mask.is_some_and(|m| m[r] == 0) {
-                *slot = [f64::NAN; 3];
-                return;
-            }
-            let target = targets[r] as usize;
-            let src = (r / shape.time) * shape.logits_time + r % shape.time;
-            let span = src * vocab..(src + 1) * vocab;
-            let (logp, mu, sigma) = match (isa, logits) {
-                #[cfg(target_arch = "x86_64")]
-                (InstructionSet::Avx512, Logits::F32(s)) => {
-                    // SAFETY: AVX-512 F/BW/VL were detected on this CPU.
-                    let total = unsafe { avx512::row_moments_f32(&s[span], &mut buffers.z32, &mut buffers.e32) };
-                    finish(total, s[src * vocab + target] as f64)
+    out.par_iter_mut()
+        .enumerate()
+        .with_min_len(4)
+        .for_each_init(
+            || Buffers::for_logits(logits),
+            |buffers, (r, slot)| {
+                if mask.is_some_and(|m| m[r] == 0) {
+                    *slot = [f64::NAN; 3];
+                    return;
                 }
-                #[cfg(target_arch = "x86_64")]
-                (InstructionSet::Avx512, Logits::Bf16(s)) => {
-                    // SAFETY: AVX-512 F/BW/VL were detected on this CPU.
-                    let total = unsafe { avx512::row_moments_half(&s[span], avx512::Half::Bf16, &mut buffers.z32, &mut buffers.e32) };
-                    finish(total, bf16_to_f32(s[src * vocab + target]) as f64)
-                }
-                #[cfg(target_arch = "x86_64")]
-                (InstructionSet::Avx512, Logits::F16(s)) => {
-                    // SAFETY: AVX-512 F/BW/VL were detected on this CPU.
-                    let total = unsafe { avx512::row_moments_half(&s[span], avx512::Half::F16, &mut buffers.z32, &mut buffers.e32) };
-                    finish(total, f16_to_f32(s[src * vocab + target]) as f64)
-                }
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: every feature this variant was compiled for was detected on this CPU.
-                (InstructionSet::Avx512, _) => unsafe { row_avx512(logits, vocab, src, target, buffers) },
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: AVX2 and FMA were detected on this CPU.
-                (InstructionSet::Avx2, _) => unsafe { row_avx2(logits, vocab, src, target, buffers) },
-                _ => row_baseline(logits, vocab, src, target, buffers),
-            };
-            *slot = [logp, mu, sigma];
-        },
-    );
+                let target = targets[r] as usize;
+                let src = (r / shape.time) * shape.logits_time + r % shape.time;
+                let span = src * vocab..(src + 1) * vocab;
+                let (logp, mu, sigma) = match (isa, logits) {
+                    #[cfg(target_arch = "x86_64")]
+                    (InstructionSet::Avx512, Logits::F32(s)) => {
+                        // SAFETY: AVX-512 F/BW/VL were detected on this CPU.
+                        let total = unsafe {
+                            avx512::row_moments_f32(&s[span], &mut buffers.z32, &mut buffers.e32)
+                        };
+                        finish(total, s[src * vocab + target] as f64)
+                    }
+                    #[cfg(target_arch = "x86_64")]
+                    (InstructionSet::Avx512, Logits::Bf16(s)) => {
+                        // SAFETY: AVX-512 F/BW/VL were detected on this CPU.
+                        let total = unsafe {
+                            avx512::row_moments_half(
+                                &s[span],
+                                avx512::Half::Bf16,
+                                &mut buffers.z32,
+                                &mut buffers.e32,
+                            )
+                        };
+                        finish(total, bf16_to_f32(s[src * vocab + target]) as f64)
+                    }
+                    #[cfg(target_arch = "x86_64")]
+                    (InstructionSet::Avx512, Logits::F16(s)) => {
+                        // SAFETY: AVX-512 F/BW/VL were detected on this CPU.
+                        let total = unsafe {
+                            avx512::row_moments_half(
+                                &s[span],
+                                avx512::Half::F16,
+                                &mut buffers.z32,
+                                &mut buffers.e32,
+                            )
+                        };
+                        finish(total, f16_to_f32(s[src * vocab + target]) as f64)
+                    }
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: every feature this variant was compiled for was detected on this CPU.
+                    (InstructionSet::Avx512, _) => unsafe {
+                        row_avx512(logits, vocab, src, target, buffers)
+                    },
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: AVX2 and FMA were detected on this CPU.
+                    (InstructionSet::Avx2, _) => unsafe {
+                        row_avx2(logits, vocab, src, target, buffers)
+                    },
+                    _ => row_baseline(logits, vocab, src, target, buffers),
+                };
+                *slot = [logp, mu, sigma];
+            },
+        );
 }
 
 /// Where the rows live: targets are `[batch, time]`; logits are `[batch, logits_time, vocab]`
@@ -453,24 +494,48 @@ pub struct Shape {
 ///
 /// `targets[r]` is the id scored by logits row r; `mask[r] == 0` skips the row (NaN out). Rows
 /// that hold NaN or +inf, or only -inf, give NaN; the caller reports them.
-pub fn token_stats(logits: Logits<'_>, shape: Shape, targets: &[i64], mask: Option<&[u8]>) -> CoreResult<TokenStats> {
+pub fn token_stats(
+    logits: Logits<'_>,
+    shape: Shape,
+    targets: &[i64],
+    mask: Option<&[u8]>,
+) -> CoreResult<TokenStats> {
     token_stats_on(logits, shape, targets, mask, instruction_set())
 }
 
-fn token_stats_on(logits: Logits<'_>, shape: Shape, targets: &[i64], mask: Option<&[u8]>, isa: InstructionSet) -> CoreResult<TokenStats> {
-    let Shape { batch, time, logits_time, vocab } = shape;
+fn token_stats_on(
+    logits: Logits<'_>,
+    shape: Shape,
+    targets: &[i64],
+    mask: Option<&[u8]>,
+    isa: InstructionSet,
+) -> CoreResult<TokenStats> {
+    let Shape {
+        batch,
+        time,
+        logits_time,
+        vocab,
+    } = shape;
     let rows = batch * time;
     if vocab == 0 {
         return invalid("logits: the vocabulary axis is empty");
     }
     if time == 0 || time > logits_time {
-        return invalid(format!("targets: {time} positions per sequence do not fit logits with {logits_time}"));
+        return invalid(format!(
+            "targets: {time} positions per sequence do not fit logits with {logits_time}"
+        ));
     }
     if logits.len() != batch * logits_time * vocab {
-        return invalid(format!("logits: expected {batch} x {logits_time} x {vocab} values, got {}", logits.len()));
+        return invalid(format!(
+            "logits: expected {batch} x {logits_time} x {vocab} values, got {}",
+            logits.len()
+        ));
     }
     if targets.len() != rows {
-        return invalid(format!("targets: expected {rows} ids, got {}", targets.len()));
+        return invalid(format!(
+            "targets: expected {rows} ids, got {}",
+            targets.len()
+        ));
     }
     if let Some(m) = mask {
         if m.len() != rows {
@@ -480,12 +545,18 @@ fn token_stats_on(logits: Logits<'_>, shape: Shape, targets: &[i64], mask: Optio
     for (r, &t) in targets.iter().enumerate() {
         let scored = mask.is_none_or(|m| m[r] != 0);
         if scored && (t < 0 || t as u64 >= vocab as u64) {
-            return invalid(format!("targets: id {t} at row {r} is outside [0, {vocab})"));
+            return invalid(format!(
+                "targets: id {t} at row {r} is outside [0, {vocab})"
+            ));
         }
     }
     let mut out = vec![[0.0f64; 3]; rows];
     dispatch(logits, shape, targets, mask, isa, &mut out);
-    let mut stats = TokenStats { logp: Vec::with_capacity(rows), mu: Vec::with_capacity(rows), sigma: Vec::with_capacity(rows) };
+    let mut stats = TokenStats {
+        logp: Vec::with_capacity(rows),
+        mu: Vec::with_capacity(rows),
+        sigma: Vec::with_capacity(rows),
+    };
     for [a, b, c] in out {
         stats.logp.push(a);
         stats.mu.push(b);
@@ -505,13 +576,25 @@ pub fn k_of(n: usize, ratio: f64) -> usize {
 /// `values` is `[rows, cols]`; `mask[r * cols + c] == 0` leaves a value out. The smallest
 /// `k_max` values are found by partial selection and only they are sorted, so every ratio's
 /// mean is a prefix sum. Every row needs at least one scored value.
-pub fn min_k_means(values: &[f64], rows: usize, cols: usize, mask: Option<&[u8]>, ratios: &[f64]) -> CoreResult<Vec<f64>> {
+pub fn min_k_means(
+    values: &[f64],
+    rows: usize,
+    cols: usize,
+    mask: Option<&[u8]>,
+    ratios: &[f64],
+) -> CoreResult<Vec<f64>> {
     if values.len() != rows * cols {
-        return invalid(format!("values: expected {rows} x {cols} entries, got {}", values.len()));
+        return invalid(format!(
+            "values: expected {rows} x {cols} entries, got {}",
+            values.len()
+        ));
     }
     if let Some(m) = mask {
         if m.len() != values.len() {
-            return invalid(format!("mask: expected {rows} x {cols} entries, got {}", m.len()));
+            return invalid(format!(
+                "mask: expected {rows} x {cols} entries, got {}",
+                m.len()
+            ));
         }
     }
     if ratios.is_empty() {
@@ -532,7 +615,10 @@ pub fn min_k_means(values: &[f64], rows: usize, cols: usize, mask: Option<&[u8]>
         }
         let row = &values[r * cols..(r + 1) * cols];
         let kept_nan = match mask {
-            Some(m) => row.iter().zip(&m[r * cols..(r + 1) * cols]).any(|(v, &keep)| keep != 0 && v.is_nan()),
+            Some(m) => row
+                .iter()
+                .zip(&m[r * cols..(r + 1) * cols])
+                .any(|(v, &keep)| keep != 0 && v.is_nan()),
             None => row.iter().any(|v| v.is_nan()),
         };
         if kept_nan {
@@ -541,26 +627,34 @@ pub fn min_k_means(values: &[f64], rows: usize, cols: usize, mask: Option<&[u8]>
     }
     let n_ratios = ratios.len();
     let mut out = vec![0.0f64; rows * n_ratios];
-    out.par_chunks_mut(n_ratios).enumerate().with_min_len(16).for_each_init(Vec::new, |kept: &mut Vec<f64>, (r, slot)| {
-        kept.clear();
-        let row = &values[r * cols..(r + 1) * cols];
-        match mask {
-            Some(m) => kept.extend(row.iter().zip(&m[r * cols..(r + 1) * cols]).filter(|(_, &keep)| keep != 0).map(|(&v, _)| v)),
-            None => kept.extend_from_slice(row),
-        }
-        let n = kept.len();
-        let k_max = ratios.iter().map(|&q| k_of(n, q)).max().unwrap_or(1);
-        if k_max < n {
-            kept.select_nth_unstable_by(k_max - 1, f64::total_cmp);
-        }
-        let smallest = &mut kept[..k_max];
-        smallest.sort_unstable_by(f64::total_cmp);
-        for (o, &q) in slot.iter_mut().zip(ratios) {
-            let k = k_of(n, q);
-            let sum: f64 = smallest[..k].iter().sum();
-            *o = sum / k as f64;
-        }
-    });
+    out.par_chunks_mut(n_ratios)
+        .enumerate()
+        .with_min_len(16)
+        .for_each_init(Vec::new, |kept: &mut Vec<f64>, (r, slot)| {
+            kept.clear();
+            let row = &values[r * cols..(r + 1) * cols];
+            match mask {
+                Some(m) => kept.extend(
+                    row.iter()
+                        .zip(&m[r * cols..(r + 1) * cols])
+                        .filter(|(_, &keep)| keep != 0)
+                        .map(|(&v, _)| v),
+                ),
+                None => kept.extend_from_slice(row),
+            }
+            let n = kept.len();
+            let k_max = ratios.iter().map(|&q| k_of(n, q)).max().unwrap_or(1);
+            if k_max < n {
+                kept.select_nth_unstable_by(k_max - 1, f64::total_cmp);
+            }
+            let smallest = &mut kept[..k_max];
+            smallest.sort_unstable_by(f64::total_cmp);
+            for (o, &q) in slot.iter_mut().zip(ratios) {
+                let k = k_of(n, q);
+                let sum: f64 = smallest[..k].iter().sum();
+                *o = sum / k as f64;
+            }
+        });
     Ok(out)
 }
 
@@ -570,37 +664,72 @@ mod tests {
 
     /// `rows` rows of one sequence.
     fn one(rows: usize, vocab: usize) -> Shape {
-        Shape { batch: 1, time: rows, logits_time: rows, vocab }
+        Shape {
+            batch: 1,
+            time: rows,
+            logits_time: rows,
+            vocab,
+        }
     }
 
     #[test]
     fn shifted_layout_skips_the_last_position() {
         // logits [2, 3, 5]; targets [2, 2] score positions 0 and 1 of each sequence.
         let logits: Vec<f32> = (0..30).map(|i| ((i * 7) % 11) as f32 * 0.3).collect();
-        let shape = Shape { batch: 2, time: 2, logits_time: 3, vocab: 5 };
+        let shape = Shape {
+            batch: 2,
+            time: 2,
+            logits_time: 3,
+            vocab: 5,
+        };
         let s = token_stats(Logits::F32(&logits), shape, &[1, 2, 3, 4], None).unwrap_or_default();
         for (r, src) in [0usize, 1, 3, 4].into_iter().enumerate() {
-            let row: Vec<f64> = logits[src * 5..src * 5 + 5].iter().map(|&v| v as f64).collect();
+            let row: Vec<f64> = logits[src * 5..src * 5 + 5]
+                .iter()
+                .map(|&v| v as f64)
+                .collect();
             let (lp, mu, sd) = reference(&row, r + 1);
-            assert!((s.logp[r] - lp).abs() < 1e-6 && (s.mu[r] - mu).abs() < 1e-6 && (s.sigma[r] - sd).abs() < 1e-6);
+            assert!(
+                (s.logp[r] - lp).abs() < 1e-6
+                    && (s.mu[r] - mu).abs() < 1e-6
+                    && (s.sigma[r] - sd).abs() < 1e-6
+            );
         }
-        assert!(token_stats(Logits::F32(&logits), Shape { time: 4, ..shape }, &[0; 8], None).is_err());
+        assert!(token_stats(
+            Logits::F32(&logits),
+            Shape { time: 4, ..shape },
+            &[0; 8],
+            None
+        )
+        .is_err());
     }
 
     fn reference(row: &[f64], target: usize) -> (f64, f64, f64) {
         let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let lse = m + row.iter().map(|z| (z - m).exp()).sum::<f64>().ln();
         let lp: Vec<f64> = row.iter().map(|z| z - lse).collect();
-        let mu: f64 = lp.iter().filter(|v| v.is_finite()).map(|v| v.exp() * v).sum();
-        let var: f64 = lp.iter().filter(|v| v.is_finite()).map(|v| v.exp() * (v - mu) * (v - mu)).sum();
+        let mu: f64 = lp
+            .iter()
+            .filter(|v| v.is_finite())
+            .map(|v| v.exp() * v)
+            .sum();
+        let var: f64 = lp
+            .iter()
+            .filter(|v| v.is_finite())
+            .map(|v| v.exp() * (v - mu) * (v - mu))
+            .sum();
         (row[target] - lse, mu, var.sqrt())
     }
 
     fn pseudo_random(n: usize, seed: u64) -> Vec<f64> {
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (0..n)
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((s >> 11) as f64 / (1u64 << 53) as f64) * 20.0 - 10.0
             })
             .collect()
@@ -650,7 +779,11 @@ mod tests {
     /// The instruction sets this CPU can run (the portable variants always).
     fn runnable() -> Vec<InstructionSet> {
         match instruction_set() {
-            InstructionSet::Avx512 => vec![InstructionSet::Avx512, InstructionSet::Avx2, InstructionSet::Baseline],
+            InstructionSet::Avx512 => vec![
+                InstructionSet::Avx512,
+                InstructionSet::Avx2,
+                InstructionSet::Baseline,
+            ],
             InstructionSet::Avx2 => vec![InstructionSet::Avx2, InstructionSet::Baseline],
             InstructionSet::Baseline => vec![InstructionSet::Baseline],
         }
@@ -667,19 +800,43 @@ mod tests {
     fn half_inputs_agree_across_instruction_sets() {
         let vocab = 3001;
         let data = pseudo_random(2 * vocab, 7);
-        let bf16: Vec<u16> = data.iter().map(|&v| ((v as f32).to_bits() >> 16) as u16).collect();
+        let bf16: Vec<u16> = data
+            .iter()
+            .map(|&v| ((v as f32).to_bits() >> 16) as u16)
+            .collect();
         // float16 bits of small integers and halves (exact in float16).
-        let f16: Vec<u16> = data.iter().map(|&v| f16_bits_of_halves((v * 2.0).round() / 2.0)).collect();
+        let f16: Vec<u16> = data
+            .iter()
+            .map(|&v| f16_bits_of_halves((v * 2.0).round() / 2.0))
+            .collect();
         for isa in runnable() {
-            let b = token_stats_on(Logits::Bf16(&bf16), one(2, vocab), &[5, 9], None, isa).unwrap_or_default();
-            let h = token_stats_on(Logits::F16(&f16), one(2, vocab), &[5, 9], None, isa).unwrap_or_default();
+            let b = token_stats_on(Logits::Bf16(&bf16), one(2, vocab), &[5, 9], None, isa)
+                .unwrap_or_default();
+            let h = token_stats_on(Logits::F16(&f16), one(2, vocab), &[5, 9], None, isa)
+                .unwrap_or_default();
             for r in 0..2 {
-                let widened: Vec<f64> = bf16[r * vocab..(r + 1) * vocab].iter().map(|&x| bf16_to_f32(x) as f64).collect();
+                let widened: Vec<f64> = bf16[r * vocab..(r + 1) * vocab]
+                    .iter()
+                    .map(|&x| bf16_to_f32(x) as f64)
+                    .collect();
                 let (lp, mu, sd) = reference(&widened, [5, 9][r]);
-                assert!((b.logp[r] - lp).abs() < 1e-5 && (b.mu[r] - mu).abs() < 1e-5 && (b.sigma[r] - sd).abs() < 1e-5, "{isa:?}");
-                let widened: Vec<f64> = f16[r * vocab..(r + 1) * vocab].iter().map(|&x| f16_to_f32(x) as f64).collect();
+                assert!(
+                    (b.logp[r] - lp).abs() < 1e-5
+                        && (b.mu[r] - mu).abs() < 1e-5
+                        && (b.sigma[r] - sd).abs() < 1e-5,
+                    "{isa:?}"
+                );
+                let widened: Vec<f64> = f16[r * vocab..(r + 1) * vocab]
+                    .iter()
+                    .map(|&x| f16_to_f32(x) as f64)
+                    .collect();
                 let (lp, mu, sd) = reference(&widened, [5, 9][r]);
-                assert!((h.logp[r] - lp).abs() < 1e-5 && (h.mu[r] - mu).abs() < 1e-5 && (h.sigma[r] - sd).abs() < 1e-5, "{isa:?}");
+                assert!(
+                    (h.logp[r] - lp).abs() < 1e-5
+                        && (h.mu[r] - mu).abs() < 1e-5
+                        && (h.sigma[r] - sd).abs() < 1e-5,
+                    "{isa:?}"
+                );
             }
         }
     }
@@ -701,16 +858,30 @@ mod tests {
             let rows = 3;
             let data = pseudo_random(rows * vocab, vocab as u64);
             let targets: Vec<i64> = (0..rows).map(|r| ((r * 31) % vocab) as i64).collect();
-            let f64_stats = token_stats_on(Logits::F64(&data), one(rows, vocab), &targets, None, isa).unwrap_or_default();
+            let f64_stats =
+                token_stats_on(Logits::F64(&data), one(rows, vocab), &targets, None, isa)
+                    .unwrap_or_default();
             let data32: Vec<f32> = data.iter().map(|&v| v as f32).collect();
-            let f32_stats = token_stats_on(Logits::F32(&data32), one(rows, vocab), &targets, None, isa).unwrap_or_default();
+            let f32_stats =
+                token_stats_on(Logits::F32(&data32), one(rows, vocab), &targets, None, isa)
+                    .unwrap_or_default();
             for r in 0..rows {
-                let widened: Vec<f64> = data32.iter().skip(r * vocab).take(vocab).map(|&v| v as f64).collect();
+                let widened: Vec<f64> = data32
+                    .iter()
+                    .skip(r * vocab)
+                    .take(vocab)
+                    .map(|&v| v as f64)
+                    .collect();
                 let (lp, mu, sd) = reference(&widened, targets[r] as usize);
-                assert!((f32_stats.logp[r] - lp).abs() < 1e-5, "vocab {vocab}: logp {} vs {lp}", f32_stats.logp[r]);
+                assert!(
+                    (f32_stats.logp[r] - lp).abs() < 1e-5,
+                    "vocab {vocab}: logp {} vs {lp}",
+                    f32_stats.logp[r]
+                );
                 assert!((f32_stats.mu[r] - mu).abs() < 1e-5);
                 assert!((f32_stats.sigma[r] - sd).abs() < 1e-5);
-                let (lp, mu, sd) = reference(&data[r * vocab..(r + 1) * vocab], targets[r] as usize);
+                let (lp, mu, sd) =
+                    reference(&data[r * vocab..(r + 1) * vocab], targets[r] as usize);
                 assert!((f64_stats.logp[r] - lp).abs() < 1e-12);
                 assert!((f64_stats.mu[r] - mu).abs() < 1e-12);
                 assert!((f64_stats.sigma[r] - sd).abs() < 1e-12);
@@ -722,14 +893,17 @@ mod tests {
     fn negative_infinity_weighs_nothing_and_ties_give_zero_sigma() {
         let row = [f32::NEG_INFINITY, 2.0, 2.0, f32::NEG_INFINITY, 2.0, 2.0];
         for isa in runnable() {
-            let s = token_stats_on(Logits::F32(&row), one(1, 6), &[1], None, isa).unwrap_or_default();
+            let s =
+                token_stats_on(Logits::F32(&row), one(1, 6), &[1], None, isa).unwrap_or_default();
             assert!((s.logp[0] + 4f64.ln()).abs() < 1e-7);
             assert!((s.mu[0] + 4f64.ln()).abs() < 1e-7);
             assert_eq!(s.sigma[0], 0.0, "{isa:?}");
-            let s = token_stats_on(Logits::F32(&row), one(1, 6), &[0], None, isa).unwrap_or_default();
+            let s =
+                token_stats_on(Logits::F32(&row), one(1, 6), &[0], None, isa).unwrap_or_default();
             assert_eq!(s.logp[0], f64::NEG_INFINITY);
             let all_masked = [f32::NEG_INFINITY; 40];
-            let s = token_stats_on(Logits::F32(&all_masked), one(1, 40), &[0], None, isa).unwrap_or_default();
+            let s = token_stats_on(Logits::F32(&all_masked), one(1, 40), &[0], None, isa)
+                .unwrap_or_default();
             assert!(s.logp[0].is_nan() && s.sigma[0].is_nan());
         }
     }
@@ -738,9 +912,17 @@ mod tests {
     fn bad_rows_and_masks() {
         let row = [0.0f32, f32::NAN, 1.0];
         for isa in runnable() {
-            let s = token_stats_on(Logits::F32(&row), one(1, 3), &[0], None, isa).unwrap_or_default();
+            let s =
+                token_stats_on(Logits::F32(&row), one(1, 3), &[0], None, isa).unwrap_or_default();
             assert!(s.logp[0].is_nan());
-            let s = token_stats_on(Logits::F32(&[0.0, f32::INFINITY, 1.0]), one(1, 3), &[0], None, isa).unwrap_or_default();
+            let s = token_stats_on(
+                Logits::F32(&[0.0, f32::INFINITY, 1.0]),
+                one(1, 3),
+                &[0],
+                None,
+                isa,
+            )
+            .unwrap_or_default();
             assert!(s.mu[0].is_nan());
         }
         let s = token_stats(Logits::F32(&row), one(1, 3), &[-100], Some(&[0])).unwrap_or_default();
@@ -767,4 +949,3 @@ mod tests {
         assert!(min_k_means(&values, 2, 4, None, &[0.0]).is_err());
     }
 }
-

@@ -53,21 +53,36 @@ fn unit_roundoff<T>() -> f64 {
 
 /// LNAMD of `n` feature maps `[n, h, w, c]` (row-major) with an `r x r` box (r odd).
 /// Returns `[n, h, w, c]`: standardised, box-averaged and L2-normalised per patch.
-pub fn lnamd<T: Real>(features: &[T], n: usize, h: usize, w: usize, c: usize, r: usize) -> CoreResult<Vec<T>> {
+pub fn lnamd<T: Real>(
+    features: &[T],
+    n: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+    r: usize,
+) -> CoreResult<Vec<T>> {
     if r == 0 || r.is_multiple_of(2) {
-        return invalid(format!("r: the box size must be a positive odd number, got {r}"));
+        return invalid(format!(
+            "r: the box size must be a positive odd number, got {r}"
+        ));
     }
     if features.len() != n * h * w * c {
-        return invalid(format!("features: expected {} values for shape [{n}, {h}, {w}, {c}], got {}", n * h * w * c, features.len()));
+        return invalid(format!(
+            "features: expected {} values for shape [{n}, {h}, {w}, {c}], got {}",
+            n * h * w * c,
+            features.len()
+        ));
     }
     let per_image = h * w * c;
     let mut out = vec![T::ZERO; features.len()];
     if per_image == 0 {
         return Ok(out);
     }
-    out.par_chunks_mut(per_image).zip(features.par_chunks(per_image)).for_each(|(dst, src)| {
-        lnamd_one(src, dst, h, w, c, r);
-    });
+    out.par_chunks_mut(per_image)
+        .zip(features.par_chunks(per_image))
+        .for_each(|(dst, src)| {
+            lnamd_one(src, dst, h, w, c, r);
+        });
     Ok(out)
 }
 
@@ -194,7 +209,10 @@ struct TransposeCache<T> {
 
 impl<T: Real> TransposeCache<T> {
     fn new() -> Self {
-        TransposeCache { data: Vec::new(), image: None }
+        TransposeCache {
+            data: Vec::new(),
+            image: None,
+        }
     }
 
     fn get(&mut self, image: usize, src: &[T], p: usize, c: usize) -> &[T] {
@@ -212,7 +230,9 @@ impl<T: Real> TransposeCache<T> {
 }
 
 fn squared_norms<T: Real>(x: &[T], c: usize) -> Vec<f64> {
-    x.chunks(c.max(1)).map(|row| row.iter().map(|v| v.to_f64() * v.to_f64()).sum()).collect()
+    x.chunks(c.max(1))
+        .map(|row| row.iter().map(|v| v.to_f64() * v.to_f64()).sum())
+        .collect()
 }
 
 /// Per-thread buffers of `pair_minima`.
@@ -237,7 +257,13 @@ const RECHECK_ROWS: usize = 16;
 
 impl<T> Default for Scratch<T> {
     fn default() -> Self {
-        Scratch { product: Vec::new(), col_limit: Vec::new(), row_sq: Vec::new(), col_sq: Vec::new(), hits: Vec::new() }
+        Scratch {
+            product: Vec::new(),
+            col_limit: Vec::new(),
+            row_sq: Vec::new(),
+            col_sq: Vec::new(),
+            hits: Vec::new(),
+        }
     }
 }
 
@@ -275,7 +301,13 @@ fn pair_minima<T: Real>(
     scratch: &mut Scratch<T>,
 ) {
     let want_cols = col_min.is_some();
-    let Scratch { product, col_limit, row_sq, col_sq, hits } = scratch;
+    let Scratch {
+        product,
+        col_limit,
+        row_sq,
+        col_sq,
+        hits,
+    } = scratch;
     row_sq.clear();
     row_sq.resize(pa, f64::INFINITY);
     col_sq.clear();
@@ -300,7 +332,13 @@ fn pair_minima<T: Real>(
             let cols = c1 - c0;
             product.resize(rows * cols, T::ZERO);
             let g = &mut product[..rows * cols];
-            matmul(g, cols, am.block(r0, r1, 0, c), bt.block(0, c, c0, c1), false);
+            matmul(
+                g,
+                cols,
+                am.block(r0, r1, 0, c),
+                bt.block(0, c, c0, c1),
+                false,
+            );
             let nb_tile = &nb_t[c0..c1];
 
             // Pass 1: keys in place, row limits, column limits.
@@ -322,8 +360,15 @@ fn pair_minima<T: Real>(
                         lc[l] = if key < lc[l] { key } else { lc[l] };
                     }
                 }
-                let mut row_best = best.iter().fold(infinity, |m, &v| if v < m { v } else { m });
-                for ((e, &nbq), cl) in e_chunks.into_remainder().iter_mut().zip(n_chunks.remainder()).zip(l_chunks.into_remainder()) {
+                let mut row_best = best
+                    .iter()
+                    .fold(infinity, |m, &v| if v < m { v } else { m });
+                for ((e, &nbq), cl) in e_chunks
+                    .into_remainder()
+                    .iter_mut()
+                    .zip(n_chunks.remainder())
+                    .zip(l_chunks.into_remainder())
+                {
                     let key = nai + nbq - two * *e;
                     *e = key;
                     row_best = if key < row_best { key } else { row_best };
@@ -348,7 +393,11 @@ fn pair_minima<T: Real>(
                 for i in group0..group1 {
                     let ei = &g[i * cols..(i + 1) * cols];
                     let rl = row_limit[i];
-                    for (chunk_index, (e_chunk, l_chunk)) in ei.chunks(SCAN_CHUNK).zip(col_limit.chunks(SCAN_CHUNK)).enumerate() {
+                    for (chunk_index, (e_chunk, l_chunk)) in ei
+                        .chunks(SCAN_CHUNK)
+                        .zip(col_limit.chunks(SCAN_CHUNK))
+                        .enumerate()
+                    {
                         let mut hit = false;
                         for (&e, &cl) in e_chunk.iter().zip(l_chunk) {
                             hit |= (e <= rl) | (e <= cl);
@@ -359,7 +408,12 @@ fn pair_minima<T: Real>(
                         for (lane, (&e, &cl)) in e_chunk.iter().zip(l_chunk).enumerate() {
                             let (for_row, for_col) = (e <= rl, e <= cl);
                             if for_row || for_col {
-                                hits.push(Hit { column: chunk_index * SCAN_CHUNK + lane, row: i, for_row, for_col });
+                                hits.push(Hit {
+                                    column: chunk_index * SCAN_CHUNK + lane,
+                                    row: i,
+                                    for_row,
+                                    for_col,
+                                });
                             }
                         }
                     }
@@ -397,7 +451,9 @@ fn pair_minima<T: Real>(
 /// rounding of the squared norms.
 fn key_tolerance<T>(c: usize, max_a: f64, max_b: f64) -> f64 {
     let u = unit_roundoff::<T>();
-    4.0 * (c as f64 + 4.0) * u * max_a * max_b + 4.0 * u * (max_a * max_a + max_b * max_b) + f64::MIN_POSITIVE
+    4.0 * (c as f64 + 4.0) * u * max_a * max_b
+        + 4.0 * u * (max_a * max_a + max_b * max_b)
+        + f64::MIN_POSITIVE
 }
 
 /// A raw pointer that rayon tasks may share; every task writes a disjoint range.
@@ -433,7 +489,9 @@ fn check_ratio(top_ratio: f64) -> CoreResult<()> {
 /// Mean of the `k` smallest of `values` (reordered in place), by partial selection.
 fn mean_of_smallest<T: Real>(values: &mut [T], k: usize) -> T {
     if k < values.len() {
-        values.select_nth_unstable_by(k - 1, |x, y| x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Equal));
+        values.select_nth_unstable_by(k - 1, |x, y| {
+            x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Equal)
+        });
     }
     let s: f64 = values[..k].iter().map(|v| v.to_f64()).sum();
     T::from_f64(s / k as f64)
@@ -444,7 +502,12 @@ fn bytes_per_query<T>(references: usize, p: usize) -> usize {
     references.max(1) * p.max(1) * std::mem::size_of::<T>()
 }
 
-fn chunk_of_queries<T>(queries: usize, references: usize, p: usize, max_memory: Option<usize>) -> usize {
+fn chunk_of_queries<T>(
+    queries: usize,
+    references: usize,
+    p: usize,
+    max_memory: Option<usize>,
+) -> usize {
     match max_memory {
         None => queries.max(1),
         Some(bytes) => (bytes / bytes_per_query::<T>(references, p)).clamp(1, queries.max(1)),
@@ -463,11 +526,17 @@ pub fn mutual_scores<T: Real>(
     max_memory: Option<usize>,
 ) -> CoreResult<Vec<T>> {
     if n < 2 {
-        return invalid(format!("patches: mutual scoring needs at least 2 images, got {n}"));
+        return invalid(format!(
+            "patches: mutual scoring needs at least 2 images, got {n}"
+        ));
     }
     check_ratio(top_ratio)?;
     if patches.len() != n * p * c {
-        return invalid(format!("patches: expected {} values for shape [{n}, {p}, {c}], got {}", n * p * c, patches.len()));
+        return invalid(format!(
+            "patches: expected {} values for shape [{n}, {p}, {c}], got {}",
+            n * p * c,
+            patches.len()
+        ));
     }
     let mut out = vec![T::ZERO; n * p];
     if p == 0 {
@@ -502,23 +571,39 @@ pub fn mutual_scores<T: Real>(
         jobs.sort_by_key(|&(i, j, _)| (j, i));
         let shared = SharedOut(minima.as_mut_ptr());
         let store_len = minima.len();
-        jobs.par_iter().for_each_init(|| (Scratch::<T>::default(), TransposeCache::new()), |(scratch, cache), &(i, j, symmetric)| {
-            let row_at = ((i - q0) * refs + slot(i, j)) * p;
-            debug_assert!(row_at + p <= store_len);
-            // SAFETY: the range of (query i, reference j) is written only by the job of the
-            // unordered pair {i, j} (each pair appears once in `jobs`), inside `minima`.
-            let row_out = unsafe { shared.slice(row_at, p) };
-            let col_out = if symmetric {
-                let col_at = ((j - q0) * refs + slot(j, i)) * p;
-                debug_assert!(col_at + p <= store_len);
-                // SAFETY: as above, for (query j, reference i); distinct from row_out as i != j.
-                Some(unsafe { shared.slice(col_at, p) })
-            } else {
-                None
-            };
-            let image_j_t = cache.get(j, image(j), p, c);
-            pair_minima(image(i), p, norm_of(i), image(j), image_j_t, p, norm_of(j), c, tol, row_out, col_out, scratch);
-        });
+        jobs.par_iter().for_each_init(
+            || (Scratch::<T>::default(), TransposeCache::new()),
+            |(scratch, cache), &(i, j, symmetric)| {
+                let row_at = ((i - q0) * refs + slot(i, j)) * p;
+                debug_assert!(row_at + p <= store_len);
+                // SAFETY: the range of (query i, reference j) is written only by the job of the
+                // unordered pair {i, j} (each pair appears once in `jobs`), inside `minima`.
+                let row_out = unsafe { shared.slice(row_at, p) };
+                let col_out = if symmetric {
+                    let col_at = ((j - q0) * refs + slot(j, i)) * p;
+                    debug_assert!(col_at + p <= store_len);
+                    // SAFETY: as above, for (query j, reference i); distinct from row_out as i != j.
+                    Some(unsafe { shared.slice(col_at, p) })
+                } else {
+                    None
+                };
+                let image_j_t = cache.get(j, image(j), p, c);
+                pair_minima(
+                    image(i),
+                    p,
+                    norm_of(i),
+                    image(j),
+                    image_j_t,
+                    p,
+                    norm_of(j),
+                    c,
+                    tol,
+                    row_out,
+                    col_out,
+                    scratch,
+                );
+            },
+        );
         reduce_top_k(&mut minima, &mut out[q0 * p..q1 * p], refs, p, k);
         q0 = q1;
     }
@@ -579,17 +664,35 @@ pub fn scores_against_bank<T: Real>(
         let q1 = (q0 + chunk).min(m);
         let used = (q1 - q0) * nb * p;
         // Grouped by bank image: a thread's consecutive jobs reuse its transposed copy.
-        let jobs: Vec<(usize, usize)> = (0..nb).flat_map(|j| (q0..q1).map(move |i| (i, j))).collect();
+        let jobs: Vec<(usize, usize)> = (0..nb)
+            .flat_map(|j| (q0..q1).map(move |i| (i, j)))
+            .collect();
         let shared = SharedOut(minima.as_mut_ptr());
-        jobs.par_iter().for_each_init(|| (Scratch::<T>::default(), TransposeCache::new()), |(scratch, cache), &(i, j)| {
-            let at = ((i - q0) * nb + j) * p;
-            debug_assert!(at + p <= used);
-            // SAFETY: each (query i, bank image j) job writes its own range of `minima`.
-            let row_out = unsafe { shared.slice(at, p) };
-            let bank_j = &bank[j * pb * c..(j + 1) * pb * c];
-            let bank_j_t = cache.get(j, bank_j, pb, c);
-            pair_minima(&queries[i * p * c..(i + 1) * p * c], p, &qn[i * p..(i + 1) * p], bank_j, bank_j_t, pb, &bn[j * pb..(j + 1) * pb], c, tol, row_out, None, scratch);
-        });
+        jobs.par_iter().for_each_init(
+            || (Scratch::<T>::default(), TransposeCache::new()),
+            |(scratch, cache), &(i, j)| {
+                let at = ((i - q0) * nb + j) * p;
+                debug_assert!(at + p <= used);
+                // SAFETY: each (query i, bank image j) job writes its own range of `minima`.
+                let row_out = unsafe { shared.slice(at, p) };
+                let bank_j = &bank[j * pb * c..(j + 1) * pb * c];
+                let bank_j_t = cache.get(j, bank_j, pb, c);
+                pair_minima(
+                    &queries[i * p * c..(i + 1) * p * c],
+                    p,
+                    &qn[i * p..(i + 1) * p],
+                    bank_j,
+                    bank_j_t,
+                    pb,
+                    &bn[j * pb..(j + 1) * pb],
+                    c,
+                    tol,
+                    row_out,
+                    None,
+                    scratch,
+                );
+            },
+        );
         reduce_top_k(&mut minima[..used], &mut out[q0 * p..q1 * p], nb, p, k);
         q0 = q1;
     }
@@ -598,7 +701,13 @@ pub fn scores_against_bank<T: Real>(
 
 /// RsCIN: min-max normalised image scores smoothed over each image's k most similar images
 /// (cosine similarity of the embeddings, self included), averaged over the windows `k_list`.
-pub fn rscin(image_scores: &[f64], embeddings: &[f64], n: usize, d: usize, k_list: &[usize]) -> CoreResult<Vec<f64>> {
+pub fn rscin(
+    image_scores: &[f64],
+    embeddings: &[f64],
+    n: usize,
+    d: usize,
+    k_list: &[usize],
+) -> CoreResult<Vec<f64>> {
     if image_scores.len() != n || embeddings.len() != n * d {
         return invalid("image_scores / embeddings: lengths do not match");
     }
@@ -609,10 +718,22 @@ pub fn rscin(image_scores: &[f64], embeddings: &[f64], n: usize, d: usize, k_lis
         return Ok(Vec::new());
     }
     let lo = image_scores.iter().cloned().fold(f64::INFINITY, f64::min);
-    let hi = image_scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let hi = image_scores
+        .iter()
+        .cloned()
+        .fold(f64::NEG_INFINITY, f64::max);
     // Halved before subtracting: the span of scores near +-f64::MAX would overflow to inf.
     let span = hi / 2.0 - lo / 2.0;
-    let s: Vec<f64> = image_scores.iter().map(|&v| if span > 0.0 { (v / 2.0 - lo / 2.0) / span } else { 0.0 }).collect();
+    let s: Vec<f64> = image_scores
+        .iter()
+        .map(|&v| {
+            if span > 0.0 {
+                (v / 2.0 - lo / 2.0) / span
+            } else {
+                0.0
+            }
+        })
+        .collect();
     let mut unit = embeddings.to_vec();
     for row in unit.chunks_mut(d.max(1)) {
         let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
@@ -626,13 +747,22 @@ pub fn rscin(image_scores: &[f64], embeddings: &[f64], n: usize, d: usize, k_lis
         let row = &sim[i * n..(i + 1) * n];
         let mut order: Vec<usize> = (0..n).collect();
         // Largest similarity first; ties by index so the choice is reproducible.
-        order.sort_by(|&x, &y| row[y].partial_cmp(&row[x]).unwrap_or(std::cmp::Ordering::Equal).then(x.cmp(&y)));
+        order.sort_by(|&x, &y| {
+            row[y]
+                .partial_cmp(&row[x])
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(x.cmp(&y))
+        });
         let mut total = 0.0;
         for &k in k_list {
             let k = k.min(n);
             let weight: f64 = order[..k].iter().map(|&j| row[j]).sum();
             let smoothed: f64 = order[..k].iter().map(|&j| row[j] * s[j]).sum();
-            total += if weight != 0.0 { smoothed / weight } else { 0.0 };
+            total += if weight != 0.0 {
+                smoothed / weight
+            } else {
+                0.0
+            };
         }
         *o = total / k_list.len() as f64;
     });
@@ -648,7 +778,9 @@ mod tests {
         let mut state = seed.wrapping_add(0x9e3779b97f4a7c15);
         (0..len)
             .map(|_| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((state >> 11) as f64 / (1u64 << 53) as f64) - 0.5
             })
             .collect()
@@ -665,7 +797,9 @@ mod tests {
                     }
                     let mut best = f64::INFINITY;
                     for b in 0..p {
-                        let d: f64 = (0..c).map(|t| (x[(i * p + a) * c + t] - x[(j * p + b) * c + t]).powi(2)).sum();
+                        let d: f64 = (0..c)
+                            .map(|t| (x[(i * p + a) * c + t] - x[(j * p + b) * c + t]).powi(2))
+                            .sum();
                         best = best.min(d.sqrt());
                     }
                     mins.push(best);
@@ -679,14 +813,22 @@ mod tests {
 
     #[test]
     fn mutual_scores_match_naive_in_every_chunking() {
-        for &(n, p, c) in &[(2usize, 3usize, 4usize), (3, 7, 5), (5, 300, 9), (4, 600, 3)] {
+        for &(n, p, c) in &[
+            (2usize, 3usize, 4usize),
+            (3, 7, 5),
+            (5, 300, 9),
+            (4, 600, 3),
+        ] {
             let x = random(n * p * c, (n * p * c) as u64);
             let k = top_k(n - 1, 0.3);
             let want = naive_scores(&x, n, p, c, k);
             for max_memory in [None, Some(1usize)] {
                 let got = mutual_scores(&x, n, p, c, 0.3, max_memory).unwrap();
                 for (g, w) in got.iter().zip(&want) {
-                    assert!((g - w).abs() <= 1e-12 * w.max(1.0), "n={n} p={p} {g} vs {w}");
+                    assert!(
+                        (g - w).abs() <= 1e-12 * w.max(1.0),
+                        "n={n} p={p} {g} vs {w}"
+                    );
                 }
             }
         }
@@ -697,7 +839,12 @@ mod tests {
         let (p, c) = (5, 64);
         let base = random(p * c, 7);
         let other = random(p * c, 8);
-        let x32: Vec<f32> = base.iter().chain(base.iter()).chain(other.iter()).map(|&v| v as f32).collect();
+        let x32: Vec<f32> = base
+            .iter()
+            .chain(base.iter())
+            .chain(other.iter())
+            .map(|&v| v as f32)
+            .collect();
         let unit = lnamd(&x32, 3, 1, p, c, 1).unwrap();
         let s = mutual_scores(&unit, 3, p, c, 0.3, None).unwrap();
         assert!(s[..2 * p].iter().all(|&v| v == 0.0), "{s:?}");
@@ -730,7 +877,14 @@ mod tests {
                 let mut mins: Vec<f64> = (0..nb)
                     .map(|j| {
                         (0..p)
-                            .map(|t| (0..c).map(|u| (q[(i * p + a) * c + u] - b[(j * p + t) * c + u]).powi(2)).sum::<f64>().sqrt())
+                            .map(|t| {
+                                (0..c)
+                                    .map(|u| {
+                                        (q[(i * p + a) * c + u] - b[(j * p + t) * c + u]).powi(2)
+                                    })
+                                    .sum::<f64>()
+                                    .sqrt()
+                            })
                             .fold(f64::INFINITY, f64::min)
                     })
                     .collect();
@@ -782,7 +936,9 @@ mod timing {
         let mut state = seed.wrapping_add(0x9e3779b97f4a7c15);
         (0..len)
             .map(|_| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((state >> 11) as f64 / (1u64 << 53) as f64 - 0.5) as f32
             })
             .collect()
@@ -799,10 +955,20 @@ mod timing {
         let mut g = vec![0.0f32; p * p];
         let t = Instant::now();
         for _ in 0..10 {
-            matmul(&mut g, p, MatRef::row_major(&a, p, c), MatRef::row_major(&b, p, c).transpose(), false);
+            matmul(
+                &mut g,
+                p,
+                MatRef::row_major(&a, p, c),
+                MatRef::row_major(&b, p, c).transpose(),
+                false,
+            );
         }
         let dt = t.elapsed().as_secs_f64() / 10.0;
-        println!("full gemm {:.2} ms  {:.1} GFLOP/s", dt * 1e3, 2.0 * (p * p * c) as f64 / dt / 1e9);
+        println!(
+            "full gemm {:.2} ms  {:.1} GFLOP/s",
+            dt * 1e3,
+            2.0 * (p * p * c) as f64 / dt / 1e9
+        );
         let mut bt = vec![0.0f32; p * c];
         let mut at = vec![0.0f32; p * c];
         for q in 0..p {
@@ -815,8 +981,16 @@ mod timing {
             for variant in 0..4 {
                 let t = Instant::now();
                 for _ in 0..5 {
-                    let am = if variant & 1 == 0 { MatRef::row_major(&a, p, c) } else { MatRef::row_major(&at, c, p).transpose() };
-                    let bm = if variant & 2 == 0 { MatRef::row_major(&b, p, c).transpose() } else { MatRef::row_major(&bt, c, p) };
+                    let am = if variant & 1 == 0 {
+                        MatRef::row_major(&a, p, c)
+                    } else {
+                        MatRef::row_major(&at, c, p).transpose()
+                    };
+                    let bm = if variant & 2 == 0 {
+                        MatRef::row_major(&b, p, c).transpose()
+                    } else {
+                        MatRef::row_major(&bt, c, p)
+                    };
                     matmul(&mut g, p, am, bm, false);
                 }
                 let dt = t.elapsed().as_secs_f64() / 5.0;
@@ -830,14 +1004,26 @@ mod timing {
                 while r0 < p {
                     let mut c0 = 0;
                     while c0 < p {
-                        matmul(&mut g[..rt * ct], ct, MatRef::row_major(&a, p, c).block(r0, r0 + rt, 0, c), MatRef::row_major(&b, p, c).transpose().block(0, c, c0, c0 + ct), false);
+                        matmul(
+                            &mut g[..rt * ct],
+                            ct,
+                            MatRef::row_major(&a, p, c).block(r0, r0 + rt, 0, c),
+                            MatRef::row_major(&b, p, c)
+                                .transpose()
+                                .block(0, c, c0, c0 + ct),
+                            false,
+                        );
                         c0 += ct;
                     }
                     r0 += rt;
                 }
             }
             let dt = t.elapsed().as_secs_f64() / 10.0;
-            println!("tiled gemm {rt}x{ct} {:.2} ms  {:.1} GFLOP/s", dt * 1e3, 2.0 * (p * p * c) as f64 / dt / 1e9);
+            println!(
+                "tiled gemm {rt}x{ct} {:.2} ms  {:.1} GFLOP/s",
+                dt * 1e3,
+                2.0 * (p * p * c) as f64 / dt / 1e9
+            );
         }
         let mut row = vec![0.0f32; p];
         let mut col = vec![0.0f32; p];
@@ -846,15 +1032,38 @@ mod timing {
             for tol in [0.0, key_tolerance::<f32>(c, 1.0, 1.0)] {
                 let t = Instant::now();
                 for _ in 0..5 {
-                    pair_minima(&a, p, &na, &b, &bt, p, &nb, c, tol, &mut row, Some(&mut col), &mut s);
+                    pair_minima(
+                        &a,
+                        p,
+                        &na,
+                        &b,
+                        &bt,
+                        p,
+                        &nb,
+                        c,
+                        tol,
+                        &mut row,
+                        Some(&mut col),
+                        &mut s,
+                    );
                 }
                 let dt = t.elapsed().as_secs_f64() / 5.0;
                 let t = Instant::now();
                 for _ in 0..5 {
-                    matmul(&mut g, p, MatRef::row_major(&a, p, c), MatRef::row_major(&b, p, c).transpose(), false);
+                    matmul(
+                        &mut g,
+                        p,
+                        MatRef::row_major(&a, p, c),
+                        MatRef::row_major(&b, p, c).transpose(),
+                        false,
+                    );
                 }
                 let dg = t.elapsed().as_secs_f64() / 5.0;
-                println!("round {round} tol {tol:.1e}: pair_minima {:.2} ms, gemm {:.2} ms", dt * 1e3, dg * 1e3);
+                println!(
+                    "round {round} tol {tol:.1e}: pair_minima {:.2} ms, gemm {:.2} ms",
+                    dt * 1e3,
+                    dg * 1e3
+                );
             }
         }
     }

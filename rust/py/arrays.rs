@@ -83,6 +83,7 @@ pub fn slice_like<'a, T: FloatElement>(
 
 /// An owned result vector as a numpy array of shape `dims`.
 pub fn shaped<T: numpy::Element>(py: Python<'_>, v: Vec<T>, dims: &[usize]) -> PyResult<Py<PyAny>> {
-    let a = ArrayD::from_shape_vec(IxDyn(dims), v).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let a =
+        ArrayD::from_shape_vec(IxDyn(dims), v).map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok(a.into_pyarray(py).into_any().unbind())
 }

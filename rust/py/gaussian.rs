@@ -37,8 +37,11 @@ fn py_mahalanobis<'py>(
     with_floats!(x, "x", |xv| {
         let mv = slice_like(xv, &mean, "mean")?;
         let wv = slice_like(xv, &w, "precision_cholesky")?;
-        let out = py
-            .detach(|| pool::install(n_jobs.map(i64::from), || gaussian::mahalanobis(xv, m, d, mv, wv, k, shape)));
+        let out = py.detach(|| {
+            pool::install(n_jobs.map(i64::from), || {
+                gaussian::mahalanobis(xv, m, d, mv, wv, k, shape)
+            })
+        });
         shaped(py, out, &[m])
     })
 }
@@ -80,9 +83,10 @@ fn py_fit_gaussian<'py>(
     let estimator = Estimator::parse(estimator).map_err(to_py)?;
     let xs = x.shape();
     let (n, d) = (xs[0], xs[1]);
-    let fit = with_floats!(x, "X", |xv| py.detach(|| pool::install(n_jobs.map(i64::from), || {
-        gaussian::fit(xv, n, d, d, estimator, reg, "the covariance")
-    })));
+    let fit = with_floats!(x, "X", |xv| py
+        .detach(|| pool::install(n_jobs.map(i64::from), || {
+            gaussian::fit(xv, n, d, d, estimator, reg, "the covariance")
+        })));
     let fit = fit.map_err(to_py)?;
     let cov = Array2::from_shape_vec((d, d), fit.covariance)
         .map_err(|e| PyValueError::new_err(e.to_string()))?;

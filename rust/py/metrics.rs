@@ -19,10 +19,11 @@ fn py_binary_summary<'py>(
     n_jobs: Option<Threads>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let labels = contiguous(&labels, "labels")?;
-    let summary = with_floats!(scores, "scores", |s| py
-        .detach(|| pool::install(n_jobs.map(i64::from), || metrics::summarize(
-            s, labels, &max_fprs, &min_tprs
-        ))));
+    let summary =
+        with_floats!(scores, "scores", |s| py
+            .detach(|| pool::install(n_jobs.map(i64::from), || {
+                metrics::summarize(s, labels, &max_fprs, &min_tprs)
+            })));
     let out = PyDict::new(py);
     out.set_item("auroc", summary.auroc)?;
     out.set_item("average_precision", summary.average_precision)?;
@@ -49,7 +50,9 @@ fn py_curve_counts<'py>(
 ) -> PyResult<CurveArrays<'py>> {
     let labels = contiguous(&labels, "labels")?;
     let c = with_floats!(scores, "scores", |s| py
-        .detach(|| pool::install(n_jobs.map(i64::from), || metrics::curve(s, labels))));
+        .detach(|| pool::install(n_jobs.map(i64::from), || metrics::curve(
+            s, labels
+        ))));
     Ok((
         c.false_positives.into_pyarray(py),
         c.true_positives.into_pyarray(py),
@@ -72,10 +75,11 @@ fn py_pro_curve<'py>(
     let shape = maps.shape();
     let (n, h, w) = (shape[0], shape[1], shape[2]);
     let masks = contiguous(&masks, "masks")?;
-    let result = with_floats!(maps, "anomaly_maps", |s| py
-        .detach(|| pool::install(n_jobs.map(i64::from), || metrics::pro_curve(
-            s, masks, n, h, w, max_fpr
-        ))));
+    let result =
+        with_floats!(maps, "anomaly_maps", |s| py
+            .detach(|| pool::install(n_jobs.map(i64::from), || {
+                metrics::pro_curve(s, masks, n, h, w, max_fpr)
+            })));
     let (fprs, pros) = result.map_err(to_py)?;
     Ok((fprs.into_pyarray(py), pros.into_pyarray(py)))
 }
@@ -93,7 +97,9 @@ fn py_aupro<'py>(
     let (n, h, w) = (shape[0], shape[1], shape[2]);
     let masks = contiguous(&masks, "masks")?;
     let result = with_floats!(maps, "anomaly_maps", |s| py
-        .detach(|| pool::install(n_jobs.map(i64::from), || metrics::aupro(s, masks, n, h, w, max_fpr))));
+        .detach(|| pool::install(n_jobs.map(i64::from), || metrics::aupro(
+            s, masks, n, h, w, max_fpr
+        ))));
     result.map_err(to_py)
 }
 

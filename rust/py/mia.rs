@@ -35,12 +35,16 @@ fn py_token_stats<'py>(
         LogitsArray::Bits16(a) => a.shape().to_vec(),
     };
     if shape.len() != 3 {
-        return Err(PyValueError::new_err(format!("logits: expected 3 dimensions [B, T, V], got shape {shape:?}")));
+        return Err(PyValueError::new_err(format!(
+            "logits: expected 3 dimensions [B, T, V], got shape {shape:?}"
+        )));
     }
     let (b, logits_time, v) = (shape[0], shape[1], shape[2]);
     let target_shape = targets.shape().to_vec();
     if target_shape.len() != 2 || target_shape[0] != b {
-        return Err(PyValueError::new_err(format!("targets: expected shape [{b}, T], got {target_shape:?}")));
+        return Err(PyValueError::new_err(format!(
+            "targets: expected shape [{b}, T], got {target_shape:?}"
+        )));
     }
     let t = target_shape[1];
     let targets = contiguous(&targets, "targets")?;
@@ -56,12 +60,36 @@ fn py_token_stats<'py>(
             match half {
                 "bfloat16" => Logits::Bf16(bits),
                 "float16" => Logits::F16(bits),
-                other => return Err(PyValueError::new_err(format!("half: expected 'bfloat16' or 'float16', got {other:?}"))),
+                other => {
+                    return Err(PyValueError::new_err(format!(
+                        "half: expected 'bfloat16' or 'float16', got {other:?}"
+                    )))
+                }
             }
         }
     };
-    let stats = py.detach(|| pool::install(n_jobs.map(i64::from), || mia::token_stats(view, mia::Shape { batch: b, time: t, logits_time, vocab: v }, targets, mask))).map_err(to_py)?;
-    Ok((shaped(py, stats.logp, &[b, t])?, shaped(py, stats.mu, &[b, t])?, shaped(py, stats.sigma, &[b, t])?))
+    let stats = py
+        .detach(|| {
+            pool::install(n_jobs.map(i64::from), || {
+                mia::token_stats(
+                    view,
+                    mia::Shape {
+                        batch: b,
+                        time: t,
+                        logits_time,
+                        vocab: v,
+                    },
+                    targets,
+                    mask,
+                )
+            })
+        })
+        .map_err(to_py)?;
+    Ok((
+        shaped(py, stats.logp, &[b, t])?,
+        shaped(py, stats.mu, &[b, t])?,
+        shaped(py, stats.sigma, &[b, t])?,
+    ))
 }
 
 /// Mean of the `int(n * ratio)` (at least 1) smallest scored values per row of `values [B, T]`
@@ -76,7 +104,9 @@ fn py_min_k_means<'py>(
 ) -> PyResult<Py<PyAny>> {
     let shape = values.shape().to_vec();
     if shape.len() != 2 {
-        return Err(PyValueError::new_err(format!("values: expected 2 dimensions [B, T], got shape {shape:?}")));
+        return Err(PyValueError::new_err(format!(
+            "values: expected 2 dimensions [B, T], got shape {shape:?}"
+        )));
     }
     let (rows, cols) = (shape[0], shape[1]);
     let data = contiguous(&values, "values")?;
@@ -84,8 +114,15 @@ fn py_min_k_means<'py>(
         Some(m) => Some(contiguous(m, "mask")?),
         None => None,
     };
-    let out = py.detach(|| pool::install(n_jobs.map(i64::from), || mia::min_k_means(data, rows, cols, mask, &ratios))).map_err(to_py)?;
-    let a = Array2::from_shape_vec((rows, ratios.len()), out).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let out = py
+        .detach(|| {
+            pool::install(n_jobs.map(i64::from), || {
+                mia::min_k_means(data, rows, cols, mask, &ratios)
+            })
+        })
+        .map_err(to_py)?;
+    let a = Array2::from_shape_vec((rows, ratios.len()), out)
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok(a.into_pyarray(py).into_any().unbind())
 }
 

@@ -2,50 +2,84 @@ use numpy::{PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use super::arrays::{shaped, contiguous, slice_like, with_floats, FloatArray};
+use super::arrays::{contiguous, shaped, slice_like, with_floats, FloatArray};
 use super::errors::to_py;
 use super::Threads;
 use crate::musc;
 use crate::pool;
 
 fn dims<const D: usize>(shape: &[usize], name: &str) -> PyResult<[usize; D]> {
-    shape
-        .try_into()
-        .map_err(|_| PyValueError::new_err(format!("{name}: expected {D} dimensions, got shape {shape:?}")))
+    shape.try_into().map_err(|_| {
+        PyValueError::new_err(format!(
+            "{name}: expected {D} dimensions, got shape {shape:?}"
+        ))
+    })
 }
 
 /// LNAMD of `features [N, H, W, C]` with an `r x r` box: `[N, H, W, C]`, unit-norm patches.
 #[pyfunction(name = "musc_lnamd", signature = (features, r, n_jobs=None))]
-fn py_musc_lnamd<'py>(py: Python<'py>, features: FloatArray<'py>, r: usize, n_jobs: Option<Threads>) -> PyResult<Py<PyAny>> {
+fn py_musc_lnamd<'py>(
+    py: Python<'py>,
+    features: FloatArray<'py>,
+    r: usize,
+    n_jobs: Option<Threads>,
+) -> PyResult<Py<PyAny>> {
     let [n, h, w, c] = dims::<4>(&features.shape(), "features")?;
     with_floats!(features, "features", |x| {
-        let out = py.detach(|| pool::install(n_jobs.map(i64::from), || musc::lnamd(x, n, h, w, c, r))).map_err(to_py)?;
+        let out = py
+            .detach(|| pool::install(n_jobs.map(i64::from), || musc::lnamd(x, n, h, w, c, r)))
+            .map_err(to_py)?;
         shaped(py, out, &[n, h, w, c])
     })
 }
 
 /// Mutual scores of `patches [N, P, C]`: `[N, P]`.
 #[pyfunction(name = "musc_mutual_scores", signature = (patches, top_ratio, max_memory=None, n_jobs=None))]
-fn py_musc_mutual_scores<'py>(py: Python<'py>, patches: FloatArray<'py>, top_ratio: f64, max_memory: Option<usize>, n_jobs: Option<Threads>) -> PyResult<Py<PyAny>> {
+fn py_musc_mutual_scores<'py>(
+    py: Python<'py>,
+    patches: FloatArray<'py>,
+    top_ratio: f64,
+    max_memory: Option<usize>,
+    n_jobs: Option<Threads>,
+) -> PyResult<Py<PyAny>> {
     let [n, p, c] = dims::<3>(&patches.shape(), "patches")?;
     with_floats!(patches, "patches", |x| {
-        let out = py.detach(|| pool::install(n_jobs.map(i64::from), || musc::mutual_scores(x, n, p, c, top_ratio, max_memory))).map_err(to_py)?;
+        let out = py
+            .detach(|| {
+                pool::install(n_jobs.map(i64::from), || {
+                    musc::mutual_scores(x, n, p, c, top_ratio, max_memory)
+                })
+            })
+            .map_err(to_py)?;
         shaped(py, out, &[n, p])
     })
 }
 
 /// Scores of `queries [M, P, C]` against `bank [Nb, Pb, C]`: `[M, P]`.
 #[pyfunction(name = "musc_scores_against_bank", signature = (queries, bank, top_ratio, max_memory=None, n_jobs=None))]
-fn py_musc_scores_against_bank<'py>(py: Python<'py>, queries: FloatArray<'py>, bank: FloatArray<'py>, top_ratio: f64, max_memory: Option<usize>, n_jobs: Option<Threads>) -> PyResult<Py<PyAny>> {
+fn py_musc_scores_against_bank<'py>(
+    py: Python<'py>,
+    queries: FloatArray<'py>,
+    bank: FloatArray<'py>,
+    top_ratio: f64,
+    max_memory: Option<usize>,
+    n_jobs: Option<Threads>,
+) -> PyResult<Py<PyAny>> {
     let [m, p, c] = dims::<3>(&queries.shape(), "queries")?;
     let [nb, pb, cb] = dims::<3>(&bank.shape(), "bank")?;
     if cb != c {
-        return Err(PyValueError::new_err(format!("bank: expected {c} channels like the queries, got {cb}")));
+        return Err(PyValueError::new_err(format!(
+            "bank: expected {c} channels like the queries, got {cb}"
+        )));
     }
     with_floats!(queries, "queries", |q| {
         let b = slice_like(q, &bank, "bank")?;
         let out = py
-            .detach(|| pool::install(n_jobs.map(i64::from), || musc::scores_against_bank(q, m, p, b, nb, pb, c, top_ratio, max_memory)))
+            .detach(|| {
+                pool::install(n_jobs.map(i64::from), || {
+                    musc::scores_against_bank(q, m, p, b, nb, pb, c, top_ratio, max_memory)
+                })
+            })
             .map_err(to_py)?;
         shaped(py, out, &[m, p])
     })
@@ -53,11 +87,19 @@ fn py_musc_scores_against_bank<'py>(py: Python<'py>, queries: FloatArray<'py>, b
 
 /// RsCIN of `image_scores [N]` with `embeddings [N, D]` (float64): `[N]`.
 #[pyfunction(name = "musc_rscin", signature = (image_scores, embeddings, k_list, n_jobs=None))]
-fn py_musc_rscin<'py>(py: Python<'py>, image_scores: PyReadonlyArrayDyn<'py, f64>, embeddings: PyReadonlyArrayDyn<'py, f64>, k_list: Vec<usize>, n_jobs: Option<Threads>) -> PyResult<Py<PyAny>> {
+fn py_musc_rscin<'py>(
+    py: Python<'py>,
+    image_scores: PyReadonlyArrayDyn<'py, f64>,
+    embeddings: PyReadonlyArrayDyn<'py, f64>,
+    k_list: Vec<usize>,
+    n_jobs: Option<Threads>,
+) -> PyResult<Py<PyAny>> {
     let [n, d] = dims::<2>(embeddings.shape(), "embeddings")?;
     let s = contiguous(&image_scores, "image_scores")?;
     let e = contiguous(&embeddings, "embeddings")?;
-    let out = py.detach(|| pool::install(n_jobs.map(i64::from), || musc::rscin(s, e, n, d, &k_list))).map_err(to_py)?;
+    let out = py
+        .detach(|| pool::install(n_jobs.map(i64::from), || musc::rscin(s, e, n, d, &k_list)))
+        .map_err(to_py)?;
     shaped(py, out, &[n])
 }
 

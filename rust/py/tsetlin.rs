@@ -59,15 +59,24 @@ fn docs_of<'a>(docs: &'a PyDocs<'_>) -> PyResult<Docs<'a>> {
     match docs {
         PyDocs::Packed(words) => {
             let n_docs = words.shape().first().copied().unwrap_or(0);
-            Ok(Docs::Packed { words: contiguous(words, "X")?, n_docs })
+            Ok(Docs::Packed {
+                words: contiguous(words, "X")?,
+                n_docs,
+            })
         }
-        PyDocs::Csr((indptr, indices)) => Ok(Docs::Csr { indptr: contiguous(indptr, "X.indptr")?, indices: contiguous(indices, "X.indices")? }),
+        PyDocs::Csr((indptr, indices)) => Ok(Docs::Csr {
+            indptr: contiguous(indptr, "X.indptr")?,
+            indices: contiguous(indices, "X.indices")?,
+        }),
     }
 }
 
 /// Fresh model state: (action [banks*C*lw] u64, lower [banks*C*lw*(b-1)] u64, weights i32).
 #[pyfunction(name = "tsetlin_initial_state")]
-fn py_tsetlin_initial_state(py: Python<'_>, config: PyConfig) -> PyResult<(Py<PyAny>, Py<PyAny>, Py<PyAny>)> {
+fn py_tsetlin_initial_state(
+    py: Python<'_>,
+    config: PyConfig,
+) -> PyResult<(Py<PyAny>, Py<PyAny>, Py<PyAny>)> {
     let cfg: Config = config.into();
     let (action, lower, weights) = tsetlin::initial_state(&cfg).map_err(to_py)?;
     Ok((
@@ -96,12 +105,18 @@ fn py_tsetlin_train_epoch<'py>(
     let docs = docs_of(&docs)?;
     let y = contiguous(&y, "y")?;
     let order = contiguous(&order, "order")?;
-    let err = |name: &str| PyValueError::new_err(format!("{name}: expected a writable C-contiguous array"));
+    let err = |name: &str| {
+        PyValueError::new_err(format!("{name}: expected a writable C-contiguous array"))
+    };
     let action = action.as_slice_mut().map_err(|_| err("action"))?;
     let lower = lower.as_slice_mut().map_err(|_| err("lower"))?;
     let weights = weights.as_slice_mut().map_err(|_| err("weights"))?;
-    py.detach(|| pool::install(n_jobs.map(i64::from), || tsetlin::train_epoch(&cfg, action, lower, weights, &docs, y, order, epoch)))
-        .map_err(to_py)
+    py.detach(|| {
+        pool::install(n_jobs.map(i64::from), || {
+            tsetlin::train_epoch(&cfg, action, lower, weights, &docs, y, order, epoch)
+        })
+    })
+    .map_err(to_py)
 }
 
 /// Raw class sums `[n_docs, n_classes]` (int64, prediction-time clause outputs, unclamped).
@@ -119,21 +134,41 @@ fn py_tsetlin_class_sums<'py>(
     let action = contiguous(&action, "action")?;
     let weights = contiguous(&weights, "weights")?;
     let n = docs.n_docs();
-    let sums = py.detach(|| pool::install(n_jobs.map(i64::from), || tsetlin::class_sums(&cfg, action, weights, &docs))).map_err(to_py)?;
-    let a = Array2::from_shape_vec((n, cfg.n_classes), sums).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let sums = py
+        .detach(|| {
+            pool::install(n_jobs.map(i64::from), || {
+                tsetlin::class_sums(&cfg, action, weights, &docs)
+            })
+        })
+        .map_err(to_py)?;
+    let a = Array2::from_shape_vec((n, cfg.n_classes), sums)
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok(a.into_pyarray(py).into_any().unbind())
 }
 
 /// Prediction-time clause outputs `[n_docs, banks * n_clauses]` (uint8; empty clauses 0).
 #[pyfunction(name = "tsetlin_clause_outputs", signature = (config, action, docs, n_jobs=None))]
-fn py_tsetlin_clause_outputs<'py>(py: Python<'py>, config: PyConfig, action: PyReadonlyArrayDyn<'py, u64>, docs: PyDocs<'py>, n_jobs: Option<Threads>) -> PyResult<Py<PyAny>> {
+fn py_tsetlin_clause_outputs<'py>(
+    py: Python<'py>,
+    config: PyConfig,
+    action: PyReadonlyArrayDyn<'py, u64>,
+    docs: PyDocs<'py>,
+    n_jobs: Option<Threads>,
+) -> PyResult<Py<PyAny>> {
     let cfg: Config = config.into();
     let docs = docs_of(&docs)?;
     let action = contiguous(&action, "action")?;
     let n = docs.n_docs();
     let total = cfg.n_banks() * cfg.n_clauses;
-    let outs = py.detach(|| pool::install(n_jobs.map(i64::from), || tsetlin::clause_outputs(&cfg, action, &docs))).map_err(to_py)?;
-    let a = Array2::from_shape_vec((n, total), outs).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let outs = py
+        .detach(|| {
+            pool::install(n_jobs.map(i64::from), || {
+                tsetlin::clause_outputs(&cfg, action, &docs)
+            })
+        })
+        .map_err(to_py)?;
+    let a = Array2::from_shape_vec((n, total), outs)
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok(a.into_pyarray(py).into_any().unbind())
 }
 

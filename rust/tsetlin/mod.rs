@@ -102,16 +102,25 @@ impl Config {
             ));
         }
         if !(2..=16).contains(&self.state_bits) {
-            return invalid(format!("state_bits must be in [2, 16], got {}", self.state_bits));
+            return invalid(format!(
+                "state_bits must be in [2, 16], got {}",
+                self.state_bits
+            ));
         }
         if self.threshold < 1 {
             return invalid(format!("threshold must be >= 1, got {}", self.threshold));
         }
         if !(self.specificity >= 1.0 && self.specificity.is_finite()) {
-            return invalid(format!("specificity must be a finite number >= 1, got {}", self.specificity));
+            return invalid(format!(
+                "specificity must be a finite number >= 1, got {}",
+                self.specificity
+            ));
         }
         if !(0.0..1.0).contains(&self.clause_drop_p) {
-            return invalid(format!("clause_drop_p must be in [0, 1), got {}", self.clause_drop_p));
+            return invalid(format!(
+                "clause_drop_p must be in [0, 1), got {}",
+                self.clause_drop_p
+            ));
         }
         Ok(())
     }
@@ -123,7 +132,10 @@ pub enum Docs<'a> {
     /// `[n_docs, feature_words]`, bit `j % 64` of word `j / 64` is feature `j`.
     Packed { words: &'a [u64], n_docs: usize },
     /// CSR: document `i` holds the features `indices[indptr[i]..indptr[i + 1]]`.
-    Csr { indptr: &'a [i64], indices: &'a [i32] },
+    Csr {
+        indptr: &'a [i64],
+        indices: &'a [i32],
+    },
 }
 
 impl Docs<'_> {
@@ -140,7 +152,11 @@ impl Docs<'_> {
             Docs::Packed { words, n_docs } => {
                 let fw = n_features.div_ceil(64);
                 if words.len() != n_docs * fw {
-                    return invalid(format!("X: packed rows hold {} words, expected {}", words.len(), n_docs * fw));
+                    return invalid(format!(
+                        "X: packed rows hold {} words, expected {}",
+                        words.len(),
+                        n_docs * fw
+                    ));
                 }
                 let spare = fw * 64 - n_features;
                 if spare > 0 {
@@ -231,7 +247,11 @@ pub fn stream_key(seed: u64, parts: &[u64]) -> u64 {
 /// so per-clause keys cost one mix once the (epoch, example, role, class) prefix is hashed.
 #[inline(always)]
 pub fn stream_step(h: u64, part: u64) -> u64 {
-    mix64(h ^ part.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(0x632b_e59b_d9b4_e019))
+    mix64(
+        h ^ part
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .wrapping_add(0x632b_e59b_d9b4_e019),
+    )
 }
 
 /// Roles of a draw in the stream (the fourth counter).
@@ -299,12 +319,14 @@ const ROLE_POOL: u64 = 7;
 /// automata cannot change are skipped without disturbing the others' draws.
 pub fn mask_pool(seed: u64, epoch: u64, kind: u64, t: u64) -> Vec<u64> {
     let mut pool = vec![0u64; MASK_POOL_WORDS];
-    pool.par_chunks_mut(POOL_CHUNK).enumerate().for_each(|(i, chunk)| {
-        let mut rng = Wy(stream_key(seed, &[epoch, ROLE_POOL, kind, i as u64]));
-        for m in chunk.iter_mut() {
-            *m = rng.bernoulli_mask(t);
-        }
-    });
+    pool.par_chunks_mut(POOL_CHUNK)
+        .enumerate()
+        .for_each(|(i, chunk)| {
+            let mut rng = Wy(stream_key(seed, &[epoch, ROLE_POOL, kind, i as u64]));
+            for m in chunk.iter_mut() {
+                *m = rng.bernoulli_mask(t);
+            }
+        });
     pool
 }
 
@@ -318,7 +340,10 @@ struct MaskCursor {
 impl MaskCursor {
     fn new(h: u64) -> Self {
         let g = mix64(h ^ ROLE_MASKS);
-        MaskCursor { offset: (g as usize) & (MASK_POOL_WORDS - 1), rotation: (g >> 58) as u32 }
+        MaskCursor {
+            offset: (g as usize) & (MASK_POOL_WORDS - 1),
+            rotation: (g >> 58) as u32,
+        }
     }
     #[inline(always)]
     fn mask(&self, pool: &[u64], word: usize) -> u64 {
@@ -416,7 +441,11 @@ pub fn initial_state(cfg: &Config) -> CoreResult<(Vec<u64>, Vec<u64>, Vec<i32>)>
         }
     } else {
         for (i, w) in weights.iter_mut().enumerate() {
-            *w = if (i % cfg.n_clauses).is_multiple_of(2) { 1 } else { -1 };
+            *w = if (i % cfg.n_clauses).is_multiple_of(2) {
+                1
+            } else {
+                -1
+            };
         }
     }
     Ok((action, lower, weights))
@@ -510,7 +539,15 @@ fn clause_index(cfg: &Config, action: &[u64]) -> ClauseIndex {
     }
     let (positive_ptr, positive_clauses) = by_feature(&positive, cfg.n_features);
     let (negated_ptr, negated_clauses) = by_feature(&negated, cfg.n_features);
-    ClauseIndex { nonempty, n_positive, positive_ptr, positive_clauses, negated_ptr, negated_clauses, negation_only }
+    ClauseIndex {
+        nonempty,
+        n_positive,
+        positive_ptr,
+        positive_clauses,
+        negated_ptr,
+        negated_clauses,
+        negation_only,
+    }
 }
 
 /// Per-thread marks for the sparse test; stamps avoid clearing them for every document.
@@ -523,7 +560,12 @@ struct SparseMarks {
 
 impl SparseMarks {
     fn new(total: usize) -> Self {
-        SparseMarks { stamp: 0, killed: vec![0; total], hits_stamp: vec![0; total], hits: vec![0; total] }
+        SparseMarks {
+            stamp: 0,
+            killed: vec![0; total],
+            hits_stamp: vec![0; total],
+            hits: vec![0; total],
+        }
     }
 }
 
@@ -532,7 +574,15 @@ impl SparseMarks {
 /// its present features: a clause fires when every included positive feature was seen and no
 /// included negation was; a denser one uses the word-parallel AND over the include bits.
 #[allow(clippy::too_many_arguments)]
-fn clause_outputs_predict(cfg: &Config, action: &[u64], index: &ClauseIndex, present: &[u32], literals: &[u64], marks: &mut SparseMarks, fired: &mut Vec<u32>) {
+fn clause_outputs_predict(
+    cfg: &Config,
+    action: &[u64],
+    index: &ClauseIndex,
+    present: &[u32],
+    literals: &[u64],
+    marks: &mut SparseMarks,
+    fired: &mut Vec<u32>,
+) {
     let lw = cfg.literal_words();
     let fw = cfg.feature_words();
     fired.clear();
@@ -600,16 +650,27 @@ pub fn clause_outputs(cfg: &Config, action: &[u64], docs: &Docs) -> CoreResult<V
     }
     let index = clause_index(cfg, action);
     let mut out = vec![0u8; docs.n_docs() * total];
-    out.par_chunks_mut(total.max(1)).with_min_len(16).enumerate().for_each_init(
-        || (DocScratch::new(cfg), SparseMarks::new(total), Vec::new()),
-        |(scratch, marks, fired), (i, row)| {
-            scratch.load(docs, i);
-            clause_outputs_predict(cfg, action, &index, &scratch.present, &scratch.literals, marks, fired);
-            for &c in fired.iter() {
-                row[c as usize] = 1;
-            }
-        },
-    );
+    out.par_chunks_mut(total.max(1))
+        .with_min_len(16)
+        .enumerate()
+        .for_each_init(
+            || (DocScratch::new(cfg), SparseMarks::new(total), Vec::new()),
+            |(scratch, marks, fired), (i, row)| {
+                scratch.load(docs, i);
+                clause_outputs_predict(
+                    cfg,
+                    action,
+                    &index,
+                    &scratch.present,
+                    &scratch.literals,
+                    marks,
+                    fired,
+                );
+                for &c in fired.iter() {
+                    row[c as usize] = 1;
+                }
+            },
+        );
     Ok(out)
 }
 
@@ -637,7 +698,12 @@ impl DocScratch {
 }
 
 /// Raw class sums `[n_docs, n_classes]`: sum over clauses of weight x prediction-time output.
-pub fn class_sums(cfg: &Config, action: &[u64], weights: &[i32], docs: &Docs) -> CoreResult<Vec<i64>> {
+pub fn class_sums(
+    cfg: &Config,
+    action: &[u64],
+    weights: &[i32],
+    docs: &Docs,
+) -> CoreResult<Vec<i64>> {
     cfg.validate()?;
     docs.validate(cfg.n_features)?;
     if action.len() != cfg.action_len() || weights.len() != cfg.weights_len() {
@@ -647,25 +713,36 @@ pub fn class_sums(cfg: &Config, action: &[u64], weights: &[i32], docs: &Docs) ->
     let total = cfg.n_banks() * cfg.n_clauses;
     let index = clause_index(cfg, action);
     let mut sums = vec![0i64; docs.n_docs() * k];
-    sums.par_chunks_mut(k).with_min_len(16).enumerate().for_each_init(
-        || (DocScratch::new(cfg), SparseMarks::new(total), Vec::new()),
-        |(scratch, marks, fired), (i, row)| {
-            scratch.load(docs, i);
-            clause_outputs_predict(cfg, action, &index, &scratch.present, &scratch.literals, marks, fired);
-            row.fill(0);
-            let k = cfg.n_classes;
-            for &c in fired.iter() {
-                let c = c as usize;
-                if cfg.coalesced {
-                    for (s, &w) in row.iter_mut().zip(&weights[c * k..(c + 1) * k]) {
-                        *s += w as i64;
+    sums.par_chunks_mut(k)
+        .with_min_len(16)
+        .enumerate()
+        .for_each_init(
+            || (DocScratch::new(cfg), SparseMarks::new(total), Vec::new()),
+            |(scratch, marks, fired), (i, row)| {
+                scratch.load(docs, i);
+                clause_outputs_predict(
+                    cfg,
+                    action,
+                    &index,
+                    &scratch.present,
+                    &scratch.literals,
+                    marks,
+                    fired,
+                );
+                row.fill(0);
+                let k = cfg.n_classes;
+                for &c in fired.iter() {
+                    let c = c as usize;
+                    if cfg.coalesced {
+                        for (s, &w) in row.iter_mut().zip(&weights[c * k..(c + 1) * k]) {
+                            *s += w as i64;
+                        }
+                    } else {
+                        row[c / cfg.n_clauses] += weights[c] as i64;
                     }
-                } else {
-                    row[c / cfg.n_clauses] += weights[c] as i64;
                 }
-            }
-        },
-    );
+            },
+        );
     Ok(sums)
 }
 
@@ -686,7 +763,11 @@ fn accumulate_sums(cfg: &Config, weights: &[i32], outputs: &[u8], row: &mut [i64
         for (class, s) in row.iter_mut().enumerate() {
             let outs = &outputs[class * c_per..(class + 1) * c_per];
             let ws = &weights[class * c_per..(class + 1) * c_per];
-            *s = outs.iter().zip(ws).map(|(&o, &w)| if o != 0 { w as i64 } else { 0 }).sum();
+            *s = outs
+                .iter()
+                .zip(ws)
+                .map(|(&o, &w)| if o != 0 { w as i64 } else { 0 })
+                .sum();
         }
     }
 }
@@ -719,7 +800,15 @@ enum Kind {
 
 impl Feedback<'_> {
     /// Update one clause's automata given its (training-time) output on `literals`.
-    fn apply<const P: usize>(&self, kind: Kind, fired: bool, action: &mut [u64], lower: &mut [u64], literals: &[u64], cursor: MaskCursor) {
+    fn apply<const P: usize>(
+        &self,
+        kind: Kind,
+        fired: bool,
+        action: &mut [u64],
+        lower: &mut [u64],
+        literals: &[u64],
+        cursor: MaskCursor,
+    ) {
         // Fixed-size plane groups let the compiler unroll the carry chains.
         let (lower, _) = lower.as_chunks_mut::<P>();
         let mut budget = if self.cfg.max_included_literals > 0 {
@@ -821,7 +910,14 @@ fn two_banks_mut<T>(data: &mut [T], a: usize, b: usize, len: usize) -> (&mut [T]
 /// The clauses of one bank as (bank slot, clause, include words, lower planes, weight).
 type ClauseItem<'a> = (usize, usize, &'a mut [u64], &'a mut [u64], &'a mut i32);
 
-fn bank_items<'a>(which: usize, act: &'a mut [u64], low: &'a mut [u64], ws: &'a mut [i32], lw: usize, low_len: usize) -> impl IndexedParallelIterator<Item = ClauseItem<'a>> + 'a {
+fn bank_items<'a>(
+    which: usize,
+    act: &'a mut [u64],
+    low: &'a mut [u64],
+    ws: &'a mut [i32],
+    lw: usize,
+    low_len: usize,
+) -> impl IndexedParallelIterator<Item = ClauseItem<'a>> + 'a {
     act.par_chunks_exact_mut(lw)
         .zip(low.par_chunks_exact_mut(low_len))
         .zip(ws.par_iter_mut())
@@ -832,7 +928,16 @@ fn bank_items<'a>(which: usize, act: &'a mut [u64], low: &'a mut [u64], ws: &'a 
 /// One pass of online training over `order` (indices into `docs`, labels `y` in [0, n_classes)).
 /// `epoch` keys the random stream, so successive calls must pass successive epochs.
 #[allow(clippy::too_many_arguments)]
-pub fn train_epoch(cfg: &Config, action: &mut [u64], lower: &mut [u64], weights: &mut [i32], docs: &Docs, y: &[i64], order: &[i64], epoch: u64) -> CoreResult<()> {
+pub fn train_epoch(
+    cfg: &Config,
+    action: &mut [u64],
+    lower: &mut [u64],
+    weights: &mut [i32],
+    docs: &Docs,
+    y: &[i64],
+    order: &[i64],
+    epoch: u64,
+) -> CoreResult<()> {
     validate_state(cfg, action.len(), lower.len(), weights.len())?;
     macro_rules! by_planes {
         ($($p:literal)*) => {
@@ -846,7 +951,16 @@ pub fn train_epoch(cfg: &Config, action: &mut [u64], lower: &mut [u64], weights:
 }
 
 #[allow(clippy::too_many_arguments)]
-fn train_epoch_planes<const P: usize>(cfg: &Config, action: &mut [u64], lower: &mut [u64], weights: &mut [i32], docs: &Docs, y: &[i64], order: &[i64], epoch: u64) -> CoreResult<()> {
+fn train_epoch_planes<const P: usize>(
+    cfg: &Config,
+    action: &mut [u64],
+    lower: &mut [u64],
+    weights: &mut [i32],
+    docs: &Docs,
+    y: &[i64],
+    order: &[i64],
+    epoch: u64,
+) -> CoreResult<()> {
     validate_state(cfg, action.len(), lower.len(), weights.len())?;
     docs.validate(cfg.n_features)?;
     let n = docs.n_docs();
@@ -854,7 +968,10 @@ fn train_epoch_planes<const P: usize>(cfg: &Config, action: &mut [u64], lower: &
         return invalid(format!("y: {} labels for {} documents", y.len(), n));
     }
     if let Some(&bad) = y.iter().find(|&&c| c < 0 || c as usize >= cfg.n_classes) {
-        return invalid(format!("y: class index {bad} outside [0, {})", cfg.n_classes));
+        return invalid(format!(
+            "y: class index {bad} outside [0, {})",
+            cfg.n_classes
+        ));
     }
     if let Some(&bad) = order.iter().find(|&&i| i < 0 || i as usize >= n) {
         return invalid(format!("order: index {bad} outside [0, {n})"));
@@ -869,8 +986,18 @@ fn train_epoch_planes<const P: usize>(cfg: &Config, action: &mut [u64], lower: &
     valid_literals.extend_from_slice(&feature_valid);
     let forget_p = 1.0 / cfg.specificity;
     let forget_pool = mask_pool(cfg.seed, epoch, 0, threshold32(forget_p));
-    let reward_pool = if cfg.boost_true_positive { Vec::new() } else { mask_pool(cfg.seed, epoch, 1, threshold32(1.0 - forget_p)) };
-    let fb = Feedback { cfg, lw, forget_pool, reward_pool, valid_literals };
+    let reward_pool = if cfg.boost_true_positive {
+        Vec::new()
+    } else {
+        mask_pool(cfg.seed, epoch, 1, threshold32(1.0 - forget_p))
+    };
+    let fb = Feedback {
+        cfg,
+        lw,
+        forget_pool,
+        reward_pool,
+        valid_literals,
+    };
     let drop_num = (cfg.clause_drop_p * (1u64 << 32) as f64).round() as u64;
 
     let mut scratch = DocScratch::new(cfg);
@@ -889,9 +1016,13 @@ fn train_epoch_planes<const P: usize>(cfg: &Config, action: &mut [u64], lower: &
 
         if drop_num > 0 {
             let prefix = stream_key(cfg.seed, &[epoch, ex, ROLE_DROP]);
-            dropped.par_iter_mut().enumerate().with_min_len(256).for_each(|(c, d)| {
-                *d = below(stream_step(prefix, c as u64), drop_num, 1 << 32);
-            });
+            dropped
+                .par_iter_mut()
+                .enumerate()
+                .with_min_len(256)
+                .for_each(|(c, d)| {
+                    *d = below(stream_step(prefix, c as u64), drop_num, 1 << 32);
+                });
         }
 
         // Which banks must be evaluated: uniform sampling picks the negative class first.
@@ -914,11 +1045,16 @@ fn train_epoch_planes<const P: usize>(cfg: &Config, action: &mut [u64], lower: &
             evaluated[uniform_negative] = true;
         }
         // Every needed bank in one parallel pass.
-        outputs.par_iter_mut().zip(&dropped).enumerate().with_min_len(64).for_each(|(g, (o, &d))| {
-            if evaluated[g / c_per] {
-                *o = (!d && fires_training(&action[g * lw..(g + 1) * lw], literals)) as u8;
-            }
-        });
+        outputs
+            .par_iter_mut()
+            .zip(&dropped)
+            .enumerate()
+            .with_min_len(64)
+            .for_each(|(g, (o, &d))| {
+                if evaluated[g / c_per] {
+                    *o = (!d && fires_training(&action[g * lw..(g + 1) * lw], literals)) as u8;
+                }
+            });
         // Class sums (clamped to [-T, T]) of the classes whose banks were evaluated.
         if cfg.coalesced {
             accumulate_sums(cfg, weights, &outputs, &mut sums);
@@ -927,7 +1063,10 @@ fn train_epoch_planes<const P: usize>(cfg: &Config, action: &mut [u64], lower: &
                 sums[class] = if evaluated[class] {
                     let outs = &outputs[class * c_per..(class + 1) * c_per];
                     let ws = &weights[class * c_per..(class + 1) * c_per];
-                    outs.iter().zip(ws).map(|(&o, &w)| if o != 0 { w as i64 } else { 0 }).sum()
+                    outs.iter()
+                        .zip(ws)
+                        .map(|(&o, &w)| if o != 0 { w as i64 } else { 0 })
+                        .sum()
                 } else {
                     0
                 };
@@ -937,7 +1076,10 @@ fn train_epoch_planes<const P: usize>(cfg: &Config, action: &mut [u64], lower: &
 
         let negative = if cfg.focused_negatives {
             // Focused: a negative class is drawn in proportion to (T + v) / 2T.
-            let total_w: u64 = (0..k).filter(|&c| c != target).map(|c| (t + clamped(c)) as u64).sum();
+            let total_w: u64 = (0..k)
+                .filter(|&c| c != target)
+                .map(|c| (t + clamped(c)) as u64)
+                .sum();
             if total_w == 0 {
                 uniform_negative
             } else {
@@ -957,8 +1099,16 @@ fn train_epoch_planes<const P: usize>(cfg: &Config, action: &mut [u64], lower: &
             uniform_negative
         };
         let updates = [
-            Update { class: target, num: (t - clamped(target)) as u64, role: ROLE_TARGET },
-            Update { class: negative, num: (t + clamped(negative)) as u64, role: ROLE_NEGATIVE },
+            Update {
+                class: target,
+                num: (t - clamped(target)) as u64,
+                role: ROLE_TARGET,
+            },
+            Update {
+                class: negative,
+                num: (t + clamped(negative)) as u64,
+                role: ROLE_NEGATIVE,
+            },
         ];
         let den = 2 * t as u64;
         let prefixes = updates.map(|u| stream_key(cfg.seed, &[epoch, ex, u.role, u.class as u64]));
@@ -984,10 +1134,18 @@ fn train_epoch_planes<const P: usize>(cfg: &Config, action: &mut [u64], lower: &
                         let cursor = MaskCursor::new(h);
                         let w = &mut ws[u.class];
                         let positive = *w >= 0;
-                        let kind = if positive == (u.role == ROLE_TARGET) { Kind::TypeI } else { Kind::TypeII };
+                        let kind = if positive == (u.role == ROLE_TARGET) {
+                            Kind::TypeI
+                        } else {
+                            Kind::TypeII
+                        };
                         fb.apply::<P>(kind, fired, act, low, literals, cursor);
                         if fired && cfg.weighted {
-                            *w = if u.role == ROLE_TARGET { w.saturating_add(1) } else { w.saturating_sub(1) };
+                            *w = if u.role == ROLE_TARGET {
+                                w.saturating_add(1)
+                            } else {
+                                w.saturating_sub(1)
+                            };
                         }
                     }
                 });
@@ -1017,7 +1175,11 @@ fn train_epoch_planes<const P: usize>(cfg: &Config, action: &mut [u64], lower: &
                     let kind = if type_one { Kind::TypeI } else { Kind::TypeII };
                     fb.apply::<P>(kind, fired, act, low, literals, cursor);
                     if fired && cfg.weighted {
-                        let magnitude = if type_one { w.abs().saturating_add(1) } else { (w.abs() - 1).max(1) };
+                        let magnitude = if type_one {
+                            w.abs().saturating_add(1)
+                        } else {
+                            (w.abs() - 1).max(1)
+                        };
                         *w = if positive { magnitude } else { -magnitude };
                     }
                 });
@@ -1080,7 +1242,9 @@ mod tests {
     fn bernoulli_masks_have_the_right_rate() {
         let mut rng = Wy(3);
         let t = threshold32(0.1);
-        let ones: u32 = (0..20_000).map(|_| rng.bernoulli_mask(t).count_ones()).sum();
+        let ones: u32 = (0..20_000)
+            .map(|_| rng.bernoulli_mask(t).count_ones())
+            .sum();
         let rate = ones as f64 / (20_000.0 * 64.0);
         assert!((rate - 0.1).abs() < 0.003, "rate {rate}");
         assert_eq!(rng.bernoulli_mask(1 << 32), !0);
@@ -1100,13 +1264,28 @@ mod tests {
             words[i * 2 + 1] = (h >> 7) & 0x3f;
             y[i] = (h & 1) as i64;
         }
-        let docs = Docs::Packed { words: &words, n_docs: n };
+        let docs = Docs::Packed {
+            words: &words,
+            n_docs: n,
+        };
         let order: Vec<i64> = (0..n as i64).collect();
         for epoch in 0..20 {
-            train_epoch(&cfg, &mut action, &mut lower, &mut weights, &docs, &y, &order, epoch).unwrap();
+            train_epoch(
+                &cfg,
+                &mut action,
+                &mut lower,
+                &mut weights,
+                &docs,
+                &y,
+                &order,
+                epoch,
+            )
+            .unwrap();
         }
         let sums = class_sums(&cfg, &action, &weights, &docs).unwrap();
-        let correct = (0..n).filter(|&i| (sums[i * 2 + 1] > sums[i * 2]) as i64 == y[i]).count();
+        let correct = (0..n)
+            .filter(|&i| (sums[i * 2 + 1] > sums[i * 2]) as i64 == y[i])
+            .count();
         assert!(correct as f64 >= 0.95 * n as f64, "{correct}/{n}");
     }
 
@@ -1116,11 +1295,27 @@ mod tests {
         let (mut action, mut lower, mut weights) = initial_state(&cfg).unwrap();
         let indptr = [0i64, 1];
         let indices = [10i32];
-        let docs = Docs::Csr { indptr: &indptr, indices: &indices };
+        let docs = Docs::Csr {
+            indptr: &indptr,
+            indices: &indices,
+        };
         assert!(class_sums(&cfg, &action, &weights, &docs).is_err());
         let ok = [3i32];
-        let docs = Docs::Csr { indptr: &indptr, indices: &ok };
-        assert!(train_epoch(&cfg, &mut action, &mut lower, &mut weights, &docs, &[2], &[0], 0).is_err());
+        let docs = Docs::Csr {
+            indptr: &indptr,
+            indices: &ok,
+        };
+        assert!(train_epoch(
+            &cfg,
+            &mut action,
+            &mut lower,
+            &mut weights,
+            &docs,
+            &[2],
+            &[0],
+            0
+        )
+        .is_err());
         let mut odd = cfg.clone();
         odd.n_clauses = 3;
         assert!(odd.validate().is_err());
@@ -1154,12 +1349,27 @@ mod timing {
         let lw = cfg.literal_words();
         let mut valid_literals = feature_masks(cfg.n_features);
         valid_literals.extend(feature_masks(cfg.n_features));
-        let fb = Feedback { cfg: &cfg, lw, forget_pool: mask_pool(1, 0, 0, threshold32(0.1)), reward_pool: Vec::new(), valid_literals };
+        let fb = Feedback {
+            cfg: &cfg,
+            lw,
+            forget_pool: mask_pool(1, 0, 0, threshold32(0.1)),
+            reward_pool: Vec::new(),
+            valid_literals,
+        };
         let literals = vec![0u64; lw];
         let cpu = || -> f64 {
             let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
-            let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-            fields.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0
+            let fields: Vec<&str> = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
+            fields
+                .get(11)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+                / 100.0
         };
         let cpu0 = cpu();
         let start = std::time::Instant::now();
@@ -1168,7 +1378,14 @@ mod timing {
             let c = (r * 7919) % 400;
             let act = &mut action[c * lw..(c + 1) * lw];
             let low = &mut lower[c * lw * 7..(c + 1) * lw * 7];
-            fb.apply::<7>(Kind::TypeI, false, act, low, &literals, MaskCursor::new(r as u64));
+            fb.apply::<7>(
+                Kind::TypeI,
+                false,
+                act,
+                low,
+                &literals,
+                MaskCursor::new(r as u64),
+            );
         }
         let ns = start.elapsed().as_nanos() as f64 / (reps * lw) as f64;
         let cpu_ns = (cpu() - cpu0) * 1e9 / (reps * lw) as f64;
