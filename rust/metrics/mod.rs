@@ -79,6 +79,26 @@ fn merge_walk<K: Copy + Ord>(
     }
 }
 
+/// The keys of the positives and of the negatives, each sorted ascending.
+fn sorted_by_class<S: Real, K: radix::Keyed + Ord>(
+    scores: &[S],
+    labels: &[u8],
+    n_pos: usize,
+    key: impl Fn(S) -> K,
+) -> (Vec<K>, Vec<K>) {
+    let mut pos = Vec::with_capacity(n_pos);
+    let mut neg = Vec::with_capacity(scores.len() - n_pos);
+    for (&s, &l) in scores.iter().zip(labels) {
+        if l != 0 {
+            pos.push(key(s))
+        } else {
+            neg.push(key(s))
+        }
+    }
+    rayon::join(|| radix_sort_parallel(&mut pos), || radix_sort_parallel(&mut neg));
+    (pos, neg)
+}
+
 /// Split by label into key vectors, sort both, and stream the curve points in decreasing score
 /// order. Returns (positives, negatives). Inputs are validated by the caller.
 pub fn walk_curve<S: Real>(
@@ -94,36 +114,12 @@ pub fn walk_curve<S: Real>(
         .count();
     let n_neg = scores.len() - n_pos;
     if std::mem::size_of::<S>() == 4 {
-        let (mut pos, mut neg) = (Vec::with_capacity(n_pos), Vec::with_capacity(n_neg));
-        for (&s, &l) in scores.iter().zip(labels) {
-            let k = sort_key32(s.to_f64() as f32);
-            if l != 0 {
-                pos.push(k)
-            } else {
-                neg.push(k)
-            }
-        }
-        rayon::join(
-            || radix_sort_parallel(&mut pos),
-            || radix_sort_parallel(&mut neg),
-        );
+        let (pos, neg) = sorted_by_class(scores, labels, n_pos, |s| sort_key32(s.to_f64() as f32));
         let to_score =
             |k: u32| f32::from_bits(if k >> 31 == 1 { k & !(1u32 << 31) } else { !k }) as f64;
         merge_walk(&pos, &neg, to_score, point);
     } else {
-        let (mut pos, mut neg) = (Vec::with_capacity(n_pos), Vec::with_capacity(n_neg));
-        for (&s, &l) in scores.iter().zip(labels) {
-            let k = sort_key(s.to_f64());
-            if l != 0 {
-                pos.push(k)
-            } else {
-                neg.push(k)
-            }
-        }
-        rayon::join(
-            || radix_sort_parallel(&mut pos),
-            || radix_sort_parallel(&mut neg),
-        );
+        let (pos, neg) = sorted_by_class(scores, labels, n_pos, |s| sort_key(s.to_f64()));
         merge_walk(&pos, &neg, key_to_f64, point);
     }
     (n_pos as u64, n_neg as u64)
