@@ -95,7 +95,10 @@ fn sorted_by_class<S: Real, K: radix::Keyed + Ord>(
             neg.push(key(s))
         }
     }
-    rayon::join(|| radix_sort_parallel(&mut pos), || radix_sort_parallel(&mut neg));
+    rayon::join(
+        || radix_sort_parallel(&mut pos),
+        || radix_sort_parallel(&mut neg),
+    );
     (pos, neg)
 }
 

@@ -19,11 +19,10 @@ fn py_binary_summary<'py>(
     n_jobs: Option<Threads>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let labels = contiguous(&labels, "labels")?;
-    let summary =
-        with_floats!(scores, "scores", |s| py
-            .detach(|| pool::install(n_jobs.map(i64::from), || {
-                metrics::summarize(s, labels, &max_fprs, &min_tprs)
-            })));
+    let summary = with_floats!(scores, "scores", |s| py
+        .detach(|| pool::install(n_jobs.map(i64::from), || {
+            metrics::summarize(s, labels, &max_fprs, &min_tprs)
+        })));
     let out = PyDict::new(py);
     out.set_item("auroc", summary.auroc)?;
     out.set_item("average_precision", summary.average_precision)?;
@@ -75,11 +74,10 @@ fn py_pro_curve<'py>(
     let shape = maps.shape();
     let (n, h, w) = (shape[0], shape[1], shape[2]);
     let masks = contiguous(&masks, "masks")?;
-    let result =
-        with_floats!(maps, "anomaly_maps", |s| py
-            .detach(|| pool::install(n_jobs.map(i64::from), || {
-                metrics::pro_curve(s, masks, n, h, w, max_fpr)
-            })));
+    let result = with_floats!(maps, "anomaly_maps", |s| py
+        .detach(|| pool::install(n_jobs.map(i64::from), || {
+            metrics::pro_curve(s, masks, n, h, w, max_fpr)
+        })));
     let (fprs, pros) = result.map_err(to_py)?;
     Ok((fprs.into_pyarray(py), pros.into_pyarray(py)))
 }

@@ -9,6 +9,12 @@
 //! state. The lower `b - 1` planes are stored word-major (`lower[clause][word][plane]`) so the
 //! carry (or borrow) of an increment touches neighbouring words and stops as soon as it is zero.
 //!
+//! Training calls of more than a few examples copy the automata into one byte each
+//! (`bytes.rs`, AVX-512BW, `state_bits <= 8`): a masked saturating add or subtract then moves
+//! all 64 automata of a word at once, and the planes are written back at the end. Clause
+//! evaluation during training reads only the include words a per-clause summary bitmap marks
+//! as non-zero (clauses include a few literals each).
+//!
 //! Randomness is counter based: every draw is a keyed hash of (seed, epoch, example, role,
 //! class, clause). The per-literal Bernoulli(1/s) masks come from a table of 2^15 64-bit masks
 //! built once per epoch from the same keyed stream; an updated clause reads it at an offset and
@@ -31,6 +37,9 @@
 //! weight down by 1, and the weight's sign decides the feedback type.
 
 use rayon::prelude::*;
+
+mod bytes;
+use bytes::{Kernels, Lane, Step};
 
 use crate::error::{invalid, CoreResult};
 
@@ -474,6 +483,33 @@ fn fires_training(action: &[u64], literals: &[u64]) -> bool {
     action.iter().zip(literals).all(|(&a, &l)| a & !l == 0)
 }
 
+/// Bit `w` of a clause's summary says whether include word `w` is non-zero. Clauses include
+/// a few literals each, so training-time evaluation visits those words and skips the rest.
+fn summarize(action: &[u64], summary: &mut [u64]) {
+    summary.fill(0);
+    for (w, &a) in action.iter().enumerate() {
+        if a != 0 {
+            summary[w / 64] |= 1 << (w % 64);
+        }
+    }
+}
+
+/// `fires_training` reading only the include words the summary marks.
+#[inline(always)]
+fn fires_training_summarized(action: &[u64], summary: &[u64], literals: &[u64]) -> bool {
+    for (i, &bits) in summary.iter().enumerate() {
+        let mut bits = bits;
+        while bits != 0 {
+            let w = i * 64 + bits.trailing_zeros() as usize;
+            if action[w] & !literals[w] != 0 {
+                return false;
+            }
+            bits &= bits - 1;
+        }
+    }
+    true
+}
+
 /// What prediction needs of the clauses: for every feature, the clauses that include it and
 /// those that include its negation (CSR lists), so a sparse document touches only the clauses
 /// its present features name.
@@ -799,6 +835,65 @@ enum Kind {
 }
 
 impl Feedback<'_> {
+    /// Literals a clause may still include under `max_included_literals` (None: no budget).
+    fn budget(&self, action: &[u64]) -> Option<usize> {
+        (self.cfg.max_included_literals > 0).then(|| {
+            let included: usize = action.iter().map(|a| a.count_ones() as usize).sum();
+            self.cfg.max_included_literals.saturating_sub(included)
+        })
+    }
+
+    /// `apply` for byte-stored automata: the same steps, one vector operation per word.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_bytes(
+        &self,
+        kernels: &Kernels,
+        kind: Kind,
+        fired: bool,
+        action: &mut [u64],
+        lanes: &mut [Lane],
+        literals: &[u64],
+        cursor: MaskCursor,
+    ) {
+        let mut budget = self.budget(action);
+        if matches!(kind, Kind::TypeII) && !fired {
+            return;
+        }
+        let boost = self.cfg.boost_true_positive;
+        kernels.update_clause(action, lanes, |w, act, lane| {
+            let valid = self.valid_literals[w];
+            match kind {
+                Kind::TypeI if fired => {
+                    let lit = literals[w];
+                    let mut up = lit & valid;
+                    if !boost {
+                        up &= cursor.mask(&self.reward_pool, w);
+                    }
+                    if let Some(left) = budget.as_mut() {
+                        up = limit_new_includes(up, kernels.at_edge(lane), left);
+                    }
+                    Step {
+                        up,
+                        down: !lit & valid & cursor.mask(&self.forget_pool, w),
+                    }
+                }
+                Kind::TypeI => Step {
+                    up: 0,
+                    down: valid & cursor.mask(&self.forget_pool, w),
+                },
+                Kind::TypeII => {
+                    let mut up = !literals[w] & !act & valid;
+                    if up != 0 {
+                        if let Some(left) = budget.as_mut() {
+                            up = limit_new_includes(up, kernels.at_edge(lane), left);
+                        }
+                    }
+                    Step { up, down: 0 }
+                }
+            }
+        });
+    }
+
     /// Update one clause's automata given its (training-time) output on `literals`.
     fn apply<const P: usize>(
         &self,
@@ -811,12 +906,7 @@ impl Feedback<'_> {
     ) {
         // Fixed-size plane groups let the compiler unroll the carry chains.
         let (lower, _) = lower.as_chunks_mut::<P>();
-        let mut budget = if self.cfg.max_included_literals > 0 {
-            let included: usize = action.iter().map(|a| a.count_ones() as usize).sum();
-            Some(self.cfg.max_included_literals.saturating_sub(included))
-        } else {
-            None
-        };
+        let mut budget = self.budget(action);
         match kind {
             Kind::TypeI => {
                 for w in 0..self.lw {
@@ -830,7 +920,7 @@ impl Feedback<'_> {
                             up &= cursor.mask(&self.reward_pool, w);
                         }
                         if let Some(left) = budget.as_mut() {
-                            up = limit_new_includes(up, *act, &low[..], left);
+                            up = limit_new_includes(up, plane_edge(*act, &low[..]), left);
                         }
                         if up != 0 {
                             increment(low, act, up);
@@ -861,7 +951,7 @@ impl Feedback<'_> {
                     }
                     let low = &mut lower[w];
                     if let Some(left) = budget.as_mut() {
-                        up = limit_new_includes(up, action[w], &low[..], left);
+                        up = limit_new_includes(up, plane_edge(action[w], &low[..]), left);
                     }
                     if up != 0 {
                         increment(low, &mut action[w], up);
@@ -872,11 +962,11 @@ impl Feedback<'_> {
     }
 }
 
-/// Keep the literal budget: of the automata in `up` that would cross into "include" (excluded
-/// and at the last exclude state), keep only the first `left`; the others are not rewarded.
+/// Keep the literal budget: of the automata in `up` that would cross into "include" (`at_edge`:
+/// excluded and at the last exclude state), keep only the first `left`; the others are not
+/// rewarded.
 #[inline(always)]
-fn limit_new_includes(up: u64, action: u64, lower: &[u64], left: &mut usize) -> u64 {
-    let at_edge = lower.iter().fold(!action, |acc, &p| acc & p);
+fn limit_new_includes(up: u64, at_edge: u64, left: &mut usize) -> u64 {
     let mut crossing = up & at_edge;
     let n = crossing.count_ones() as usize;
     if n <= *left {
@@ -894,6 +984,12 @@ fn limit_new_includes(up: u64, action: u64, lower: &[u64], left: &mut usize) -> 
     up & !(up & at_edge & !kept)
 }
 
+/// Automata of one plane-stored word at the last exclude state.
+#[inline(always)]
+fn plane_edge(action: u64, lower: &[u64]) -> u64 {
+    lower.iter().fold(!action, |acc, &p| acc & p)
+}
+
 /// Disjoint mutable views of banks `a` and `b` (`a != b`) of `len` elements each, in that order.
 fn two_banks_mut<T>(data: &mut [T], a: usize, b: usize, len: usize) -> (&mut [T], &mut [T]) {
     let (lo, hi, swapped) = if a < b { (a, b, false) } else { (b, a, true) };
@@ -907,23 +1003,117 @@ fn two_banks_mut<T>(data: &mut [T], a: usize, b: usize, len: usize) -> (&mut [T]
     }
 }
 
-/// The clauses of one bank as (bank slot, clause, include words, lower planes, weight).
-type ClauseItem<'a> = (usize, usize, &'a mut [u64], &'a mut [u64], &'a mut i32);
-
-fn bank_items<'a>(
-    which: usize,
-    act: &'a mut [u64],
-    low: &'a mut [u64],
-    ws: &'a mut [i32],
-    lw: usize,
-    low_len: usize,
-) -> impl IndexedParallelIterator<Item = ClauseItem<'a>> + 'a {
-    act.par_chunks_exact_mut(lw)
-        .zip(low.par_chunks_exact_mut(low_len))
-        .zip(ws.par_iter_mut())
-        .enumerate()
-        .map(move |(c, ((act, low), w))| (which, c, act, low, w))
+/// The mutable state of one clause while training.
+struct ClauseMut<'a, C> {
+    action: &'a mut [u64],
+    cells: &'a mut [C],
+    summary: &'a mut [u64],
 }
+
+impl<C> ClauseMut<'_, C> {
+    /// Refresh the summary after the include words changed.
+    fn resummarize(&mut self) {
+        summarize(self.action, self.summary);
+    }
+}
+
+/// The clauses of one bank as (bank slot, clause, state, weight).
+type ClauseItem<'a, C> = (usize, usize, ClauseMut<'a, C>, &'a mut i32);
+
+/// The bank's slices, each cut per clause into `lw`, `per_clause` and `sw` elements.
+struct BankMut<'a, C> {
+    action: &'a mut [u64],
+    cells: &'a mut [C],
+    summary: &'a mut [u64],
+    weights: &'a mut [i32],
+}
+
+fn bank_items<'a, C: Send>(
+    which: usize,
+    bank: BankMut<'a, C>,
+    (lw, per_clause, sw): (usize, usize, usize),
+) -> impl IndexedParallelIterator<Item = ClauseItem<'a, C>> + 'a {
+    bank.action
+        .par_chunks_exact_mut(lw)
+        .zip(bank.cells.par_chunks_exact_mut(per_clause))
+        .zip(bank.summary.par_chunks_exact_mut(sw))
+        .zip(bank.weights.par_iter_mut())
+        .enumerate()
+        .map(move |(c, (((action, cells), summary), w))| {
+            (
+                which,
+                c,
+                ClauseMut {
+                    action,
+                    cells,
+                    summary,
+                },
+                w,
+            )
+        })
+}
+
+/// How the automata are held while training: bit planes (any `state_bits`) or bytes.
+trait Store: Sync {
+    type Cell: Send;
+    fn cells_per_clause(&self, lw: usize) -> usize;
+    #[allow(clippy::too_many_arguments)]
+    fn feedback(
+        &self,
+        fb: &Feedback,
+        kind: Kind,
+        fired: bool,
+        action: &mut [u64],
+        cells: &mut [Self::Cell],
+        literals: &[u64],
+        cursor: MaskCursor,
+    );
+}
+
+/// Bit-sliced storage with `P` lower planes, the model's own layout.
+struct Planes<const P: usize>;
+
+impl<const P: usize> Store for Planes<P> {
+    type Cell = u64;
+    fn cells_per_clause(&self, lw: usize) -> usize {
+        lw * P
+    }
+    fn feedback(
+        &self,
+        fb: &Feedback,
+        kind: Kind,
+        fired: bool,
+        action: &mut [u64],
+        cells: &mut [u64],
+        literals: &[u64],
+        cursor: MaskCursor,
+    ) {
+        fb.apply::<P>(kind, fired, action, cells, literals, cursor);
+    }
+}
+
+impl Store for Kernels {
+    type Cell = Lane;
+    fn cells_per_clause(&self, lw: usize) -> usize {
+        lw
+    }
+    fn feedback(
+        &self,
+        fb: &Feedback,
+        kind: Kind,
+        fired: bool,
+        action: &mut [u64],
+        cells: &mut [Lane],
+        literals: &[u64],
+        cursor: MaskCursor,
+    ) {
+        fb.apply_bytes(self, kind, fired, action, cells, literals, cursor);
+    }
+}
+
+/// Training calls with at least this many examples convert the model to bytes (where the CPU
+/// has the byte kernels); shorter ones update the planes in place.
+const BYTE_KERNEL_MIN_EXAMPLES: usize = 16;
 
 /// One pass of online training over `order` (indices into `docs`, labels `y` in [0, n_classes)).
 /// `epoch` keys the random stream, so successive calls must pass successive epochs.
@@ -938,20 +1128,12 @@ pub fn train_epoch(
     order: &[i64],
     epoch: u64,
 ) -> CoreResult<()> {
-    validate_state(cfg, action.len(), lower.len(), weights.len())?;
-    macro_rules! by_planes {
-        ($($p:literal)*) => {
-            match cfg.lower_planes() {
-                $($p => train_epoch_planes::<$p>(cfg, action, lower, weights, docs, y, order, epoch),)*
-                other => invalid(format!("state_bits {} is not supported", other + 1)),
-            }
-        };
-    }
-    by_planes!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15)
+    train_epoch_using(cfg, action, lower, weights, docs, y, order, epoch, true)
 }
 
+/// `train_epoch` with the byte kernels allowed or not (the result is the same either way).
 #[allow(clippy::too_many_arguments)]
-fn train_epoch_planes<const P: usize>(
+fn train_epoch_using(
     cfg: &Config,
     action: &mut [u64],
     lower: &mut [u64],
@@ -960,6 +1142,7 @@ fn train_epoch_planes<const P: usize>(
     y: &[i64],
     order: &[i64],
     epoch: u64,
+    allow_bytes: bool,
 ) -> CoreResult<()> {
     validate_state(cfg, action.len(), lower.len(), weights.len())?;
     docs.validate(cfg.n_features)?;
@@ -977,10 +1160,6 @@ fn train_epoch_planes<const P: usize>(
         return invalid(format!("order: index {bad} outside [0, {n})"));
     }
     let lw = cfg.literal_words();
-    let planes = cfg.lower_planes();
-    let c_per = cfg.n_clauses;
-    let k = cfg.n_classes;
-    let t = cfg.threshold;
     let feature_valid = feature_masks(cfg.n_features);
     let mut valid_literals = feature_valid.clone();
     valid_literals.extend_from_slice(&feature_valid);
@@ -998,6 +1177,51 @@ fn train_epoch_planes<const P: usize>(
         reward_pool,
         valid_literals,
     };
+    let planes = cfg.lower_planes();
+    let kernels = if allow_bytes && order.len() >= BYTE_KERNEL_MIN_EXAMPLES {
+        Kernels::new(cfg.state_bits)
+    } else {
+        None
+    };
+    if let Some(kernels) = kernels {
+        let mut lanes = vec![Lane([0; 64]); action.len()];
+        kernels.load_planes(action, lower, planes, &mut lanes);
+        train_loop(
+            cfg, &fb, &kernels, action, &mut lanes, weights, docs, y, order, epoch,
+        );
+        kernels.store_planes(&lanes, planes, action, lower);
+        return Ok(());
+    }
+    macro_rules! by_planes {
+        ($($p:literal)*) => {
+            match planes {
+                $($p => train_loop(cfg, &fb, &Planes::<$p>, action, lower, weights, docs, y, order, epoch),)*
+                other => return invalid(format!("state_bits {} is not supported", other + 1)),
+            }
+        };
+    }
+    by_planes!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn train_loop<S: Store>(
+    cfg: &Config,
+    fb: &Feedback,
+    store: &S,
+    action: &mut [u64],
+    cells: &mut [S::Cell],
+    weights: &mut [i32],
+    docs: &Docs,
+    y: &[i64],
+    order: &[i64],
+    epoch: u64,
+) {
+    let lw = cfg.literal_words();
+    let per_clause = store.cells_per_clause(lw);
+    let c_per = cfg.n_clauses;
+    let k = cfg.n_classes;
+    let t = cfg.threshold;
     let drop_num = (cfg.clause_drop_p * (1u64 << 32) as f64).round() as u64;
 
     let mut scratch = DocScratch::new(cfg);
@@ -1006,6 +1230,12 @@ fn train_epoch_planes<const P: usize>(
     let mut dropped = vec![false; total];
     let mut sums = vec![0i64; k];
     let mut evaluated = vec![false; cfg.n_banks()];
+    let sw = lw.div_ceil(64);
+    let mut summary = vec![0u64; total * sw];
+    summary
+        .par_chunks_mut(sw)
+        .zip(action.par_chunks(lw))
+        .for_each(|(s, a)| summarize(a, s));
 
     for &example in order {
         let i = example as usize;
@@ -1052,7 +1282,12 @@ fn train_epoch_planes<const P: usize>(
             .with_min_len(64)
             .for_each(|(g, (o, &d))| {
                 if evaluated[g / c_per] {
-                    *o = (!d && fires_training(&action[g * lw..(g + 1) * lw], literals)) as u8;
+                    *o = (!d
+                        && fires_training_summarized(
+                            &action[g * lw..(g + 1) * lw],
+                            &summary[g * sw..(g + 1) * sw],
+                            literals,
+                        )) as u8;
                 }
             });
         // Class sums (clamped to [-T, T]) of the classes whose banks were evaluated.
@@ -1117,15 +1352,17 @@ fn train_epoch_planes<const P: usize>(
             let kw = k;
             action
                 .par_chunks_exact_mut(lw)
-                .zip(lower.par_chunks_exact_mut(lw * planes))
+                .zip(cells.par_chunks_exact_mut(per_clause))
+                .zip(summary.par_chunks_exact_mut(sw))
                 .zip(weights.par_chunks_exact_mut(kw))
                 .enumerate()
                 .with_min_len(16)
-                .for_each(|(c, ((act, low), ws))| {
+                .for_each(|(c, (((act, low), summ), ws))| {
                     if dropped[c] {
                         return;
                     }
                     let fired = outputs[c] != 0;
+                    let mut touched = false;
                     for (u, &prefix) in updates.iter().zip(&prefixes) {
                         let h = stream_step(prefix, c as u64);
                         if u.num == 0 || !below(h, u.num, den) {
@@ -1139,7 +1376,8 @@ fn train_epoch_planes<const P: usize>(
                         } else {
                             Kind::TypeII
                         };
-                        fb.apply::<P>(kind, fired, act, low, literals, cursor);
+                        store.feedback(fb, kind, fired, act, low, literals, cursor);
+                        touched = true;
                         if fired && cfg.weighted {
                             *w = if u.role == ROLE_TARGET {
                                 w.saturating_add(1)
@@ -1148,17 +1386,34 @@ fn train_epoch_planes<const P: usize>(
                             };
                         }
                     }
+                    if touched {
+                        summarize(act, summ);
+                    }
                 });
         } else {
             // Both updated banks in one parallel pass (one fork-join per example, not two).
             let (t_bank, n_bank) = (updates[0].class, updates[1].class);
             let (act_t, act_n) = two_banks_mut(action, t_bank, n_bank, c_per * lw);
-            let (low_t, low_n) = two_banks_mut(lower, t_bank, n_bank, c_per * lw * planes);
+            let (low_t, low_n) = two_banks_mut(cells, t_bank, n_bank, c_per * per_clause);
+            let (sum_t, sum_n) = two_banks_mut(&mut summary, t_bank, n_bank, c_per * sw);
             let (ws_t, ws_n) = two_banks_mut(weights, t_bank, n_bank, c_per);
-            bank_items(0, act_t, low_t, ws_t, lw, lw * planes)
-                .chain(bank_items(1, act_n, low_n, ws_n, lw, lw * planes))
+            let cuts = (lw, per_clause, sw);
+            let bank_t = BankMut {
+                action: act_t,
+                cells: low_t,
+                summary: sum_t,
+                weights: ws_t,
+            };
+            let bank_n = BankMut {
+                action: act_n,
+                cells: low_n,
+                summary: sum_n,
+                weights: ws_n,
+            };
+            bank_items(0, bank_t, cuts)
+                .chain(bank_items(1, bank_n, cuts))
                 .with_min_len(16)
-                .for_each(|(which, c, act, low, w)| {
+                .for_each(|(which, c, mut clause, w)| {
                     let u = &updates[which];
                     let global = u.class * c_per + c;
                     if u.num == 0 || dropped[global] {
@@ -1173,7 +1428,16 @@ fn train_epoch_planes<const P: usize>(
                     let positive = *w > 0;
                     let type_one = positive == (u.role == ROLE_TARGET);
                     let kind = if type_one { Kind::TypeI } else { Kind::TypeII };
-                    fb.apply::<P>(kind, fired, act, low, literals, cursor);
+                    store.feedback(
+                        fb,
+                        kind,
+                        fired,
+                        clause.action,
+                        clause.cells,
+                        literals,
+                        cursor,
+                    );
+                    clause.resummarize();
                     if fired && cfg.weighted {
                         let magnitude = if type_one {
                             w.abs().saturating_add(1)
@@ -1185,7 +1449,6 @@ fn train_epoch_planes<const P: usize>(
                 });
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -1287,6 +1550,67 @@ mod tests {
             .filter(|&i| (sums[i * 2 + 1] > sums[i * 2]) as i64 == y[i])
             .count();
         assert!(correct as f64 >= 0.95 * n as f64, "{correct}/{n}");
+    }
+
+    #[test]
+    fn byte_kernels_match_the_planes() {
+        if !bytes::available() {
+            return;
+        }
+        let n = 120;
+        let n_features: usize = 150;
+        let fw = n_features.div_ceil(64);
+        let mut words = vec![0u64; n * fw];
+        let mut y = vec![0i64; n];
+        for i in 0..n {
+            for w in 0..fw {
+                // Sparse-ish documents: about one bit in eight set.
+                let h = mix64((i * fw + w) as u64);
+                words[i * fw + w] = h & mix64(h) & mix64(h ^ 5);
+            }
+            words[i * fw + fw - 1] &= (1u64 << (n_features % 64)) - 1;
+            y[i] = (mix64(i as u64 ^ 99) % 3) as i64;
+        }
+        let docs = Docs::Packed {
+            words: &words,
+            n_docs: n,
+        };
+        let order: Vec<i64> = (0..n as i64).rev().collect();
+        for variant in 0..6 {
+            let mut cfg = config(n_features, variant == 3);
+            cfg.n_classes = 3;
+            cfg.threshold = 8;
+            cfg.state_bits = [8, 3, 5, 8, 8, 2][variant];
+            cfg.boost_true_positive = variant != 1;
+            cfg.max_included_literals = if variant == 2 || variant == 3 { 4 } else { 0 };
+            cfg.clause_drop_p = if variant == 4 { 0.3 } else { 0.0 };
+            cfg.focused_negatives = variant != 5;
+            cfg.weighted = variant != 4;
+            let fresh = initial_state(&cfg).unwrap();
+            let mut planes = fresh.clone();
+            let mut bytes = fresh;
+            for epoch in 0..3 {
+                for (state, allow) in [(&mut planes, false), (&mut bytes, true)] {
+                    train_epoch_using(
+                        &cfg,
+                        &mut state.0,
+                        &mut state.1,
+                        &mut state.2,
+                        &docs,
+                        &y,
+                        &order,
+                        epoch,
+                        allow,
+                    )
+                    .unwrap();
+                }
+                assert!(planes == bytes, "variant {variant}, epoch {epoch}");
+            }
+            assert!(
+                planes.0.iter().any(|&a| a != 0),
+                "variant {variant} learned nothing"
+            );
+        }
     }
 
     #[test]
