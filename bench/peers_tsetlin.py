@@ -2,6 +2,8 @@
 
     python3 -m venv /tmp/tm_peers && /tmp/tm_peers/bin/pip install numpy scipy green-tsetlin pyTsetlinMachine
     /tmp/tm_peers/bin/python bench/peers_tsetlin.py [green1|green2|pytm] [epochs]
+    python3 -m venv /tmp/tmu_env && /tmp/tmu_env/bin/pip install "numpy<2" tmu==0.8.3 scipy
+    /tmp/tmu_env/bin/python bench/peers_tsetlin.py [tmu|tmu_sparse] [epochs]
 
 Prints one line per measurement: peer, seconds per epoch, prediction seconds for 10k docs,
 test accuracy.
@@ -38,6 +40,22 @@ def main():
         predictor = tm.get_predictor()
         t = time.perf_counter()
         pred = np.array([predictor.predict(x) for x in xte])
+        pt = time.perf_counter() - t
+    elif which.startswith("tmu"):
+        from tmu.models.classification.vanilla_classifier import TMClassifier
+
+        sparse = which == "tmu_sparse"
+        xtr = Xtr.astype(np.uint32) if sparse else Xtr.toarray().astype(np.uint32)
+        xte = Xte.astype(np.uint32) if sparse else Xte.toarray().astype(np.uint32)
+        tm = TMClassifier(PARAMS["n_clauses"], PARAMS["threshold"], PARAMS["specificity"],
+                          platform="CPU_sparse" if sparse else "CPU", weighted_clauses=True,
+                          boost_true_positive_feedback=1, seed=1)
+        t = time.perf_counter()
+        for _ in range(epochs):
+            tm.fit(xtr, ytr.astype(np.uint32))
+        fit = (time.perf_counter() - t) / epochs
+        t = time.perf_counter()
+        pred = tm.predict(xte)
         pt = time.perf_counter() - t
     else:
         from pyTsetlinMachine.tm import MultiClassTsetlinMachine

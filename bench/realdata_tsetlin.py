@@ -7,6 +7,11 @@ FASTCORE_AD_DATA); the script exits with a message when it is absent.
 
     .venv/bin/python bench/realdata_tsetlin.py imdb --clauses 1000 --threshold 400 --s 5 --epochs 3
     .venv/bin/python bench/realdata_tsetlin.py 20newsgroups --coalesced --clauses 2000 ...
+    .venv/bin/python bench/realdata_tsetlin.py ohsumed --rules 3 ...
+    .venv/bin/python bench/realdata_tsetlin.py mtsamples --rules 3 ...
+
+MTSamples has no official split: notes with a transcription, specialties with at least 10
+notes, a stratified 80/20 split with seed 0 (the text is the transcription).
 """
 
 import argparse
@@ -25,6 +30,22 @@ def data_dir():
     return path if os.path.isdir(path) else None
 
 
+def load_mtsamples():
+    from sklearn.model_selection import train_test_split
+
+    path = os.path.join(data_dir(), "mtsamples", "mtsamples.jsonl.gz")
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh]
+    rows = [r for r in rows if r["transcription"]]
+    names, counts = np.unique([r["medical_specialty"].strip() for r in rows], return_counts=True)
+    kept = set(names[counts >= 10])
+    rows = [r for r in rows if r["medical_specialty"].strip() in kept]
+    texts = [r["transcription"] for r in rows]
+    labels = np.array([r["medical_specialty"].strip() for r in rows])
+    tr_text, te_text, ytr, yte = train_test_split(texts, labels, test_size=0.2, stratify=labels, random_state=0)
+    return (tr_text, ytr), (te_text, yte)
+
+
 def load(name, split):
     path = os.path.join(data_dir(), name, f"{split}.jsonl.gz")
     texts, labels = [], []
@@ -38,13 +59,16 @@ def load(name, split):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("dataset", choices=["imdb", "20newsgroups"])
+    parser.add_argument("dataset", choices=["imdb", "20newsgroups", "ohsumed", "mtsamples"])
     parser.add_argument("--clauses", type=int, default=1000)
     parser.add_argument("--threshold", type=int, default=400)
     parser.add_argument("--s", type=float, default=5.0)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--drop", type=float, default=0.0)
     parser.add_argument("--coalesced", action="store_true")
+    parser.add_argument("--max-literals", type=int, default=0, help="max_included_literals (0: no budget)")
+    parser.add_argument("--rules", type=int, default=0, help="print the N heaviest rules of every class")
+    parser.add_argument("--forest", action="store_true", help="add a RandomForest baseline")
     parser.add_argument("--train-docs", type=int, default=0, help="use only the first N training documents (0: all)")
     args = parser.parse_args()
     if data_dir() is None:
@@ -58,8 +82,17 @@ def main():
 
     from fastcore_ad import TsetlinMachine
 
-    tr_text, ytr = load(args.dataset, "train")
-    te_text, yte = load(args.dataset, "test")
+    if args.dataset == "mtsamples":
+        (tr_text, ytr), (te_text, yte) = load_mtsamples()
+    else:
+        tr_text, ytr = load(args.dataset, "train")
+        te_text, yte = load(args.dataset, "test")
+    class_names = None
+    if args.dataset == "ohsumed":
+        path = os.path.join(data_dir(), "ohsumed", "train.jsonl.gz")
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            named = {r["label"]: r["label_name"] for r in map(json.loads, fh)}
+        class_names = [named[c] for c in sorted(named)]
     if args.train_docs:
         order = np.random.default_rng(0).permutation(len(tr_text))[: args.train_docs]
         tr_text, ytr = [tr_text[i] for i in order], ytr[order]
@@ -76,19 +109,32 @@ def main():
         f1 = f1_score(yte, pred, average="macro")
         print(f"| {name} | {acc:.4f} | {f1:.4f} | {seconds:.1f} |", flush=True)
 
-    for name, model in [("MultinomialNB", MultinomialNB()), ("LinearSVC", LinearSVC(C=0.1))]:
+    baselines = [("MultinomialNB", MultinomialNB()), ("LinearSVC", LinearSVC(C=0.1))]
+    if args.forest:
+        from sklearn.ensemble import RandomForestClassifier
+
+        baselines.append(("RandomForest(500 trees)", RandomForestClassifier(500, n_jobs=2, random_state=0)))
+    for name, model in baselines:
         t = time.perf_counter()
         model.fit(Xtr, ytr)
         report(name, model.predict(Xte), time.perf_counter() - t)
 
-    tm = TsetlinMachine(args.clauses, args.threshold, args.s, clause_drop_p=args.drop, coalesced=args.coalesced, seed=1)
+    tm = TsetlinMachine(args.clauses, args.threshold, args.s, clause_drop_p=args.drop, coalesced=args.coalesced,
+                        max_included_literals=args.max_literals or None, seed=1)
     t = time.perf_counter()
     tm.fit(Xtr, ytr, epochs=args.epochs, validation_data=(Xte, yte), progress_bar=False)
     secs = time.perf_counter() - t
     for h in tm.history_:
         print(f"  epoch {h['epoch']}: {h['seconds']:.1f} s, test accuracy {h['val_accuracy']:.4f}", flush=True)
     report(f"TsetlinMachine({args.clauses}, T={args.threshold}, s={args.s}, coalesced={args.coalesced}, "
-           f"{args.epochs} epochs)", tm.predict(Xte), secs)
+           f"drop={args.drop}, max_literals={args.max_literals}, {args.epochs} epochs)", tm.predict(Xte), secs)
+    if args.rules:
+        words = sel.get_feature_names_out(vec.get_feature_names_out())
+        rules = tm.rules(feature_names=words, class_names=class_names)
+        for label in tm.classes_:
+            mine = [r for r in rules if r.class_label == label and r.weight > 0][: args.rules]
+            for r in mine:
+                print(f"  {r}", flush=True)
 
 
 if __name__ == "__main__":
