@@ -90,14 +90,19 @@ impl Kernels {
     }
 
     /// Update the words of one clause: `plan(w, include bits, lane)` says which automata of
-    /// word `w` step up or down, and the include word follows the new states.
+    /// word `w` step up or down; the include word and its summary bit follow the new states.
     #[inline(always)]
-    pub fn update_clause<F>(&self, action: &mut [u64], lanes: &mut [Lane], plan: F)
-    where
+    pub fn update_clause<F>(
+        &self,
+        action: &mut [u64],
+        lanes: &mut [Lane],
+        summary: &mut [u64],
+        plan: F,
+    ) where
         F: FnMut(usize, u64, &Lane) -> Step,
     {
         // SAFETY: as in `load_planes`.
-        unsafe { x86::update_clause(action, lanes, self.top, self.half, plan) }
+        unsafe { x86::update_clause(action, lanes, summary, self.top, self.half, plan) }
     }
 }
 
@@ -142,6 +147,7 @@ mod x86 {
     pub unsafe fn update_clause<F>(
         action: &mut [u64],
         lanes: &mut [Lane],
+        summary: &mut [u64],
         top: u8,
         half: u8,
         mut plan: F,
@@ -172,7 +178,15 @@ mod x86 {
                 v = _mm512_mask_subs_epu8(v, step.down, v, one);
             }
             unsafe { _mm512_store_si512(lane.0.as_mut_ptr().cast(), v) };
-            action[w] = _mm512_cmpge_epu8_mask(v, half);
+            let include = _mm512_cmpge_epu8_mask(v, half);
+            action[w] = include;
+            let bit = 1u64 << (w % 64);
+            let word = &mut summary[w / 64];
+            *word = if include != 0 {
+                *word | bit
+            } else {
+                *word & !bit
+            };
         }
     }
 }
@@ -189,7 +203,7 @@ mod x86 {
     pub unsafe fn equal_mask(_: &Lane, _: u8) -> u64 {
         unreachable!("byte kernels need x86-64")
     }
-    pub unsafe fn update_clause<F>(_: &mut [u64], _: &mut [Lane], _: u8, _: u8, _: F)
+    pub unsafe fn update_clause<F>(_: &mut [u64], _: &mut [Lane], _: &mut [u64], _: u8, _: u8, _: F)
     where
         F: FnMut(usize, u64, &Lane) -> Step,
     {

@@ -852,6 +852,7 @@ impl Feedback<'_> {
         fired: bool,
         action: &mut [u64],
         lanes: &mut [Lane],
+        summary: &mut [u64],
         literals: &[u64],
         cursor: MaskCursor,
     ) {
@@ -860,7 +861,7 @@ impl Feedback<'_> {
             return;
         }
         let boost = self.cfg.boost_true_positive;
-        kernels.update_clause(action, lanes, |w, act, lane| {
+        kernels.update_clause(action, lanes, summary, |w, act, lane| {
             let valid = self.valid_literals[w];
             match kind {
                 Kind::TypeI if fired => {
@@ -1010,13 +1011,6 @@ struct ClauseMut<'a, C> {
     summary: &'a mut [u64],
 }
 
-impl<C> ClauseMut<'_, C> {
-    /// Refresh the summary after the include words changed.
-    fn resummarize(&mut self) {
-        summarize(self.action, self.summary);
-    }
-}
-
 /// The clauses of one bank as (bank slot, clause, state, weight).
 type ClauseItem<'a, C> = (usize, usize, ClauseMut<'a, C>, &'a mut i32);
 
@@ -1065,6 +1059,7 @@ trait Store: Sync {
         fired: bool,
         action: &mut [u64],
         cells: &mut [Self::Cell],
+        summary: &mut [u64],
         literals: &[u64],
         cursor: MaskCursor,
     );
@@ -1085,10 +1080,12 @@ impl<const P: usize> Store for Planes<P> {
         fired: bool,
         action: &mut [u64],
         cells: &mut [u64],
+        summary: &mut [u64],
         literals: &[u64],
         cursor: MaskCursor,
     ) {
         fb.apply::<P>(kind, fired, action, cells, literals, cursor);
+        summarize(action, summary);
     }
 }
 
@@ -1104,10 +1101,11 @@ impl Store for Kernels {
         fired: bool,
         action: &mut [u64],
         cells: &mut [Lane],
+        summary: &mut [u64],
         literals: &[u64],
         cursor: MaskCursor,
     ) {
-        fb.apply_bytes(self, kind, fired, action, cells, literals, cursor);
+        fb.apply_bytes(self, kind, fired, action, cells, summary, literals, cursor);
     }
 }
 
@@ -1362,7 +1360,7 @@ fn train_loop<S: Store>(
                         return;
                     }
                     let fired = outputs[c] != 0;
-                    let mut touched = false;
+
                     for (u, &prefix) in updates.iter().zip(&prefixes) {
                         let h = stream_step(prefix, c as u64);
                         if u.num == 0 || !below(h, u.num, den) {
@@ -1376,8 +1374,7 @@ fn train_loop<S: Store>(
                         } else {
                             Kind::TypeII
                         };
-                        store.feedback(fb, kind, fired, act, low, literals, cursor);
-                        touched = true;
+                        store.feedback(fb, kind, fired, act, low, summ, literals, cursor);
                         if fired && cfg.weighted {
                             *w = if u.role == ROLE_TARGET {
                                 w.saturating_add(1)
@@ -1385,9 +1382,6 @@ fn train_loop<S: Store>(
                                 w.saturating_sub(1)
                             };
                         }
-                    }
-                    if touched {
-                        summarize(act, summ);
                     }
                 });
         } else {
@@ -1413,7 +1407,7 @@ fn train_loop<S: Store>(
             bank_items(0, bank_t, cuts)
                 .chain(bank_items(1, bank_n, cuts))
                 .with_min_len(16)
-                .for_each(|(which, c, mut clause, w)| {
+                .for_each(|(which, c, clause, w)| {
                     let u = &updates[which];
                     let global = u.class * c_per + c;
                     if u.num == 0 || dropped[global] {
@@ -1434,10 +1428,10 @@ fn train_loop<S: Store>(
                         fired,
                         clause.action,
                         clause.cells,
+                        clause.summary,
                         literals,
                         cursor,
                     );
-                    clause.resummarize();
                     if fired && cfg.weighted {
                         let magnitude = if type_one {
                             w.abs().saturating_add(1)
