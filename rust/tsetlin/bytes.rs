@@ -52,34 +52,60 @@ impl Kernels {
         })
     }
 
-    /// Planes (include word and `planes` lower words per literal word) into lanes.
-    pub fn load_planes(&self, action: &[u64], lower: &[u64], planes: usize, lanes: &mut [Lane]) {
+    /// Planes (include word and `planes` lower words per literal word) into lanes: clause `c`'s
+    /// `lw` words go to the first `lw` lanes of `lanes[c * stride..]`.
+    pub fn load_planes(
+        &self,
+        action: &[u64],
+        lower: &[u64],
+        (planes, lw, stride): (usize, usize, usize),
+        lanes: &mut [Lane],
+    ) {
         lanes
-            .par_chunks_mut(1024)
-            .zip(action.par_chunks(1024))
-            .zip(lower.par_chunks(1024 * planes))
+            .par_chunks_mut(stride)
+            .zip(action.par_chunks(lw))
+            .zip(lower.par_chunks(lw * planes))
             .for_each(|((lanes, action), lower)| {
                 // SAFETY: `Kernels` exists only where AVX-512F/BW were detected.
-                unsafe { x86::from_planes(action, lower, planes, lanes) }
+                unsafe { x86::from_planes(action, lower, planes, &mut lanes[..lw]) }
             });
     }
 
-    /// Lanes back into the include and lower planes.
+    /// Lanes back into the include and lower planes (the layout of `load_planes`).
     pub fn store_planes(
         &self,
         lanes: &[Lane],
-        planes: usize,
+        (planes, lw, stride): (usize, usize, usize),
         action: &mut [u64],
         lower: &mut [u64],
     ) {
         lanes
-            .par_chunks(1024)
-            .zip(action.par_chunks_mut(1024))
-            .zip(lower.par_chunks_mut(1024 * planes))
+            .par_chunks(stride)
+            .zip(action.par_chunks_mut(lw))
+            .zip(lower.par_chunks_mut(lw * planes))
             .for_each(|((lanes, action), lower)| {
                 // SAFETY: as in `load_planes`.
-                unsafe { x86::to_planes(lanes, planes, action, lower) }
+                unsafe { x86::to_planes(&lanes[..lw], planes, action, lower) }
             });
+    }
+
+    /// Apply one step to one word and return its new include bits.
+    pub fn step_one(&self, lane: &mut Lane, step: Step) -> u64 {
+        // SAFETY: as in `load_planes`.
+        unsafe { x86::step_one(lane, step, self.top, self.half) }
+    }
+
+    /// Decrement the lanes of excluded words by a run of deferred steps: word `w` takes the
+    /// steps `first(w)..n`, step `j` selecting the automata `mask(j, w)`. Words with include
+    /// bits are skipped (they took every step when it happened).
+    #[inline(always)]
+    pub fn catch_up<S, M>(&self, action: &[u64], lanes: &mut [Lane], n: usize, first: S, mask: M)
+    where
+        S: FnMut(usize) -> usize,
+        M: FnMut(usize, usize) -> u64,
+    {
+        // SAFETY: as in `load_planes`.
+        unsafe { x86::catch_up(action, lanes, n, first, mask) }
     }
 
     /// Automata at the last exclude state (the ones an increment would include).
@@ -137,6 +163,48 @@ mod x86 {
     pub unsafe fn equal_mask(lane: &Lane, value: u8) -> u64 {
         let v = unsafe { _mm512_load_si512(lane.0.as_ptr().cast()) };
         _mm512_cmpeq_epu8_mask(v, _mm512_set1_epi8(value as i8))
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn step_one(lane: &mut Lane, step: Step, top: u8, half: u8) -> u64 {
+        let one = _mm512_set1_epi8(1);
+        let mut v = unsafe { _mm512_load_si512(lane.0.as_ptr().cast()) };
+        v = _mm512_mask_adds_epu8(v, step.up, v, one);
+        v = _mm512_min_epu8(v, _mm512_set1_epi8(top as i8));
+        v = _mm512_mask_subs_epu8(v, step.down, v, one);
+        unsafe { _mm512_store_si512(lane.0.as_mut_ptr().cast(), v) };
+        _mm512_cmpge_epu8_mask(v, _mm512_set1_epi8(half as i8))
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn catch_up<S, M>(
+        action: &[u64],
+        lanes: &mut [Lane],
+        n: usize,
+        mut first: S,
+        mut mask: M,
+    ) where
+        S: FnMut(usize) -> usize,
+        M: FnMut(usize, usize) -> u64,
+    {
+        let one = _mm512_set1_epi8(1);
+        let count = lanes.len().min(action.len());
+        for w in 0..count {
+            if w + AHEAD < count {
+                // SAFETY: in bounds; a prefetch never faults anyway.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(lanes.as_ptr().add(w + AHEAD).cast()) };
+            }
+            let start = first(w);
+            if action[w] != 0 || start >= n {
+                continue;
+            }
+            let lane = &mut lanes[w];
+            let mut v = unsafe { _mm512_load_si512(lane.0.as_ptr().cast()) };
+            for j in start..n {
+                v = _mm512_mask_subs_epu8(v, mask(j, w), v, one);
+            }
+            unsafe { _mm512_store_si512(lane.0.as_mut_ptr().cast(), v) };
+        }
     }
 
     /// Lanes fetched ahead of the one being updated: a clause's lanes are contiguous but span
@@ -201,6 +269,16 @@ mod x86 {
         unreachable!("byte kernels need x86-64")
     }
     pub unsafe fn equal_mask(_: &Lane, _: u8) -> u64 {
+        unreachable!("byte kernels need x86-64")
+    }
+    pub unsafe fn step_one(_: &mut Lane, _: Step, _: u8, _: u8) -> u64 {
+        unreachable!("byte kernels need x86-64")
+    }
+    pub unsafe fn catch_up<S, M>(_: &[u64], _: &mut [Lane], _: usize, _: S, _: M)
+    where
+        S: FnMut(usize) -> usize,
+        M: FnMut(usize, usize) -> u64,
+    {
         unreachable!("byte kernels need x86-64")
     }
     pub unsafe fn update_clause<F>(_: &mut [u64], _: &mut [Lane], _: &mut [u64], _: u8, _: u8, _: F)

@@ -13,7 +13,9 @@
 //! (`bytes.rs`, AVX-512BW, `state_bits <= 8`): a masked saturating add or subtract then moves
 //! all 64 automata of a word at once, and the planes are written back at the end. Clause
 //! evaluation during training reads only the include words a per-clause summary bitmap marks
-//! as non-zero (clauses include a few literals each).
+//! as non-zero (clauses include a few literals each). Forgetting on clauses that did not fire
+//! (Type I, decrements only, ~90% of all updates) reaches the words without include bits
+//! lazily, in one pass per run of such updates (`ByteStore`).
 //!
 //! Randomness is counter based: every draw is a keyed hash of (seed, epoch, example, role,
 //! class, clause). The per-literal Bernoulli(1/s) masks come from a table of 2^15 64-bit masks
@@ -1089,10 +1091,96 @@ impl<const P: usize> Store for Planes<P> {
     }
 }
 
-impl Store for Kernels {
+/// Byte storage. Each clause's `lw` lanes are followed by a header that defers forgetting:
+/// Type I feedback on a clause that did not fire only decrements (each automaton with
+/// probability 1/s) and is by far the most frequent update, so it is applied at once to the
+/// words that hold include bits (they decide the clause's output) and queued for the others,
+/// which catch up in one pass, each lane loaded once for the whole queue, before the clause's
+/// next increment or at the end of the call. Decrements of excluded automata never change an
+/// output, and each lane takes the queued steps in their original order with their original
+/// masks, so the states are exactly those of immediate updates.
+struct ByteStore {
+    kernels: Kernels,
+    lw: usize,
+    header: usize,
+}
+
+/// Deferred forgetting steps a clause may queue before it catches up.
+const MAX_DEFERRED: usize = 16;
+const CURSORS_AT: usize = 4;
+const APPLIED_AT: usize = CURSORS_AT + 4 * MAX_DEFERRED;
+
+/// The header of one clause, bytes over whole lanes: byte 0 the number of queued steps, then
+/// their mask cursors (4 bytes each), then per word how many queued steps it has taken.
+struct Deferred<'a>(&'a mut [Lane]);
+
+impl Deferred<'_> {
+    fn lanes_for(lw: usize) -> usize {
+        (APPLIED_AT + lw).div_ceil(64)
+    }
+    fn get(&self, i: usize) -> u8 {
+        self.0[i / 64].0[i % 64]
+    }
+    fn set(&mut self, i: usize, v: u8) {
+        self.0[i / 64].0[i % 64] = v;
+    }
+    fn queued(&self) -> usize {
+        self.get(0) as usize
+    }
+    fn cursor(&self, j: usize) -> MaskCursor {
+        let at = CURSORS_AT + 4 * j;
+        let packed = u32::from_le_bytes([
+            self.get(at),
+            self.get(at + 1),
+            self.get(at + 2),
+            self.get(at + 3),
+        ]);
+        MaskCursor {
+            offset: (packed & 0xffff) as usize,
+            rotation: packed >> 16,
+        }
+    }
+    fn push(&mut self, cursor: MaskCursor) {
+        let j = self.queued();
+        let packed = (cursor.offset as u32) | (cursor.rotation << 16);
+        for (k, b) in packed.to_le_bytes().into_iter().enumerate() {
+            self.set(CURSORS_AT + 4 * j + k, b);
+        }
+        self.set(0, (j + 1) as u8);
+    }
+}
+
+impl ByteStore {
+    /// Bring every word of the clause up to date and empty its queue.
+    fn catch_up(&self, fb: &Feedback, action: &[u64], cells: &mut [Lane]) {
+        let (lanes, header) = cells.split_at_mut(self.lw);
+        let mut deferred = Deferred(header);
+        let n = deferred.queued();
+        if n == 0 {
+            return;
+        }
+        let cursors: Vec<MaskCursor> = (0..n).map(|j| deferred.cursor(j)).collect();
+        self.kernels.catch_up(
+            action,
+            lanes,
+            n,
+            |w| {
+                let first = deferred.get(APPLIED_AT + w);
+                if first != 0 {
+                    deferred.set(APPLIED_AT + w, 0);
+                }
+                first as usize
+            },
+            |j, w| fb.valid_literals[w] & cursors[j].mask(&fb.forget_pool, w),
+        );
+        deferred.set(0, 0);
+    }
+}
+
+impl Store for ByteStore {
     type Cell = Lane;
     fn cells_per_clause(&self, lw: usize) -> usize {
-        lw
+        lw + self.header
     }
     fn feedback(
         &self,
@@ -1105,7 +1193,49 @@ impl Store for Kernels {
         literals: &[u64],
         cursor: MaskCursor,
     ) {
-        fb.apply_bytes(self, kind, fired, action, cells, summary, literals, cursor);
+        match kind {
+            Kind::TypeII if !fired => {}
+            Kind::TypeI if !fired => {
+                if Deferred(&mut cells[self.lw..]).queued() == MAX_DEFERRED {
+                    self.catch_up(fb, action, cells);
+                }
+                let (lanes, header) = cells.split_at_mut(self.lw);
+                let mut deferred = Deferred(header);
+                let taken = (deferred.queued() + 1) as u8;
+                for (i, word) in summary.iter_mut().enumerate() {
+                    let mut bits = *word;
+                    while bits != 0 {
+                        let w = i * 64 + bits.trailing_zeros() as usize;
+                        bits &= bits - 1;
+                        let down = fb.valid_literals[w] & cursor.mask(&fb.forget_pool, w);
+                        if down != 0 {
+                            let include =
+                                self.kernels.step_one(&mut lanes[w], Step { up: 0, down });
+                            action[w] = include;
+                            if include == 0 {
+                                *word &= !(1u64 << (w % 64));
+                            }
+                        }
+                        deferred.set(APPLIED_AT + w, taken);
+                    }
+                }
+                deferred.push(cursor);
+            }
+            _ => {
+                self.catch_up(fb, action, cells);
+                let lanes = &mut cells[..self.lw];
+                fb.apply_bytes(
+                    &self.kernels,
+                    kind,
+                    fired,
+                    action,
+                    lanes,
+                    summary,
+                    literals,
+                    cursor,
+                );
+            }
+        }
     }
 }
 
@@ -1182,12 +1312,23 @@ fn train_epoch_using(
         None
     };
     if let Some(kernels) = kernels {
-        let mut lanes = vec![Lane([0; 64]); action.len()];
-        kernels.load_planes(action, lower, planes, &mut lanes);
+        let store = ByteStore {
+            kernels,
+            lw,
+            header: Deferred::lanes_for(lw),
+        };
+        let stride = store.cells_per_clause(lw);
+        let layout = (planes, lw, stride);
+        let mut lanes = vec![Lane([0; 64]); cfg.n_banks() * cfg.n_clauses * stride];
+        kernels.load_planes(action, lower, layout, &mut lanes);
         train_loop(
-            cfg, &fb, &kernels, action, &mut lanes, weights, docs, y, order, epoch,
+            cfg, &fb, &store, action, &mut lanes, weights, docs, y, order, epoch,
         );
-        kernels.store_planes(&lanes, planes, action, lower);
+        lanes
+            .par_chunks_mut(stride)
+            .zip(action.par_chunks(lw))
+            .for_each(|(cells, action)| store.catch_up(&fb, action, cells));
+        kernels.store_planes(&lanes, layout, action, lower);
         return Ok(());
     }
     macro_rules! by_planes {
@@ -1569,7 +1710,8 @@ mod tests {
             words: &words,
             n_docs: n,
         };
-        let order: Vec<i64> = (0..n as i64).rev().collect();
+        // Each document several times per call, so clauses queue long runs of deferred steps.
+        let order: Vec<i64> = (0..4 * n as i64).rev().map(|i| i % n as i64).collect();
         for variant in 0..6 {
             let mut cfg = config(n_features, variant == 3);
             cfg.n_classes = 3;
