@@ -69,6 +69,7 @@ TRAIN_CASES = {
     "coalesced": dict(coalesced=True),
     "clause_drop": dict(clause_drop_p=0.3),
     "few_state_bits": dict(state_bits=3, specificity=1.5),
+    "absorbing": dict(state_bits=3, specificity=1.5, absorbing=1),
 }
 
 
@@ -81,12 +82,14 @@ def test_training_equals_the_oracle_bit_for_bit(rng, case):
     y = rng.integers(0, k, n)
     y[:k] = np.arange(k)
     seed = int(rng.integers(0, 2**62))
+    absorbing = opts.get("absorbing")
     oracle = ref.Machine(f, k, c, threshold=4, seed=seed, specificity=opts.pop("specificity", 3.0),
                          state_bits=opts.pop("state_bits", 8), **opts)
     tm = TsetlinMachine(c, 4, oracle.s, state_bits=oracle.b, weighted=oracle.weighted,
                         boost_true_positive=oracle.boost,
                         negative_sampling="focused" if oracle.focused else "uniform",
-                        clause_drop_p=opts.get("clause_drop_p", 0.0), coalesced=oracle.coalesced, seed=seed)
+                        clause_drop_p=opts.get("clause_drop_p", 0.0), coalesced=oracle.coalesced,
+                        absorbing=absorbing, seed=seed)
     tm.fit(X, y, epochs=2, progress_bar=False)
     for epoch in range(2):
         order = np.random.default_rng([seed, epoch]).permutation(n)
@@ -305,6 +308,10 @@ def test_demo_runs():
     (dict(state_bits=17), ValueError, "state_bits"),
     (dict(negative_sampling="random"), ValueError, "negative_sampling"),
     (dict(max_included_literals=0), ValueError, "max_included_literals"),
+    (dict(absorbing=128), ValueError, "absorbing"),
+    (dict(absorbing=4, state_bits=3), ValueError, "absorbing"),
+    (dict(absorbing=-1), ValueError, "absorbing"),
+    (dict(absorbing=1.5), TypeError, "absorbing"),
     (dict(clause_drop_p=1.0), ValueError, "clause_drop_p"),
     (dict(device="tpu"), ValueError, "device"),
     (dict(seed=-1), ValueError, "seed"),

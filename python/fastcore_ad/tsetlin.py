@@ -66,7 +66,7 @@ except ImportError:  # pragma: no cover - exercised only without scikit-learn
 
 
 _PARAMS = ("n_clauses", "threshold", "specificity", "state_bits", "weighted", "boost_true_positive",
-           "negative_sampling", "max_included_literals", "clause_drop_p", "coalesced", "seed",
+           "negative_sampling", "max_included_literals", "absorbing", "clause_drop_p", "coalesced", "seed",
            "n_jobs", "device")
 
 
@@ -193,6 +193,9 @@ class TsetlinMachine(_Mixin, _Base):
     negative_sampling : "focused" draws the negative class in proportion to (T + v_k) / 2T,
         "uniform" uniformly among the other classes.
     max_included_literals : literal budget per clause (None: no budget).
+    absorbing : None, or an exclude state a in [0, 2**(state_bits-1) - 1]: states at or below it
+        absorb, so an automaton that gets there is never incremented again and its literal
+        stays excluded for good (decrements still move it down to 0). None: no absorbing states.
     clause_drop_p : each clause is left out of voting and feedback with this probability,
         drawn afresh for every training example.
     coalesced : one shared clause pool with a signed weight per class and clause.
@@ -203,7 +206,7 @@ class TsetlinMachine(_Mixin, _Base):
 
     def __init__(self, n_clauses=100, threshold=15, specificity=3.9, *, state_bits=8, weighted=True,
                  boost_true_positive=True, negative_sampling="focused", max_included_literals=None,
-                 clause_drop_p=0.0, coalesced=False, seed=None, n_jobs=None, device="cpu"):
+                 absorbing=None, clause_drop_p=0.0, coalesced=False, seed=None, n_jobs=None, device="cpu"):
         self.n_clauses = n_clauses
         self.threshold = threshold
         self.specificity = specificity
@@ -212,6 +215,7 @@ class TsetlinMachine(_Mixin, _Base):
         self.boost_true_positive = boost_true_positive
         self.negative_sampling = negative_sampling
         self.max_included_literals = max_included_literals
+        self.absorbing = absorbing
         self.clause_drop_p = clause_drop_p
         self.coalesced = coalesced
         self.seed = seed
@@ -234,7 +238,7 @@ class TsetlinMachine(_Mixin, _Base):
         if not self.coalesced and n_clauses % 2:
             raise ValueError(f"n_clauses: must be even (half vote for, half against), got {n_clauses}")
         integer("threshold", 1)
-        integer("state_bits", 2, 16)
+        bits = integer("state_bits", 2, 16)
         s = self.specificity
         if isinstance(s, bool) or not isinstance(s, (int, float, np.integer, np.floating)):
             raise TypeError(f"specificity: expected a number, got {type(s).__name__}")
@@ -244,6 +248,8 @@ class TsetlinMachine(_Mixin, _Base):
             raise ValueError(f"negative_sampling: expected 'focused' or 'uniform', got {self.negative_sampling!r}")
         if self.max_included_literals is not None:
             integer("max_included_literals", 1)
+        if self.absorbing is not None:
+            integer("absorbing", 0, 2 ** (bits - 1) - 1)
         p = self.clause_drop_p
         if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)) or not 0.0 <= p < 1.0:
             raise ValueError(f"clause_drop_p: must be a number in [0, 1), got {p!r}")
@@ -266,6 +272,7 @@ class TsetlinMachine(_Mixin, _Base):
             "boost_true_positive": bool(self.boost_true_positive),
             "focused_negatives": self.negative_sampling == "focused",
             "max_included_literals": int(self.max_included_literals or 0),
+            "absorbing": None if self.absorbing is None else int(self.absorbing),
             "clause_drop_p": float(self.clause_drop_p),
             "coalesced": bool(self.coalesced),
             "seed": int(self.seed_),

@@ -108,6 +108,13 @@ impl Kernels {
         unsafe { x86::catch_up(action, lanes, n, first, mask) }
     }
 
+    /// Automata whose state is at most `a`.
+    #[inline(always)]
+    pub fn at_most(&self, lane: &Lane, a: u8) -> u64 {
+        // SAFETY: as in `load_planes`.
+        unsafe { x86::at_most_mask(lane, a) }
+    }
+
     /// Automata at the last exclude state (the ones an increment would include).
     #[inline(always)]
     pub fn at_edge(&self, lane: &Lane) -> u64 {
@@ -157,6 +164,12 @@ mod x86 {
                 *bits = _mm512_test_epi8_mask(v, _mm512_set1_epi8(1 << p));
             }
         }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn at_most_mask(lane: &Lane, value: u8) -> u64 {
+        let v = unsafe { _mm512_load_si512(lane.0.as_ptr().cast()) };
+        _mm512_cmple_epu8_mask(v, _mm512_set1_epi8(value as i8))
     }
 
     #[target_feature(enable = "avx512f,avx512bw")]
@@ -269,6 +282,9 @@ mod x86 {
         unreachable!("byte kernels need x86-64")
     }
     pub unsafe fn equal_mask(_: &Lane, _: u8) -> u64 {
+        unreachable!("byte kernels need x86-64")
+    }
+    pub unsafe fn at_most_mask(_: &Lane, _: u8) -> u64 {
         unreachable!("byte kernels need x86-64")
     }
     pub unsafe fn step_one(_: &mut Lane, _: Step, _: u8, _: u8) -> u64 {

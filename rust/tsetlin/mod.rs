@@ -60,6 +60,9 @@ pub struct Config {
     pub focused_negatives: bool,
     /// 0 means no budget.
     pub max_included_literals: usize,
+    /// Exclude states at or below this one absorb: an automaton that reaches one is never
+    /// incremented again, its literal stays excluded for good (None: no absorbing states).
+    pub absorbing: Option<u32>,
     pub clause_drop_p: f64,
     pub coalesced: bool,
     pub seed: u64,
@@ -126,6 +129,15 @@ impl Config {
                 "specificity must be a finite number >= 1, got {}",
                 self.specificity
             ));
+        }
+        if let Some(a) = self.absorbing {
+            let half = 1u64 << (self.state_bits - 1);
+            if a as u64 >= half {
+                return invalid(format!(
+                    "absorbing must be an exclude state in [0, {}], got {a}",
+                    half - 1
+                ));
+            }
         }
         if !(0.0..1.0).contains(&self.clause_drop_p) {
             return invalid(format!(
@@ -872,6 +884,9 @@ impl Feedback<'_> {
                     if !boost {
                         up &= cursor.mask(&self.reward_pool, w);
                     }
+                    if let Some(a) = self.cfg.absorbing {
+                        up &= !kernels.at_most(lane, a as u8);
+                    }
                     if let Some(left) = budget.as_mut() {
                         up = limit_new_includes(up, kernels.at_edge(lane), left);
                     }
@@ -887,6 +902,9 @@ impl Feedback<'_> {
                 Kind::TypeII => {
                     let mut up = !literals[w] & !act & valid;
                     if up != 0 {
+                        if let Some(a) = self.cfg.absorbing {
+                            up &= !kernels.at_most(lane, a as u8);
+                        }
                         if let Some(left) = budget.as_mut() {
                             up = limit_new_includes(up, kernels.at_edge(lane), left);
                         }
@@ -922,6 +940,9 @@ impl Feedback<'_> {
                         if !self.cfg.boost_true_positive {
                             up &= cursor.mask(&self.reward_pool, w);
                         }
+                        if let Some(a) = self.cfg.absorbing {
+                            up &= !plane_at_most(*act, &low[..], a);
+                        }
                         if let Some(left) = budget.as_mut() {
                             up = limit_new_includes(up, plane_edge(*act, &low[..]), left);
                         }
@@ -953,6 +974,9 @@ impl Feedback<'_> {
                         continue;
                     }
                     let low = &mut lower[w];
+                    if let Some(a) = self.cfg.absorbing {
+                        up &= !plane_at_most(action[w], &low[..], a);
+                    }
                     if let Some(left) = budget.as_mut() {
                         up = limit_new_includes(up, plane_edge(action[w], &low[..]), left);
                     }
@@ -985,6 +1009,22 @@ fn limit_new_includes(up: u64, at_edge: u64, left: &mut usize) -> u64 {
     }
     *left = 0;
     up & !(up & at_edge & !kept)
+}
+
+/// Automata of one plane-stored word whose state is at most `a` (an exclude state, so the
+/// include bit must be 0): a bit-sliced comparison, most significant plane first.
+#[inline(always)]
+fn plane_at_most(action: u64, lower: &[u64], a: u32) -> u64 {
+    let (mut less, mut equal) = (0u64, !action);
+    for (k, &x) in lower.iter().enumerate().rev() {
+        if (a >> k) & 1 == 1 {
+            less |= equal & !x;
+            equal &= x;
+        } else {
+            equal &= !x;
+        }
+    }
+    less | equal
 }
 
 /// Automata of one plane-stored word at the last exclude state.
@@ -1603,6 +1643,7 @@ mod tests {
             boost_true_positive: true,
             focused_negatives: true,
             max_included_literals: 0,
+            absorbing: None,
             clause_drop_p: 0.0,
             coalesced,
             seed: 7,
@@ -1722,6 +1763,7 @@ mod tests {
             cfg.clause_drop_p = if variant == 4 { 0.3 } else { 0.0 };
             cfg.focused_negatives = variant != 5;
             cfg.weighted = variant != 4;
+            cfg.absorbing = [None, Some(1), Some(3), None, Some(100), None][variant];
             let fresh = initial_state(&cfg).unwrap();
             let mut planes = fresh.clone();
             let mut bytes = fresh;
@@ -1801,6 +1843,7 @@ mod timing {
             boost_true_positive: true,
             focused_negatives: true,
             max_included_literals: 0,
+            absorbing: None,
             clause_drop_p: 0.0,
             coalesced: false,
             seed: 1,

@@ -131,8 +131,11 @@ class Machine:
     in the padded layout: feature j at j, its negation at fw*64 + j."""
 
     def __init__(self, n_features, n_classes, n_clauses, *, state_bits=8, threshold=10, specificity=3.0,
-                 weighted=True, boost=True, focused=True, clause_drop_p=0.0, coalesced=False, seed=0):
+                 weighted=True, boost=True, focused=True, clause_drop_p=0.0, coalesced=False, seed=0,
+                 absorbing=None):
         self.f, self.k, self.c = n_features, n_classes, n_clauses
+        # States at or below `absorbing` never go up again (None: none absorb).
+        self.absorbing = -1 if absorbing is None else absorbing
         self.b, self.t, self.s = state_bits, threshold, specificity
         self.weighted, self.boost, self.focused, self.coalesced, self.seed = weighted, boost, focused, coalesced, seed
         self.fw = (n_features + 63) // 64
@@ -172,7 +175,7 @@ class Machine:
             valid, lw_bits = self.valid[sl], lit[sl]
             if type_one:
                 if fired:
-                    up = lw_bits & valid
+                    up = lw_bits & valid & (st[sl] > self.absorbing)
                     if not self.boost:
                         up &= _bits(cursor.mask(self.reward_pool, w))
                     st[sl][up] = np.minimum(st[sl][up] + 1, top)
@@ -184,7 +187,7 @@ class Machine:
                     down = valid & _bits(cursor.mask(self.forget_pool, w))
                     st[sl][down] = np.maximum(st[sl][down] - 1, 0)
             elif fired:
-                up = ~lw_bits & (st[sl] < half) & valid
+                up = ~lw_bits & (st[sl] < half) & valid & (st[sl] > self.absorbing)
                 st[sl][up] = st[sl][up] + 1
 
     def train(self, X, y, order, epoch):
