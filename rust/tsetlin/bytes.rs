@@ -89,10 +89,22 @@ impl Kernels {
             });
     }
 
-    /// Apply one step to one word and return its new include bits.
-    pub fn step_one(&self, lane: &mut Lane, step: Step) -> u64 {
+    /// Decrement, on the words whose summary bit is set, the automata `mask(w)` selects; the
+    /// include words and summary bits follow, and `visited(w)` is told of every such word.
+    #[inline(always)]
+    pub fn forget_included<M, V>(
+        &self,
+        action: &mut [u64],
+        lanes: &mut [Lane],
+        summary: &mut [u64],
+        mask: M,
+        visited: V,
+    ) where
+        M: FnMut(usize) -> u64,
+        V: FnMut(usize),
+    {
         // SAFETY: as in `load_planes`.
-        unsafe { x86::step_one(lane, step, self.top, self.half) }
+        unsafe { x86::forget_included(action, lanes, summary, self.half, mask, visited) }
     }
 
     /// Decrement the lanes of excluded words by a run of deferred steps: word `w` takes the
@@ -179,14 +191,39 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx512f,avx512bw")]
-    pub unsafe fn step_one(lane: &mut Lane, step: Step, top: u8, half: u8) -> u64 {
+    pub unsafe fn forget_included<M, V>(
+        action: &mut [u64],
+        lanes: &mut [Lane],
+        summary: &mut [u64],
+        half: u8,
+        mut mask: M,
+        mut visited: V,
+    ) where
+        M: FnMut(usize) -> u64,
+        V: FnMut(usize),
+    {
         let one = _mm512_set1_epi8(1);
-        let mut v = unsafe { _mm512_load_si512(lane.0.as_ptr().cast()) };
-        v = _mm512_mask_adds_epu8(v, step.up, v, one);
-        v = _mm512_min_epu8(v, _mm512_set1_epi8(top as i8));
-        v = _mm512_mask_subs_epu8(v, step.down, v, one);
-        unsafe { _mm512_store_si512(lane.0.as_mut_ptr().cast(), v) };
-        _mm512_cmpge_epu8_mask(v, _mm512_set1_epi8(half as i8))
+        let half = _mm512_set1_epi8(half as i8);
+        for (i, word) in summary.iter_mut().enumerate() {
+            let mut bits = *word;
+            while bits != 0 {
+                let w = i * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let down = mask(w);
+                if down != 0 {
+                    let lane = &mut lanes[w];
+                    let mut v = unsafe { _mm512_load_si512(lane.0.as_ptr().cast()) };
+                    v = _mm512_mask_subs_epu8(v, down, v, one);
+                    unsafe { _mm512_store_si512(lane.0.as_mut_ptr().cast(), v) };
+                    let include = _mm512_cmpge_epu8_mask(v, half);
+                    action[w] = include;
+                    if include == 0 {
+                        *word &= !(1u64 << (w % 64));
+                    }
+                }
+                visited(w);
+            }
+        }
     }
 
     #[target_feature(enable = "avx512f,avx512bw")]
@@ -287,7 +324,17 @@ mod x86 {
     pub unsafe fn at_most_mask(_: &Lane, _: u8) -> u64 {
         unreachable!("byte kernels need x86-64")
     }
-    pub unsafe fn step_one(_: &mut Lane, _: Step, _: u8, _: u8) -> u64 {
+    pub unsafe fn forget_included<M, V>(
+        _: &mut [u64],
+        _: &mut [Lane],
+        _: &mut [u64],
+        _: u8,
+        _: M,
+        _: V,
+    ) where
+        M: FnMut(usize) -> u64,
+        V: FnMut(usize),
+    {
         unreachable!("byte kernels need x86-64")
     }
     pub unsafe fn catch_up<S, M>(_: &[u64], _: &mut [Lane], _: usize, _: S, _: M)

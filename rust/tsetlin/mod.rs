@@ -1242,23 +1242,13 @@ impl Store for ByteStore {
                 let (lanes, header) = cells.split_at_mut(self.lw);
                 let mut deferred = Deferred(header);
                 let taken = (deferred.queued() + 1) as u8;
-                for (i, word) in summary.iter_mut().enumerate() {
-                    let mut bits = *word;
-                    while bits != 0 {
-                        let w = i * 64 + bits.trailing_zeros() as usize;
-                        bits &= bits - 1;
-                        let down = fb.valid_literals[w] & cursor.mask(&fb.forget_pool, w);
-                        if down != 0 {
-                            let include =
-                                self.kernels.step_one(&mut lanes[w], Step { up: 0, down });
-                            action[w] = include;
-                            if include == 0 {
-                                *word &= !(1u64 << (w % 64));
-                            }
-                        }
-                        deferred.set(APPLIED_AT + w, taken);
-                    }
-                }
+                self.kernels.forget_included(
+                    action,
+                    lanes,
+                    summary,
+                    |w| fb.valid_literals[w] & cursor.mask(&fb.forget_pool, w),
+                    |w| deferred.set(APPLIED_AT + w, taken),
+                );
                 deferred.push(cursor);
             }
             _ => {
