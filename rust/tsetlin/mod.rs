@@ -857,13 +857,13 @@ impl Feedback<'_> {
         })
     }
 
-    /// `apply` for byte-stored automata: the same steps, one vector operation per word.
+    /// `apply` for byte-stored automata of a clause that fired (the feedback of clauses that
+    /// did not fire is handled by `ByteStore`): the same steps, one vector operation per word.
     #[allow(clippy::too_many_arguments)]
-    fn apply_bytes(
+    fn apply_bytes_fired(
         &self,
         kernels: &Kernels,
         kind: Kind,
-        fired: bool,
         action: &mut [u64],
         lanes: &mut [Lane],
         summary: &mut [u64],
@@ -871,14 +871,11 @@ impl Feedback<'_> {
         cursor: MaskCursor,
     ) {
         let mut budget = self.budget(action);
-        if matches!(kind, Kind::TypeII) && !fired {
-            return;
-        }
         let boost = self.cfg.boost_true_positive;
         kernels.update_clause(action, lanes, summary, |w, act, lane| {
             let valid = self.valid_literals[w];
             match kind {
-                Kind::TypeI if fired => {
+                Kind::TypeI => {
                     let lit = literals[w];
                     let mut up = lit & valid;
                     if !boost {
@@ -895,10 +892,6 @@ impl Feedback<'_> {
                         down: !lit & valid & cursor.mask(&self.forget_pool, w),
                     }
                 }
-                Kind::TypeI => Step {
-                    up: 0,
-                    down: valid & cursor.mask(&self.forget_pool, w),
-                },
                 Kind::TypeII => {
                     let mut up = !literals[w] & !act & valid;
                     if up != 0 {
@@ -1199,7 +1192,13 @@ impl ByteStore {
         if n == 0 {
             return;
         }
-        let cursors: Vec<MaskCursor> = (0..n).map(|j| deferred.cursor(j)).collect();
+        let mut cursors = [MaskCursor {
+            offset: 0,
+            rotation: 0,
+        }; MAX_DEFERRED];
+        for (j, c) in cursors.iter_mut().enumerate().take(n) {
+            *c = deferred.cursor(j);
+        }
         self.kernels.catch_up(
             action,
             lanes,
@@ -1254,10 +1253,9 @@ impl Store for ByteStore {
             _ => {
                 self.catch_up(fb, action, cells);
                 let lanes = &mut cells[..self.lw];
-                fb.apply_bytes(
+                fb.apply_bytes_fired(
                     &self.kernels,
                     kind,
-                    fired,
                     action,
                     lanes,
                     summary,
