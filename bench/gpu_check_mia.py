@@ -17,6 +17,8 @@ import sys
 
 import numpy as np
 
+from fastcore_ad import _cuda
+
 
 def bf16_bits(cp, x):
     """Round-to-nearest-even float32 -> bfloat16 bit patterns (uint16)."""
@@ -74,9 +76,9 @@ def main(argv=None):
         x32 = cp.random.RandomState(vocab).standard_normal((batch, time, vocab), dtype=cp.float32) * 3.0
         bits = bf16_bits(cp, x32)
         del x32
-        targets = cp.asarray(rng.integers(0, vocab, (batch, time)))
+        targets = cp.asarray(rng.integers(0, vocab, (batch, time)), dtype=cp.int64)
         def run():
-            return mia._token_stats_cuda(bits, "bfloat16", targets, None, batch, time, time, vocab)
+            return _cuda.token_stats(bits, targets, None, "bfloat16")
 
         seconds = best_time(cp, run)
         nbytes = bits.size * 2

@@ -4,16 +4,18 @@
 // work); the epilogue squares and sums the tile's outputs per row straight into float64.
 
 // shape: 0 = lower triangular, 1 = upper triangular, 2 = full.
+// row_tile0 / pos0: the first row tile and position of this launch (CUDA caps gridDim.y and
+// gridDim.z at 65,535, so larger batches are split over several launches).
 template <typename T, typename Acc>
 __global__ void whitened_sq_norms(
     const T* __restrict__ x, i64 m, i64 d, i64 x_row_stride, i64 x_pos_stride,
     const T* __restrict__ mean, const T* __restrict__ w, i64 k, int shape,
-    double* __restrict__ out_sq /* [positions, m] */)
+    i64 row_tile0, i64 pos0, double* __restrict__ out_sq /* [positions, m] */)
 {
     __shared__ Acc a_tile[FCA_KSTEP][FCA_TILE + 1];
     __shared__ Acc b_tile[FCA_KSTEP][FCA_TILE + 1];
-    const i64 pos = blockIdx.z;
-    const i64 row0 = (i64)blockIdx.y * FCA_TILE;
+    const i64 pos = pos0 + blockIdx.z;
+    const i64 row0 = (row_tile0 + (i64)blockIdx.y) * FCA_TILE;
     const i64 col0 = (i64)blockIdx.x * FCA_TILE;
     const int tx = threadIdx.x, ty = threadIdx.y;  // 16 x 16 threads, 4 x 4 outputs each
     const int tid = ty * 16 + tx;

@@ -39,9 +39,12 @@ __device__ __forceinline__ double fca_exp(double x) { return exp(x); }
 __device__ __forceinline__ float fca_low(float) { return -200.0f; }
 __device__ __forceinline__ double fca_low(double) { return -1000.0; }
 
+// weight and m2 relative to e^max; mean is the weighted mean of (logit - max). Keeping the
+// mean relative to the running maximum, not of the raw logits, is what keeps mu exact in float:
+// a raw mean near a logit offset of 1e4 loses ulp(1e4) ~ 1e-3 when the maximum is subtracted.
 template <typename A>
 struct fca_moments {
-    A max, weight, mean, m2;  // weight and m2 relative to e^max; mean of the raw logits
+    A max, weight, mean, m2;
 };
 
 template <typename A>
@@ -52,11 +55,14 @@ __device__ __forceinline__ fca_moments<A> fca_merge(fca_moments<A> a, fca_moment
     A sa = fca_exp(a.max - m), sb = fca_exp(b.max - m);
     A wa = a.weight * sa, wb = b.weight * sb;
     A w = wa + wb;
-    A delta = b.mean - a.mean;
+    // Both means re-expressed relative to the new maximum. The shifts are exact whenever the
+    // weights matter (two maxima within a factor of two subtract exactly, Sterbenz).
+    A mean_a = a.mean + (a.max - m), mean_b = b.mean + (b.max - m);
+    A delta = mean_b - mean_a;
     fca_moments<A> out;
     out.max = m;
     out.weight = w;
-    out.mean = a.mean + delta * (wb / w);
+    out.mean = mean_a + delta * (wb / w);
     out.m2 = a.m2 * sa + b.m2 * sb + delta * delta * (wa * wb / w);
     return out;
 }
@@ -90,7 +96,7 @@ __device__ __forceinline__ fca_moments<A> fca_local(const A (&z)[N], bool& bad) 
         m2 += e[i] * dev * dev;
     }
     out.weight = w;
-    out.mean = m + dbar;
+    out.mean = dbar;
     out.m2 = m2;
     return out;
 }
@@ -176,7 +182,7 @@ __global__ void token_stats(const T* __restrict__ logits, i64 batch, i64 time, i
                     double log_weight = log((double)st.weight);
                     double zt = (double)fca_widen(p[targets[row]]);
                     logp[row] = (zt - (double)st.max) - log_weight;
-                    mu[row] = ((double)st.mean - (double)st.max) - log_weight;
+                    mu[row] = (double)st.mean - log_weight;
                     sigma[row] = sqrt((double)st.m2 / (double)st.weight);
                 }
             }

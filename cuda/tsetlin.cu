@@ -10,13 +10,15 @@ typedef unsigned long long u64;
 // weights:  per-class machine [n_classes, clauses_per_bank] (bank = class), flattened so the
 //           weight of global clause c is weights[c]; coalesced [clauses, n_classes].
 // sums:     [n, n_classes] int64, zeroed by the caller; firing clauses add their weights.
-// Grid: x = documents, y = tiles of blockDim.x clauses.
+// Grid: x = documents from doc0, y = tiles of blockDim.x clauses from clause_tile0 (a launch
+// covers at most 65,535 tiles; larger models take several launches).
 __global__ void tsetlin_class_sums(const u64* __restrict__ docs, i64 n, i64 fw,
                                    const u64* __restrict__ action_t, i64 total_clauses,
                                    i64 clauses_per_bank, const int* __restrict__ weights,
-                                   i64 n_classes, int coalesced, i64* __restrict__ sums) {
-    const i64 d = blockIdx.x;
-    const i64 c = (i64)blockIdx.y * blockDim.x + threadIdx.x;
+                                   i64 n_classes, int coalesced, i64 doc0, i64 clause_tile0,
+                                   i64* __restrict__ sums) {
+    const i64 d = doc0 + (i64)blockIdx.x;
+    const i64 c = (clause_tile0 + (i64)blockIdx.y) * blockDim.x + threadIdx.x;
     if (d >= n || c >= total_clauses) return;
     const u64* doc = docs + d * fw;
     bool fires = true;

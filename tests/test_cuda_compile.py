@@ -1,8 +1,11 @@
 """Every CUDA kernel compiles with NVRTC for Ampere (sm_80) and Hopper (sm_90), no GPU needed."""
 
+import re
+
 import pytest
 
 from fastcore_ad import _core, _cuda
+from fastcore_ad._cuda import _runtime
 
 nvrtc = pytest.importorskip("cupy_backends.cuda.libs.nvrtc", reason="cupy-cuda13x is not installed")
 
@@ -23,6 +26,27 @@ def test_nvrtc_compiles(family, arch):
 
 
 def test_a_broken_kernel_is_reported(monkeypatch):
-    monkeypatch.setattr(_cuda, "source", lambda family: "__global__ void k() { this is not cuda }")
+    monkeypatch.setattr(_runtime, "source", lambda family: "__global__ void k() { this is not cuda }")
     with pytest.raises(RuntimeError, match="NVRTC failed"):
         _cuda.nvrtc_compile("gaussian", "sm_90")
+
+
+def test_kernel_names_are_written_once():
+    """Every instantiation compiled by NVRTC comes from a Kernel declared in a family module."""
+    expressions = _cuda.name_expressions()
+    assert set(expressions) == set(_core.cuda_families())
+    for family in expressions:
+        declared = set(re.findall(r"__global__\s+void\s+(\w+)\s*\(", _cuda.source(family)))
+        assert declared == {kernel.name for kernel in _cuda.kernels_of(family)}, family
+
+
+def test_family_modules_do_not_branch_on_the_backend():
+    import pathlib
+
+    import fastcore_ad
+
+    root = pathlib.Path(fastcore_ad.__file__).parent
+    for path in root.glob("*.py"):
+        if path.name == "_dispatch.py":
+            continue
+        assert 'backend == "cupy"' not in path.read_text(), path.name

@@ -440,7 +440,9 @@ def test_cuda_token_stats_matches_rust(rng, kind, vocab):
         arr, half = device, "bfloat16"
         targets = rng.integers(0, vocab, (3, 16))
         expected = mia.token_stats(host, targets)
-        got = mia._token_stats_cuda(arr, half, cp.asarray(targets), None, 3, 16, 17, vocab)
+        from fastcore_ad import _cuda
+
+        got = _cuda.token_stats(arr, cp.asarray(targets, dtype=cp.int64), None, half)
     else:
         host = logits.astype(np.float16) if kind == "float16" else logits
         targets = rng.integers(0, vocab, (3, 16))

@@ -109,3 +109,53 @@ def binary_labels(y, name: str, *, backend: str = "numpy"):
 
 def to_numpy(x, backend: str):
     return x.get() if backend == "cupy" else x
+
+
+def kernels(backend: str):
+    """The kernel namespace of a backend: ``_core`` (Rust) for numpy, the CUDA modules for cupy.
+
+    Both expose the same function names and signatures, so family code calls
+    ``kernels(backend).mahalanobis(...)`` and never branches on the backend itself.
+    """
+    if backend == "cupy":
+        from . import _cuda  # noqa: PLC0415
+
+        return _cuda
+    from . import _core  # noqa: PLC0415
+
+    return _core
+
+
+def require_cupy(what: str):
+    """The cupy module with a usable GPU, or RuntimeError naming what needed it."""
+    cp = cupy_module()
+    try:
+        available = cp is not None and bool(cp.is_available())
+    except Exception:  # pragma: no cover - depends on the machine
+        available = False
+    if not available:
+        raise RuntimeError(f"{what}: needs cupy and a CUDA GPU (pip install 'fastcore_ad[cuda]'); use device='cpu'")
+    return cp
+
+
+def to_backend(x, backend: str):
+    """``x`` (numpy or cupy) moved to ``backend``'s side."""
+    if backend == "cupy":
+        return x if is_cupy(x) else require_cupy("device='cuda'").asarray(x)
+    return x.get() if is_cupy(x) else x
+
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device, backend: str, *, check_only: bool = False) -> str:
+    """The backend a computation runs on: ``"auto"`` follows the input's ``backend``, ``"cpu"``
+    runs the Rust kernels, ``"cuda"`` the CUDA kernels (RuntimeError without cupy and a GPU)."""
+    if not isinstance(device, str) or device not in DEVICES:
+        raise ValueError(f"device: expected one of {DEVICES}, got {device!r}")
+    if check_only or device == "auto":
+        return backend
+    if device == "cpu":
+        return "numpy"
+    require_cupy("device='cuda'")
+    return "cupy"

@@ -18,15 +18,12 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from ._dispatch import as_array, float_array, same_backend, xp_of
+from ._dispatch import as_array, float_array, kernels, same_backend, to_backend, xp_of
 from .progress import progress
 
 __all__ = ["mahalanobis", "GaussianAD", "SingularCovarianceError"]
 
 SingularCovarianceError = _core.SingularCovarianceError
-
-_SHAPE_CODE = {"lower": 0, "upper": 1, "full": 2}
-
 
 def _factor_shape(factor, xp) -> str:
     """'lower' / 'upper' when the other triangle is exactly zero, else 'full'."""
@@ -37,24 +34,6 @@ def _factor_shape(factor, xp) -> str:
     if not bool(xp.tril(factor, -1).any()):
         return "upper"
     return "full"
-
-
-def _whitened_norms_cuda(x, mean, factor, shape: str, positions: int = 1):
-    """CUDA path for x `[m, positions, d]` (positions=1 for one Gaussian); returns `[m, positions]`."""
-    import cupy as cp  # noqa: PLC0415
-
-    from . import _cuda  # noqa: PLC0415
-
-    m, d = x.shape[0], x.shape[-1]
-    k = factor.shape[-1]
-    out_sq = cp.zeros((positions, m), dtype=cp.float64)
-    ct = _cuda.ctype(x.dtype)
-    fn = _cuda.kernel("gaussian", f"whitened_sq_norms<{ct}, {ct}>")
-    grid = ((k + 63) // 64, (m + 63) // 64, positions)
-    _cuda.launch(fn, grid, (16, 16, 1), (
-        x, np.int64(m), np.int64(d), np.int64(positions * d), np.int64(d),
-        mean, factor, np.int64(k), np.int32(_SHAPE_CODE[shape]), out_sq))
-    return cp.sqrt(out_sq).T.astype(x.dtype)
 
 
 def _check_result(distances, backend, inputs):
@@ -102,10 +81,7 @@ def mahalanobis(x, mean, precision_cholesky, *, n_jobs=None):
     if factor.shape[0] != d:
         raise ValueError(f"precision_cholesky: expected {d} rows like x's features, got shape {factor.shape}")
     shape = _factor_shape(factor, xp_of(backend))
-    if backend == "cupy":
-        out = _whitened_norms_cuda(x, mean, factor, shape)[:, 0]
-    else:
-        out = _core.mahalanobis(x, mean, factor, shape, n_jobs)
+    out = kernels(backend).mahalanobis(x, mean, factor, shape, n_jobs)
     _check_result(out, backend, {"x": x, "precision_cholesky": factor})
     return out[0] if single else out
 
@@ -132,10 +108,7 @@ def mahalanobis_per_position(x, means, precision_choleskys, *, n_jobs=None):
         raise ValueError(
             f"means / precision_choleskys: expected [{positions}, {d}] and [{positions}, {d}, {d}] for x of "
             f"shape {tuple(x.shape)}, got {tuple(means.shape)} and {tuple(factors.shape)}")
-    if backend == "cupy":
-        out = _whitened_norms_cuda(x, means, factors, "lower", positions)
-    else:
-        out = _core.mahalanobis_per_position(x, means, factors, "lower", n_jobs)
+    out = kernels(backend).mahalanobis_per_position(x, means, factors, "lower", n_jobs)
     _check_result(out, backend, {"x": x, "precision_choleskys": factors})
     return out.reshape((m, *spatial)) if spatial is not None else out
 
@@ -152,12 +125,12 @@ class _Level:
         self.spatial = spatial
         self._device_cache = None
 
-    def on_device(self):
-        """The level's arrays on the current GPU (copied once)."""
+    def arrays_on(self, backend: str):
+        """The level's mean and factor on ``backend``'s side (copied to a GPU once)."""
+        if backend == "numpy":
+            return self.mean, self.factor
         if self._device_cache is None:
-            import cupy as cp  # noqa: PLC0415
-
-            self._device_cache = (cp.asarray(self.mean), cp.asarray(self.factor))
+            self._device_cache = (to_backend(self.mean, backend), to_backend(self.factor, backend))
         return self._device_cache
 
 
@@ -225,8 +198,7 @@ class GaussianAD:
     def _fit_level(self, X, index: int) -> _Level:
         name = f"X[{index}]" if self._multi else "X"
         X, backend = as_array(X, name)
-        if backend == "cupy":
-            X = X.get()  # the fit runs in Rust (float64); scoring of cupy inputs stays on the GPU
+        X = to_backend(X, "numpy")  # the fit runs in Rust (float64); scoring of cupy inputs stays on the GPU
         X = float_array(X, name, ndim=(2, 4))
         n, d = X.shape[0], X.shape[-1]
         if n < 2:
@@ -326,11 +298,8 @@ class GaussianAD:
         if level.per_position and X.shape[1:3] != tuple(level.spatial):
             raise ValueError(f"{name}: expected feature maps of {tuple(level.spatial)} positions, got {X.shape[1:3]}")
         dtype = X.dtype
-        if backend == "cupy":
-            mean, factor = level.on_device()
-            mean, factor = mean.astype(dtype, copy=False), factor.astype(dtype, copy=False)
-        else:
-            mean, factor = level.mean.astype(dtype, copy=False), level.factor.astype(dtype, copy=False)
+        mean, factor = level.arrays_on(backend)
+        mean, factor = mean.astype(dtype, copy=False), factor.astype(dtype, copy=False)
         if level.per_position:
             return mahalanobis_per_position(X, mean, factor, n_jobs=self.n_jobs)
         return mahalanobis(X, mean, factor, n_jobs=self.n_jobs)

@@ -40,7 +40,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _core
-from ._dispatch import as_array, binary_labels, is_cupy, xp_of
+from ._dispatch import as_array, binary_labels, is_cupy, kernels, to_backend, xp_of
 from .progress import progress
 
 __all__ = [
@@ -163,26 +163,6 @@ def _ratios(ratios) -> list[float]:
 # Kernels
 
 
-def _token_stats_cuda(logits, half, targets, mask, batch, time, logits_time, vocab):
-    import cupy as cp  # noqa: PLC0415
-
-    from . import _cuda  # noqa: PLC0415
-
-    if half is None:
-        ctype = _cuda.ctype(logits.dtype)
-    else:
-        ctype = "fca_bf16" if half == "bfloat16" else "fca_f16"
-    rows = batch * time
-    if mask is None:
-        mask = cp.ones((batch, time), dtype=cp.uint8)
-    outs = [cp.empty((batch, time), dtype=cp.float64) for _ in range(3)]
-    fn = _cuda.kernel("mia", f"token_stats<{ctype}>")
-    grid = (min(rows, 1 << 20),)
-    _cuda.launch(fn, grid, (256,), (
-        logits, np.int64(batch), np.int64(time), np.int64(logits_time), np.int64(vocab), targets, mask, *outs))
-    return outs
-
-
 def token_stats(logits, targets, mask=None, *, n_jobs=None) -> TokenStats:
     """``logp``, ``mu`` and ``sigma`` (float64 ``[B, T]``) from one read of ``logits``.
 
@@ -215,10 +195,7 @@ def token_stats(logits, targets, mask=None, *, n_jobs=None) -> TokenStats:
     scored = tg if m is None else xp.where(m != 0, tg, 0)
     if bool((scored < 0).any()) or bool((scored >= vocab).any()):
         raise ValueError(f"targets: token ids must lie in [0, {vocab}) (the vocabulary size of logits)")
-    if backend == "cupy":
-        logp, mu, sigma = _token_stats_cuda(arr, half, tg, m, batch, time_, logits_time, vocab)
-    else:
-        logp, mu, sigma = _core.token_stats(arr, tg, m, half or "bfloat16", n_jobs)
+    logp, mu, sigma = kernels(backend).token_stats(arr, tg, m, half or "bfloat16", n_jobs)
     bad = xp.isnan(logp) if m is None else (xp.isnan(logp) & (m != 0))
     if bool(bad.any()):
         b, t = (int(v) for v in xp.argwhere(bad)[0])
@@ -266,11 +243,7 @@ def _min_k_means(values, mask_u8, ratios, n_jobs, name):
 
 
 def _back(x, backend):
-    if backend == "cupy":
-        import cupy as cp  # noqa: PLC0415
-
-        return cp.asarray(x)
-    return x
+    return to_backend(x, backend)
 
 
 def min_k(logp, ratio=0.2, mask=None, *, n_jobs=None):
@@ -405,9 +378,8 @@ def score_logits(logits, targets, mask=None, ratios=DEFAULT_RATIOS, *, texts=Non
     backend = "cupy" if is_cupy(stats.logp) else "numpy"
     b, t = stats.logp.shape
     m = _mask_array(mask, b, t, backend)
-    if backend == "cupy":
-        stats = TokenStats(*(x.get() for x in stats))
-        m = None if m is None else m.get()
+    stats = TokenStats(*(to_backend(x, "numpy") for x in stats))
+    m = None if m is None else to_backend(m, "numpy")
     z = normalised(stats.logp, stats.mu, stats.sigma)
     mink = _min_k_means(stats.logp, m, rs, n_jobs, "logp")
     minkpp = _min_k_means(z, m, rs, n_jobs, "logits")

@@ -35,7 +35,7 @@ import time
 import numpy as np
 
 from . import _core
-from ._dispatch import as_array, cupy_module, float_array, to_numpy, xp_of
+from ._dispatch import as_array, float_array, kernels, to_backend, to_numpy, xp_of
 from .progress import progress
 
 __all__ = ["MuSc", "MuScResult", "lnamd", "mutual_scores", "scores_against_bank", "rscin", "demo"]
@@ -71,7 +71,7 @@ def _check_memory(max_memory):
 
 def top_k(references: int, top_ratio: float) -> int:
     """The number of smallest nearest-image distances averaged: ``max(1, int(references * top_ratio))``."""
-    return max(1, int(references * top_ratio))
+    return int(_core.musc_top_k(int(references), float(top_ratio)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,9 +92,7 @@ def lnamd(features, r, *, n_jobs=None):
     x, backend = as_array(features, "features")
     x = float_array(x, "features", backend=backend, ndim=4)
     r = _check_degree(r)
-    if backend == "cupy":
-        return _lnamd_cuda(x, r)
-    return _core.musc_lnamd(x, r, n_jobs)
+    return kernels(backend).musc_lnamd(x, r, n_jobs)
 
 
 def mutual_scores(patches, top_ratio=0.3, *, max_memory=None, n_jobs=None):
@@ -118,10 +116,7 @@ def mutual_scores(patches, top_ratio=0.3, *, max_memory=None, n_jobs=None):
         raise ValueError(f"patches: mutual scoring needs at least 2 images, got {x.shape[0]}")
     top_ratio = _check_ratio(top_ratio)
     max_memory = _check_memory(max_memory)
-    if backend == "cupy":
-        out = _pair_scores_cuda(x, None, top_ratio, max_memory)
-    else:
-        out = _core.musc_mutual_scores(x, top_ratio, max_memory, n_jobs)
+    out = kernels(backend).musc_mutual_scores(x, top_ratio, max_memory, n_jobs)
     return out.reshape(x.shape[0], *spatial) if spatial is not None else out
 
 
@@ -148,9 +143,7 @@ def scores_against_bank(queries, bank, top_ratio=0.3, *, max_memory=None, n_jobs
         raise ValueError(f"bank: expected {q.shape[-1]} channels like the queries, got {b.shape[-1]}")
     top_ratio = _check_ratio(top_ratio)
     max_memory = _check_memory(max_memory)
-    if qb == "cupy":
-        return _pair_scores_cuda(q, b, top_ratio, max_memory)
-    return _core.musc_scores_against_bank(q, b, top_ratio, max_memory, n_jobs)
+    return kernels(qb).musc_scores_against_bank(q, b, top_ratio, max_memory, n_jobs)
 
 
 def rscin(image_scores, embeddings, k_list=(1, 2, 3), *, n_jobs=None):
@@ -177,76 +170,7 @@ def rscin(image_scores, embeddings, k_list=(1, 2, 3), *, n_jobs=None):
     ks = [min(k, s.shape[0]) for k in ks]  # a window past N keeps every image (and fits 64 bits)
     # N x N with N images: small; the GPU path runs the same host kernel and returns cupy.
     out = _core.musc_rscin(s, e, ks, n_jobs)
-    return xp_of(backend).asarray(out) if backend == "cupy" else out
-
-
-# ---------------------------------------------------------------------------------------------
-# CUDA paths
-# ---------------------------------------------------------------------------------------------
-
-_CUDA_TILE = 64
-
-
-def _lnamd_cuda(x, r):
-    import cupy as cp  # noqa: PLC0415
-
-    from . import _cuda  # noqa: PLC0415
-
-    n, h, w, c = x.shape
-    flat = x.reshape(n, -1).astype(cp.float64)
-    mean = flat.mean(axis=1)
-    inv_std = 1.0 / cp.sqrt(((flat - mean[:, None]) ** 2).mean(axis=1) + 1e-5)
-    out = cp.empty_like(x)
-    fn = _cuda.kernel("musc", f"musc_lnamd<{_cuda.ctype(x.dtype)}>")
-    _cuda.launch(fn, (n * h * w,), (256,), (x, cp.ascontiguousarray(mean), cp.ascontiguousarray(inv_std),
-                                            np.int64(h), np.int64(w), np.int64(c), np.int64(r), out))
-    return out
-
-
-def _pair_scores_cuda(q, bank, top_ratio, max_memory):
-    """Mutual scores (bank None) or scores against a bank, on the GPU."""
-    import cupy as cp  # noqa: PLC0415
-
-    from . import _cuda  # noqa: PLC0415
-
-    mutual = bank is None
-    b = q if mutual else bank
-    m, p, c = q.shape
-    nb, pb = b.shape[0], b.shape[1]
-    refs = m - 1 if mutual else nb
-    k = top_k(refs, top_ratio)
-    dt = _cuda.ctype(q.dtype)
-    qn = (q.astype(cp.float64) ** 2).sum(axis=-1)
-    bn = qn if mutual else (b.astype(cp.float64) ** 2).sum(axis=-1)
-    eps = float(np.finfo(q.dtype).eps) / 2
-    max_q, max_b = float(cp.sqrt(qn.max())), float(cp.sqrt(bn.max()))
-    tol = 4 * (c + 4) * eps * max_q * max_b + 4 * eps * (max_q ** 2 + max_b ** 2)
-    qn, bn = qn.astype(q.dtype), bn.astype(q.dtype)
-    per_query = refs * p * 8  # uint64 keys of the squared minima
-    chunk = m if max_memory is None else max(1, min(m, max_memory // per_query))
-    out = cp.empty((m, p), dtype=q.dtype)
-    minima_fn = _cuda.kernel("musc", f"musc_pair_minima<{dt}>")
-    topk_fn = _cuda.kernel("musc", f"musc_top_k_mean<{dt}>")
-    for q0 in range(0, m, chunk):
-        q1 = min(m, q0 + chunk)
-        jobs = []
-        for i in range(q0, q1):
-            for j in range(nb if not mutual else m):
-                if mutual and (j == i or (q0 <= j < q1 and j < i)):
-                    continue
-                symmetric = mutual and q0 <= j < q1
-                jobs.append((i, j, int(symmetric)))
-        keys = cp.full((q1 - q0, refs, p), np.iinfo(np.uint64).max, dtype=cp.uint64)
-        if jobs:
-            table = cp.asarray(np.asarray(jobs, dtype=np.int64))
-            grid = (len(jobs), -(-p // _CUDA_TILE), -(-pb // _CUDA_TILE))
-            _cuda.launch(minima_fn, grid, (16, 16), (
-                q, qn, b, bn, table, np.int64(p), np.int64(pb), np.int64(c), np.int64(q0),
-                np.int64(refs), np.int32(1 if mutual else 0), np.float64(tol), keys))
-        count = (q1 - q0) * p
-        _cuda.launch(topk_fn, (-(-count // 128),), (128,), (
-            keys, np.int64(q1 - q0), np.int64(refs), np.int64(p), np.int64(k), out[q0:q1]))
-    return out
+    return to_backend(out, backend)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -409,13 +333,9 @@ class MuSc:
         for index, layer in enumerate(raw):
             name = f"{what}[{index}]" if multi else what
             x, backend = as_array(layer, name)
-            if self.device == "cpu" and backend == "cupy":
-                x, backend = x.get(), "numpy"
-            elif self.device == "cuda" and backend == "numpy":
-                cp = cupy_module()
-                if cp is None:
-                    raise RuntimeError("device='cuda' needs cupy (pip install 'fastcore_ad[cuda]')")
-                x, backend = cp.asarray(x), "cupy"
+            if self.device in ("cpu", "cuda"):
+                backend = "numpy" if self.device == "cpu" else "cupy"
+                x = to_backend(x, backend)
             x = float_array(x, name, backend=backend, ndim=4)
             if layers and x.shape[:3] != layers[0].shape[:3]:
                 raise ValueError(
@@ -479,20 +399,12 @@ class MuSc:
             emb, _ = as_array(embeddings, "embeddings")
             if emb.ndim != 2 or emb.shape[0] != n:
                 raise ValueError(f"embeddings: expected [{n}, D], got shape {tuple(emb.shape)}")
-            image = rscin(image_raw, emb, ks, n_jobs=self.n_jobs)
-            if backend == "cupy":
-                image = xp.asarray(image)
+            image = to_backend(rscin(image_raw, emb, ks, n_jobs=self.n_jobs), backend)
         return MuScResult(image, patch, image_raw, image_size)
 
     @staticmethod
     def _to_backend(x, backend, dtype):
-        if backend == "cupy" and isinstance(x, np.ndarray):
-            import cupy as cp  # noqa: PLC0415
-
-            x = cp.asarray(x)
-        elif backend == "numpy" and not isinstance(x, np.ndarray):
-            x = x.get()
-        return x.astype(dtype, copy=False)
+        return to_backend(x, backend).astype(dtype, copy=False)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _core
-from ._dispatch import as_array, is_cupy
+from ._dispatch import as_array, is_cupy, kernels, resolve_device, to_backend, xp_of
 from .progress import progress
 
 __all__ = ["TsetlinMachine", "Rule", "text_pipeline", "FORMAT_VERSION"]
@@ -78,6 +78,20 @@ def _is_sparse(X) -> bool:
     return hasattr(X, "tocsr") and hasattr(X, "nnz") and hasattr(X, "format")
 
 
+def _csr_to_packed(docs, n: int, f: int) -> np.ndarray:
+    """A CSR pair -> packed rows ``[n, ceil(f / 64)]``, built without densifying."""
+    indptr, indices = docs
+    rows = np.repeat(np.arange(n), np.diff(indptr))
+    out = np.zeros((n, (f + 63) // 64), dtype=np.uint64)
+    np.bitwise_or.at(out, (rows, indices // 64), np.left_shift(np.uint64(1), (indices % 64).astype(np.uint64)))
+    return out
+
+
+def _on_host(docs, n: int, f: int):
+    """Documents for the Rust kernels: packed words moved off a GPU, CSR pairs as they are."""
+    return docs if isinstance(docs, tuple) else to_backend(docs, "numpy")
+
+
 def _docs(X, n_features=None):
     """Rust-ready documents from dense 0/1 arrays or scipy.sparse matrices (never densified).
 
@@ -112,10 +126,7 @@ def _docs(X, n_features=None):
                 raise TypeError(f"X: expected bool or 0/1 features, got dtype {X.dtype}")
             if X.size and not bool(((X == 0) | (X == 1)).all()):
                 raise ValueError("X: expected binary features (bool or 0/1)")
-        if backend == "cupy":
-            docs = X
-        else:
-            docs = _pack(X.astype(bool, copy=False))
+        docs = _pack(X, xp_of(backend))
     if n == 0:
         raise ValueError("X: no samples (0 rows)")
     if f == 0:
@@ -125,11 +136,19 @@ def _docs(X, n_features=None):
     return docs, n, f, backend
 
 
-def _pack(bits: np.ndarray) -> np.ndarray:
-    """Bool ``[n, f]`` -> uint64 ``[n, ceil(f/64)]``; bit ``j % 64`` of word ``j // 64`` is feature j."""
-    n, f = bits.shape
+def _pack(X, xp=np):
+    """0/1 ``[n, f]`` -> uint64 ``[n, ceil(f/64)]``; bit ``j % 64`` of word ``j // 64`` is feature j.
+
+    numpy packs bytes; other array modules (cupy) pack on their own device.
+    """
+    n, f = X.shape
     fw = (f + 63) // 64
-    packed = np.packbits(bits, axis=1, bitorder="little")
+    if xp is not np:
+        bits = xp.zeros((n, fw * 64), dtype=np.uint64)
+        bits[:, :f] = X != 0
+        shifts = xp.arange(64, dtype=np.uint64)
+        return xp.ascontiguousarray((bits.reshape(n, fw, 64) << shifts).sum(axis=2, dtype=np.uint64))
+    packed = np.packbits(X.astype(bool, copy=False), axis=1, bitorder="little")
     out = np.zeros((n, fw * 8), dtype=np.uint8)
     out[:, :packed.shape[1]] = packed
     return out.view("<u8").astype(np.uint64, copy=False)
@@ -201,12 +220,13 @@ class TsetlinMachine(_Mixin, _Base):
     coalesced : one shared clause pool with a signed weight per class and clause.
     seed : seed of the counter-based random streams; None draws one at fit time (``seed_``).
     n_jobs : threads (None: all CPUs or FASTCORE_AD_NUM_THREADS). Results do not depend on it.
-    device : "cpu" or "cuda" (prediction on the GPU; training always runs on the CPU).
+    device : "auto" (prediction runs where X lives), "cpu" or "cuda" (prediction moves X there;
+        training always runs on the CPU).
     """
 
     def __init__(self, n_clauses=100, threshold=15, specificity=3.9, *, state_bits=8, weighted=True,
                  boost_true_positive=True, negative_sampling="focused", max_included_literals=None,
-                 absorbing=None, clause_drop_p=0.0, coalesced=False, seed=None, n_jobs=None, device="cpu"):
+                 absorbing=None, clause_drop_p=0.0, coalesced=False, seed=None, n_jobs=None, device="auto"):
         self.n_clauses = n_clauses
         self.threshold = threshold
         self.specificity = specificity
@@ -253,8 +273,7 @@ class TsetlinMachine(_Mixin, _Base):
         p = self.clause_drop_p
         if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)) or not 0.0 <= p < 1.0:
             raise ValueError(f"clause_drop_p: must be a number in [0, 1), got {p!r}")
-        if self.device not in ("cpu", "cuda"):
-            raise ValueError(f"device: expected 'cpu' or 'cuda', got {self.device!r}")
+        resolve_device(self.device, "numpy", check_only=True)
         if self.seed is not None:
             integer("seed", 0, 2**64 - 1)
         if self.n_jobs is not None:
@@ -332,9 +351,8 @@ class TsetlinMachine(_Mixin, _Base):
         (one bar step per epoch; FASTCORE_AD_PROGRESS=0 or ``progress_bar=False`` silences it)
         and records it in ``history_``.
         """
-        docs, n, f, backend = _docs(X)
-        if backend == "cupy":
-            raise TypeError("X: training runs on the CPU; pass a numpy array or scipy.sparse matrix")
+        docs, n, f, _ = _docs(X)
+        docs = _on_host(docs, n, f)  # training runs on the CPU kernels
         y = self._labels(y, n)
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
             raise ValueError(f"epochs: must be a positive integer, got {epochs!r}")
@@ -359,9 +377,8 @@ class TsetlinMachine(_Mixin, _Base):
         The first call needs ``classes`` (all labels that will ever appear) unless ``y`` holds
         them all already.
         """
-        docs, n, f, backend = _docs(X, getattr(self, "n_features_in_", None))
-        if backend == "cupy":
-            raise TypeError("X: training runs on the CPU; pass a numpy array or scipy.sparse matrix")
+        docs, n, f, _ = _docs(X, getattr(self, "n_features_in_", None))
+        docs = _on_host(docs, n, f)  # training runs on the CPU kernels
         y = self._labels(y, n)
         if not hasattr(self, "action_"):
             self._start(y if classes is None else classes, f)
@@ -378,10 +395,12 @@ class TsetlinMachine(_Mixin, _Base):
         weights of the clauses that fire (empty clauses never fire at prediction)."""
         self._check_fitted()
         docs, n, f, backend = _docs(X, self.n_features_in_)
-        if backend == "cupy" or self.device == "cuda":
-            return self._class_sums_cuda(X if backend == "cupy" else None, docs, n, backend)
-        sums = _core.tsetlin_class_sums(self._config(), self.action_, self.weights_, docs, self.n_jobs)
-        return sums[:, : len(self.classes_)]
+        target = resolve_device(self.device, backend)
+        if isinstance(docs, tuple) and target != "numpy":
+            docs = _csr_to_packed(docs, n, f)
+        docs = docs if isinstance(docs, tuple) else to_backend(docs, target)
+        sums = kernels(target).tsetlin_class_sums(self._config(), self.action_, self.weights_, docs, self.n_jobs)
+        return to_backend(sums[:, : len(self.classes_)], backend)
 
     def predict(self, X):
         """The class with the largest class sum (ties go to the first class in ``classes_``)."""
@@ -402,54 +421,10 @@ class TsetlinMachine(_Mixin, _Base):
     def clause_outputs(self, X):
         """Prediction-time clause outputs ``[n_samples, banks, n_clauses]`` (uint8)."""
         self._check_fitted()
-        docs, n, _, backend = _docs(X, self.n_features_in_)
-        if backend == "cupy":
-            raise TypeError("X: clause_outputs runs on the CPU; pass a numpy array or scipy.sparse matrix")
+        docs, n, f, _ = _docs(X, self.n_features_in_)
+        docs = _on_host(docs, n, f)  # clause outputs come from the CPU kernel
         out = _core.tsetlin_clause_outputs(self._config(), self.action_, docs, self.n_jobs)
         return out.reshape(n, self.action_.shape[0], self.action_.shape[1])
-
-    def _class_sums_cuda(self, X_gpu, docs, n, backend):
-        try:
-            import cupy as cp  # noqa: PLC0415
-
-            available = bool(cp.is_available())
-        except Exception:  # pragma: no cover - depends on the machine
-            available = False
-        if not available:
-            raise RuntimeError("device='cuda': needs cupy and a CUDA GPU (pip install 'fastcore_ad[cuda]'); "
-                               "use device='cpu'")
-
-        from . import _cuda  # noqa: PLC0415
-
-        cfg = self._config()
-        fw = (cfg["n_features"] + 63) // 64
-        if X_gpu is not None:
-            bits = cp.zeros((n, fw * 64), dtype=cp.uint64)
-            bits[:, : X_gpu.shape[1]] = cp.asarray(X_gpu) != 0
-            shifts = cp.arange(64, dtype=cp.uint64)
-            words = cp.ascontiguousarray((bits.reshape(n, fw, 64) << shifts).sum(axis=2, dtype=cp.uint64))
-        else:
-            if isinstance(docs, tuple):  # CSR -> packed rows, built without densifying
-                indptr, indices = docs
-                rows = np.repeat(np.arange(n), np.diff(indptr))
-                host = np.zeros((n, fw), dtype=np.uint64)
-                np.bitwise_or.at(host, (rows, indices // 64), np.left_shift(np.uint64(1), (indices % 64).astype(np.uint64)))
-                docs = host
-            words = cp.asarray(docs)
-        k = cfg["n_classes"]
-        banks, clauses, lw = self.action_.shape
-        total = banks * clauses
-        # Word-major include bits on the device, so a warp's clauses read contiguous memory.
-        action_t = cp.asarray(np.ascontiguousarray(self.action_.reshape(total, lw).T))
-        weights = cp.asarray(np.ascontiguousarray(self.weights_, dtype=np.int32))
-        sums = cp.zeros((n, k), dtype=cp.int64)
-        fn = _cuda.kernel("tsetlin", "tsetlin_class_sums")
-        threads = 128
-        _cuda.launch(fn, (n, (total + threads - 1) // threads, 1), (threads, 1, 1), (
-            words, np.int64(n), np.int64(fw), action_t, np.int64(total), np.int64(clauses), weights,
-            np.int64(k), np.int32(1 if cfg["coalesced"] else 0), sums))
-        out = sums[:, : len(self.classes_)]
-        return out if backend == "cupy" else out.get()
 
     # -- interpretability ------------------------------------------------------------------
 

@@ -168,7 +168,7 @@ fn chunk_moments(
         Moments {
             max,
             weight,
-            mean: max + shifted_mean,
+            mean: shifted_mean,
             m2,
         },
         false,

@@ -43,14 +43,6 @@ use crate::linalg::{matmul, MatRef, Real};
 const ROW_TILE: usize = 1024;
 const COL_TILE: usize = 1024;
 
-fn unit_roundoff<T>() -> f64 {
-    if std::mem::size_of::<T>() == 4 {
-        f32::EPSILON as f64 * 0.5
-    } else {
-        f64::EPSILON * 0.5
-    }
-}
-
 /// LNAMD of `n` feature maps `[n, h, w, c]` (row-major) with an `r x r` box (r odd).
 /// Returns `[n, h, w, c]`: standardised, box-averaged and L2-normalised per patch.
 pub fn lnamd<T: Real>(
@@ -450,7 +442,13 @@ fn pair_minima<T: Real>(
 /// with norms up to `max_a`, `max_b`: twice the worst-case dot-product error plus the
 /// rounding of the squared norms.
 fn key_tolerance<T>(c: usize, max_a: f64, max_b: f64) -> f64 {
-    let u = unit_roundoff::<T>();
+    key_tolerance_for(std::mem::size_of::<T>(), c, max_a, max_b)
+}
+
+/// [`key_tolerance`] for values of `itemsize` bytes (4: float32, else float64); the CUDA
+/// launch plans use this same definition.
+pub fn key_tolerance_for(itemsize: usize, c: usize, max_a: f64, max_b: f64) -> f64 {
+    let u = if itemsize == 4 { f32::EPSILON as f64 * 0.5 } else { f64::EPSILON * 0.5 };
     4.0 * (c as f64 + 4.0) * u * max_a * max_b
         + 4.0 * u * (max_a * max_a + max_b * max_b)
         + f64::MIN_POSITIVE
@@ -497,20 +495,28 @@ fn mean_of_smallest<T: Real>(values: &mut [T], k: usize) -> T {
     T::from_f64(s / k as f64)
 }
 
-/// Bytes of per-pair minima kept for one query image.
-fn bytes_per_query<T>(references: usize, p: usize) -> usize {
-    references.max(1) * p.max(1) * std::mem::size_of::<T>()
-}
-
 fn chunk_of_queries<T>(
     queries: usize,
     references: usize,
     p: usize,
     max_memory: Option<usize>,
 ) -> usize {
+    chunk_of_queries_for(std::mem::size_of::<T>(), queries, references, p, max_memory)
+}
+
+/// Query images whose per-pair minima (`value_bytes` each) fit `max_memory` bytes, at least 1;
+/// the CUDA launch plans use this same definition with 8-byte keys.
+pub fn chunk_of_queries_for(
+    value_bytes: usize,
+    queries: usize,
+    references: usize,
+    p: usize,
+    max_memory: Option<usize>,
+) -> usize {
+    let per_query = references.max(1).saturating_mul(p.max(1)).saturating_mul(value_bytes.max(1));
     match max_memory {
         None => queries.max(1),
-        Some(bytes) => (bytes / bytes_per_query::<T>(references, p)).clamp(1, queries.max(1)),
+        Some(bytes) => (bytes / per_query).clamp(1, queries.max(1)),
     }
 }
 

@@ -103,7 +103,39 @@ fn py_musc_rscin<'py>(
     shaped(py, out, &[n])
 }
 
+/// MuSc's k: the number of smallest per-image minima averaged, `max(1, floor(references * top_ratio))`.
+#[pyfunction(name = "musc_top_k")]
+fn py_musc_top_k(references: usize, top_ratio: f64) -> PyResult<usize> {
+    if !(top_ratio > 0.0 && top_ratio <= 1.0) {
+        return Err(PyValueError::new_err(format!(
+            "top_ratio: must lie in (0, 1], got {top_ratio}"
+        )));
+    }
+    Ok(musc::top_k(references, top_ratio))
+}
+
+/// Query images whose per-pair minima of `value_bytes` each fit in `max_memory` bytes (at least 1).
+#[pyfunction(name = "musc_chunk_of_queries", signature = (queries, references, p, max_memory, value_bytes))]
+fn py_musc_chunk_of_queries(
+    queries: usize,
+    references: usize,
+    p: usize,
+    max_memory: Option<usize>,
+    value_bytes: usize,
+) -> usize {
+    musc::chunk_of_queries_for(value_bytes, queries, references, p, max_memory)
+}
+
+/// The rounding bound of the expanded distance key for `c` channels of `itemsize`-byte floats.
+#[pyfunction(name = "musc_key_tolerance")]
+fn py_musc_key_tolerance(c: usize, max_a: f64, max_b: f64, itemsize: usize) -> f64 {
+    musc::key_tolerance_for(itemsize, c, max_a, max_b)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(py_musc_top_k, m)?)?;
+    m.add_function(wrap_pyfunction!(py_musc_chunk_of_queries, m)?)?;
+    m.add_function(wrap_pyfunction!(py_musc_key_tolerance, m)?)?;
     m.add_function(wrap_pyfunction!(py_musc_lnamd, m)?)?;
     m.add_function(wrap_pyfunction!(py_musc_mutual_scores, m)?)?;
     m.add_function(wrap_pyfunction!(py_musc_scores_against_bank, m)?)?;

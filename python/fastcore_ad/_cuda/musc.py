@@ -1,0 +1,87 @@
+"""MuSc on CUDA: the same entry points as ``_core.musc_lnamd``, ``_core.musc_mutual_scores`` and
+``_core.musc_scores_against_bank``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _runtime, plans
+
+LNAMD = _runtime.Kernel("musc", "musc_lnamd", (("float",), ("double",)))
+PAIR_MINIMA = _runtime.Kernel("musc", "musc_pair_minima", (("float",), ("double",)))
+TOP_K_MEAN = _runtime.Kernel("musc", "musc_top_k_mean", (("float",), ("double",)))
+
+LNAMD_EPS = 1e-5  # added to each image's variance, as in the Rust kernel
+
+
+def musc_lnamd(features, r, n_jobs=None):
+    """LNAMD of ``features [N, H, W, C]`` with an ``r x r`` box: ``[N, H, W, C]``, unit-norm patches."""
+    rt = _runtime.current()
+    xp = rt.xp
+    n, h, w, c = (int(v) for v in features.shape)
+    flat = features.reshape(n, -1).astype(np.float64)
+    mean = flat.mean(axis=1)
+    inv_std = 1.0 / xp.sqrt(((flat - mean[:, None]) ** 2).mean(axis=1) + LNAMD_EPS)
+    out = xp.empty_like(features)
+    for piece in plans.musc_lnamd(n * h * w):
+        rt.launch(LNAMD, (_runtime.ctype(features.dtype),), piece, (
+            features, xp.ascontiguousarray(mean), xp.ascontiguousarray(inv_std),
+            np.int64(h), np.int64(w), np.int64(c), np.int64(r), out))
+    return out
+
+
+def _jobs(q0: int, q1: int, images: int, mutual: bool) -> np.ndarray:
+    """(query image i, reference image j, symmetric) rows for the queries q0..q1.
+
+    Mutual scoring computes a pair of two queries of the chunk once and writes both directions.
+    """
+    i = np.repeat(np.arange(q0, q1, dtype=np.int64), images)
+    j = np.tile(np.arange(images, dtype=np.int64), q1 - q0)
+    in_chunk = (j >= q0) & (j < q1)
+    keep = ~((j == i) | (in_chunk & (j < i))) if mutual else np.ones(i.shape, dtype=bool)
+    symmetric = (in_chunk if mutual else np.zeros(i.shape, dtype=bool)).astype(np.int64)
+    return np.ascontiguousarray(np.stack([i, j, symmetric], axis=1)[keep])
+
+
+def _pair_scores(q, bank, top_ratio, max_memory):
+    """Mutual scores (``bank`` None) or scores against a bank: ``[M, P]`` in q's dtype."""
+    rt = _runtime.current()
+    xp = rt.xp
+    mutual = bank is None
+    b = q if mutual else bank
+    m, p, c = (int(v) for v in q.shape)
+    nb, pb = int(b.shape[0]), int(b.shape[1])
+    refs = m - 1 if mutual else nb
+    qn = (q.astype(np.float64) ** 2).sum(axis=-1)
+    bn = qn if mutual else (b.astype(np.float64) ** 2).sum(axis=-1)
+    plan = plans.musc_pairs(m, refs, p, c, top_ratio, max_memory, q.dtype.itemsize,
+                            float(xp.sqrt(qn.max())), float(xp.sqrt(bn.max())))
+    qn, bn = xp.ascontiguousarray(qn.astype(q.dtype)), xp.ascontiguousarray(bn.astype(q.dtype))
+    ct = _runtime.ctype(q.dtype)
+    out = xp.empty((m, p), dtype=q.dtype)
+    for q0 in range(0, m, plan.chunk):
+        q1 = min(m, q0 + plan.chunk)
+        jobs = _jobs(q0, q1, m if mutual else nb, mutual)
+        keys = xp.full((q1 - q0, refs, p), np.iinfo(np.uint64).max, dtype=np.uint64)
+        table = xp.asarray(jobs)
+        for piece in plans.musc_pair_minima(len(jobs), p, pb):
+            j0 = piece.offsets["job0"]
+            rt.launch(PAIR_MINIMA, (ct,), piece, (
+                q, qn, b, bn, xp.ascontiguousarray(table[j0:j0 + piece.grid[0]]), np.int64(p), np.int64(pb),
+                np.int64(c), np.int64(q0), np.int64(refs), np.int32(1 if mutual else 0), np.float64(plan.tol), keys))
+        count = (q1 - q0) * p
+        part = out[q0:q1]
+        for piece in plans.musc_top_k_mean(count):
+            rt.launch(TOP_K_MEAN, (ct,), piece, (
+                keys, np.int64(q1 - q0), np.int64(refs), np.int64(p), np.int64(plan.k), part))
+    return out
+
+
+def musc_mutual_scores(patches, top_ratio, max_memory=None, n_jobs=None):
+    """Mutual scores of ``patches [N, P, C]``: ``[N, P]``."""
+    return _pair_scores(patches, None, top_ratio, max_memory)
+
+
+def musc_scores_against_bank(queries, bank, top_ratio, max_memory=None, n_jobs=None):
+    """Scores of ``queries [M, P, C]`` against ``bank [Nb, Pb, C]``: ``[M, P]``."""
+    return _pair_scores(queries, bank, top_ratio, max_memory)
