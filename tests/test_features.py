@@ -144,6 +144,58 @@ def test_legacy_reader_rejects_truncated_foreign_and_malicious_files(tmp_path, m
         load_torch_file(tmp_path / "missing.pth")
 
 
+class _Plant:
+    """Pickles as a call of ``os.mkdir(path)``: proof of code execution if the folder appears."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        import os
+
+        return (os.mkdir, (self.path,))
+
+
+@pytest.mark.parametrize("position", ["magic", "version", "sys_info", "state", "keys"])
+def test_no_record_of_a_legacy_file_runs_code(tmp_path, position):
+    """A ``__reduce__`` payload in any record of the legacy format is refused before it runs."""
+    marker = tmp_path / "payload-ran"
+    records = {"magic": 0x1950A86A20F9469CFC6C, "version": 1001, "sys_info": {"little_endian": True},
+               "state": collections.OrderedDict(), "keys": []}
+    records[position] = _Plant(marker) if position != "sys_info" else {"little_endian": _Plant(marker)}
+    buffer = io.BytesIO()
+    for name in ("magic", "version", "sys_info", "state", "keys"):
+        pickle.dump(records[name], buffer, protocol=2)
+    path = tmp_path / "evil.pth"
+    path.write_bytes(buffer.getvalue())
+    with pytest.raises(ValueError):
+        load_torch_file(path, use_torch=False)
+    assert not marker.exists(), "a record of the file ran code"
+
+
+def test_zip_payload_and_zip_bomb_are_refused(tmp_path):
+    import zipfile
+
+    marker = tmp_path / "payload-ran"
+    evil = tmp_path / "evil.pt"
+    with zipfile.ZipFile(evil, "w") as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps({"w": _Plant(marker)}, protocol=2))
+    with pytest.raises(ValueError):
+        load_torch_file(evil, use_torch=False)
+    assert not marker.exists()
+
+
+def test_a_storage_larger_than_the_file_is_refused_before_reading(tmp_path, monkeypatch, rng):
+    state = collections.OrderedDict(w=_FakeTensor("1", "FloatStorage", 8, 0, (8,), (1,)))
+    good = _write_legacy(state, {"1": rng.normal(size=8).astype(np.float32)}, monkeypatch)
+    count_at = len(good) - 8 * 4 - 8
+    bad = good[:count_at] + struct.pack("<q", 2**60) + good[count_at + 8:]
+    path = tmp_path / "huge.pth"
+    path.write_bytes(bad)
+    with pytest.raises(ValueError, match="truncated"):
+        load_torch_file(path, use_torch=False)
+
+
 # --- forward pass against the reference ------------------------------------------------------
 
 @pytest.mark.parametrize("height,width", [(32, 32), (29, 23)])

@@ -115,6 +115,32 @@ class _StateDictUnpickler(pickle.Unpickler):
         return (str(pid[2]), storage_type.dtype)
 
 
+class _PlainUnpickler(pickle.Unpickler):
+    """The header records of a legacy torch file (magic number, version, system info, storage
+    keys) hold only numbers, strings, tuples, lists and dicts: every global and persistent id is
+    refused, so no record of a crafted file can run code."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: torch file headers hold plain values only")
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("torch file headers hold no persistent ids")
+
+
+def _plain_record(stream):
+    return _PlainUnpickler(stream).load()
+
+
+def _remaining_bytes(stream) -> int | None:
+    try:
+        here = stream.tell()
+        end = stream.seek(0, io.SEEK_END)
+        stream.seek(here)
+        return end - here
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
 def _materialize(obj, storages):
     if isinstance(obj, _TensorRef):
         if obj.storage_key not in storages:
@@ -137,17 +163,19 @@ def _materialize(obj, storages):
 
 
 def _load_legacy(stream) -> dict:
-    magic = pickle.load(stream)
+    magic = _plain_record(stream)
     if magic != _LEGACY_MAGIC:
         raise ValueError("not a torch file: wrong magic number")
-    version = pickle.load(stream)
+    version = _plain_record(stream)
     if version != 1001:
         raise ValueError(f"unsupported legacy torch file version {version}")
-    sys_info = pickle.load(stream)
-    if not sys_info.get("little_endian", True):
+    sys_info = _plain_record(stream)
+    if not isinstance(sys_info, dict) or not sys_info.get("little_endian", True):
         raise ValueError("big-endian torch files are not supported")
     state = _StateDictUnpickler(stream).load()
-    keys = pickle.load(stream)
+    keys = _plain_record(stream)
+    if not isinstance(keys, (list, tuple)):
+        raise ValueError("torch file: the storage keys record is not a list")
     dtypes = {}
 
     def note(obj):
@@ -170,6 +198,9 @@ def _load_legacy(stream) -> dict:
             raise ValueError(f"torch file truncated before storage {key!r}")
         (count,) = struct.unpack("<q", header)
         nbytes = count * dtype.itemsize
+        left = _remaining_bytes(stream)
+        if count < 0 or (left is not None and nbytes > left):
+            raise ValueError(f"torch file truncated inside storage {key!r} (declares {count} elements)")
         raw = stream.read(nbytes)
         if count < 0 or len(raw) != nbytes:
             raise ValueError(f"torch file truncated inside storage {key!r}")
@@ -189,7 +220,15 @@ def _load_zip(path) -> dict:
 
         def gather(obj):
             if isinstance(obj, _TensorRef) and obj.storage_key not in storages:
-                raw = archive.read(f"{prefix}data/{obj.storage_key}")
+                name = f"{prefix}data/{obj.storage_key}"
+                if name not in names:
+                    raise ValueError(f"{path}: tensor refers to missing storage {obj.storage_key!r}")
+                info = archive.getinfo(name)
+                # A stored entry inflates to at most its declared size; refuse entries that would
+                # inflate far past their compressed size (a zip bomb) before reading them.
+                if info.file_size > 64 * info.compress_size + (1 << 20):
+                    raise ValueError(f"{name}: declares {info.file_size} bytes from {info.compress_size} compressed")
+                raw = archive.read(name)
                 storages[obj.storage_key] = np.frombuffer(raw, dtype=obj.dtype)
             elif isinstance(obj, dict):
                 for v in obj.values():
