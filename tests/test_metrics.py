@@ -163,3 +163,13 @@ def test_thread_counts_past_64_bits_are_saturated():
     assert _core.resolve_threads(-(2**70)) == 1
     with pytest.raises(TypeError, match="n_jobs"):
         metrics.auroc(scores, labels, n_jobs=1.5)
+
+
+def test_fpr_at_tpr_zero_is_the_curve_origin(rng):
+    """roc_curve starts at (0, 0): a required TPR of 0 costs no false positives."""
+    scores = rng.normal(size=50)
+    labels = rng.integers(0, 2, size=50)
+    labels[:2] = (0, 1)
+    fpr, tpr, _ = metrics.roc_curve(scores, labels)
+    assert metrics.fpr_at_tpr(scores, labels, min_tpr=0) == 0.0 == fpr[tpr >= 0].min()
+    assert metrics.evaluate(scores, labels, min_tprs=0.0)["fpr@tpr=0"] == 0.0

@@ -187,7 +187,11 @@ pub fn summarize<S: Real>(
         prev_fp = fp;
     });
     let mut tpr_at = vec![0.0f64; max_fprs.len()];
-    let mut fpr_at = vec![1.0f64; min_tprs.len()];
+    // The curve starts at (fpr, tpr) = (0, 0), above every score: a required TPR of 0 is met there.
+    let mut fpr_at: Vec<f64> = min_tprs
+        .iter()
+        .map(|&need| if need <= 0.0 { 0.0 } else { 1.0 })
+        .collect();
     for &(tp, fp) in &points {
         let (tpr, fpr) = (tp as f64 / p as f64, fp as f64 / n as f64);
         for (out, &limit) in tpr_at.iter_mut().zip(max_fprs) {
