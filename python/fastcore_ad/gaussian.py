@@ -25,15 +25,31 @@ __all__ = ["mahalanobis", "GaussianAD", "SingularCovarianceError"]
 
 SingularCovarianceError = _core.SingularCovarianceError
 
-def _factor_shape(factor, xp) -> str:
-    """'lower' / 'upper' when the other triangle is exactly zero, else 'full'."""
-    if factor.shape[0] != factor.shape[1]:
+def _factor_layout(factors, xp) -> str:
+    """'lower' / 'upper' when the other triangle of every factor is exactly zero, else 'full'."""
+    if factors.shape[-2] != factors.shape[-1]:
         return "full"
-    if not bool(xp.triu(factor, 1).any()):
+    if not bool(xp.triu(factors, 1).any()):
         return "lower"
-    if not bool(xp.tril(factor, -1).any()):
+    if not bool(xp.tril(factors, -1).any()):
         return "upper"
     return "full"
+
+
+_SAFE_EXPONENT = 64  # features within 2**+-64 fit every moment the estimators form (4th powers too)
+
+
+def _power_of_two_scale(X) -> float:
+    """A power of two that brings max |X| near 1 when it lies outside 2**+-64, else 1.
+
+    Multiplying by a power of two is exact, so the fit on the scaled data is the fit on the data
+    (shrinkage is scale-invariant) without the squares and fourth powers of the Ledoit-Wolf / OAS
+    estimates overflowing (features of 1e77 gave shrinkage 1.0 instead of 0.04).
+    """
+    peak = float(np.max(np.abs(X)))
+    if peak == 0.0 or 2.0 ** -_SAFE_EXPONENT <= peak <= 2.0 ** _SAFE_EXPONENT:
+        return 1.0
+    return float(np.ldexp(1.0, -int(np.frexp(peak)[1])))
 
 
 def _check_result(distances, backend, inputs):
@@ -80,7 +96,7 @@ def mahalanobis(x, mean, precision_cholesky, *, n_jobs=None):
         raise ValueError(f"mean: expected {d} features like x, got {mean.shape[0]}")
     if factor.shape[0] != d:
         raise ValueError(f"precision_cholesky: expected {d} rows like x's features, got shape {factor.shape}")
-    shape = _factor_shape(factor, xp_of(backend))
+    shape = _factor_layout(factor, xp_of(backend))
     out = kernels(backend).mahalanobis(x, mean, factor, shape, n_jobs)
     _check_result(out, backend, {"x": x, "precision_cholesky": factor})
     return out[0] if single else out
@@ -108,7 +124,7 @@ def mahalanobis_per_position(x, means, precision_choleskys, *, n_jobs=None):
         raise ValueError(
             f"means / precision_choleskys: expected [{positions}, {d}] and [{positions}, {d}, {d}] for x of "
             f"shape {tuple(x.shape)}, got {tuple(means.shape)} and {tuple(factors.shape)}")
-    out = kernels(backend).mahalanobis_per_position(x, means, factors, "lower", n_jobs)
+    out = kernels(backend).mahalanobis_per_position(x, means, factors, _factor_layout(factors, xp_of(backend)), n_jobs)
     _check_result(out, backend, {"x": x, "precision_choleskys": factors})
     return out.reshape((m, *spatial)) if spatial is not None else out
 
@@ -207,8 +223,13 @@ class GaussianAD:
             raise SingularCovarianceError(
                 f"{name}: the empirical covariance of {n} samples in {d} dimensions is singular; "
                 "use covariance='ledoit_wolf' or 'oas', or reg > 0")
+        scale = _power_of_two_scale(X)
+        if scale != 1.0:
+            X = X * X.dtype.type(scale)
+        reg = float(self.reg) * scale * scale
         if X.ndim == 2:
-            mean, cov, shrinkage, factor = _core.fit_gaussian(X, self.covariance, float(self.reg), self.n_jobs)
+            mean, cov, shrinkage, factor = _core.fit_gaussian(X, self.covariance, reg, self.n_jobs)
+            mean, cov, factor = mean / scale, cov / (scale * scale), factor * scale
             if self.npca is not None:
                 factor = self._npca_whitening(cov)
             dtype = X.dtype
@@ -224,8 +245,8 @@ class GaussianAD:
         starts = range(0, positions, chunk)
         for start in progress(starts, total=len(starts), desc="fit positions", enabled=self.progress and len(starts) > 4):
             part = np.ascontiguousarray(flat[:, start:start + chunk])
-            mu, cv, fc, sh = _core.fit_gaussian_per_position(part, self.covariance, float(self.reg), self.n_jobs)
-            means.append(mu), covs.append(cv), factors.append(fc), shrinks.append(sh)
+            mu, cv, fc, sh = _core.fit_gaussian_per_position(part, self.covariance, reg, self.n_jobs)
+            means.append(mu / scale), covs.append(cv / (scale * scale)), factors.append(fc * scale), shrinks.append(sh)
         return _Level(np.concatenate(means), np.concatenate(covs), np.concatenate(shrinks),
                       np.concatenate(factors), True, spatial)
 

@@ -35,7 +35,7 @@ import time
 import numpy as np
 
 from . import _core
-from ._dispatch import as_array, float_array, kernels, to_backend, to_numpy, xp_of
+from ._dispatch import as_array, float_array, is_cupy, kernels, to_backend, to_numpy, xp_of
 from .progress import progress
 
 __all__ = ["MuSc", "MuScResult", "lnamd", "mutual_scores", "scores_against_bank", "rscin", "demo"]
@@ -67,6 +67,30 @@ def _check_memory(max_memory):
     if value <= 0:
         raise ValueError(f"max_memory: must be a positive number of bytes, got {max_memory}")
     return min(value, 2**63 - 1)  # more than any machine holds; keeps it a 64-bit size
+
+
+def _distance_scale(arrays, xp) -> float:
+    """A power of two that keeps squared distances inside the float range, else 1.
+
+    Distances scale exactly with a power of two, so scoring ``x * scale`` and dividing by
+    ``scale`` is exact; without it float32 values near 1.8e19 (float64 near 1.3e154) overflow
+    the squared norms and the scores come back wrong or infinite.
+    """
+    peak = max(float(xp.abs(a).max()) for a in arrays)
+    limit = 2.0 ** (40 if arrays[0].dtype == np.float32 else 480)
+    if peak <= limit:
+        return 1.0
+    return float(np.ldexp(1.0, -int(np.frexp(peak)[1])))
+
+
+def _unscaled(out, scale, name):
+    if scale == 1.0:
+        return out
+    with np.errstate(over="ignore"):
+        out = out / out.dtype.type(scale)
+    if not bool(xp_of("cupy" if is_cupy(out) else "numpy").isfinite(out).all()):
+        raise ValueError(f"{name}: the distances overflow {out.dtype}; rescale the features")
+    return out
 
 
 def top_k(references: int, top_ratio: float) -> int:
@@ -116,7 +140,10 @@ def mutual_scores(patches, top_ratio=0.3, *, max_memory=None, n_jobs=None):
         raise ValueError(f"patches: mutual scoring needs at least 2 images, got {x.shape[0]}")
     top_ratio = _check_ratio(top_ratio)
     max_memory = _check_memory(max_memory)
-    out = kernels(backend).musc_mutual_scores(x, top_ratio, max_memory, n_jobs)
+    scale = _distance_scale([x], xp_of(backend))
+    out = kernels(backend).musc_mutual_scores(x * x.dtype.type(scale) if scale != 1.0 else x, top_ratio, max_memory,
+                                              n_jobs)
+    out = _unscaled(out, scale, "patches")
     return out.reshape(x.shape[0], *spatial) if spatial is not None else out
 
 
@@ -143,7 +170,10 @@ def scores_against_bank(queries, bank, top_ratio=0.3, *, max_memory=None, n_jobs
         raise ValueError(f"bank: expected {q.shape[-1]} channels like the queries, got {b.shape[-1]}")
     top_ratio = _check_ratio(top_ratio)
     max_memory = _check_memory(max_memory)
-    return kernels(qb).musc_scores_against_bank(q, b, top_ratio, max_memory, n_jobs)
+    scale = _distance_scale([q, b], xp_of(qb))
+    if scale != 1.0:
+        q, b = q * q.dtype.type(scale), b * b.dtype.type(scale)
+    return _unscaled(kernels(qb).musc_scores_against_bank(q, b, top_ratio, max_memory, n_jobs), scale, "queries")
 
 
 def rscin(image_scores, embeddings, k_list=(1, 2, 3), *, n_jobs=None):

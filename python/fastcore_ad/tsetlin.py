@@ -29,8 +29,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import functools
 import os
+import threading
 import time
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,6 +71,32 @@ except ImportError:  # pragma: no cover - exercised only without scikit-learn
 _PARAMS = ("n_clauses", "threshold", "specificity", "state_bits", "weighted", "boost_true_positive",
            "negative_sampling", "max_included_literals", "absorbing", "clause_drop_p", "coalesced", "seed",
            "n_jobs", "device")
+
+
+# ------------------------------------------------------------------------------------------------
+# One call at a time per model: training mutates the automata the prediction kernels read.
+
+_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def _model_lock(model) -> threading.RLock:
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.RLock()
+        return lock
+
+
+def _serialised(method):
+    """Run ``method`` holding the model's lock: concurrent calls on one model wait their turn."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with _model_lock(self):
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 # ------------------------------------------------------------------------------------------------
@@ -344,6 +373,7 @@ class TsetlinMachine(_Mixin, _Base):
                                   y_idx, order, self.epochs_, self.n_jobs)
         self.epochs_ += 1
 
+    @_serialised
     def fit(self, X, y, epochs=1, *, validation_data=None, progress_bar=True):
         """Train from scratch for ``epochs`` passes over (X, y); returns self.
 
@@ -371,6 +401,7 @@ class TsetlinMachine(_Mixin, _Base):
             self.history_.append(entry)
         return self
 
+    @_serialised
     def partial_fit(self, X, y, classes=None):
         """One pass over (X, y), continuing from the current state (online learning).
 
@@ -390,6 +421,7 @@ class TsetlinMachine(_Mixin, _Base):
 
     # -- prediction ------------------------------------------------------------------------
 
+    @_serialised
     def decision_function(self, X):
         """Raw class sums ``[n_samples, n_classes]`` (int64, unclamped): the summed signed
         weights of the clauses that fire (empty clauses never fire at prediction)."""
@@ -418,6 +450,7 @@ class TsetlinMachine(_Mixin, _Base):
             return float(hits.mean())
         return float(np.average(hits, weights=np.asarray(sample_weight, dtype=np.float64)))
 
+    @_serialised
     def clause_outputs(self, X):
         """Prediction-time clause outputs ``[n_samples, banks, n_clauses]`` (uint8)."""
         self._check_fitted()
@@ -510,6 +543,7 @@ class TsetlinMachine(_Mixin, _Base):
 
     # -- persistence -----------------------------------------------------------------------
 
+    @_serialised
     def save(self, path):
         """Write the model to ``path`` (.npz, no pickle inside).
 

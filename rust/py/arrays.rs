@@ -87,3 +87,22 @@ pub fn shaped<T: numpy::Element>(py: Python<'_>, v: Vec<T>, dims: &[usize]) -> P
         ArrayD::from_shape_vec(IxDyn(dims), v).map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok(a.into_pyarray(py).into_any().unbind())
 }
+
+/// The shape of `name` as exactly `D` dimensions, or a ValueError naming it.
+pub fn dims<const D: usize>(shape: &[usize], name: &str) -> PyResult<[usize; D]> {
+    shape.try_into().map_err(|_| {
+        PyValueError::new_err(format!(
+            "{name}: expected {D} dimensions, got shape {shape:?}"
+        ))
+    })
+}
+
+/// ValueError naming `name` unless it holds exactly `want` elements (`what` says why).
+pub fn expect_len(len: usize, want: usize, name: &str, what: &str) -> PyResult<()> {
+    if len != want {
+        return Err(PyValueError::new_err(format!(
+            "{name}: expected {want} elements ({what}), got {len}"
+        )));
+    }
+    Ok(())
+}

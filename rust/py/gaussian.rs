@@ -3,7 +3,7 @@ use numpy::IntoPyArray;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use super::arrays::{shaped, slice_like, with_floats, FloatArray};
+use super::arrays::{dims, expect_len, shaped, slice_like, with_floats, FloatArray};
 use super::errors::to_py;
 use super::Threads;
 use crate::gaussian::{self, Estimator, Shape};
@@ -31,12 +31,13 @@ fn py_mahalanobis<'py>(
     n_jobs: Option<Threads>,
 ) -> PyResult<Py<PyAny>> {
     let shape = parse_shape(shape)?;
-    let xs = x.shape();
-    let ws = w.shape();
-    let (m, d, k) = (xs[0], xs[1], ws[1]);
+    let [m, d] = dims::<2>(&x.shape(), "x")?;
+    let [wd, k] = dims::<2>(&w.shape(), "precision_cholesky")?;
+    expect_len(wd, d, "precision_cholesky", "rows: one per feature of x")?;
     with_floats!(x, "x", |xv| {
         let mv = slice_like(xv, &mean, "mean")?;
         let wv = slice_like(xv, &w, "precision_cholesky")?;
+        expect_len(mv.len(), d, "mean", "one per feature of x")?;
         let out = py.detach(|| {
             pool::install(n_jobs.map(i64::from), || {
                 gaussian::mahalanobis(xv, m, d, mv, wv, k, shape)
@@ -57,11 +58,12 @@ fn py_mahalanobis_per_position<'py>(
     n_jobs: Option<Threads>,
 ) -> PyResult<Py<PyAny>> {
     let shape = parse_shape(shape)?;
-    let xs = x.shape();
-    let (m, p, d) = (xs[0], xs[1], xs[2]);
+    let [m, p, d] = dims::<3>(&x.shape(), "x")?;
     with_floats!(x, "x", |xv| {
         let mv = slice_like(xv, &means, "means")?;
         let fv = slice_like(xv, &factors, "factors")?;
+        expect_len(mv.len(), p * d, "means", "[P, d] for x of shape [m, P, d]")?;
+        expect_len(fv.len(), p * d * d, "factors", "[P, d, d] for x of shape [m, P, d]")?;
         let out = py.detach(|| {
             pool::install(n_jobs.map(i64::from), || {
                 gaussian::mahalanobis_per_position(xv, m, p, d, mv, fv, shape)
@@ -81,8 +83,7 @@ fn py_fit_gaussian<'py>(
     n_jobs: Option<Threads>,
 ) -> PyResult<(Py<PyAny>, Py<PyAny>, f64, Py<PyAny>)> {
     let estimator = Estimator::parse(estimator).map_err(to_py)?;
-    let xs = x.shape();
-    let (n, d) = (xs[0], xs[1]);
+    let [n, d] = dims::<2>(&x.shape(), "x")?;
     let fit = with_floats!(x, "X", |xv| py
         .detach(|| pool::install(n_jobs.map(i64::from), || {
             gaussian::fit(xv, n, d, d, estimator, reg, "the covariance")
@@ -111,8 +112,7 @@ fn py_fit_gaussian_per_position<'py>(
     n_jobs: Option<Threads>,
 ) -> PyResult<(Py<PyAny>, Py<PyAny>, Py<PyAny>, Py<PyAny>)> {
     let estimator = Estimator::parse(estimator).map_err(to_py)?;
-    let xs = x.shape();
-    let (n, p, d) = (xs[0], xs[1], xs[2]);
+    let [n, p, d] = dims::<3>(&x.shape(), "x")?;
     with_floats!(x, "X", |xv| {
         let fits = py.detach(|| {
             pool::install(n_jobs.map(i64::from), || {

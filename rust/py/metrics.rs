@@ -2,7 +2,7 @@ use numpy::{IntoPyArray, PyReadonlyArrayDyn};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::arrays::{contiguous, with_floats, FloatArray};
+use super::arrays::{contiguous, dims, expect_len, with_floats, FloatArray};
 use super::errors::to_py;
 use super::Threads;
 use crate::metrics;
@@ -19,6 +19,7 @@ fn py_binary_summary<'py>(
     n_jobs: Option<Threads>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let labels = contiguous(&labels, "labels")?;
+    expect_len(labels.len(), scores.shape().iter().product(), "labels", "one per score")?;
     let summary = with_floats!(scores, "scores", |s| py
         .detach(|| pool::install(n_jobs.map(i64::from), || {
             metrics::summarize(s, labels, &max_fprs, &min_tprs)
@@ -48,6 +49,7 @@ fn py_curve_counts<'py>(
     n_jobs: Option<Threads>,
 ) -> PyResult<CurveArrays<'py>> {
     let labels = contiguous(&labels, "labels")?;
+    expect_len(labels.len(), scores.shape().iter().product(), "labels", "one per score")?;
     let c = with_floats!(scores, "scores", |s| py
         .detach(|| pool::install(n_jobs.map(i64::from), || metrics::curve(
             s, labels
@@ -71,9 +73,9 @@ fn py_pro_curve<'py>(
     Bound<'py, numpy::PyArray1<f64>>,
     Bound<'py, numpy::PyArray1<f64>>,
 )> {
-    let shape = maps.shape();
-    let (n, h, w) = (shape[0], shape[1], shape[2]);
+    let [n, h, w] = dims::<3>(&maps.shape(), "anomaly_maps")?;
     let masks = contiguous(&masks, "masks")?;
+    expect_len(masks.len(), n * h * w, "masks", "one per pixel of the anomaly maps")?;
     let result = with_floats!(maps, "anomaly_maps", |s| py
         .detach(|| pool::install(n_jobs.map(i64::from), || {
             metrics::pro_curve(s, masks, n, h, w, max_fpr)
@@ -91,9 +93,9 @@ fn py_aupro<'py>(
     max_fpr: f64,
     n_jobs: Option<Threads>,
 ) -> PyResult<f64> {
-    let shape = maps.shape();
-    let (n, h, w) = (shape[0], shape[1], shape[2]);
+    let [n, h, w] = dims::<3>(&maps.shape(), "anomaly_maps")?;
     let masks = contiguous(&masks, "masks")?;
+    expect_len(masks.len(), n * h * w, "masks", "one per pixel of the anomaly maps")?;
     let result = with_floats!(maps, "anomaly_maps", |s| py
         .detach(|| pool::install(n_jobs.map(i64::from), || metrics::aupro(
             s, masks, n, h, w, max_fpr

@@ -3,7 +3,7 @@ use numpy::{IntoPyArray, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use super::arrays::{contiguous, shaped};
+use super::arrays::{contiguous, expect_len, shaped};
 use super::errors::to_py;
 use super::Threads;
 use crate::mia::{self, Logits};
@@ -47,11 +47,19 @@ fn py_token_stats<'py>(
         )));
     }
     let t = target_shape[1];
+    if t > logits_time {
+        return Err(PyValueError::new_err(format!(
+            "targets: {t} positions per sequence, but logits have {logits_time}"
+        )));
+    }
     let targets = contiguous(&targets, "targets")?;
     let mask = match &mask {
         Some(m) => Some(contiguous(m, "mask")?),
         None => None,
     };
+    if let Some(m) = mask {
+        expect_len(m.len(), b * t, "mask", "one per target position")?;
+    }
     let view = match &logits {
         LogitsArray::F32(a) => Logits::F32(contiguous(a, "logits")?),
         LogitsArray::F64(a) => Logits::F64(contiguous(a, "logits")?),
@@ -114,6 +122,9 @@ fn py_min_k_means<'py>(
         Some(m) => Some(contiguous(m, "mask")?),
         None => None,
     };
+    if let Some(m) = mask {
+        expect_len(m.len(), rows * cols, "mask", "one per value")?;
+    }
     let out = py
         .detach(|| {
             pool::install(n_jobs.map(i64::from), || {

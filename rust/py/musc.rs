@@ -2,19 +2,11 @@ use numpy::{PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use super::arrays::{contiguous, shaped, slice_like, with_floats, FloatArray};
+use super::arrays::{contiguous, dims, shaped, slice_like, with_floats, FloatArray};
 use super::errors::to_py;
 use super::Threads;
 use crate::musc;
 use crate::pool;
-
-fn dims<const D: usize>(shape: &[usize], name: &str) -> PyResult<[usize; D]> {
-    shape.try_into().map_err(|_| {
-        PyValueError::new_err(format!(
-            "{name}: expected {D} dimensions, got shape {shape:?}"
-        ))
-    })
-}
 
 /// LNAMD of `features [N, H, W, C]` with an `r x r` box: `[N, H, W, C]`, unit-norm patches.
 #[pyfunction(name = "musc_lnamd", signature = (features, r, n_jobs=None))]

@@ -1,0 +1,132 @@
+"""Regression tests for wrong answers, panics and races found by hostile use: each compares with an
+independent oracle (numpy / scikit-learn) or asserts the clear error that replaced a panic."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from fastcore_ad import GaussianAD, _core, gaussian, musc
+from fastcore_ad.tsetlin import TsetlinMachine
+
+
+def _per_position_oracle(x, means, factors):
+    return np.linalg.norm(np.einsum("mpd,pdk->mpk", x.astype(np.float64) - means, factors.astype(np.float64)), axis=2)
+
+
+@pytest.mark.parametrize("layout", ["upper", "full"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_per_position_distances_take_any_factor_layout(layout, dtype, rng):
+    """scikit-learn's precisions_cholesky_ is upper triangular; dense whitening matrices work too."""
+    m, positions, d = 6, 4, 140
+    x = rng.normal(size=(m, positions, d)).astype(dtype)
+    means = rng.normal(size=(positions, d)).astype(dtype)
+    factors = []
+    for _ in range(positions):
+        w = rng.normal(size=(d, d)) / np.sqrt(d)
+        if layout == "upper":
+            w = np.triu(w) + np.eye(d)
+        factors.append(w)
+    factors = np.stack(factors).astype(dtype)
+    got = gaussian.mahalanobis_per_position(x, means, factors)
+    want = _per_position_oracle(x, means, factors)
+    np.testing.assert_allclose(got, want, rtol=1e-4 if dtype == np.float32 else 1e-10)
+
+
+@pytest.mark.parametrize("covariance", ["oas", "ledoit_wolf", "empirical"])
+@pytest.mark.parametrize("magnitude", [1e-80, 1e77, 1e150])
+def test_gaussian_fit_is_scale_invariant(covariance, magnitude, rng):
+    from sklearn.covariance import OAS, LedoitWolf
+
+    X = rng.normal(size=(200, 6)) @ rng.normal(size=(6, 6))
+    small = GaussianAD(covariance=covariance, reg=0.0).fit(X)
+    big = GaussianAD(covariance=covariance, reg=0.0).fit(X * magnitude)
+    assert big.shrinkage_ == pytest.approx(small.shrinkage_, rel=1e-12, abs=1e-15)
+    if covariance != "empirical":
+        reference = (OAS if covariance == "oas" else LedoitWolf)().fit(X).shrinkage_
+        assert big.shrinkage_ == pytest.approx(reference, rel=1e-9)
+    Y = rng.normal(size=(20, 6))
+    np.testing.assert_allclose(big.decision_function(Y * magnitude), small.decision_function(Y), rtol=1e-9)
+
+
+@pytest.mark.parametrize("dtype,magnitude", [(np.float32, 1e20), (np.float32, 1e30), (np.float64, 1e160),
+                                             (np.float64, 1e200)])
+def test_musc_scores_stay_exact_at_large_magnitudes(dtype, magnitude, rng):
+    x = rng.normal(size=(4, 6, 5))
+    want = musc.mutual_scores(x, 0.5) * magnitude  # distances scale exactly
+    got = musc.mutual_scores((x * magnitude).astype(dtype), 0.5)
+    np.testing.assert_allclose(got.astype(np.float64), want, rtol=1e-5 if dtype == np.float32 else 1e-12)
+    bank = rng.normal(size=(3, 7, 5))
+    want_b = musc.scores_against_bank(x, bank, 0.5) * magnitude
+    got_b = musc.scores_against_bank((x * magnitude).astype(dtype), (bank * magnitude).astype(dtype), 0.5)
+    np.testing.assert_allclose(got_b.astype(np.float64), want_b, rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+def test_musc_distances_past_the_float_range_are_an_error():
+    x = np.zeros((3, 2, 4), dtype=np.float32)
+    x[0, 0, :] = 3e38
+    x[1, 0, :] = -3e38
+    with pytest.raises(ValueError, match="patches: the distances overflow"):
+        musc.mutual_scores(x, 0.5)
+
+
+F32 = np.float32
+CORE_BAD_CALLS = [
+    ("mahalanobis 1-D x", lambda: _core.mahalanobis(np.zeros(3, F32), np.zeros(3, F32), np.eye(3, dtype=F32), "lower")),
+    ("mahalanobis short factor", lambda: _core.mahalanobis(np.zeros((2, 3), F32), np.zeros(3, F32),
+                                                           np.zeros((2, 3), F32), "lower")),
+    ("mahalanobis short mean", lambda: _core.mahalanobis(np.zeros((2, 3), F32), np.zeros(2, F32),
+                                                         np.eye(3, dtype=F32), "lower")),
+    ("per position 2-D x", lambda: _core.mahalanobis_per_position(np.zeros((2, 3), F32), np.zeros((1, 3), F32),
+                                                                  np.zeros((1, 3, 3), F32), "lower")),
+    ("per position short factors", lambda: _core.mahalanobis_per_position(
+        np.zeros((2, 2, 3), F32), np.zeros((2, 3), F32), np.zeros((1, 3, 3), F32), "lower")),
+    ("fit_gaussian 1-D", lambda: _core.fit_gaussian(np.zeros(5), "empirical", 0.1)),
+    ("fit_gaussian_per_position 2-D", lambda: _core.fit_gaussian_per_position(np.zeros((5, 3)), "empirical", 0.1)),
+    ("aupro 2-D maps", lambda: _core.aupro(np.zeros((4, 4)), np.zeros(16, np.uint8), 0.3)),
+    ("aupro short masks", lambda: _core.aupro(np.zeros((1, 4, 4)), np.zeros(15, np.uint8), 0.3)),
+    ("pro_curve short masks", lambda: _core.pro_curve(np.zeros((1, 4, 4)), np.zeros(3, np.uint8), 0.3)),
+    ("binary_summary mismatched", lambda: _core.binary_summary(np.zeros(5), np.zeros(4, np.uint8), [], [])),
+    ("curve_counts mismatched", lambda: _core.curve_counts(np.zeros(5), np.zeros(6, np.uint8))),
+    ("token_stats long targets", lambda: _core.token_stats(np.zeros((1, 2, 3), F32), np.zeros((1, 3), np.int64))),
+    ("token_stats short mask", lambda: _core.token_stats(np.zeros((1, 2, 3), F32), np.zeros((1, 2), np.int64),
+                                                         np.ones(1, np.uint8))),
+    ("min_k_means short mask", lambda: _core.min_k_means(np.zeros((2, 3)), [0.5], np.ones(5, np.uint8))),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CORE_BAD_CALLS)), ids=[c[0] for c in CORE_BAD_CALLS])
+def test_core_entry_points_raise_instead_of_panicking(case):
+    _, call = CORE_BAD_CALLS[case]
+    with pytest.raises(ValueError):
+        call()
+
+
+def test_concurrent_training_and_prediction_do_not_panic(rng):
+    X = (rng.random((300, 64)) < 0.2).astype(np.uint8)
+    y = rng.integers(0, 2, size=300)
+    model = TsetlinMachine(50, 10, 3.0, seed=0).fit(X, y, progress_bar=False)
+    errors = []
+
+    def train():
+        try:
+            for _ in range(5):
+                model.partial_fit(X, y)
+        except Exception as exc:  # noqa: BLE001 - any exception is the failure reported below
+            errors.append(exc)
+
+    def predict():
+        try:
+            for _ in range(20):
+                model.decision_function(X)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=train)] + [threading.Thread(target=predict) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
