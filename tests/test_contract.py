@@ -130,3 +130,65 @@ def test_concurrent_training_and_prediction_do_not_panic(rng):
     for t in threads:
         t.join()
     assert not errors, errors
+
+
+def _saved_model(tmp_path, rng, n_features=70):
+    X = (rng.random((80, n_features)) < 0.3).astype(np.uint8)
+    y = rng.integers(0, 3, size=80)
+    model = TsetlinMachine(12, 5, 3.0, seed=0).fit(X, y, progress_bar=False)
+    path = tmp_path / "model.npz"
+    model.save(path)
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    return model, arrays, X
+
+
+def _write(path, arrays):
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+    return path
+
+
+@pytest.mark.parametrize("defect", ["nan_weights", "huge_weights", "one_class", "duplicate_classes", "2d_classes",
+                                    "bits_past_features", "wrong_shape", "bomb"])
+def test_loading_a_defective_model_is_a_clear_error(defect, tmp_path, rng):
+    model, arrays, _ = _saved_model(tmp_path, rng)
+    if defect == "nan_weights":
+        arrays["weights"] = arrays["weights"].astype(np.float64)
+        arrays["weights"].flat[0] = np.nan
+    elif defect == "huge_weights":
+        arrays["weights"] = arrays["weights"].astype(np.float64)
+        arrays["weights"].flat[0] = 1e20
+    elif defect == "one_class":
+        arrays["classes"] = arrays["classes"][:1]
+    elif defect == "duplicate_classes":
+        arrays["classes"] = np.array([0, 0, 1])
+    elif defect == "2d_classes":
+        arrays["classes"] = arrays["classes"].reshape(1, -1)
+    elif defect == "bits_past_features":
+        arrays["action"] = arrays["action"].copy()
+        arrays["action"][0, 0, 1] |= np.uint64(1) << np.uint64(63)   # feature 127 of a 70-feature model
+    elif defect == "wrong_shape":
+        arrays["action"] = arrays["action"][:, :-1]
+    elif defect == "bomb":
+        arrays["lower"] = np.zeros((1 << 27,), dtype=np.uint64)         # 1 GiB of zeros deflates to ~1 MB
+    path = tmp_path / "bad.npz"
+    if defect == "bomb":
+        with open(path, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+    else:
+        _write(path, arrays)
+    with pytest.raises(ValueError, match="bad.npz"):
+        TsetlinMachine.load(path)
+
+
+def test_truncated_and_flipped_model_files_are_value_errors(tmp_path, rng):
+    model, arrays, X = _saved_model(tmp_path, rng)
+    good = (tmp_path / "model.npz").read_bytes()
+    loaded = TsetlinMachine.load(tmp_path / "model.npz")
+    np.testing.assert_array_equal(loaded.decision_function(X), model.decision_function(X))
+    for name, data in (("truncated", good[: len(good) // 2]), ("flipped", good[: len(good) // 2] + bytes([good[len(good) // 2] ^ 0xFF]) + good[len(good) // 2 + 1 :])):
+        path = tmp_path / f"{name}.npz"
+        path.write_bytes(data)
+        with pytest.raises(ValueError, match=name):
+            TsetlinMachine.load(path)

@@ -34,6 +34,7 @@ import os
 import threading
 import time
 import weakref
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -576,34 +577,119 @@ class TsetlinMachine(_Mixin, _Base):
 
     @classmethod
     def load(cls, path):
-        """Read a model written by :meth:`save`."""
+        """Read a model written by :meth:`save`.
+
+        The file is untrusted: nothing is unpickled, every array's declared shape and dtype is
+        checked against the model's parameters before the array is read (a small file cannot
+        inflate to gigabytes), and the arrays are validated (finite integer weights, 1-D unique
+        class labels, no include bits past ``n_features``). Any defect is a ValueError naming
+        the file.
+        """
+        try:
+            return cls._load_checked(path)
+        except ValueError:
+            raise
+        except (OSError, EOFError, KeyError, TypeError, zipfile.BadZipFile, json.JSONDecodeError,
+                RecursionError, OverflowError) as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise
+            raise ValueError(f"{path}: not a readable Tsetlin Machine file ({type(exc).__name__}: {exc})") from None
+
+    @classmethod
+    def _load_checked(cls, path):
+        headers = _npz_headers(path)
         with np.load(os.fspath(path), allow_pickle=False) as z:
-            if "format" not in z or str(z["format"]) != _FORMAT_NAME:
+            for key in ("format", "version", "meta"):
+                if key not in headers or int(np.prod(headers[key][0])) > 1 << 20:
+                    raise ValueError(f"{path}: not a fastcore_ad Tsetlin Machine file")
+            if str(z["format"]) != _FORMAT_NAME:
                 raise ValueError(f"{path}: not a fastcore_ad Tsetlin Machine file")
             version = int(z["version"])
             if version > FORMAT_VERSION:
                 raise ValueError(f"{path}: format version {version} is newer than this library's {FORMAT_VERSION}")
             meta = json.loads(str(z["meta"]))
+            if not isinstance(meta, dict) or not isinstance(meta.get("params"), dict):
+                raise ValueError(f"{path}: model metadata is not a dict of parameters")
             model = cls(**meta["params"])
+            model._check_params()
             model.n_features_in_ = meta["n_features_in_"]
             model.seed_ = meta["seed_"]
             model.epochs_ = meta["epochs_"]
-            if "classes" in z:
+            if isinstance(model.n_features_in_, bool) or not isinstance(model.n_features_in_, int) or \
+                    not 1 <= model.n_features_in_ <= 1 << 31:
+                raise ValueError(f"{path}: n_features_in_ must be a positive integer")
+            if "classes" in headers:
+                classes_shape, classes_dtype = headers["classes"]
+                if len(classes_shape) != 1 or not 2 <= classes_shape[0] <= 1 << 20 or classes_dtype.hasobject:
+                    raise ValueError(f"{path}: classes must be a 1-D array of at least 2 labels")
                 model.classes_ = z["classes"]
             else:
                 model.classes_ = np.array(meta["classes"], dtype=object)
-            model.action_ = np.ascontiguousarray(z["action"], dtype=np.uint64)
-            model.lower_ = np.ascontiguousarray(z["lower"], dtype=np.uint64)
-            model.weights_ = np.ascontiguousarray(z["weights"], dtype=np.int32)
-        model._check_params()
-        cfg = model._config()
-        banks = 1 if cfg["coalesced"] else cfg["n_classes"]
-        lw = 2 * ((cfg["n_features"] + 63) // 64)
-        if model.action_.shape != (banks, cfg["n_clauses"], lw) or \
-                model.lower_.shape != (banks, cfg["n_clauses"], lw, cfg["state_bits"] - 1):
-            raise ValueError(f"{path}: model arrays do not match its parameters")
+            classes = model.classes_
+            if classes.ndim != 1 or len(classes) < 2 or len(set(classes.tolist())) != len(classes):
+                raise ValueError(f"{path}: classes must be 1-D, unique, at least 2 labels")
+            model.classes_ = classes
+            cfg = model._config()
+            banks = 1 if cfg["coalesced"] else cfg["n_classes"]
+            lw = 2 * ((cfg["n_features"] + 63) // 64)
+            expected = {"action": (banks, cfg["n_clauses"], lw),
+                        "lower": (banks, cfg["n_clauses"], lw, cfg["state_bits"] - 1),
+                        "weights": model._weights_shape(banks)}
+            for key, shape in expected.items():
+                if key not in headers or tuple(headers[key][0]) != shape:
+                    got = headers.get(key, ((None,),))[0]
+                    raise ValueError(f"{path}: array {key!r} has shape {tuple(got)}, the parameters need {shape}")
+            for key in ("action", "lower"):
+                if headers[key][1].kind not in "iu" or headers[key][1].itemsize != 8:
+                    raise ValueError(f"{path}: array {key!r} must hold 64-bit words")
+            if headers["weights"][1].kind not in "iuf":
+                raise ValueError(f"{path}: weights must be numbers")
+            action = np.ascontiguousarray(z["action"]).view(np.uint64)
+            lower = np.ascontiguousarray(z["lower"]).view(np.uint64)
+            weights = np.asarray(z["weights"])
+        if weights.dtype.kind == "f" and not (np.isfinite(weights).all() and (weights == np.round(weights)).all()):
+            raise ValueError(f"{path}: weights must be finite integers")
+        if weights.size and (weights.min() < -(2**31) or weights.max() > 2**31 - 1):
+            raise ValueError(f"{path}: weights outside the int32 range")
+        padding = _padding_mask(cfg["n_features"])
+        fw = lw // 2
+        if padding is not None and ((action[..., fw - 1] & padding).any() or (action[..., lw - 1] & padding).any()):
+            raise ValueError(f"{path}: include bits past n_features={cfg['n_features']}")
+        model.action_ = np.ascontiguousarray(action, dtype=np.uint64)
+        model.lower_ = np.ascontiguousarray(lower, dtype=np.uint64)
+        model.weights_ = np.ascontiguousarray(weights, dtype=np.int32)
         model.history_ = []
         return model
+
+    def _weights_shape(self, banks) -> tuple:
+        """The shape of ``weights_``: ``[banks * n_clauses, n_classes]`` coalesced, else ``[banks, n_clauses]``."""
+        cfg = self._config()
+        if cfg["coalesced"]:
+            return (banks * cfg["n_clauses"], cfg["n_classes"])
+        return (banks, cfg["n_clauses"])
+
+
+def _padding_mask(n_features: int):
+    """The bits of the last feature word that lie past ``n_features`` (None when none do)."""
+    used = n_features % 64
+    return None if used == 0 else np.uint64(~((1 << used) - 1) & (2**64 - 1))
+
+
+def _npz_headers(path) -> dict:
+    """Shape and dtype of every array of an ``.npz`` from the ``.npy`` headers alone."""
+    out = {}
+    with zipfile.ZipFile(os.fspath(path)) as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+                else:
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+            out[info.filename[:-4]] = (tuple(shape), np.dtype(dtype))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
