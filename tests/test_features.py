@@ -377,3 +377,29 @@ def test_gaussian_blur_equals_scipy(rng, sigma):
     tiny = maps[:, :5, :3]
     expected = ndimage.gaussian_filter(tiny.astype(np.float64), sigma=(0, sigma, sigma), mode="mirror", truncate=4.0)
     np.testing.assert_allclose(features.gaussian_blur(tiny, sigma), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_gaussian_blur_is_the_maps_smoothing_with_a_mirrored_border(rng):
+    ndimage = pytest.importorskip("scipy.ndimage")
+    from fastcore_ad import maps
+
+    stack = rng.normal(size=(2, 12, 9)).astype(np.float32)
+    np.testing.assert_array_equal(features.gaussian_blur(stack, 1.5), maps.smooth(stack, 1.5, mode="mirror"))
+    reflected = features.gaussian_blur(stack, 1.5, mode="reflect")
+    np.testing.assert_allclose(reflected, ndimage.gaussian_filter(stack.astype(np.float64), (0, 1.5, 1.5)),
+                               rtol=1e-4, atol=1e-5)
+    for sigma in (-1.0, float("nan"), 1e7):
+        with pytest.raises(ValueError, match="sigma"):
+            features.gaussian_blur(stack, sigma)
+
+
+def test_load_images_reads_16_bit_files_given_as_a_list(tmp_path):
+    pytest.importorskip("PIL.Image")
+    from PIL import Image
+
+    deep = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    loaded = load_images([tmp_path / "deep.png"], image_size=8, progress_bar=False)
+    np.testing.assert_array_equal(loaded.images[0, ..., 2], np.rint(deep / 257.0).astype(np.uint8))
+    assert loaded.images.max() > 240  # the old conversion saturated everything above 255 to 255
+    assert int((loaded.images[0, ..., 0] == 255).sum()) == 0

@@ -103,9 +103,21 @@ def test_roc_and_pro_plots_draw_the_metrics_curves(rng, tmp_path):
     np.testing.assert_allclose(ax.lines[0].get_xydata(), np.c_[pro_fpr, pro])
     path = plot.save_grid(tmp_path / "grid.png", [np.zeros((16, 16))] * 3, list(maps[:3]), list(masks[:3]),
                           ["a", "b", "c"], columns=2)
-    assert Image.open(path).size[0] > 0
+    with Image.open(path) as grid:
+        assert grid.size[0] > 0
     with pytest.raises(ValueError, match="same length"):
         plot.save_grid(tmp_path / "x.png", [np.zeros((4, 4))], [], None)
+
+
+@pytest.mark.parametrize("columns", [0, -2, 2.5, True, None])
+def test_save_grid_names_a_bad_column_count(tmp_path, columns):
+    from fastcore_ad import plot
+
+    with pytest.raises(ValueError, match="columns"):
+        plot.save_grid(tmp_path / "x.png", [np.zeros((4, 4))], [np.ones((4, 4))], columns=columns)
+    with pytest.raises(ValueError, match="titles"):
+        plot.save_grid(tmp_path / "x.png", [np.zeros((4, 4))] * 2, [np.ones((4, 4))] * 2, titles=["one"])
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_plot_without_matplotlib_says_how_to_install(monkeypatch):
@@ -166,7 +178,8 @@ def test_detect_gaussian_on_a_folder(tmp_path, tiny_backbone, capsys):
     ranks = {r["path"].rsplit("/", 1)[-1]: int(r["rank"]) for r in rows}
     assert {ranks["img_04.png"], ranks["img_05.png"]} == {1, 2}
     assert sorted(p.name for p in (out / "overlays").iterdir()) == [f"img_{i:02d}.png" for i in range(6)]
-    assert Image.open(out / "overlays" / "img_05.png").size == (48, 48)
+    with Image.open(out / "overlays" / "img_05.png") as overlay:
+        assert overlay.size == (48, 48)
 
 
 def test_detect_usage_errors(tmp_path, rng, tiny_backbone, capsys):
@@ -188,3 +201,74 @@ def test_detect_musc_zero_shot(tmp_path, tiny_backbone):
     with open(out / "scores.csv") as handle:
         ranks = {r["path"].rsplit("/", 1)[-1]: int(r["rank"]) for r in csv.DictReader(handle)}
     assert {ranks["img_10.png"], ranks["img_11.png"]} == {1, 2}
+
+
+# --- images of any bit depth -----------------------------------------------------------------
+
+def _gradient(rng, shape=(20, 30)):
+    """8-bit gray levels covering 0..255, with noise so that resizing mixes many values."""
+    ramp = np.linspace(0, 255, shape[1])[None, :] + rng.normal(0, 20, shape)
+    return np.clip(np.rint(ramp), 0, 255).astype(np.uint8)
+
+
+def test_16_bit_and_float_images_read_as_their_8_bit_equivalents(tmp_path, rng):
+    levels = _gradient(rng)
+    Image.fromarray(levels).save(tmp_path / "a_8bit.png")
+    Image.fromarray(levels.astype(np.uint16) * 257).save(tmp_path / "b_16bit.tif")
+    Image.fromarray(levels.astype(np.uint16) * 257).save(tmp_path / "c_16bit.png")
+    Image.fromarray(levels.astype(np.float32) / np.float32(255)).save(tmp_path / "d_float.tif")
+    Image.fromarray(levels.astype(np.int32) * 8421504).save(tmp_path / "e_int32.tif")  # (2**31 - 1) / 255
+    loaded = features.load_images(tmp_path, image_size=(16, 24), progress_bar=False)
+    assert [p.rsplit("/", 1)[-1] for p in loaded.paths] == ["a_8bit.png", "b_16bit.tif", "c_16bit.png",
+                                                           "d_float.tif", "e_int32.tif"]
+    assert not loaded.skipped and loaded.sizes == [(20, 30)] * 5
+    for image in loaded.images[1:]:
+        np.testing.assert_array_equal(image, loaded.images[0])
+    for name in ("b_16bit.tif", "d_float.tif", "e_int32.tif"):
+        pixels = features.read_image(tmp_path / name)
+        assert pixels.dtype == np.uint8 and pixels.shape == (20, 30, 3)
+        np.testing.assert_array_equal(pixels[..., 1], levels)
+
+
+def test_16_bit_images_are_scaled_by_their_range_not_saturated(tmp_path):
+    deep = np.array([[0, 128, 129, 1000, 32768, 65535]], np.uint16)
+    Image.fromarray(deep).save(tmp_path / "deep.tif")
+    pixels = features.read_image(tmp_path / "deep.tif")[..., 0]
+    np.testing.assert_array_equal(pixels, np.rint(deep / 257.0).astype(np.uint8))  # [0, 0, 1, 4, 128, 255]
+    assert pixels.tolist() == [[0, 0, 1, 4, 128, 255]]
+
+
+def test_float_images_outside_0_1_and_negative_integers_are_refused_by_name(tmp_path, rng):
+    Image.fromarray(_gradient(rng)).save(tmp_path / "good.png")
+    Image.fromarray(np.full((8, 8), 200.0, np.float32)).save(tmp_path / "float_255.tif")
+    Image.fromarray(np.full((8, 8), np.nan, np.float32)).save(tmp_path / "float_nan.tif")
+    Image.fromarray(np.full((8, 8), -3, np.int32)).save(tmp_path / "negative.tif")
+    with pytest.raises(ValueError, match=r"float_255\.tif: float pixels must lie in \[0, 1\], found 200\.\.200"):
+        features.read_image(tmp_path / "float_255.tif")
+    loaded = features.load_images(tmp_path, image_size=8, progress_bar=False)
+    assert [p.rsplit("/", 1)[-1] for p in loaded.paths] == ["good.png"]
+    reasons = {p.rsplit("/", 1)[-1]: reason for p, reason in loaded.skipped}
+    assert "[0, 1]" in reasons["float_255.tif"] and "NaN" in reasons["float_nan.tif"]
+    assert "signed 32-bit pixels must lie in 0..2147483647" in reasons["negative.tif"]
+    with pytest.raises(ValueError, match="float_255.tif"):
+        features.load_images([tmp_path / "float_255.tif"], image_size=8)
+
+
+@pytest.mark.skipif(not HAS_MUSC, reason="fastcore_ad.musc is not part of this build")
+def test_detect_scores_16_bit_folders_like_8_bit_ones(tmp_path, tiny_backbone):
+    rng = np.random.default_rng(3)
+    _write_folder(tmp_path / "eight", rng, 4, defect_from=3)
+    (tmp_path / "sixteen").mkdir()
+    for path in sorted((tmp_path / "eight").iterdir()):
+        levels = features.read_image(path)[..., 0]
+        Image.fromarray(levels.astype(np.uint16) * 257).save(tmp_path / "sixteen" / f"{path.stem}.tif")
+    results = {}
+    for name in ("eight", "sixteen"):
+        out = tmp_path / f"out_{name}"
+        assert cli.main(["detect", str(tmp_path / name), "--out", str(out), "--image-size", "32",
+                         "--layers", "stage2"]) == 0
+        with open(out / "scores.csv") as handle:
+            results[name] = [float(r["score"]) for r in csv.DictReader(handle)]
+        overlay = features.read_image(out / "overlays" / "img_00.png")
+        assert overlay.shape == (48, 48, 3) and 20 < overlay.mean() < 235  # not a saturated background
+    assert results["eight"] == results["sixteen"]

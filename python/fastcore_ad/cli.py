@@ -1,6 +1,10 @@
 """The ``fastcore-ad`` command: ``info`` prints the environment, ``demo`` runs every family on
 embedded or generated data and prints a table of results and timings, ``detect`` scores a
-folder of images (anomaly scores as CSV, overlays as PNG, a summary table)."""
+folder of images (anomaly scores as CSV, overlays as PNG, a summary table).
+
+A usage error is one line ``error: ...`` on stderr and exit status 2; ``detect`` checks its
+arguments, folders and output path before loading the network or computing any feature.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,18 @@ import sys
 import time
 
 FAMILIES = ("metrics", "gaussian", "musc", "mia", "tsetlin", "textures")
+USAGE_ERROR = 2
+
+
+class _UsageError(Exception):
+    """A bad command line: printed as one line ``error: ...``, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse prints the usage and exits from inside parse_args; one line and a return value
+    # instead, so that main() returns 2 like every other usage error.
+    def error(self, message):
+        raise _UsageError(f"{message} (see {self.prog} --help)")
 
 
 def _demo_rows(only=None):
@@ -46,7 +62,15 @@ def _print_table(rows, out=None):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="fastcore-ad", description=__doc__)
+    try:
+        return _main(argv)
+    except _UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+
+
+def _main(argv) -> int:
+    parser = _Parser(prog="fastcore-ad", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="version, backends, threads, GPU")
     demo = sub.add_parser("demo", help="run every detector family on embedded or generated data")
@@ -62,6 +86,8 @@ def main(argv=None) -> int:
     detect.add_argument("--image-size", type=int, default=224, help="side of the square network input")
     detect.add_argument("--layers", nargs="+", default=["stage3", "stage5"], help="backbone levels")
     detect.add_argument("--weights", help="EfficientNet-Lite0 .pth file (default: the installed package)")
+    detect.add_argument("--sigma", type=float, default=4.0,
+                        help="Gaussian smoothing of the anomaly maps in pixels (0: none); see fastcore_ad.maps")
     detect.add_argument("--max-overlays", type=int, default=None, help="write overlays for the N highest scores only")
     detect.add_argument("--top", type=int, default=10, help="rows of the summary table")
     args = parser.parse_args(argv)
@@ -81,6 +107,58 @@ def main(argv=None) -> int:
     return 2  # pragma: no cover - argparse rejects other commands
 
 
+def _check_detect_arguments(args):
+    """Everything about the command line that needs no file read: a _UsageError otherwise."""
+    from . import features, maps  # noqa: PLC0415
+
+    if args.method == "gaussian" and not args.train:
+        raise _UsageError("--method gaussian needs --train FOLDER of defect-free images")
+    if args.method == "musc":
+        try:
+            import fastcore_ad.musc  # noqa: F401, PLC0415
+        except ImportError:
+            raise _UsageError("--method musc needs fastcore_ad.musc, which is not part of this build; "
+                              "use --method gaussian --train FOLDER") from None
+    try:
+        features._check_levels(args.layers)
+    except ValueError as exc:
+        raise _UsageError(f"--{exc}") from None
+    if args.image_size < 1:
+        raise _UsageError(f"--image-size: must be >= 1 pixel, got {args.image_size}")
+    if not args.sigma >= 0:
+        raise _UsageError(f"--sigma: must be >= 0 pixels (0: no smoothing), got {args.sigma:g}")
+    if args.sigma:
+        try:
+            maps._check_smoothing(args.sigma, maps.MODE, maps.TRUNCATE)
+        except ValueError as exc:
+            raise _UsageError(f"--{exc}") from None
+    for option, value in (("--max-overlays", args.max_overlays), ("--top", args.top)):
+        if value is not None and value < 0:
+            raise _UsageError(f"{option}: must be >= 0, got {value}")
+
+
+def _check_detect_paths(args):
+    """The input folders exist and the output folder can be made: a _UsageError otherwise."""
+    import os  # noqa: PLC0415
+
+    for option, folder in (("FOLDER", args.folder), ("--train", args.train)):
+        if folder is not None and not os.path.exists(folder):
+            raise _UsageError(f"{option}: no such folder {folder!r}")
+    out = os.path.abspath(args.out)
+    for path in (out, os.path.join(out, "overlays")):
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise _UsageError(f"--out: {path!r} exists and is not a folder")
+    if os.path.isdir(os.path.join(out, "scores.csv")):
+        raise _UsageError(f"--out: {os.path.join(out, 'scores.csv')!r} is a folder; scores.csv cannot be written")
+    existing = out
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise _UsageError(f"--out: {existing!r} is a file, so {args.out!r} cannot be a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise _UsageError(f"--out: no permission to write in {existing!r}")
+
+
 def _detect(args) -> int:
     import csv  # noqa: PLC0415
     import os  # noqa: PLC0415
@@ -98,21 +176,8 @@ def _detect(args) -> int:
         timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
         return value
 
-    if args.method == "gaussian" and not args.train:
-        print("error: --method gaussian needs --train FOLDER of defect-free images", file=sys.stderr)
-        return 2
-    if args.method == "musc":
-        try:
-            import fastcore_ad.musc  # noqa: F401, PLC0415
-        except ImportError:
-            print("error: --method musc needs fastcore_ad.musc, which is not part of this build; "
-                  "use --method gaussian --train FOLDER", file=sys.stderr)
-            return 2
-    try:
-        model = features.backbone(args.weights)
-    except WeightsNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    _check_detect_arguments(args)
+    _check_detect_paths(args)
     size = args.image_size
     try:
         test = timed("load", features.load_images, args.folder, size, pattern=args.pattern)
@@ -120,23 +185,32 @@ def _detect(args) -> int:
         if args.train:
             train = timed("load", features.load_images, args.train, size, pattern=args.train_pattern)
     except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise _UsageError(str(exc)) from None
     for loaded in (test, train):
         for path, reason in (loaded.skipped if loaded else []):
             print(f"skipped {path}: {reason}", file=sys.stderr)
+    if args.method == "musc" and len(test) < 2:
+        raise _UsageError(f"--method musc scores the images against each other and needs at least 2 readable "
+                          f"images in {args.folder!r}, got {len(test)}")
+    if train is not None and len(train) < 2:
+        raise _UsageError(f"--train needs at least 2 readable images, got {len(train)} in {args.train!r}")
+    try:
+        model = features.backbone(args.weights)
+    except WeightsNotFoundError as exc:
+        raise _UsageError(str(exc)) from None
+    try:
+        os.makedirs(os.path.join(args.out, "overlays"), exist_ok=True)
+    except OSError as exc:
+        raise _UsageError(f"--out: cannot create {args.out!r} ({exc.strerror or exc})") from None
+
     test_features = timed("features", model.extract, test, args.layers, size, pooled=False)
     if args.method == "gaussian":
-        if len(train) < 2:
-            print("error: --train needs at least 2 readable images", file=sys.stderr)
-            return 2
         train_features = timed("features", model.extract, train, args.layers, size, pooled=False)
         scores, maps = timed("scoring", pipeline.per_position_gaussian, train_features.concatenated(),
-                             test_features.concatenated(), (size, size))
+                             test_features.concatenated(), (size, size), sigma=args.sigma)
     else:
-        scores, maps = timed("scoring", pipeline.musc_zero_shot, test_features.maps, (size, size))
+        scores, maps = timed("scoring", pipeline.musc_zero_shot, test_features.maps, (size, size), sigma=args.sigma)
 
-    os.makedirs(os.path.join(args.out, "overlays"), exist_ok=True)
     order = np.argsort(-scores, kind="stable")
     csv_path = os.path.join(args.out, "scores.csv")
     with open(csv_path, "w", newline="") as handle:
@@ -146,7 +220,7 @@ def _detect(args) -> int:
         ranks[order] = np.arange(1, len(scores) + 1)
         for i, path in enumerate(test.paths):
             writer.writerow([path, f"{scores[i]:.6g}", int(ranks[i]), *test.sizes[i]])
-    chosen = order if args.max_overlays is None else order[:max(0, args.max_overlays)]
+    chosen = order if args.max_overlays is None else order[:args.max_overlays]
     # One colour scale for the whole folder, so overlays compare.
     vmin, vmax = float(np.percentile(maps, 1)), float(np.percentile(maps, 99.9))
     written = timed("overlays", _write_overlays, test, maps, chosen, os.path.join(args.out, "overlays"), vmin, vmax)
@@ -171,22 +245,19 @@ def _detect(args) -> int:
 def _write_overlays(loaded, maps, chosen, folder, vmin, vmax) -> int:
     import os  # noqa: PLC0415
 
-    import numpy as np  # noqa: PLC0415
-    from PIL import Image  # noqa: PLC0415
-
+    from .features import read_image  # noqa: PLC0415
     from .plot import save_overlay  # noqa: PLC0415
 
     used = set()
     for i in chosen:
         path = loaded.paths[i]
-        with Image.open(path) as handle:
-            image = np.asarray(handle.convert("RGB"))
         name = os.path.splitext(os.path.basename(path))[0]
         parent = os.path.basename(os.path.dirname(path))
         if name in used:
             name = f"{parent}_{name}"
         used.add(name)
-        save_overlay(os.path.join(folder, f"{name}.png"), image, maps[i], vmin=vmin, vmax=vmax)
+        # The pixels as the network saw them (16-bit and float files rescaled), at full size.
+        save_overlay(os.path.join(folder, f"{name}.png"), read_image(path), maps[i], vmin=vmin, vmax=vmax)
     return len(chosen)
 
 

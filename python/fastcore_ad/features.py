@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import importlib.util
 import io
+import numbers
 import os
 import pickle
 import struct
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .maps import _linear_taps, smooth
 from .progress import progress
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "find_weights",
     "load_images",
     "load_torch_file",
+    "read_image",
     "resize_maps",
 ]
 
@@ -655,17 +658,9 @@ def _resize_image(image, size):
 # ---------------------------------------------------------------------------------------------
 
 
-def _linear_taps(n_in: int, n_out: int):
-    # Half-pixel centres (align_corners=False), as torch's bilinear interpolation.
-    source = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
-    source = np.clip(source, 0.0, n_in - 1)
-    low = np.floor(source).astype(np.int64)
-    high = np.minimum(low + 1, n_in - 1)
-    return low, high, (source - low).astype(np.float32)
-
-
 def resize_maps(maps, size):
-    """Bilinear resize of ``[n, h, w, C]`` (or ``[n, h, w]``) maps to ``size = (H, W)``."""
+    """Bilinear resize of ``[n, h, w, C]`` (or ``[n, h, w]``) maps to ``size = (H, W)``, with
+    half-pixel centres (align_corners=False): the taps of :mod:`fastcore_ad.maps`."""
     maps = np.asarray(maps)
     squeeze = maps.ndim == 3
     if squeeze:
@@ -674,49 +669,27 @@ def resize_maps(maps, size):
         raise ValueError(f"maps: expected [n, h, w, C] or [n, h, w], got {maps.shape}")
     height, width = _check_size(size, "size")
     maps = maps.astype(np.float32, copy=False)
-    low, high, frac = _linear_taps(maps.shape[1], height)
-    frac = frac[None, :, None, None]
+    # Gathers rather than the matrices of fastcore_ad.maps: with hundreds of channels a matrix
+    # product per axis costs h (or w) times more than two taps per output pixel.
+    low, high, frac = _linear_taps(maps.shape[1], height, align_corners=False)
+    frac = frac.astype(np.float32)[None, :, None, None]
     maps = maps[:, low] * (1.0 - frac) + maps[:, high] * frac
-    low, high, frac = _linear_taps(maps.shape[2], width)
-    frac = frac[None, None, :, None]
+    low, high, frac = _linear_taps(maps.shape[2], width, align_corners=False)
+    frac = frac.astype(np.float32)[None, None, :, None]
     maps = maps[:, :, low] * (1.0 - frac) + maps[:, :, high] * frac
     return maps[..., 0] if squeeze else maps
 
 
-def _blur_matrix(size: int, sigma: float):
-    """[size, size] matrix applying a 1-D Gaussian (4-sigma support) with mirrored borders
-    (d c b | a b c d | c b a), so that smoothing is one matrix product per axis."""
-    radius = max(1, int(4.0 * sigma + 0.5))
-    offsets = np.arange(-radius, radius + 1)
-    taps = np.exp(-0.5 * (offsets / sigma) ** 2)
-    taps /= taps.sum()
-    rows = np.repeat(np.arange(size), len(offsets))
-    columns = (np.arange(size)[:, None] + offsets[None, :]).ravel()
-    if size == 1:
-        columns = np.zeros_like(columns)
-    else:
-        period = 2 * (size - 1)
-        columns = np.abs(columns) % period
-        columns = np.where(columns > size - 1, period - columns, columns)
-    matrix = np.zeros((size, size))
-    np.add.at(matrix, (rows, columns), np.tile(taps, size))
-    return matrix.astype(np.float32)
-
-
-def gaussian_blur(maps, sigma: float):
-    """Separable Gaussian smoothing of ``[n, H, W]`` maps (mirrored borders, 4-sigma support)."""
+def gaussian_blur(maps, sigma: float, *, mode="mirror"):
+    """Gaussian smoothing of ``[n, H, W]`` float32 maps: :func:`fastcore_ad.maps.smooth` with
+    this function's historical border, ``mode="mirror"`` (the anomaly maps of the package use
+    ``"reflect"``, see :mod:`fastcore_ad.maps`); ``sigma=0`` returns the maps unchanged."""
     maps = np.asarray(maps, dtype=np.float32)
-    if sigma <= 0:
+    if isinstance(sigma, numbers.Real) and not isinstance(sigma, bool) and sigma == 0:
         return maps
     if maps.ndim != 3:
         raise ValueError(f"maps: expected [n, H, W], got {maps.shape}")
-    n, height, width = maps.shape
-    rows = _blur_matrix(height, sigma)
-    columns = _blur_matrix(width, sigma)
-    # Two large GEMMs (all maps at once) rather than one small product per map.
-    along_width = (maps.reshape(n * height, width) @ columns.T).reshape(n, height, width)
-    flipped = np.ascontiguousarray(along_width.transpose(0, 2, 1)).reshape(n * width, height)
-    return np.ascontiguousarray((flipped @ rows.T).reshape(n, width, height).transpose(0, 2, 1))
+    return smooth(maps, sigma, mode=mode)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -746,17 +719,97 @@ def _image_files(folder: Path, pattern):
     return files
 
 
-def load_images(source, image_size=224, *, pattern=None, grayscale_to_rgb=True, progress_bar=True):
-    """Read images with Pillow, converted to RGB and resized to ``image_size``.
-
-    ``source`` is a folder (every image file directly in it, or those matching the glob
-    ``pattern``, e.g. ``"*/*.jpg"``) or a list of file paths. Unreadable files do not stop the
-    run: they are listed in ``skipped`` with the reason.
-    """
+def _pillow():
     try:
         from PIL import Image, UnidentifiedImageError  # noqa: PLC0415
     except ImportError as exc:
         raise ImportError("loading images needs Pillow: pip install pillow") from exc
+    return Image, UnidentifiedImageError
+
+
+def _first(value):
+    return value[0] if isinstance(value, (tuple, list)) else value
+
+
+def _integer_top(handle):
+    """``(largest value, signed, bits)`` that an integer image's file declares. Pillow keeps
+    16-bit grayscale as ``I;16`` and every other integer depth as 32-bit ``I``: the TIFF tags
+    say what that holds; ``I`` from other formats (16-bit PNG in older Pillow, PGM) is 16-bit."""
+    if handle.mode.startswith("I;16"):
+        return 65535, False, 16
+    tags = getattr(handle, "tag_v2", None) if handle.format == "TIFF" else None
+    if tags is not None:
+        bits = int(_first(tags.get(258, 32)))  # BitsPerSample
+        signed = int(_first(tags.get(339, 1))) == 2  # SampleFormat: 1 unsigned, 2 signed
+    else:
+        bits, signed = 16, False
+    return (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1, signed, bits
+
+
+def _to_byte_range(handle):
+    """The grayscale pixels of an integer (``I``, ``I;16``) or float (``F``) image in 0..255,
+    or ValueError when they lie outside the documented range (so no map is silently wrong)."""
+    array = np.asarray(handle)
+    if handle.mode == "F":
+        array = array.astype(np.float64)
+        if not np.isfinite(array).all():
+            raise ValueError("float pixels with NaN or infinity")
+        low, high = float(array.min()), float(array.max())
+        if low < 0.0 or high > 1.0:
+            raise ValueError(f"float pixels must lie in [0, 1], found {low:g}..{high:g}; "
+                             "save them rescaled to [0, 1] or as 8/16-bit integers")
+        return np.rint(array * 255.0).astype(np.uint8)
+    top, signed, bits = _integer_top(handle)
+    if not signed and bits == 32:
+        array = array.view(np.uint32)  # unsigned 32-bit samples in Pillow's int32 storage
+    low, high = int(array.min()), int(array.max())
+    if low < 0 or high > top:
+        kind = f"{'signed' if signed else 'unsigned'} {bits}-bit"
+        raise ValueError(f"{kind} pixels must lie in 0..{top} to map onto 0..255, found {low}..{high}")
+    return np.rint(array.astype(np.float64) * (255.0 / top)).astype(np.uint8)
+
+
+def read_image(path) -> np.ndarray:
+    """The pixels of one image file as uint8 RGB ``[H, W, 3]``, whatever its bit depth.
+
+    8-bit files (and every colour mode Pillow converts to RGB) are read as they are. Deeper
+    integer images are scaled from the range of their sample type onto 0..255: unsigned n-bit
+    from 0..2**n-1 (16-bit: divided by 257), signed n-bit from 0..2**(n-1)-1 (negative pixels
+    are refused). Float images (mode ``F``, e.g. float32 TIFF) must hold values in [0, 1],
+    multiplied by 255. Grayscale is replicated to three channels. A file outside its range is
+    a ValueError naming it, never a saturated or black image.
+
+    >>> import tempfile, numpy as np
+    >>> from pathlib import Path
+    >>> from PIL import Image
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     Image.fromarray(np.array([[0, 257, 65535]], np.uint16)).save(Path(folder) / "deep.tif")
+    ...     read_image(Path(folder) / "deep.tif")[..., 0].tolist()
+    [[0, 1, 255]]
+    """
+    image_module, _ = _pillow()
+    with image_module.open(path) as handle:
+        handle.load()
+        try:
+            if handle.mode in ("I", "F") or handle.mode.startswith("I;16"):
+                gray = _to_byte_range(handle)
+                return np.repeat(gray[:, :, None], 3, axis=2)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+        return np.asarray(handle.convert("RGB"), dtype=np.uint8)
+
+
+def load_images(source, image_size=224, *, pattern=None, grayscale_to_rgb=True, progress_bar=True):
+    """Read images with Pillow (:func:`read_image`: any bit depth, converted to RGB in 0..255)
+    and resize them to ``image_size``.
+
+    ``source`` is a folder (every image file directly in it, or those matching the glob
+    ``pattern``, e.g. ``"*/*.jpg"``) or a list of file paths. Unreadable files, and files whose
+    pixels lie outside their documented range (float images outside [0, 1], negative signed
+    integers), do not stop the run: they are listed in ``skipped`` with the reason.
+    ``grayscale_to_rgb`` is kept for compatibility: images always come back as RGB.
+    """
+    image_module, unidentified = _pillow()
     size = _check_size(image_size, "image_size")
     if isinstance(source, (str, os.PathLike)):
         folder = Path(source)
@@ -773,20 +826,15 @@ def load_images(source, image_size=224, *, pattern=None, grayscale_to_rgb=True, 
     images, paths, sizes, skipped = [], [], [], []
     for path in progress(files, total=len(files), desc="load images", enabled=progress_bar and len(files) > 50):
         try:
-            with Image.open(path) as handle:
-                handle.load()
-                image = handle.convert("RGB") if grayscale_to_rgb or handle.mode != "L" else handle
-                original = (image.height, image.width)
-                image = image.resize((size[1], size[0]), Image.BILINEAR)
-                array = np.asarray(image, dtype=np.uint8)
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+            pixels = read_image(path)
+            resized = image_module.fromarray(pixels).resize((size[1], size[0]), image_module.BILINEAR)
+            array = np.asarray(resized, dtype=np.uint8)
+        except (unidentified, OSError, ValueError, image_module.DecompressionBombError) as exc:
             skipped.append((str(path), f"{type(exc).__name__}: {exc}"))
             continue
-        if array.ndim == 2:
-            array = np.repeat(array[:, :, None], 3, axis=2)
         images.append(array)
         paths.append(str(path))
-        sizes.append(original)
+        sizes.append(pixels.shape[:2])
     if not images:
         reasons = "; ".join(f"{p}: {r}" for p, r in skipped[:3])
         raise ValueError(f"source: none of the {len(files)} file(s) could be read ({reasons})")

@@ -11,7 +11,7 @@ images from one or more layers (``[N, H, W, C]`` each):
    (:func:`mutual_scores`);
 3. the patch map is the mean over layers and degrees, the image score its maximum;
 4. optional RsCIN re-scoring with image embeddings (:func:`rscin`);
-5. pixel maps by bilinear (align_corners=True) upsampling, optional Gaussian smoothing.
+5. pixel maps by bilinear upsampling and optional Gaussian smoothing (:mod:`fastcore_ad.maps`).
 
 numpy inputs run in Rust, cupy inputs on the GPU (CUDA), and come back as the same type.
 
@@ -35,6 +35,7 @@ import time
 import numpy as np
 
 from . import _core
+from . import maps as _maps
 from ._dispatch import as_array, float_array, is_cupy, kernels, to_backend, to_numpy, xp_of
 from .progress import progress
 
@@ -207,47 +208,6 @@ def rscin(image_scores, embeddings, k_list=(1, 2, 3), *, n_jobs=None):
 # Model
 # ---------------------------------------------------------------------------------------------
 
-def _upsample_matrix(out_size: int, in_size: int):
-    """[out, in] bilinear weights with align_corners=True."""
-    weights = np.zeros((out_size, in_size))
-    if in_size == 1 or out_size == 1:
-        weights[:, 0] = 1.0
-        return weights
-    pos = np.arange(out_size) * (in_size - 1) / (out_size - 1)
-    lo = np.clip(np.floor(pos).astype(np.int64), 0, in_size - 1)
-    hi = np.minimum(lo + 1, in_size - 1)
-    frac = pos - lo
-    rows = np.arange(out_size)
-    np.add.at(weights, (rows, lo), 1.0 - frac)
-    np.add.at(weights, (rows, hi), frac)
-    return weights
-
-
-_MAX_SMOOTHING_RADIUS = 1 << 22  # taps held at once; sigma up to about a million pixels
-
-
-def _gaussian_matrix(size: int, sigma: float, truncate: float = 4.0):
-    """[size, size] 1-D Gaussian filter as scipy.ndimage.gaussian_filter1d (mode='reflect')."""
-    radius = int(truncate * sigma + 0.5)
-    if radius > _MAX_SMOOTHING_RADIUS:
-        raise ValueError(f"sigma: at most {_MAX_SMOOTHING_RADIUS / truncate:g} pixels, got {sigma}")
-    offsets = np.arange(-radius, radius + 1)
-    taps = np.exp(-0.5 * (offsets / sigma) ** 2)
-    taps /= taps.sum()
-    # 'reflect' (half-sample symmetric) has period 2*size: offsets equal modulo the period land
-    # on the same pixel, so their taps are folded first (one pass per residue, not per tap).
-    period = 2 * size
-    folded = np.bincount(np.mod(offsets, period), weights=taps, minlength=period)
-    weights = np.zeros((size, size))
-    rows = np.arange(size)
-    for offset in np.flatnonzero(folded):
-        # -1 -> 0, size -> size-1.
-        idx = np.mod(rows + offset, period)
-        idx = np.where(idx >= size, period - 1 - idx, idx)
-        np.add.at(weights, (rows, idx), folded[offset])
-    return weights
-
-
 def _as_size(image_size):
     if isinstance(image_size, (int, np.integer)):
         size = (int(image_size), int(image_size))
@@ -271,27 +231,18 @@ class MuScResult:
     def __repr__(self):
         return f"MuScResult(images={self.patch_scores.shape[0]}, patch_grid={tuple(self.patch_scores.shape[1:])})"
 
-    def anomaly_maps(self, image_size=None, sigma=None):
-        """Pixel maps ``[N, height, width]``: bilinear upsampling (align_corners=True) of the patch
-        map, then an optional Gaussian smoothing with standard deviation ``sigma`` pixels
-        (as ``scipy.ndimage.gaussian_filter``, mode 'reflect', truncate 4)."""
+    def anomaly_maps(self, image_size=None, sigma=None, *, align_corners=_maps.ALIGN_CORNERS, mode=_maps.MODE,
+                     truncate=_maps.TRUNCATE):
+        """Pixel maps ``[N, height, width]``: :func:`fastcore_ad.maps.anomaly_maps` of the patch
+        map, the function every entry point uses: bilinear upsampling with half-pixel centres
+        (``align_corners=True`` reproduces the MuSc authors' code), then, when ``sigma`` is
+        given, a Gaussian of ``sigma`` pixels (as ``scipy.ndimage.gaussian_filter``, border
+        ``mode`` 'reflect', ``truncate`` 4). cupy patch maps give cupy pixel maps."""
         image_size = image_size if image_size is not None else self.image_size
         if image_size is None:
             raise ValueError("image_size: give the output size (here or to predict)")
-        height, width = _as_size(image_size)
-        maps = self.patch_scores
-        xp = xp_of("cupy" if not isinstance(maps, np.ndarray) else "numpy")
-        _, h, w = maps.shape
-        rows = _upsample_matrix(height, h)
-        cols = _upsample_matrix(width, w)
-        if sigma is not None:
-            if not 0 < float(sigma) < float("inf"):
-                raise ValueError(f"sigma: must be finite and > 0, got {sigma}")
-            rows = _gaussian_matrix(height, float(sigma)) @ rows
-            cols = _gaussian_matrix(width, float(sigma)) @ cols
-        rows = xp.asarray(rows, dtype=maps.dtype)
-        cols = xp.asarray(cols, dtype=maps.dtype)
-        return xp.einsum("yh,nhw,xw->nyx", rows, maps, cols)
+        return _maps.anomaly_maps(self.patch_scores, _as_size(image_size), sigma, align_corners=align_corners,
+                                  mode=mode, truncate=truncate)
 
 
 class MuSc:

@@ -1,5 +1,7 @@
 """From images to anomaly scores and maps: the steps shared by ``fastcore-ad detect`` and the
-real-data benchmarks (features -> detector -> upsampled, smoothed anomaly maps).
+real-data benchmarks (features -> detector -> upsampled, smoothed anomaly maps). Every map is
+made by :func:`fastcore_ad.maps.anomaly_maps` (half-pixel bilinear upsampling, Gaussian with
+reflected borders), the function behind ``MuScResult.anomaly_maps`` too.
 
 >>> import numpy as np
 >>> from fastcore_ad.pipeline import pooled_gaussian
@@ -15,17 +17,26 @@ from __future__ import annotations
 
 import numpy as np
 
-from .features import gaussian_blur, resize_maps
+from . import maps as _maps
 from .gaussian import GaussianAD
 
 __all__ = ["pooled_gaussian", "per_position_gaussian", "musc_zero_shot", "upsample_maps"]
 
 
-def upsample_maps(grid_scores, image_size, sigma=4.0):
-    """Grid scores ``[n, h, w]`` -> pixel maps ``[n, H, W]``: bilinear, then a Gaussian blur of
-    ``sigma`` pixels (PaDiM / PatchCore smooth their maps the same way)."""
-    maps = resize_maps(np.asarray(grid_scores, dtype=np.float32), image_size)
-    return gaussian_blur(maps, sigma) if sigma else maps
+def upsample_maps(grid_scores, image_size, sigma=4.0, *, align_corners=_maps.ALIGN_CORNERS, mode=_maps.MODE,
+                  truncate=_maps.TRUNCATE):
+    """Grid scores ``[n, h, w]`` -> pixel maps ``[n, H, W]``: :func:`fastcore_ad.maps.anomaly_maps`
+    with a Gaussian of ``sigma`` pixels (PaDiM / PatchCore smooth their maps with 4); ``sigma=0``
+    or None upsamples only. float32 scores give float32 maps.
+
+    >>> import numpy as np
+    >>> grid = np.zeros((1, 2, 2), np.float32); grid[0, 0, 0] = 1.0
+    >>> maps = upsample_maps(grid, 8)
+    >>> maps.shape, maps.dtype.name, bool(maps[0, 0, 0] > maps[0, 7, 7])
+    ((1, 8, 8), 'float32', True)
+    """
+    return _maps.anomaly_maps(grid_scores, image_size, sigma or None, align_corners=align_corners, mode=mode,
+                              truncate=truncate)
 
 
 def pooled_gaussian(train_pooled, test_pooled, *, covariance="ledoit_wolf", progress=False):
@@ -40,7 +51,8 @@ def per_position_gaussian(train_maps, test_maps, image_size, *, sigma=4.0, covar
     """PaDiM-style: one Gaussian per grid position on ``[n, h, w, d]`` maps (levels concatenated).
     Returns ``(image_scores [m], anomaly_maps [m, H, W])``; the image score is the map's maximum."""
     model = GaussianAD(covariance=covariance, progress=progress).fit(np.asarray(train_maps, dtype=np.float32))
-    grid_scores = np.asarray(model.decision_function(np.asarray(test_maps, dtype=np.float32)))
+    # float32 maps, like the features: half the memory of float64 for a large test set.
+    grid_scores = np.asarray(model.decision_function(np.asarray(test_maps, dtype=np.float32)), dtype=np.float32)
     maps = upsample_maps(grid_scores, image_size, sigma)
     scores = maps.reshape(len(maps), -1).max(axis=1)
     return (scores, maps, model) if return_model else (scores, maps)
@@ -48,11 +60,11 @@ def per_position_gaussian(train_maps, test_maps, image_size, *, sigma=4.0, covar
 
 def musc_zero_shot(test_maps, image_size, *, sigma=4.0, degrees=(1, 3, 5), top_ratio=0.3):
     """MuSc on the unlabeled test set itself (no training images): ``test_maps`` is a list of
-    ``[n, h, w, C_i]`` levels. Returns ``(image_scores [n], anomaly_maps [n, H, W])``.
-    Raises ImportError when ``fastcore_ad.musc`` is not part of this build."""
+    ``[n, h, w, C_i]`` levels. Returns ``(image_scores [n], anomaly_maps [n, H, W])``; the maps
+    are ``MuScResult.anomaly_maps(image_size, sigma)``, the same as :func:`upsample_maps` of the
+    patch scores. Raises ImportError when ``fastcore_ad.musc`` is not part of this build."""
     from .musc import MuSc  # noqa: PLC0415
 
     result = MuSc(degrees=tuple(degrees), top_ratio=top_ratio).predict(list(test_maps))
-    patch = np.asarray(result.patch_scores, dtype=np.float32)
-    maps = upsample_maps(patch, image_size, sigma)
+    maps = result.anomaly_maps(image_size, sigma or None)
     return np.asarray(result.image_scores, dtype=np.float64), maps

@@ -11,6 +11,8 @@ overlaid and the ground-truth contour, ROC and PRO curves, and grids of cases.
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 __all__ = ["overlay_rgb", "show_overlay", "plot_roc", "plot_pro", "save_grid", "save_overlay"]
@@ -56,9 +58,9 @@ def _fit_map(anomaly_map, shape):
     if anomaly_map.ndim != 2:
         raise ValueError(f"anomaly_map: expected [h, w], got {anomaly_map.shape}")
     if anomaly_map.shape != tuple(shape):
-        from .features import resize_maps  # noqa: PLC0415
+        from .maps import upsample  # noqa: PLC0415
 
-        anomaly_map = resize_maps(anomaly_map[None], shape)[0].astype(np.float64)
+        anomaly_map = upsample(anomaly_map, shape)  # the package's one convention (fastcore_ad.maps)
     return anomaly_map
 
 
@@ -156,13 +158,29 @@ def save_overlay(path, image, anomaly_map, mask=None, *, vmin=None, vmax=None):
 
 def save_grid(path, images, anomaly_maps, masks=None, titles=None, *, columns=4, vmin=None, vmax=None,
               cell_inches=1.8, dpi=80):
-    """A grid of overlays (e.g. the best and worst cases of a benchmark) written as one PNG."""
-    plt = _pyplot()
+    """A grid of overlays (e.g. the best and worst cases of a benchmark) written as one PNG,
+    ``columns`` overlays per row.
+
+    >>> import numpy as np
+    >>> save_grid("grid.png", [np.zeros((4, 4))], [np.ones((4, 4))], columns=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: columns: expected a whole number of overlays per row >= 1, got 0
+    """
+    if isinstance(columns, bool) or not isinstance(columns, numbers.Integral) or columns < 1:
+        raise ValueError(f"columns: expected a whole number of overlays per row >= 1, got {columns!r}")
+    for name, value in (("cell_inches", cell_inches), ("dpi", dpi)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < float("inf"):
+            raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
     n = len(images)
     if n == 0:
         raise ValueError("images: nothing to draw")
     if len(anomaly_maps) != n or (masks is not None and len(masks) != n):
         raise ValueError("images, anomaly_maps and masks must have the same length")
+    if titles is not None and len(titles) != n:
+        raise ValueError(f"titles: expected one per image ({n}), got {len(titles)}")
+    columns = int(columns)
+    plt = _pyplot()
     rows = -(-n // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(columns * cell_inches, rows * cell_inches * 1.1), squeeze=False)
     for i, ax in enumerate(axes.ravel()):
