@@ -112,13 +112,15 @@ __device__ __forceinline__ fca_moments<A> fca_shuffle_down(fca_moments<A> a, int
 }
 
 // logits [batch, logits_time, vocab]; targets, mask and the float64 outputs [batch, time] with
-// time <= logits_time (rows past `time` are not read); mask may be nullptr (every row scored).
+// time <= logits_time (rows past `time` are not read); mask may be nullptr (every row scored);
+// max_logp (the top-1 token's log-probability, -ln of the weight) may be nullptr (not wanted).
 // blockDim.x must be a multiple of 32 and at most 1024.
 template <typename T>
 __global__ void token_stats(const T* __restrict__ logits, i64 batch, i64 time, i64 logits_time, i64 vocab,
                             const i64* __restrict__ targets,
                             const unsigned char* __restrict__ mask, double* __restrict__ logp,
-                            double* __restrict__ mu, double* __restrict__ sigma) {
+                            double* __restrict__ mu, double* __restrict__ sigma,
+                            double* __restrict__ max_logp) {
     typedef typename fca_acc<T>::type A;
     constexpr int VEC = 16 / sizeof(T);
     __shared__ fca_moments<A> warp_totals[32];
@@ -127,7 +129,10 @@ __global__ void token_stats(const T* __restrict__ logits, i64 batch, i64 time, i
     const i64 rows = batch * time;
     for (i64 row = blockIdx.x; row < rows; row += gridDim.x) {
         if (mask != nullptr && mask[row] == 0) {
-            if (threadIdx.x == 0) { logp[row] = FCA_NAN; mu[row] = FCA_NAN; sigma[row] = FCA_NAN; }
+            if (threadIdx.x == 0) {
+                logp[row] = FCA_NAN; mu[row] = FCA_NAN; sigma[row] = FCA_NAN;
+                if (max_logp != nullptr) max_logp[row] = FCA_NAN;
+            }
             continue;
         }
         const T* p = logits + ((row / time) * logits_time + row % time) * vocab;
@@ -177,6 +182,7 @@ __global__ void token_stats(const T* __restrict__ logits, i64 batch, i64 time, i
             if (lane == 0) {
                 if (any_bad || !(st.weight > A(0))) {
                     logp[row] = FCA_NAN; mu[row] = FCA_NAN; sigma[row] = FCA_NAN;
+                    if (max_logp != nullptr) max_logp[row] = FCA_NAN;
                 } else {
                     // Relative to the maximum first, as the Rust kernel (huge logits keep ln(weight)).
                     double log_weight = log((double)st.weight);
@@ -184,6 +190,7 @@ __global__ void token_stats(const T* __restrict__ logits, i64 batch, i64 time, i
                     logp[row] = (zt - (double)st.max) - log_weight;
                     mu[row] = (double)st.mean - log_weight;
                     sigma[row] = sqrt((double)st.m2 / (double)st.weight);
+                    if (max_logp != nullptr) max_logp[row] = -log_weight;
                 }
             }
         }

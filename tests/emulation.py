@@ -179,6 +179,8 @@ def _slot(value, width: int, expression: str, position: int):
         if not value.flags.c_contiguous:
             raise ValueError(f"{expression}: argument {position} is not C-contiguous")
         obj = ctypes.c_void_p(value.ctypes.data)
+    elif isinstance(value, np.uint64):  # a pointer passed by value (0: nullptr)
+        obj = ctypes.c_uint64(int(value))
     elif isinstance(value, np.int64):
         obj = ctypes.c_int64(int(value))
     elif isinstance(value, np.int32):

@@ -69,6 +69,8 @@ COVERED = {
 def test_every_instantiation_is_executed(request):
     expressions = {e for family in _cuda.name_expressions().values() for e in family}
     assert expressions == set(COVERED), "a kernel instantiation has no emulated test (or a stale entry)"
+    if request.config.getoption("keyword") or request.config.getoption("deselect"):
+        pytest.skip("the run was narrowed with -k / --deselect: the executed ids are not all here")
     ids = {item.nodeid.split("::")[-1] for item in request.session.items}
     for expr, prefix in COVERED.items():
         name, _, token = prefix.partition("[")
@@ -161,9 +163,9 @@ def _half_values(bits, half):
 
 
 def _token_oracle(values, targets):
-    """float64 logp, mu, sigma of each row (NaN for rows with NaN/+inf or no finite value)."""
+    """float64 logp, mu, sigma, max_logp of each row (NaN for rows with NaN/+inf or no finite value)."""
     b, t = targets.shape
-    logp, mu, sigma = (np.full((b, t), np.nan) for _ in range(3))
+    logp, mu, sigma, top = (np.full((b, t), np.nan) for _ in range(4))
     for i in range(b):
         for j in range(t):
             z = values[i, j]
@@ -176,7 +178,8 @@ def _token_oracle(values, targets):
             logp[i, j] = lp[targets[i, j]]
             mu[i, j] = np.sum(p * lp)
             sigma[i, j] = np.sqrt(np.sum(p * (lp - mu[i, j]) ** 2))
-    return logp, mu, sigma
+            top[i, j] = lp.max()
+    return logp, mu, sigma, top
 
 
 TOKEN_CASES = [
@@ -209,15 +212,16 @@ def test_emulated_token_stats(ctype, batch, time_, vocab, offset, rt, rng):
     mask = np.ones((batch, time_), dtype=np.uint8)
     mask[-1, -1] = 0 if batch * time_ > 1 else 1         # a padded position
     logits = np.ascontiguousarray(logits)
-    got = _cuda.token_stats(logits, targets, mask, half or "bfloat16")
-    want = _core.token_stats(logits, targets, mask, half or "bfloat16")
+    got = _cuda.token_stats(logits, targets, mask, half or "bfloat16", None, True)
+    want = _core.token_stats(logits, targets, mask, half or "bfloat16", None, True)
+    assert len(got) == len(want) == 4
     dtype = np.float64 if ctype == "double" else np.float32
-    for name, g, w in zip(("logp", "mu", "sigma"), got, want):
+    for name, g, w in zip(("logp", "mu", "sigma", "max_logp"), got, want):
         _close(g, w, dtype, f"{name} vs Rust")
     values = raw if ctype == "double" else (
         raw.astype(np.float32).astype(np.float64) if ctype == "float" else _half_values(logits, half))
     oracle = _token_oracle(values[:, :time_], targets)
-    for name, g, w in zip(("logp", "mu", "sigma"), got, oracle):
+    for name, g, w in zip(("logp", "mu", "sigma", "max_logp"), got, oracle):
         w = np.where(mask != 0, w, np.nan)
         _close(g, w, dtype, f"{name} vs float64 oracle")
 
@@ -232,10 +236,11 @@ def test_emulated_token_stats_bad_rows(ctype, rt, rng):
     logits[0, 2, 5] = np.inf
     logits[0, 3] = 2.5                                    # all equal: sigma 0, logp = -log V
     targets = np.zeros((1, 5), dtype=np.int64)
-    got = _cuda.token_stats(logits, targets, None, "bfloat16")
-    want = _core.token_stats(logits, targets, None, "bfloat16")
+    got = _cuda.token_stats(logits, targets, None, "bfloat16", None, True)
+    want = _core.token_stats(logits, targets, None, "bfloat16", None, True)
     for g, w in zip(got, want):
         _close(g, w, dtype, "bad rows vs Rust")
+    assert got[3][0, 3] == -np.log(70) or abs(got[3][0, 3] + np.log(70)) < 1e-6  # all equal: top-1 is 1/V
     assert np.isnan(got[0][0, :3]).all()
     assert got[2][0, 3] == 0.0 and abs(got[0][0, 3] + np.log(70)) < 1e-6
 

@@ -208,7 +208,8 @@ def test_score_logits_on_a_padded_batch_equals_one_sequence_at_a_time(rng):
     texts = ["alpha beta", "gamma", "d", "a longer text with some words in it"]
     ratios = (0.1, 0.2, 0.5)
     batch = mia.score_logits(logits, ids[:, 1:], mask, ratios, texts=texts)
-    assert set(batch) == {"loss", "zlib", *(f"min_k@{r:g}" for r in ratios), *(f"min_k++@{r:g}" for r in ratios)}
+    assert set(batch) == {"loss", "zlib", *(f"min_k@{r:g}" for r in ratios), *(f"min_k++@{r:g}" for r in ratios),
+                          *(f"gap_k@{r:g}" for r in ratios)}
     for b, n in enumerate(lengths):
         single = mia.score_logits(logits[b:b + 1, : n + 1], ids[b:b + 1, 1: n + 1], None, ratios, texts=[texts[b]])
         for key in batch:
@@ -478,7 +479,7 @@ def test_ratios_sharing_a_key_are_rejected(rng):
     targets = rng.integers(0, 7, (2, 5))
     with pytest.raises(ValueError, match="ratios"):
         mia.score_logits(logits, targets, ratios=(0.2, 0.2000001))
-    assert sorted(mia.score_logits(logits, targets, ratios=(0.2, 0.2))) == ["loss", "min_k++@0.2", "min_k@0.2"]
+    assert sorted(mia.score_logits(logits, targets, ratios=(0.2, 0.2))) == ["gap_k@0.2", "loss", "min_k++@0.2", "min_k@0.2"]
 
 
 def test_big_endian_logits_equal_native(rng):

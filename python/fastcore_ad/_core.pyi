@@ -47,7 +47,8 @@ def token_stats(
     mask: npt.NDArray[np.uint8] | None = None,
     half: str = "bfloat16",
     n_jobs: int | None = None,
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...
+    with_max: bool = False,
+) -> tuple[npt.NDArray[np.float64], ...]: ...
 def min_k_means(
     values: npt.NDArray[np.float64], ratios: Sequence[float], mask: npt.NDArray[np.uint8] | None = None, n_jobs: int | None = None
 ) -> npt.NDArray[np.float64]: ...

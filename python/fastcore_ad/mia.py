@@ -53,6 +53,11 @@ __all__ = [
     "zlib_ratio",
     "lowercase_ratio",
     "reference_ratio",
+    "TokenStatsWithMax",
+    "gap_k",
+    "token_frequencies",
+    "dc_pdd",
+    "recall_ratio",
     "score_logits",
     "score_texts",
     "DEFAULT_RATIOS",
@@ -67,6 +72,15 @@ class TokenStats(NamedTuple):
     logp: object
     mu: object
     sigma: object
+
+
+class TokenStatsWithMax(NamedTuple):
+    """:class:`TokenStats` plus ``max_logp``, the log-probability of the top-1 token."""
+
+    logp: object
+    mu: object
+    sigma: object
+    max_logp: object
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,8 +177,10 @@ def _ratios(ratios) -> list[float]:
 # Kernels
 
 
-def token_stats(logits, targets, mask=None, *, n_jobs=None) -> TokenStats:
-    """``logp``, ``mu`` and ``sigma`` (float64 ``[B, T]``) from one read of ``logits``.
+def token_stats(logits, targets, mask=None, *, n_jobs=None, with_max=False):
+    """``logp``, ``mu`` and ``sigma`` (float64 ``[B, T]``) from one read of ``logits``;
+    ``with_max=True`` adds ``max_logp = max(z) - logsumexp(z)``, the log-probability of the
+    top-1 token (a :class:`TokenStatsWithMax`), from the same pass.
 
     ``logits`` is ``[B, T_logits, V]`` (float32, float64, float16 or bfloat16; numpy, cupy or
     torch), ``targets`` integer ``[B, T]`` with ``T == T_logits`` or ``T == T_logits - 1``: in
@@ -195,12 +211,15 @@ def token_stats(logits, targets, mask=None, *, n_jobs=None) -> TokenStats:
     scored = tg if m is None else xp.where(m != 0, tg, 0)
     if bool((scored < 0).any()) or bool((scored >= vocab).any()):
         raise ValueError(f"targets: token ids must lie in [0, {vocab}) (the vocabulary size of logits)")
-    logp, mu, sigma = kernels(backend).token_stats(arr, tg, m, half or "bfloat16", n_jobs)
+    if not isinstance(with_max, (bool, np.bool_)):
+        raise TypeError(f"with_max: expected True or False, got {with_max!r}")
+    outs = kernels(backend).token_stats(arr, tg, m, half or "bfloat16", n_jobs, bool(with_max))
+    logp = outs[0]
     bad = xp.isnan(logp) if m is None else (xp.isnan(logp) & (m != 0))
     if bool(bad.any()):
         b, t = (int(v) for v in xp.argwhere(bad)[0])
         raise ValueError(f"logits: row [{b}, {t}] holds NaN or +inf, or has no finite value")
-    return TokenStats(logp, mu, sigma)
+    return TokenStatsWithMax(*outs) if with_max else TokenStats(*outs)
 
 
 def normalised(logp, mu, sigma):
@@ -356,29 +375,207 @@ def reference_ratio(loss_values, reference_loss_values):
     return b - a
 
 
-def score_logits(logits, targets, mask=None, ratios=DEFAULT_RATIOS, *, texts=None, n_jobs=None) -> dict:
+# ---------------------------------------------------------------------------------------------
+# Newer logit-only scores: Gap-K% (Kwak & Kim 2026), DC-PDD (Zhang et al. 2024), ReCaLL (Xie et
+# al. 2024). Per-sequence work on [B, T] statistics runs on the host (B x T is small).
+
+GAP_K_SIGMA2_FLOOR = 1e-8  # the reference's clamp of the Min-K%++ variance
+
+
+def _window(window) -> int:
+    if isinstance(window, (bool, np.bool_)) or not isinstance(window, (int, np.integer)) or window < 1:
+        raise ValueError(f"window: must be an integer >= 1, got {window!r}")
+    return int(window)
+
+
+def _host_rows(name, values, shape=None):
+    arr, backend, single = _values_2d(values, name)
+    if shape is not None and tuple(arr.shape) != shape:
+        raise ValueError(f"{name}: expected shape {shape} like logp, got {tuple(arr.shape)}")
+    return np.ascontiguousarray(to_backend(arr, "numpy"), dtype=np.float64), backend, single
+
+
+def _scored_rows(mask, b, t, backend):
+    m = _mask_array(mask, b, t, backend)
+    return np.ones((b, t), dtype=bool) if m is None else to_backend(m, "numpy") != 0
+
+
+def gap_k(logp, max_logp, sigma, ratio=0.2, window=3, mask=None):
+    """Gap-K%: the top-1 gap ``g_t = (logp_t - max_logp_t) / sqrt(max(sigma_t^2, 1e-8))``,
+    smoothed over the valid tokens of each sequence by a moving average of ``window`` tokens
+    (the 'valid' convolution; no smoothing when a sequence has fewer tokens), then the mean of
+    its ``k = max(1, int(len(smoothed) * ratio))`` smallest values. ``[B]`` (a float for one
+    ``[T]`` sequence); higher = more likely member.
+
+    ``logp``, ``max_logp``, ``sigma`` come from ``token_stats(..., with_max=True)``.
+
+    >>> gap_k(np.array([-1.0, -2.0, -1.0, -3.0]), np.array([-0.5, -0.5, -1.0, -0.5]),
+    ...       np.array([1.0, 1.0, 1.0, 1.0]), ratio=0.5, window=2)
+    -1.25
+    """
+    (ratio,) = _ratios(ratio)
+    window = _window(window)
+    lp, backend, single = _host_rows("logp", logp)
+    top, _, _ = _host_rows("max_logp", max_logp, lp.shape)
+    sd, _, _ = _host_rows("sigma", sigma, lp.shape)
+    scored = _scored_rows(mask, *lp.shape, backend)
+    out = np.empty(lp.shape[0])
+    kernel = np.ones(window, dtype=np.float64) / window
+    for b in range(lp.shape[0]):
+        keep = scored[b]
+        if not keep.any():
+            raise ValueError("mask: a sequence has no scored token")
+        rows = (lp[b, keep], top[b, keep], sd[b, keep])
+        if any(np.isnan(r).any() for r in rows):
+            raise ValueError("logp, max_logp, sigma: NaN at a scored position")
+        gap = (rows[0] - rows[1]) / np.sqrt(np.maximum(rows[2] * rows[2], GAP_K_SIGMA2_FLOOR))
+        smoothed = gap if gap.size < window else np.convolve(gap, kernel, mode="valid")
+        k = max(1, int(len(smoothed) * ratio))
+        out[b] = np.mean(np.sort(smoothed)[:k])
+    return float(out[0]) if single else _back(out, backend)
+
+
+def token_frequencies(token_id_arrays, vocab_size):
+    """Occurrences of each token id in a reference corpus: int64 ``[vocab_size]``.
+
+    ``token_id_arrays`` is an iterable of integer id arrays (one per document) or one array.
+
+    >>> token_frequencies([[0, 2, 2], np.array([1, 2])], 4).tolist()
+    [1, 1, 3, 0]
+    """
+    if isinstance(vocab_size, (bool, np.bool_)) or not isinstance(vocab_size, (int, np.integer)) or vocab_size < 1:
+        raise ValueError(f"vocab_size: must be a positive integer, got {vocab_size!r}")
+    vocab_size = int(vocab_size)
+    if isinstance(token_id_arrays, np.ndarray) or (
+            isinstance(token_id_arrays, (list, tuple)) and token_id_arrays
+            and all(isinstance(v, (int, np.integer)) for v in token_id_arrays)):
+        token_id_arrays = [token_id_arrays]
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    for index, ids in enumerate(token_id_arrays):
+        arr = np.asarray(to_backend(as_array(ids, "token_id_arrays")[0], "numpy")).reshape(-1)
+        if arr.size == 0:
+            continue
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"token_id_arrays[{index}]: expected integer token ids, got dtype {arr.dtype}")
+        if int(arr.min()) < 0 or int(arr.max()) >= vocab_size:
+            raise ValueError(f"token_id_arrays[{index}]: ids must lie in [0, {vocab_size})")
+        counts += np.bincount(arr.astype(np.int64), minlength=vocab_size)
+    return counts
+
+
+def _counts(counts, vocab_size=None):
+    arr = np.asarray(to_backend(as_array(counts, "counts")[0], "numpy"))
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"counts: expected a 1-D array with one count per vocabulary id, got shape {arr.shape}")
+    if vocab_size is not None and arr.shape[0] != vocab_size:
+        raise ValueError(f"counts: expected {vocab_size} counts (the vocabulary of logits), got {arr.shape[0]}")
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"counts: expected numbers, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all() or (arr < 0).any():
+        raise ValueError("counts: must be finite and non-negative")
+    return arr
+
+
+def dc_pdd(logp, targets, counts, a=0.01, mask=None):
+    """DC-PDD: for the first occurrence of each distinct token id of a sequence (valid tokens,
+    in order), ``ce_t = exp(logp_t) * -log(f[id_t])`` with the Laplace-smoothed corpus
+    frequency ``f = (counts + 1) / (counts.sum() + V)``, clipped above at ``a``; the score is
+    the mean of ``ce_t``. ``[B]`` (a float for one ``[T]`` sequence); higher = more likely member.
+
+    >>> counts = np.array([5, 1, 0, 2])                    # f = [6, 2, 1, 3] / 12
+    >>> round(dc_pdd(np.log([0.5, 0.5, 0.25]), np.array([1, 1, 3]), counts, a=10.0), 6)
+    0.621227
+    """
+    if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, float, np.integer, np.floating)) \
+            or not (np.isfinite(a) and a > 0):
+        raise ValueError(f"a: must be a positive number, got {a!r}")
+    c = _counts(counts)
+    freq = (c + 1.0) / (c.sum() + c.shape[0])
+    lp, backend, single = _host_rows("logp", logp)
+    tg_arr, _ = as_array(targets, "targets")
+    tg = np.asarray(to_backend(tg_arr, "numpy"))
+    if single:
+        tg = tg.reshape(1, -1)
+    if tg.dtype.kind not in "iu":
+        raise TypeError(f"targets: expected integer token ids, got dtype {tg.dtype}")
+    if tuple(tg.shape) != lp.shape:
+        raise ValueError(f"targets: expected shape {lp.shape} like logp, got {tuple(tg.shape)}")
+    scored = _scored_rows(mask, *lp.shape, backend)
+    out = np.empty(lp.shape[0])
+    for b in range(lp.shape[0]):
+        keep = scored[b]
+        if not keep.any():
+            raise ValueError("mask: a sequence has no scored token")
+        ids, values = tg[b, keep], lp[b, keep]
+        if int(ids.min()) < 0 or int(ids.max()) >= c.shape[0]:
+            raise ValueError(f"targets: ids must lie in [0, {c.shape[0]}) (the length of counts)")
+        if np.isnan(values).any():
+            raise ValueError("logp: NaN at a scored position")
+        _, first = np.unique(ids, return_index=True)
+        first.sort()
+        ce = np.exp(values[first]) * -np.log(freq[ids[first]])
+        out[b] = np.mean(np.minimum(ce, float(a)))
+    return float(out[0]) if single else _back(out, backend)
+
+
+def recall_ratio(logp_with_prefix, logp_without, mask_with=None, mask_without=None):
+    """ReCaLL: the target text's mean token log-likelihood with a non-member prefix divided by
+    the one without it, ``[B]`` (a float for one sequence). The two passes may score different
+    numbers of tokens; masks select each pass's target-text tokens. Higher = more likely member
+    (a member's likelihood drops more when conditioned on non-member text).
+
+    >>> recall_ratio(np.array([-3.0, -1.0]), np.array([-1.0, -1.0]))
+    2.0
+    """
+    w, backend, single_w = _host_rows("logp_with_prefix", logp_with_prefix)
+    o, _, single_o = _host_rows("logp_without", logp_without)
+    if w.shape[0] != o.shape[0]:
+        raise ValueError(f"logp_without: expected {w.shape[0]} sequences like logp_with_prefix, got {o.shape[0]}")
+    means = []
+    for values, mask, name in ((w, mask_with, "mask_with"), (o, mask_without, "mask_without")):
+        scored = _scored_rows(mask, *values.shape, backend)
+        counts = scored.sum(axis=1)
+        if (counts == 0).any():
+            raise ValueError(f"{name}: a sequence has no scored token")
+        if np.isnan(values[scored]).any():
+            raise ValueError(f"{name.replace('mask', 'logp')}: NaN at a scored position")
+        means.append(np.where(scored, values, 0.0).sum(axis=1) / counts)
+    if (means[1] == 0).any():
+        raise ValueError("logp_without: a mean log-likelihood of 0 makes the ratio undefined")
+    out = means[0] / means[1]
+    return float(out[0]) if single_w and single_o else _back(out, backend)
+
+
+def score_logits(logits, targets, mask=None, ratios=DEFAULT_RATIOS, *, texts=None, counts=None, dc_pdd_a=0.01,
+                 gap_window=3, n_jobs=None) -> dict:
     """Every score from one pass over the logits, as a dict of float64 ``[B]`` numpy arrays.
 
     Keys: ``"loss"`` (negated mean NLL), ``"zlib"`` (when ``texts`` are given),
-    ``"min_k@{r}"`` and ``"min_k++@{r}"`` for each ratio r (formatted with ``{r:g}``, e.g.
-    ``"min_k@0.2"``). Higher = more likely member for every key; the dict goes straight into
+    ``"min_k@{r}"``, ``"min_k++@{r}"`` and ``"gap_k@{r}"`` (Gap-K% with ``gap_window``) for
+    each ratio r (formatted with ``{r:g}``, e.g. ``"min_k@0.2"``), and ``"dc_pdd"`` when a
+    reference corpus's token ``counts`` (``[V]``, see :func:`token_frequencies`) are given.
+    Higher = more likely member for every key; the dict goes straight into
     ``fastcore_ad.metrics.auroc`` / ``tpr_at_fpr``.
 
     >>> rng = np.random.default_rng(0)
     >>> scores = score_logits(rng.normal(size=(2, 5, 7)), rng.integers(0, 7, (2, 5)), ratios=(0.2, 0.5))
     >>> sorted(scores)
-    ['loss', 'min_k++@0.2', 'min_k++@0.5', 'min_k@0.2', 'min_k@0.5']
+    ['gap_k@0.2', 'gap_k@0.5', 'loss', 'min_k++@0.2', 'min_k++@0.5', 'min_k@0.2', 'min_k@0.5']
     """
     rs = _ratios(ratios)
     keys = {}
     for r in rs:
         if keys.setdefault(f"{r:g}", r) != r:
             raise ValueError(f"ratios: {keys[f'{r:g}']!r} and {r!r} share the key {r:g}; give distinct ratios")
-    stats = token_stats(logits, targets, mask, n_jobs=n_jobs)
+    gap_window = _window(gap_window)
+    if counts is not None:
+        counts = _counts(counts, int(np.shape(logits)[-1]))
+    stats = token_stats(logits, targets, mask, n_jobs=n_jobs, with_max=True)
     backend = "cupy" if is_cupy(stats.logp) else "numpy"
     b, t = stats.logp.shape
     m = _mask_array(mask, b, t, backend)
-    stats = TokenStats(*(to_backend(x, "numpy") for x in stats))
+    stats = TokenStatsWithMax(*(to_backend(x, "numpy") for x in stats))
     m = None if m is None else to_backend(m, "numpy")
     z = normalised(stats.logp, stats.mu, stats.sigma)
     mink = _min_k_means(stats.logp, m, rs, n_jobs, "logp")
@@ -391,6 +588,11 @@ def score_logits(logits, targets, mask=None, ratios=DEFAULT_RATIOS, *, texts=Non
         out[f"min_k@{r:g}"] = np.ascontiguousarray(mink[:, i])
     for i, r in enumerate(rs):
         out[f"min_k++@{r:g}"] = np.ascontiguousarray(minkpp[:, i])
+    for r in rs:
+        out[f"gap_k@{r:g}"] = np.atleast_1d(gap_k(stats.logp, stats.max_logp, stats.sigma, r, gap_window, m))
+    if counts is not None:
+        host_targets = np.asarray(to_backend(as_array(targets, "targets")[0], "numpy"))
+        out["dc_pdd"] = np.atleast_1d(dc_pdd(stats.logp, host_targets, counts, dc_pdd_a, m))
     return out
 
 
@@ -399,9 +601,12 @@ def score_logits(logits, targets, mask=None, ratios=DEFAULT_RATIOS, *, texts=Non
 
 
 def score_texts(model, tokenizer, texts, batch_size=8, *, ratios=DEFAULT_RATIOS, max_length=None,
-                lowercase=False, n_jobs=None, progress_bar=True) -> dict:
+                lowercase=False, recall_prefix=None, counts=None, n_jobs=None, progress_bar=True) -> dict:
     """Score ``texts`` with a Hugging Face causal LM: a dict of ``[N]`` numpy arrays (keys of
-    :func:`score_logits` plus ``"zlib"``, and ``"lowercase"`` when ``lowercase=True``).
+    :func:`score_logits` plus ``"zlib"``, ``"lowercase"`` when ``lowercase=True``, ``"dc_pdd"``
+    when reference-corpus token ``counts`` are given, and ``"recall"`` when a non-member
+    ``recall_prefix`` text is given: a second pass scores each text after the prefix and
+    :func:`recall_ratio` compares the two).
 
     Texts are batched with padding (the tokenizer's pad token, or its EOS token when it has
     none); the model runs under ``torch.no_grad()``; the logits stay where the model put them:
@@ -419,9 +624,17 @@ def score_texts(model, tokenizer, texts, batch_size=8, *, ratios=DEFAULT_RATIOS,
     if int(batch_size) < 1:
         raise ValueError(f"batch_size: must be at least 1, got {batch_size}")
     batch_size = int(batch_size)
+    if recall_prefix is not None and not isinstance(recall_prefix, str):
+        raise TypeError(f"recall_prefix: expected a string, got {type(recall_prefix).__name__}")
+    if recall_prefix == "":
+        raise ValueError("recall_prefix: give a non-empty text")
     if getattr(tokenizer, "pad_token", None) is None:
         tokenizer.pad_token = tokenizer.eos_token
     device = next(model.parameters()).device
+    prefix_ids = None
+    if recall_prefix is not None:
+        prefix_ids = tokenizer([recall_prefix], return_tensors="pt", padding=True, truncation=False,
+                               max_length=None)["input_ids"]
 
     def run(batch_texts):
         enc = tokenizer(batch_texts, return_tensors="pt", padding=True,
@@ -433,7 +646,27 @@ def score_texts(model, tokenizer, texts, batch_size=8, *, ratios=DEFAULT_RATIOS,
         scored = (attention[:, 1:] * attention[:, :-1]).bool()
         if getattr(logits, "is_cuda", False) and not _has_cupy():
             raise RuntimeError("score_texts: CUDA logits need cupy for the CUDA kernel (pip install 'fastcore_ad[cuda]')")
-        return score_logits(logits, ids[:, 1:], scored, ratios, texts=batch_texts, n_jobs=n_jobs)
+        return score_logits(logits, ids[:, 1:], scored, ratios, texts=batch_texts, counts=counts, n_jobs=n_jobs)
+
+    def recall_pass(batch_texts):
+        """Mean log-likelihood of each text's tokens after the prefix (ReCaLL's conditional pass)."""
+        enc = tokenizer(batch_texts, return_tensors="pt", padding=True,
+                        truncation=max_length is not None, max_length=max_length)
+        ids, attention = enc["input_ids"], enc["attention_mask"]
+        bos = getattr(tokenizer, "bos_token_id", None)
+        if bos is not None and bool((np.asarray(ids)[:, 0] == bos).all()):
+            ids, attention = ids[:, 1:], attention[:, 1:]  # the prefix already starts the sequence
+        n, lp = np.asarray(ids).shape[0], np.asarray(prefix_ids).shape[1]
+        prefix = prefix_ids.expand(n, -1)
+        ids_w = torch.cat([prefix, ids], dim=1).to(device)
+        attention_w = torch.cat([torch.ones_like(prefix), attention], dim=1)
+        host = np.asarray(attention_w).astype(bool)
+        # Score only the text's tokens: target j is token j + 1, the text starts at token lp.
+        scored = host[:, 1:] & host[:, :-1] & (np.arange(host.shape[1] - 1) >= lp - 1)[None, :]
+        with torch.no_grad():
+            logits = model(input_ids=ids_w, attention_mask=attention_w.to(device)).logits
+        stats = token_stats(logits, ids_w[:, 1:], scored, n_jobs=n_jobs)
+        return -loss(to_backend(stats.logp, "numpy"), scored)
 
     parts: dict[str, list] = {}
     starts = range(0, len(texts), batch_size)
@@ -443,6 +676,11 @@ def score_texts(model, tokenizer, texts, batch_size=8, *, ratios=DEFAULT_RATIOS,
         if lowercase:
             lower = run([t.lower() for t in batch])
             scores["lowercase"] = lowercase_ratio(-scores["loss"], -lower["loss"])
+        if prefix_ids is not None:
+            without = scores["loss"]  # mean log-likelihood of each text's tokens, no prefix
+            if (without == 0).any():
+                raise ValueError("texts: a mean log-likelihood of 0 makes the ReCaLL ratio undefined")
+            scores["recall"] = recall_pass(batch) / without
         for key, value in scores.items():
             parts.setdefault(key, []).append(np.asarray(value))
     return {key: np.concatenate(values) for key, values in parts.items()}

@@ -317,6 +317,12 @@ pub fn fit<T: Real>(
     if n == 0 {
         return invalid("X: no samples to fit");
     }
+    if d == 0 {
+        return invalid("X: no features to fit");
+    }
+    if x.len() < (n - 1) * row_stride + d {
+        return invalid(format!("X: {} values do not hold {n} rows of {d} features", x.len()));
+    }
     let (mean, xc, mut cov) = centred_covariance(x, n, row_stride, d);
     let shrinkage = match estimator {
         Estimator::Empirical => 0.0,
@@ -363,6 +369,18 @@ pub fn fit_per_position<T: Real>(
     reg: f64,
 ) -> CoreResult<PositionFits<T>> {
     type Fitted<T> = CoreResult<(Vec<T>, Vec<T>, Vec<T>, f64)>;
+    if n == 0 || positions == 0 || d == 0 {
+        return invalid(format!(
+            "X: nothing to fit in shape [{n}, {positions}, {d}] (samples, positions, features)"
+        ));
+    }
+    if x.len() != n * positions * d {
+        return invalid(format!(
+            "X: expected {} values for shape [{n}, {positions}, {d}], got {}",
+            n * positions * d,
+            x.len()
+        ));
+    }
     let results: Vec<Fitted<T>> = (0..positions)
         .into_par_iter()
         .map(|p| {

@@ -62,6 +62,8 @@ pub struct TokenStats {
     pub logp: Vec<f64>,
     pub mu: Vec<f64>,
     pub sigma: Vec<f64>,
+    /// Log-probability of the most likely token (`max - logsumexp`).
+    pub max_logp: Vec<f64>,
 }
 
 /// bfloat16 bits to float32 (exact).
@@ -299,10 +301,11 @@ fn chunk_moments<S: Copy, A: Lane, const W: usize>(
     )
 }
 
-/// (logp, mu, sigma) from a row's moments; NaN for all three when the row held NaN or +inf
-/// (`None`) or has no finite logit.
+/// (logp, mu, sigma, max_logp) from a row's moments; NaN for all four when the row held NaN or
+/// +inf (`None`) or has no finite logit. `max_logp`, the log-probability of the top-1 token, is
+/// `max - logsumexp = -ln(weight)`: the online softmax already holds it.
 #[inline(always)]
-fn finish(total: Option<Moments>, target_logit: f64) -> (f64, f64, f64) {
+fn finish(total: Option<Moments>, target_logit: f64) -> (f64, f64, f64, f64) {
     match total {
         Some(total) if total.weight > 0.0 => {
             // Relative to the maximum first: `max + ln(weight)` would lose ln(weight) when the
@@ -310,13 +313,13 @@ fn finish(total: Option<Moments>, target_logit: f64) -> (f64, f64, f64) {
             let log_weight = total.weight.ln();
             let logp = (target_logit - total.max) - log_weight;
             let mu = total.mean - log_weight;
-            (logp, mu, (total.m2 / total.weight).sqrt())
+            (logp, mu, (total.m2 / total.weight).sqrt(), -log_weight)
         }
-        _ => (f64::NAN, f64::NAN, f64::NAN),
+        _ => (f64::NAN, f64::NAN, f64::NAN, f64::NAN),
     }
 }
 
-/// (logp, mu, sigma) of one row with the portable kernel.
+/// (logp, mu, sigma, max_logp) of one row with the portable kernel.
 #[inline(always)]
 fn row_stats<S: Copy, A: Lane, const W: usize>(
     row: &[S],
@@ -324,7 +327,7 @@ fn row_stats<S: Copy, A: Lane, const W: usize>(
     widen: impl Fn(S) -> A + Copy,
     z: &mut [A],
     e: &mut [A],
-) -> (f64, f64, f64) {
+) -> (f64, f64, f64, f64) {
     let mut total = Moments::EMPTY;
     for chunk in row.chunks(CHUNK) {
         let (m, bad) = chunk_moments::<S, A, W>(chunk, widen, z, e);
@@ -362,7 +365,7 @@ impl Buffers {
 macro_rules! instruction_set_variant {
     ($name:ident $(, $feature:literal)?) => {
         $(#[target_feature(enable = $feature)])?
-        fn $name(logits: Logits<'_>, vocab: usize, row: usize, target: usize, buffers: &mut Buffers) -> (f64, f64, f64) {
+        fn $name(logits: Logits<'_>, vocab: usize, row: usize, target: usize, buffers: &mut Buffers) -> (f64, f64, f64, f64) {
             let span = row * vocab..(row + 1) * vocab;
             let Buffers { z32, e32, z64, e64 } = buffers;
             match logits {
@@ -416,7 +419,7 @@ fn dispatch(
     targets: &[i64],
     mask: Option<&[u8]>,
     isa: InstructionSet,
-    out: &mut [[f64; 3]],
+    out: &mut [[f64; 4]],
 ) {
     let vocab = shape.vocab;
     out.par_iter_mut()
@@ -426,13 +429,13 @@ fn dispatch(
             || Buffers::for_logits(logits),
             |buffers, (r, slot)| {
                 if mask.is_some_and(|m| m[r] == 0) {
-                    *slot = [f64::NAN; 3];
+                    *slot = [f64::NAN; 4];
                     return;
                 }
                 let target = targets[r] as usize;
                 let src = (r / shape.time) * shape.logits_time + r % shape.time;
                 let span = src * vocab..(src + 1) * vocab;
-                let (logp, mu, sigma) = match (isa, logits) {
+                let (logp, mu, sigma, max_logp) = match (isa, logits) {
                     #[cfg(target_arch = "x86_64")]
                     (InstructionSet::Avx512, Logits::F32(s)) => {
                         // SAFETY: AVX-512 F/BW/VL were detected on this CPU.
@@ -479,7 +482,7 @@ fn dispatch(
                     },
                     _ => row_baseline(logits, vocab, src, target, buffers),
                 };
-                *slot = [logp, mu, sigma];
+                *slot = [logp, mu, sigma, max_logp];
             },
         );
 }
@@ -555,17 +558,19 @@ fn token_stats_on(
             ));
         }
     }
-    let mut out = vec![[0.0f64; 3]; rows];
+    let mut out = vec![[0.0f64; 4]; rows];
     dispatch(logits, shape, targets, mask, isa, &mut out);
     let mut stats = TokenStats {
         logp: Vec::with_capacity(rows),
         mu: Vec::with_capacity(rows),
         sigma: Vec::with_capacity(rows),
+        max_logp: Vec::with_capacity(rows),
     };
-    for [a, b, c] in out {
+    for [a, b, c, d] in out {
         stats.logp.push(a);
         stats.mu.push(b);
         stats.sigma.push(c);
+        stats.max_logp.push(d);
     }
     Ok(stats)
 }
@@ -890,6 +895,13 @@ mod tests {
                 assert!((f64_stats.logp[r] - lp).abs() < 1e-12);
                 assert!((f64_stats.mu[r] - mu).abs() < 1e-12);
                 assert!((f64_stats.sigma[r] - sd).abs() < 1e-12);
+                // The top-1 log-probability is the reference logp of the argmax token.
+                let row = &data[r * vocab..(r + 1) * vocab];
+                let top = (0..vocab).fold(0, |best, i| if row[i] > row[best] { i } else { best });
+                let (top_lp, _, _) = reference(row, top);
+                assert!((f64_stats.max_logp[r] - top_lp).abs() < 1e-12);
+                let (top_lp32, _, _) = reference(&widened, top);
+                assert!((f32_stats.max_logp[r] - top_lp32).abs() < 1e-5);
             }
         }
     }

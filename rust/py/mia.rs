@@ -2,6 +2,7 @@ use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::PyTuple;
 
 use super::arrays::{contiguous, expect_len, shaped};
 use super::errors::to_py;
@@ -19,8 +20,9 @@ enum LogitsArray<'py> {
 
 /// `(logp, mu, sigma)`, each float64 `[B, T]`, for logits `[B, T_logits, V]` (`half` names the
 /// format of 16-bit patterns: "bfloat16" or "float16"), int64 targets `[B, T]` with
-/// `T <= T_logits` (positions past T are not read) and an optional uint8 mask `[B, T]`.
-#[pyfunction(name = "token_stats", signature = (logits, targets, mask=None, half="bfloat16", n_jobs=None))]
+/// `T <= T_logits` (positions past T are not read) and an optional uint8 mask `[B, T]`;
+/// `with_max=True` appends `max_logp`, the log-probability of the top-1 token.
+#[pyfunction(name = "token_stats", signature = (logits, targets, mask=None, half="bfloat16", n_jobs=None, with_max=false))]
 fn py_token_stats<'py>(
     py: Python<'py>,
     logits: LogitsArray<'py>,
@@ -28,7 +30,8 @@ fn py_token_stats<'py>(
     mask: Option<PyReadonlyArrayDyn<'py, u8>>,
     half: &str,
     n_jobs: Option<Threads>,
-) -> PyResult<(Py<PyAny>, Py<PyAny>, Py<PyAny>)> {
+    with_max: bool,
+) -> PyResult<Py<PyAny>> {
     let shape = match &logits {
         LogitsArray::F32(a) => a.shape().to_vec(),
         LogitsArray::F64(a) => a.shape().to_vec(),
@@ -93,11 +96,15 @@ fn py_token_stats<'py>(
             })
         })
         .map_err(to_py)?;
-    Ok((
+    let mut out = vec![
         shaped(py, stats.logp, &[b, t])?,
         shaped(py, stats.mu, &[b, t])?,
         shaped(py, stats.sigma, &[b, t])?,
-    ))
+    ];
+    if with_max {
+        out.push(shaped(py, stats.max_logp, &[b, t])?);
+    }
+    Ok(PyTuple::new(py, out)?.into_any().unbind())
 }
 
 /// Mean of the `int(n * ratio)` (at least 1) smallest scored values per row of `values [B, T]`

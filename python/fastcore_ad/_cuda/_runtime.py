@@ -21,6 +21,9 @@ from . import plans
 
 COMPILE_OPTIONS = ("-std=c++17",)
 
+# A null pointer argument: 8 zero bytes (CuPy passes numpy scalars by value, unchecked).
+NULL = np.uint64(0)
+
 
 class Kernel:
     """One ``__global__`` function of ``cuda/<family>.cu`` and the instantiations compiled."""
