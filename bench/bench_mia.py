@@ -79,3 +79,17 @@ def test_score_logits__numpy_reference(benchmark, batch):
         return out
 
     run(benchmark, reference_scores, *batch, rounds=1)
+
+
+EVERY = f"every score [{B}, {T}, {V}] f32: score_logits (loss, zlib-free, Min-K%, Min-K%++, Gap-K%, DC-PDD) vs token_stats"
+
+
+@pytest.mark.benchmark(group=EVERY)
+def test_every_score__fastcore(benchmark, batch):
+    counts = np.bincount(np.random.default_rng(1).integers(0, V, 200_000), minlength=V)
+    run(benchmark, lambda x, t: mia.score_logits(x, t, counts=counts), *batch, rounds=5)
+
+
+@pytest.mark.benchmark(group=EVERY)
+def test_every_score__token_stats_alone(benchmark, batch):
+    run(benchmark, mia.token_stats, *batch, rounds=5)
