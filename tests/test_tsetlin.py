@@ -124,7 +124,7 @@ def test_rules_are_faithful_to_the_class_sums(rng):
         rules = tm.rules()
         assert rules and all(r.literals for r in rules)
         assert [r.weight for r in rules] == sorted((r.weight for r in rules), reverse=True)
-        sums = tm.decision_function(X[:60])
+        sums = tm.class_sums(X[:60])
         for i in range(60):
             expected = {label: 0 for label in tm.classes_}
             for r in rules:
@@ -327,7 +327,7 @@ def test_bad_parameters(kwargs, error, match):
 def test_bad_inputs():
     X = np.eye(4, dtype=np.uint8)
     y = [0, 1, 0, 1]
-    tm = TsetlinMachine(4, 5, 3.0, seed=0)
+    tm = TsetlinMachine(4, 5, 3.0, seed=0, booleanizer="none")
     with pytest.raises(RuntimeError, match="not fitted"):
         tm.predict(X)
     with pytest.raises(ValueError, match="binary"):

@@ -18,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from ._dispatch import as_array, float_array, kernels, same_backend, to_backend, xp_of
+from ._base import FastcoreEstimator, as_dense_array, check_shape
+from ._dispatch import float_array, kernels, same_backend, to_backend, xp_of
 from .progress import progress
 
 __all__ = ["mahalanobis", "GaussianAD", "SingularCovarianceError"]
@@ -150,7 +151,7 @@ class _Level:
         return self._device_cache
 
 
-class GaussianAD:
+class GaussianAD(FastcoreEstimator):
     """Multivariate Gaussian anomaly detector on deep features (Rippel et al. 2020; PaDiM mode).
 
     Parameters
@@ -166,38 +167,42 @@ class GaussianAD:
         Expected outlier fraction; ``threshold_`` is the ``1 - contamination`` quantile of the
         training scores and ``predict`` flags scores above it.
     n_jobs : int or None
-        Threads for the Rust kernels (default: ``FASTCORE_AD_NUM_THREADS`` or all CPUs).
+        Threads for the Rust kernels: None (``FASTCORE_AD_NUM_THREADS`` or all CPUs) or a
+        nonzero integer, -1 all CPUs, -2 all but one.
     progress : bool
         Show a progress bar while fitting many positions.
+    device : {"auto", "cpu", "cuda"}
+        Where scoring runs: "auto" where X lives (numpy: Rust, cupy: CUDA), "cpu" / "cuda" move
+        X there; the scores come back on X's side. Fitting always runs in Rust.
 
     ``fit(X)`` takes ``[n, d]`` features, ``[n, H, W, d]`` feature maps (one Gaussian per
     position), or a list of such arrays (one Gaussian per level, scores summed).
+
+    A scikit-learn estimator (``Pipeline``, ``clone``, ``check_estimator``), but not one of its
+    outlier detectors, whose ``predict`` gives -1 for outliers and +1 for inliers: here
+    ``predict`` gives 1 for anomalies and 0 for normal samples, and ``decision_function`` is
+    higher for anomalies.
     """
 
-    def __init__(self, covariance="ledoit_wolf", reg=0.0, npca=None, contamination=0.01, n_jobs=None, progress=True):
+    _fitted_attribute = "levels_"
+
+    def __init__(self, covariance="ledoit_wolf", reg=0.0, npca=None, contamination=0.01, n_jobs=None, progress=True,
+                 device="auto"):
         self.covariance = covariance
         self.reg = reg
         self.npca = npca
         self.contamination = contamination
         self.n_jobs = n_jobs
         self.progress = progress
+        self.device = device
 
-    # scikit-learn estimator protocol
-    def get_params(self, deep=True):
-        return {k: getattr(self, k) for k in ("covariance", "reg", "npca", "contamination", "n_jobs", "progress")}
-
-    def set_params(self, **params):
-        for key, value in params.items():
-            if key not in self.get_params():
-                raise ValueError(f"invalid parameter {key!r} for GaussianAD")
-            setattr(self, key, value)
-        return self
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"GaussianAD({args})"
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = False  # unsupervised: y is ignored
+        return tags
 
     def _check_params(self):
+        self._check_common_params()
         if self.covariance not in ("ledoit_wolf", "empirical", "oas"):
             raise ValueError(f"covariance: expected 'ledoit_wolf', 'empirical' or 'oas', got {self.covariance!r}")
         if not (0.0 <= float(self.reg) < float("inf")):
@@ -213,12 +218,13 @@ class GaussianAD:
 
     def _fit_level(self, X, index: int) -> _Level:
         name = f"X[{index}]" if self._multi else "X"
-        X, backend = as_array(X, name)
+        X, backend = as_dense_array(X, name)
         X = to_backend(X, "numpy")  # the fit runs in Rust (float64); scoring of cupy inputs stays on the GPU
+        check_shape(X.shape, name, (2, 4))
         X = float_array(X, name, ndim=(2, 4))
         n, d = X.shape[0], X.shape[-1]
         if n < 2:
-            raise ValueError(f"{name}: need at least 2 samples to fit a covariance, got {n}")
+            raise ValueError(f"{name}: need at least 2 samples to fit a covariance, got n_samples={n}")
         if self.covariance == "empirical" and self.reg == 0.0 and d >= n:
             raise SingularCovarianceError(
                 f"{name}: the empirical covariance of {n} samples in {d} dimensions is singular; "
@@ -228,7 +234,7 @@ class GaussianAD:
             X = X * X.dtype.type(scale)
         reg = float(self.reg) * scale * scale
         if X.ndim == 2:
-            mean, cov, shrinkage, factor = _core.fit_gaussian(X, self.covariance, reg, self.n_jobs)
+            mean, cov, shrinkage, factor = _core.fit_gaussian(X, self.covariance, reg, self._n_jobs())
             mean, cov, factor = mean / scale, cov / (scale * scale), factor * scale
             if self.npca is not None:
                 factor = self._npca_whitening(cov)
@@ -245,7 +251,7 @@ class GaussianAD:
         starts = range(0, positions, chunk)
         for start in progress(starts, total=len(starts), desc="fit positions", enabled=self.progress and len(starts) > 4):
             part = np.ascontiguousarray(flat[:, start:start + chunk])
-            mu, cv, fc, sh = _core.fit_gaussian_per_position(part, self.covariance, reg, self.n_jobs)
+            mu, cv, fc, sh = _core.fit_gaussian_per_position(part, self.covariance, reg, self._n_jobs())
             means.append(mu / scale), covs.append(cv / (scale * scale)), factors.append(fc * scale), shrinks.append(sh)
         return _Level(np.concatenate(means), np.concatenate(covs), np.concatenate(shrinks),
                       np.concatenate(factors), True, spatial)
@@ -275,20 +281,17 @@ class GaussianAD:
         modes = {lv.per_position for lv in self.levels_}
         if len(modes) > 1:
             raise ValueError("X: mix of [n, d] and [n, H, W, d] levels; use one kind")
-        self.n_features_in_ = [lv.mean.shape[-1] for lv in self.levels_]
+        features = [int(lv.mean.shape[-1]) for lv in self.levels_]
+        self.n_features_in_ = features if self._multi else features[0]
         self.decision_scores_ = self.decision_function(X)
         scores = np.asarray(self.decision_scores_)
         self.threshold_ = float(np.quantile(scores, 1.0 - float(self.contamination)))
         return self
 
     def _attr(self, name):
-        values = [getattr(lv, name) for lv in self._fitted().levels_]
+        self._check_fitted()
+        values = [getattr(lv, name) for lv in self.levels_]
         return values if self._multi else values[0]
-
-    def _fitted(self):
-        if not hasattr(self, "levels_"):
-            raise RuntimeError("GaussianAD: call fit() before using the model")
-        return self
 
     @property
     def mean_(self):
@@ -310,24 +313,30 @@ class GaussianAD:
 
     def _score_level(self, level: _Level, X, index: int):
         name = f"X[{index}]" if self._multi else "X"
-        X, backend = as_array(X, name)
+        X, source = as_dense_array(X, name)
+        backend = self._target_backend(source)
+        X = to_backend(X, backend)
         want = 4 if level.per_position else 2
+        check_shape(X.shape, name, want)
         # Finiteness is checked through the distances (see _check_result): one pass less over X.
         X = float_array(X, name, backend=backend, ndim=want, allow_nonfinite=True)
         if X.shape[-1] != level.mean.shape[-1]:
-            raise ValueError(f"{name}: expected {level.mean.shape[-1]} features, got {X.shape[-1]}")
+            raise ValueError(f"{name} has {X.shape[-1]} features, but GaussianAD is expecting "
+                             f"{level.mean.shape[-1]} features as input")
         if level.per_position and X.shape[1:3] != tuple(level.spatial):
             raise ValueError(f"{name}: expected feature maps of {tuple(level.spatial)} positions, got {X.shape[1:3]}")
         dtype = X.dtype
         mean, factor = level.arrays_on(backend)
         mean, factor = mean.astype(dtype, copy=False), factor.astype(dtype, copy=False)
         if level.per_position:
-            return mahalanobis_per_position(X, mean, factor, n_jobs=self.n_jobs)
-        return mahalanobis(X, mean, factor, n_jobs=self.n_jobs)
+            scores = mahalanobis_per_position(X, mean, factor, n_jobs=self._n_jobs())
+        else:
+            scores = mahalanobis(X, mean, factor, n_jobs=self._n_jobs())
+        return to_backend(scores, source)
 
     def decision_function(self, X):
         """Mahalanobis distances (higher = more anomalous): ``[m]``, or ``[m, H, W]`` per position."""
-        self._fitted()
+        self._check_fitted()
         levels = self._levels_of(X)
         if len(levels) != len(self.levels_) or isinstance(X, (list, tuple)) != self._multi:
             raise ValueError(f"X: expected {len(self.levels_)} feature level(s), got {len(levels)}")

@@ -36,6 +36,7 @@ import numpy as np
 
 from . import _core
 from . import maps as _maps
+from ._base import FastcoreEstimator
 from ._dispatch import as_array, float_array, is_cupy, kernels, to_backend, to_numpy, xp_of
 from .progress import progress
 
@@ -245,7 +246,7 @@ class MuScResult:
                                   mode=mode, truncate=truncate)
 
 
-class MuSc:
+class MuSc(FastcoreEstimator):
     """Zero-shot anomaly scoring of a batch of unlabeled images by mutual scoring.
 
     Parameters
@@ -257,7 +258,8 @@ class MuSc:
     k_list : tuple of ints
         RsCIN windows (used when ``predict`` gets embeddings).
     n_jobs : int or None
-        Threads for the Rust kernels (default: ``FASTCORE_AD_NUM_THREADS`` or all CPUs).
+        Threads for the Rust kernels: None (``FASTCORE_AD_NUM_THREADS`` or all CPUs) or a
+        nonzero integer, -1 all CPUs, -2 all but one.
     device : {"auto", "cpu", "cuda"}
         "auto" runs where the features live (numpy: Rust, cupy: CUDA); "cpu" / "cuda" move them.
     max_memory : int or None
@@ -267,7 +269,10 @@ class MuSc:
 
     ``fit(bank_features)`` stores a bank of unlabeled images; ``predict(new)`` then scores the
     new images against the bank (one image at a time works) instead of against each other.
+    ``predict`` needs no ``fit``: without a bank the images of the batch score each other.
     """
+
+    _fitted_attribute = "bank_"
 
     def __init__(self, degrees=(1, 3, 5), top_ratio=0.3, k_list=(1, 2, 3), n_jobs=None, device="auto",
                  max_memory=None, progress=True):
@@ -279,18 +284,11 @@ class MuSc:
         self.max_memory = max_memory
         self.progress = progress
 
-    def get_params(self, deep=True):
-        return {k: getattr(self, k) for k in ("degrees", "top_ratio", "k_list", "n_jobs", "device", "max_memory", "progress")}
-
-    def set_params(self, **params):
-        for key, value in params.items():
-            if key not in self.get_params():
-                raise ValueError(f"invalid parameter {key!r} for MuSc")
-            setattr(self, key, value)
-        return self
-
-    def __repr__(self):
-        return "MuSc(" + ", ".join(f"{k}={v!r}" for k, v in self.get_params().items()) + ")"
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = False  # without a bank, predict scores the batch against itself
+        tags.target_tags.required = False
+        return tags
 
     def _check_params(self):
         degrees = tuple(self.degrees)
@@ -300,8 +298,7 @@ class MuSc:
         ks = tuple(int(k) for k in self.k_list)
         if not ks or any(k < 1 for k in ks):
             raise ValueError(f"k_list: needs at least one window, each >= 1, got {tuple(self.k_list)}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device: expected 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        self._check_common_params()
         return degrees, _check_ratio(self.top_ratio), ks, _check_memory(self.max_memory)
 
     def _layers(self, features, what):
@@ -314,9 +311,8 @@ class MuSc:
         for index, layer in enumerate(raw):
             name = f"{what}[{index}]" if multi else what
             x, backend = as_array(layer, name)
-            if self.device in ("cpu", "cuda"):
-                backend = "numpy" if self.device == "cpu" else "cupy"
-                x = to_backend(x, backend)
+            backend = self._target_backend(backend)
+            x = to_backend(x, backend)
             x = float_array(x, name, backend=backend, ndim=4)
             if layers and x.shape[:3] != layers[0].shape[:3]:
                 raise ValueError(
@@ -343,6 +339,7 @@ class MuSc:
         size of ``result.anomaly_maps()``.
         """
         degrees, top_ratio, ks, max_memory = self._check_params()
+        n_jobs = self._n_jobs()
         layers, backend = self._layers(features, "features")
         n, h, w = layers[0].shape[:3]
         bank = getattr(self, "bank_", None)
@@ -365,13 +362,13 @@ class MuSc:
         bar = progress(passes, total=len(passes), desc="MuSc passes",
                        enabled=bool(self.progress) and flops > _PROGRESS_FLOPS)
         for li, r in bar:
-            z = lnamd(layers[li], r, n_jobs=self.n_jobs).reshape(n, h * w, -1)
+            z = lnamd(layers[li], r, n_jobs=n_jobs).reshape(n, h * w, -1)
             if bank is None:
-                s = mutual_scores(z, top_ratio, max_memory=max_memory, n_jobs=self.n_jobs)
+                s = mutual_scores(z, top_ratio, max_memory=max_memory, n_jobs=n_jobs)
             else:
-                bz = lnamd(bank[li], r, n_jobs=self.n_jobs)
+                bz = lnamd(bank[li], r, n_jobs=n_jobs)
                 bz = bz.reshape(bz.shape[0], -1, bz.shape[-1])
-                s = scores_against_bank(z, bz, top_ratio, max_memory=max_memory, n_jobs=self.n_jobs)
+                s = scores_against_bank(z, bz, top_ratio, max_memory=max_memory, n_jobs=n_jobs)
             total += s
         patch = (total / len(passes)).astype(layers[0].dtype).reshape(n, h, w)
         image_raw = patch.reshape(n, -1).max(axis=1)
@@ -380,7 +377,7 @@ class MuSc:
             emb, _ = as_array(embeddings, "embeddings")
             if emb.ndim != 2 or emb.shape[0] != n:
                 raise ValueError(f"embeddings: expected [{n}, D], got shape {tuple(emb.shape)}")
-            image = to_backend(rscin(image_raw, emb, ks, n_jobs=self.n_jobs), backend)
+            image = to_backend(rscin(image_raw, emb, ks, n_jobs=n_jobs), backend)
         return MuScResult(image, patch, image_raw, image_size)
 
     @staticmethod

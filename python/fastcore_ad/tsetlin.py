@@ -16,6 +16,17 @@ dtype('int64')
 >>> str(tm.rules(feature_names=list("abcdef"))[0]).startswith("IF ")
 True
 
+Numeric features are thermometer-encoded (``booleanizer``): each becomes the bits ``x > t`` for up
+to ``max_bits`` thresholds learnt at fit, and the rules speak in thresholds.
+
+>>> age, income = rng.uniform(18, 90, 400), rng.normal(50, 15, 400)
+>>> risky = ((age > 60) & (income < 45)).astype(int)
+>>> tab = TsetlinMachine(20, 10, 3.0, seed=1).fit(np.c_[age, income], risky, epochs=20)
+>>> tab.score(np.c_[age, income], risky) > 0.9
+True
+>>> print(tab.rules(feature_names=["age", "income"])[0])
+IF ...age > ... THEN ... (weight ...)
+
 The model is the state of every Tsetlin automaton, kept bit-sliced: ``action_`` holds the
 include bit (top bit plane) of every literal of every clause, ``lower_`` the lower planes and
 ``weights_`` the signed integer clause weights. Literals are the ``n`` features followed by
@@ -38,40 +49,22 @@ import zipfile
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.base import ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import column_or_1d
 
 from . import _core
-from ._dispatch import as_array, is_cupy, kernels, resolve_device, to_backend, xp_of
+from ._base import ComplexDataError, FastcoreEstimator, as_dense_array, check_shape
+from ._dispatch import is_cupy, kernels, to_backend, xp_of
+from ._thermometer import Thermometer
 from .progress import progress
 
 __all__ = ["TsetlinMachine", "Rule", "text_pipeline", "FORMAT_VERSION"]
 
-#: Version of the ``save`` file format (bumped on any incompatible change).
-FORMAT_VERSION = 1
+#: Version of the ``save`` file format (bumped on any incompatible change). Version 2 added the
+#: thermometer thresholds; version 1 files still load.
+FORMAT_VERSION = 2
 _FORMAT_NAME = "fastcore_ad.tsetlin"
-
-try:  # scikit-learn is optional: with it the estimator plugs into Pipeline, clone, cross_val_score
-    from sklearn.base import BaseEstimator as _Base
-    from sklearn.base import ClassifierMixin as _Mixin
-except ImportError:  # pragma: no cover - exercised only without scikit-learn
-    import inspect
-
-    class _Base:
-        def get_params(self, deep=True):
-            names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
-            return {n: getattr(self, n) for n in names}
-
-        def set_params(self, **params):
-            for k, v in params.items():
-                setattr(self, k, v)
-            return self
-
-    class _Mixin:
-        _estimator_type = "classifier"
-
-
-_PARAMS = ("n_clauses", "threshold", "specificity", "state_bits", "weighted", "boost_true_positive",
-           "negative_sampling", "max_included_literals", "absorbing", "clause_drop_p", "coalesced", "seed",
-           "n_jobs", "device")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -117,53 +110,74 @@ def _csr_to_packed(docs, n: int, f: int) -> np.ndarray:
     return out
 
 
-def _on_host(docs, n: int, f: int):
-    """Documents for the Rust kernels: packed words moved off a GPU, CSR pairs as they are."""
-    return docs if isinstance(docs, tuple) else to_backend(docs, "numpy")
-
-
-def _docs(X, n_features=None):
-    """Rust-ready documents from dense 0/1 arrays or scipy.sparse matrices (never densified).
-
-    Returns (docs, n_samples, n_features, backend); docs is a packed uint64 array
-    ``[n, ceil(n_features / 64)]`` or a CSR pair ``(indptr int64, indices int32)``.
-    """
+def _intake(X, n_features=None):
+    """``(X, n_samples, n_features, backend)``: a scipy CSR matrix or a dense numeric array
+    (numpy or cupy), two-dimensional, not empty, with ``n_features`` columns when given."""
     if _is_sparse(X):
-        if len(X.shape) != 2:
-            raise ValueError(f"X: expected 2 dimensions, got shape {X.shape}")
-        csr = X.tocsr() if X.format != "csr" else X
-        n, f = csr.shape
-        data = csr.data
-        if data.dtype != np.bool_:
-            if data.dtype.kind not in "iuf":
-                raise TypeError(f"X: expected binary (bool or 0/1) values, got dtype {data.dtype}")
-            if data.size and not bool(((data == 0) | (data == 1)).all()):
-                raise ValueError("X: expected binary features (0/1); binarise counts first, "
-                                 "e.g. CountVectorizer(binary=True)")
-        if data.size and not bool(data.all()):
-            csr = csr.copy()
-            csr.eliminate_zeros()
-        indptr = np.ascontiguousarray(csr.indptr, dtype=np.int64)
-        indices = np.ascontiguousarray(csr.indices, dtype=np.int32)
-        docs, backend = (indptr, indices), "numpy"
+        check_shape(X.shape, "X")
+        X, backend = (X.tocsr() if X.format != "csr" else X), "numpy"
+        dtype = X.data.dtype
     else:
-        X, backend = as_array(X, "X")
-        if X.ndim != 2:
-            raise ValueError(f"X: expected 2 dimensions, got shape {tuple(X.shape)}")
-        n, f = X.shape
-        if X.dtype != np.bool_:
-            if X.dtype.kind not in "iuf":
-                raise TypeError(f"X: expected bool or 0/1 features, got dtype {X.dtype}")
-            if X.size and not bool(((X == 0) | (X == 1)).all()):
-                raise ValueError("X: expected binary features (bool or 0/1)")
-        docs = _pack(X, xp_of(backend))
-    if n == 0:
-        raise ValueError("X: no samples (0 rows)")
-    if f == 0:
-        raise ValueError("X: no features (0 columns)")
+        X, backend = as_dense_array(X, "X")
+        check_shape(X.shape, "X")
+        dtype = X.dtype
+    if dtype.kind == "c":
+        raise ComplexDataError(f"X: Complex data not supported (dtype {dtype})")
+    if dtype != np.bool_ and dtype.kind not in "iuf":
+        raise TypeError(f"X: expected bool or numeric features, got dtype {dtype}")
+    n, f = X.shape
     if n_features is not None and f != n_features:
-        raise ValueError(f"X: has {f} features, but the model was fitted with {n_features}")
-    return docs, n, f, backend
+        raise ValueError(f"X has {f} features, but TsetlinMachine is expecting {n_features} features as input")
+    return X, n, f, backend
+
+
+def _values(X):
+    """The stored values of a CSR matrix, or the dense array itself."""
+    return X.data if _is_sparse(X) else X
+
+
+def _all_binary(X) -> bool:
+    values = _values(X)
+    return values.dtype == np.bool_ or not values.size or bool(((values == 0) | (values == 1)).all())
+
+
+def _check_finite(X):
+    values = _values(X)
+    if values.dtype.kind == "f" and not bool(xp_of("cupy" if is_cupy(values) else "numpy").isfinite(values).all()):
+        raise ValueError("X: contains NaN or infinity")
+
+
+def _binary_docs(X, backend):
+    """Documents of 0/1 input, never densified: a packed uint64 array ``[n, ceil(f / 64)]``
+    (bit ``j % 64`` of word ``j // 64`` is feature j) or a CSR pair ``(indptr int64, indices int32)``."""
+    if not _all_binary(X):
+        if _is_sparse(X):
+            raise ValueError("X: expected binary features (0/1); binarise counts first, "
+                             "e.g. CountVectorizer(binary=True), or use booleanizer='auto'")
+        raise ValueError("X: expected binary features (bool or 0/1), or use booleanizer='auto'")
+    if not _is_sparse(X):
+        return _pack(X, xp_of(backend))
+    if X.data.size and not bool(X.data.all()):
+        X = X.copy()
+        X.eliminate_zeros()
+    return np.ascontiguousarray(X.indptr, dtype=np.int64), np.ascontiguousarray(X.indices, dtype=np.int32)
+
+
+def _docs(X, encoder, backend):
+    """Rust-ready documents of intake ``X``: its bits under the thermometer ``encoder``, or
+    ``X`` itself when there is none (0/1 input)."""
+    if encoder is None:
+        return _binary_docs(X, backend)
+    _check_finite(X)
+    if _is_sparse(X):
+        return encoder.encode_csr(X)
+    xp = xp_of(backend)
+    return _pack(encoder.encode_dense(X, xp), xp)
+
+
+def _on_host(docs):
+    """Documents for the CPU kernels: packed words moved off a GPU, CSR pairs as they are."""
+    return docs if isinstance(docs, tuple) else to_backend(docs, "numpy")
 
 
 def _pack(X, xp=np):
@@ -193,7 +207,10 @@ class Rule:
     """One clause read as a rule: ``IF literal AND ... THEN class_label (weight w)``.
 
     ``weight`` is signed: positive votes for ``class_label``, negative against it. ``literals``
-    are ``(feature_index, negated)`` pairs; the rule fires when every literal holds.
+    are ``(feature_index, negated)`` pairs; the rule fires when every literal holds. A model
+    that thermometer-encodes its input (``booleanizer``) has ``thresholds``, one per literal:
+    the literal is then ``x[feature_index] > threshold`` (read ``"x3 > 0.27"``), else the
+    feature itself.
     """
 
     class_label: object
@@ -202,29 +219,39 @@ class Rule:
     clause: int
     feature_names: tuple | None = None
     class_name: object = None
+    thresholds: tuple | None = None
 
     def _name(self, j: int) -> str:
         return str(self.feature_names[j]) if self.feature_names is not None else f"x{j}"
 
+    def _terms(self):
+        """(feature_index, threshold or None, negated) per literal."""
+        thresholds = self.thresholds if self.thresholds is not None else (None,) * len(self.literals)
+        return [(j, t, neg) for (j, neg), t in zip(self.literals, thresholds)]
+
     def __str__(self) -> str:
-        terms = [("NOT " if neg else "") + self._name(j) for j, neg in self.literals]
+        terms = [("NOT " if neg else "") + self._name(j) + ("" if t is None else f" > {t:.6g}")
+                 for j, t, neg in self._terms()]
         label = self.class_name if self.class_name is not None else self.class_label
         return f"IF {' AND '.join(terms)} THEN {label} (weight {self.weight})"
 
     def fires(self, x) -> bool:
-        """Whether the rule holds for one document (a 1-D 0/1 array or a 1-row sparse matrix)."""
+        """Whether the rule holds for one document (a 1-D array or a 1-row sparse matrix)."""
         if _is_sparse(x):
-            present = set(int(j) for j in x.tocsr().indices[x.tocsr().data != 0])
-            return all((j in present) != neg for j, neg in self.literals)
-        x = np.asarray(x).ravel()
-        return all(bool(x[j]) != neg for j, neg in self.literals)
+            row = x.tocsr()
+            stored = dict(zip(row.indices.tolist(), row.data.tolist()))
+            values = [stored.get(j, 0) for j, _ in self.literals]
+        else:
+            dense = np.asarray(x).ravel()
+            values = [dense[j] for j, _ in self.literals]
+        return all((bool(v) if t is None else bool(v > t)) != neg for v, (_, t, neg) in zip(values, self._terms()))
 
 
 # ------------------------------------------------------------------------------------------------
 # The estimator
 
 
-class TsetlinMachine(_Mixin, _Base):
+class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
     """A multi-class Tsetlin Machine with a scikit-learn estimator interface.
 
     Parameters
@@ -252,11 +279,25 @@ class TsetlinMachine(_Mixin, _Base):
     n_jobs : threads (None: all CPUs or FASTCORE_AD_NUM_THREADS). Results do not depend on it.
     device : "auto" (prediction runs where X lives), "cpu" or "cuda" (prediction moves X there;
         training always runs on the CPU).
+    booleanizer : "auto": input whose values are all 0/1 (or bool) is used as it is; other
+        numeric input is thermometer-encoded, each feature j becoming the bits ``x_j > t`` for up
+        to ``max_bits`` thresholds t learnt at fit (quantiles of the training column; see
+        ``fastcore_ad._thermometer``), stored in ``thermometer_`` and in saved files. Rules then
+        read ``"x3 > 0.27"``. Sparse input is encoded without densifying. The first ``fit`` or
+        ``partial_fit`` decides. "none": input must be 0/1 (a ValueError otherwise).
+    max_bits : the most thresholds per feature of the thermometer encoding (>= 1).
+
+    ``decision_function`` follows scikit-learn (for two classes the margin
+    ``class_sums[:, 1] - class_sums[:, 0]``, else the class sums); ``class_sums`` gives the
+    raw sums of every class.
     """
+
+    _fitted_attribute = "action_"
 
     def __init__(self, n_clauses=100, threshold=15, specificity=3.9, *, state_bits=8, weighted=True,
                  boost_true_positive=True, negative_sampling="focused", max_included_literals=None,
-                 absorbing=None, clause_drop_p=0.0, coalesced=False, seed=None, n_jobs=None, device="auto"):
+                 absorbing=None, clause_drop_p=0.0, coalesced=False, seed=None, n_jobs=None, device="auto",
+                 booleanizer="auto", max_bits=8):
         self.n_clauses = n_clauses
         self.threshold = threshold
         self.specificity = specificity
@@ -271,6 +312,14 @@ class TsetlinMachine(_Mixin, _Base):
         self.seed = seed
         self.n_jobs = n_jobs
         self.device = device
+        self.booleanizer = booleanizer
+        self.max_bits = max_bits
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.non_deterministic = self.seed is None  # fit draws a fresh seed each time
+        return tags
 
     # -- parameters ------------------------------------------------------------------------
 
@@ -303,15 +352,16 @@ class TsetlinMachine(_Mixin, _Base):
         p = self.clause_drop_p
         if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)) or not 0.0 <= p < 1.0:
             raise ValueError(f"clause_drop_p: must be a number in [0, 1), got {p!r}")
-        resolve_device(self.device, "numpy", check_only=True)
         if self.seed is not None:
             integer("seed", 0, 2**64 - 1)
-        if self.n_jobs is not None:
-            integer("n_jobs", -(2**31))
+        if self.booleanizer not in ("auto", "none"):
+            raise ValueError(f"booleanizer: expected 'auto' or 'none', got {self.booleanizer!r}")
+        integer("max_bits", 1)
+        self._check_common_params()
 
     def _config(self) -> dict:
         return {
-            "n_features": int(self.n_features_in_),
+            "n_features": self._n_bits(),
             "n_classes": int(max(len(self.classes_), 2)),
             "n_clauses": int(self.n_clauses),
             "state_bits": int(self.state_bits),
@@ -327,20 +377,39 @@ class TsetlinMachine(_Mixin, _Base):
             "seed": int(self.seed_),
         }
 
-    def _check_fitted(self):
-        if not hasattr(self, "action_"):
-            raise RuntimeError("this TsetlinMachine is not fitted yet; call fit or partial_fit first")
+    def _encoder(self):
+        """The thermometer encoder learnt at fit, or None when the input is used as it is."""
+        return getattr(self, "thermometer_", None)
+
+    def _n_bits(self) -> int:
+        """The features the automata see: the encoded bits, or the input features."""
+        encoder = self._encoder()
+        return int(encoder.n_bits if encoder is not None else self.n_features_in_)
+
+    def _learn_encoder(self, X):
+        """The encoder of ``booleanizer`` for training input ``X`` (None: the bits as they are)."""
+        if self.booleanizer == "none" or _all_binary(X):
+            return None
+        _check_finite(X)
+        return Thermometer.learn(X if _is_sparse(X) else to_backend(X, "numpy"), int(self.max_bits))
 
     # -- training --------------------------------------------------------------------------
 
     def _labels(self, y, n):
+        if y is None:
+            raise ValueError("y: TsetlinMachine requires y to be passed, but the target y is None")
         y = np.asarray(y)
         if y.ndim != 1:
-            raise ValueError(f"y: expected 1 dimension, got shape {y.shape}")
+            try:
+                y = column_or_1d(y, warn=True)  # [n, 1] with a DataConversionWarning, as scikit-learn
+            except ValueError:
+                raise ValueError(f"y: expected 1 dimension, got shape {y.shape}") from None
         if len(y) != n:
             raise ValueError(f"y: {len(y)} labels for {n} samples")
-        if y.dtype.kind == "f" and not np.isfinite(y).all():
-            raise ValueError("y: contains NaN or infinity")
+        if y.dtype.kind == "f":
+            if not np.isfinite(y).all():
+                raise ValueError("y: contains NaN or infinity")
+            check_classification_targets(y)  # continuous values are a regression target: "Unknown label type"
         return y
 
     def _encode(self, y):
@@ -351,13 +420,14 @@ class TsetlinMachine(_Mixin, _Base):
             raise ValueError(f"y: label {y[np.argmax(bad)]!r} is not among classes_ {list(self.classes_)}")
         return idx.astype(np.int64)
 
-    def _start(self, classes, n_features):
+    def _start(self, classes, n_features, encoder=None):
         self._check_params()
         classes = np.unique(np.asarray(classes))
         if len(classes) < 2:
-            raise ValueError(f"y: need at least 2 classes, got {len(classes)}")
+            raise ValueError(f"y: need at least 2 classes, got {len(classes)} class(es)")
         self.classes_ = classes
         self.n_features_in_ = int(n_features)
+        self.thermometer_ = encoder
         self.seed_ = int(self.seed) if self.seed is not None else int(np.random.SeedSequence().entropy % 2**63)
         self.epochs_ = 0
         action, lower, weights = _core.tsetlin_initial_state(self._config())
@@ -371,7 +441,7 @@ class TsetlinMachine(_Mixin, _Base):
     def _epoch(self, docs, y_idx, n):
         order = np.random.default_rng([self.seed_, self.epochs_]).permutation(n).astype(np.int64)
         _core.tsetlin_train_epoch(self._config(), self.action_, self.lower_, self.weights_, docs,
-                                  y_idx, order, self.epochs_, self.n_jobs)
+                                  y_idx, order, self.epochs_, self._n_jobs())
         self.epochs_ += 1
 
     @_serialised
@@ -382,12 +452,14 @@ class TsetlinMachine(_Mixin, _Base):
         (one bar step per epoch; FASTCORE_AD_PROGRESS=0 or ``progress_bar=False`` silences it)
         and records it in ``history_``.
         """
-        docs, n, f, _ = _docs(X)
-        docs = _on_host(docs, n, f)  # training runs on the CPU kernels
+        X, n, f, backend = _intake(X)
         y = self._labels(y, n)
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
             raise ValueError(f"epochs: must be a positive integer, got {epochs!r}")
-        self._start(y, f)
+        self._check_params()
+        encoder = self._learn_encoder(X)
+        docs = _on_host(_docs(X, encoder, backend))  # training runs on the CPU kernels
+        self._start(y, f, encoder)
         y_idx = self._encode(y)
         self.history_ = []
         bar = progress(range(int(epochs)), total=int(epochs), desc="Tsetlin epochs", enabled=progress_bar)
@@ -407,13 +479,17 @@ class TsetlinMachine(_Mixin, _Base):
         """One pass over (X, y), continuing from the current state (online learning).
 
         The first call needs ``classes`` (all labels that will ever appear) unless ``y`` holds
-        them all already.
+        them all already. The first call also learns the thermometer encoding (``booleanizer``).
         """
-        docs, n, f, _ = _docs(X, getattr(self, "n_features_in_", None))
-        docs = _on_host(docs, n, f)  # training runs on the CPU kernels
+        first = not self.__sklearn_is_fitted__()
+        X, n, f, backend = _intake(X, None if first else self.n_features_in_)
         y = self._labels(y, n)
-        if not hasattr(self, "action_"):
-            self._start(y if classes is None else classes, f)
+        if first:
+            self._check_params()
+        encoder = self._learn_encoder(X) if first else self._encoder()
+        docs = _on_host(_docs(X, encoder, backend))  # training runs on the CPU kernels
+        if first:
+            self._start(y if classes is None else classes, f, encoder)
             self.history_ = []
         elif classes is not None and not np.array_equal(np.unique(np.asarray(classes)), self.classes_):
             raise ValueError("classes: differ from the classes of the first partial_fit call")
@@ -423,21 +499,29 @@ class TsetlinMachine(_Mixin, _Base):
     # -- prediction ------------------------------------------------------------------------
 
     @_serialised
-    def decision_function(self, X):
+    def class_sums(self, X):
         """Raw class sums ``[n_samples, n_classes]`` (int64, unclamped): the summed signed
         weights of the clauses that fire (empty clauses never fire at prediction)."""
         self._check_fitted()
-        docs, n, f, backend = _docs(X, self.n_features_in_)
-        target = resolve_device(self.device, backend)
+        X, n, _, backend = _intake(X, self.n_features_in_)
+        docs = _docs(X, self._encoder(), backend)
+        target = self._target_backend(backend)
         if isinstance(docs, tuple) and target != "numpy":
-            docs = _csr_to_packed(docs, n, f)
+            docs = _csr_to_packed(docs, n, self._n_bits())
         docs = docs if isinstance(docs, tuple) else to_backend(docs, target)
-        sums = kernels(target).tsetlin_class_sums(self._config(), self.action_, self.weights_, docs, self.n_jobs)
+        sums = kernels(target).tsetlin_class_sums(self._config(), self.action_, self.weights_, docs, self._n_jobs())
         return to_backend(sums[:, : len(self.classes_)], backend)
+
+    def decision_function(self, X):
+        """scikit-learn's decision values (int64): for two classes the margin ``[n_samples]``
+        (class 1's sum minus class 0's; > 0 exactly when ``predict`` gives ``classes_[1]``),
+        else the class sums ``[n_samples, n_classes]``. See :meth:`class_sums`."""
+        sums = self.class_sums(X)
+        return sums[:, 1] - sums[:, 0] if len(self.classes_) == 2 else sums
 
     def predict(self, X):
         """The class with the largest class sum (ties go to the first class in ``classes_``)."""
-        sums = self.decision_function(X)
+        sums = self.class_sums(X)
         if is_cupy(sums):
             sums = sums.get()
         return self.classes_[np.argmax(sums, axis=1)]
@@ -455,16 +539,17 @@ class TsetlinMachine(_Mixin, _Base):
     def clause_outputs(self, X):
         """Prediction-time clause outputs ``[n_samples, banks, n_clauses]`` (uint8)."""
         self._check_fitted()
-        docs, n, f, _ = _docs(X, self.n_features_in_)
-        docs = _on_host(docs, n, f)  # clause outputs come from the CPU kernel
-        out = _core.tsetlin_clause_outputs(self._config(), self.action_, docs, self.n_jobs)
+        X, n, _, backend = _intake(X, self.n_features_in_)
+        docs = _on_host(_docs(X, self._encoder(), backend))  # clause outputs come from the CPU kernel
+        out = _core.tsetlin_clause_outputs(self._config(), self.action_, docs, self._n_jobs())
         return out.reshape(n, self.action_.shape[0], self.action_.shape[1])
 
     # -- interpretability ------------------------------------------------------------------
 
     def _clause_literals(self):
-        """Per bank and clause, the included literals as a list of (feature, negated)."""
-        f = self.n_features_in_
+        """Per bank and clause, the included literals as a list of (bit, negated); a bit is a
+        feature, or under a thermometer encoding one ``feature > threshold`` test."""
+        f = self._n_bits()
         banks, clauses, lw = self.action_.shape
         fw = lw // 2
         bits = np.unpackbits(self.action_.astype("<u8").view(np.uint8), axis=-1, bitorder="little")
@@ -486,7 +571,7 @@ class TsetlinMachine(_Mixin, _Base):
 
         With ``coalesced=True`` a clause yields one rule per class whose weight is non-zero.
         Summing the weights of the rules that fire for a document gives exactly
-        ``decision_function`` for it.
+        ``class_sums`` for it.
         """
         self._check_fitted()
         if feature_names is not None:
@@ -498,6 +583,7 @@ class TsetlinMachine(_Mixin, _Base):
             if len(class_names) != len(self.classes_):
                 raise ValueError(f"class_names: {len(class_names)} names for {len(self.classes_)} classes")
         literals = self._clause_literals()
+        encoder = self._encoder()
         rules = []
         clauses = self.action_.shape[1]
         for k, label in enumerate(self.classes_):
@@ -509,7 +595,12 @@ class TsetlinMachine(_Mixin, _Base):
                     lits, w = literals[k][c], int(self.weights_[k, c])
                 if not lits or w == 0:
                     continue
-                rules.append(Rule(label, w, lits, c, feature_names, name))
+                if encoder is None:
+                    rules.append(Rule(label, w, lits, c, feature_names, name))
+                    continue
+                tests = [encoder.literal(bit) for bit, _ in lits]
+                rules.append(Rule(label, w, tuple((j, neg) for (j, _), (_, neg) in zip(tests, lits)), c,
+                                  feature_names, name, tuple(t for _, t in tests)))
         rules.sort(key=lambda r: -r.weight)
         return rules
 
@@ -530,7 +621,7 @@ class TsetlinMachine(_Mixin, _Base):
             if x.ndim != 2 or x.shape[0] != 1:
                 raise ValueError(f"x: expected one document (1-D), got shape {x.shape}")
         outputs = self.clause_outputs(x)[0]
-        sums = self.decision_function(x)[0]
+        sums = self.class_sums(x)[0]
         fired = []
         for rule in self.rules(feature_names, class_names):
             bank = 0 if self.coalesced else int(np.searchsorted(self.classes_, rule.class_label))
@@ -555,13 +646,19 @@ class TsetlinMachine(_Mixin, _Base):
         (include bits; literal j < n is feature j, literal fw*64 + j its negation),
         ``lower`` uint64 ``[banks, clauses, 2*fw, state_bits-1]`` (lower bit planes, least
         significant first), ``weights`` int32 (``[classes, clauses]``, or ``[clauses, classes]``
-        when coalesced) and ``classes`` (when numeric or str).
+        when coalesced), ``classes`` (when numeric or str) and, for a thermometer-encoded model
+        (version 2), ``threshold_counts`` int64 ``[n_features_in_]`` and ``thresholds`` float64
+        (each feature's increasing thresholds in turn; the bits, and so the literals, are
+        numbered in that order).
         """
         self._check_fitted()
         params = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in self.get_params(deep=False).items()}
         meta = {"params": params, "n_features_in_": int(self.n_features_in_), "seed_": int(self.seed_),
                 "epochs_": int(self.epochs_)}
         arrays = {"action": self.action_, "lower": self.lower_, "weights": self.weights_}
+        encoder = self._encoder()
+        if encoder is not None:
+            arrays.update(thresholds=encoder.thresholds, threshold_counts=encoder.counts)
         if self.classes_.dtype.kind in "biufU":
             arrays["classes"] = self.classes_
         else:
@@ -582,8 +679,8 @@ class TsetlinMachine(_Mixin, _Base):
         The file is untrusted: nothing is unpickled, every array's declared shape and dtype is
         checked against the model's parameters before the array is read (a small file cannot
         inflate to gigabytes), and the arrays are validated (finite integer weights, 1-D unique
-        class labels, no include bits past ``n_features``). Any defect is a ValueError naming
-        the file.
+        class labels, no include bits past ``n_features``, finite thresholds increasing within
+        each feature). Any defect is a ValueError naming the file.
         """
         try:
             return cls._load_checked(path)
@@ -629,6 +726,7 @@ class TsetlinMachine(_Mixin, _Base):
             if classes.ndim != 1 or len(classes) < 2 or len(set(classes.tolist())) != len(classes):
                 raise ValueError(f"{path}: classes must be 1-D, unique, at least 2 labels")
             model.classes_ = classes
+            model.thermometer_ = _read_thermometer(path, z, headers, model)
             cfg = model._config()
             banks = 1 if cfg["coalesced"] else cfg["n_classes"]
             lw = 2 * ((cfg["n_features"] + 63) // 64)
@@ -667,6 +765,32 @@ class TsetlinMachine(_Mixin, _Base):
         if cfg["coalesced"]:
             return (banks * cfg["n_clauses"], cfg["n_classes"])
         return (banks, cfg["n_clauses"])
+
+
+def _read_thermometer(path, archive, headers, model):
+    """The checked thermometer encoder of a saved model (None when it has none): the counts'
+    shape from the header, then the thresholds' shape from the counts, before either is read."""
+    present = [key in headers for key in ("threshold_counts", "thresholds")]
+    if not any(present):
+        return None
+    if not all(present) or model.booleanizer == "none":
+        raise ValueError(f"{path}: thresholds and threshold_counts come together, and only with booleanizer='auto'")
+    n_features, max_bits = model.n_features_in_, int(model.max_bits)
+    shape, dtype = headers["threshold_counts"]
+    if shape != (n_features,) or dtype.kind not in "iu":
+        raise ValueError(f"{path}: threshold_counts must hold one integer per feature ({n_features})")
+    counts = np.asarray(archive["threshold_counts"])
+    # Each count below 2**31 keeps the sum of at most 2**31 counts inside int64.
+    if counts.min() < 1 or counts.max() > min(max_bits, 1 << 31):
+        raise ValueError(f"{path}: threshold_counts must lie in [1, max_bits={max_bits}]")
+    total = int(counts.sum())
+    shape, dtype = headers["thresholds"]
+    if total > 1 << 31 or shape != (total,) or dtype.kind != "f":
+        raise ValueError(f"{path}: thresholds must be {total} floats (the sum of threshold_counts)")
+    try:
+        return Thermometer.from_arrays(archive["thresholds"], counts, max_bits)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 def _padding_mask(n_features: int):
