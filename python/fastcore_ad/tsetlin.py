@@ -276,7 +276,8 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
         drawn afresh for every training example.
     coalesced : one shared clause pool with a signed weight per class and clause.
     seed : seed of the counter-based random streams; None draws one at fit time (``seed_``).
-    n_jobs : threads (None: all CPUs or FASTCORE_AD_NUM_THREADS). Results do not depend on it.
+    n_jobs : threads: None (FASTCORE_AD_NUM_THREADS or all CPUs) or a nonzero integer, -1 all
+        CPUs, -2 all but one. Results do not depend on it.
     device : "auto" (prediction runs where X lives), "cpu" or "cuda" (prediction moves X there;
         training always runs on the CPU).
     booleanizer : "auto": input whose values are all 0/1 (or bool) is used as it is; other
