@@ -16,6 +16,7 @@ pub mod linalg;
 pub mod metrics;
 pub mod mia;
 pub mod musc;
+pub mod patchcore;
 pub mod pool;
 pub mod tsetlin;
 

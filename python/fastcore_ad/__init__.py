@@ -12,9 +12,10 @@ import os as _os
 
 from . import _core
 from ._core import FastcoreError, SingularCovarianceError
-from . import metrics, gaussian, mia, musc, tsetlin
+from . import metrics, gaussian, mia, musc, patchcore, tsetlin
 from .gaussian import GaussianAD, mahalanobis
 from .musc import MuSc
+from .patchcore import knn
 from .tsetlin import TsetlinMachine
 from . import features
 
@@ -30,6 +31,8 @@ __all__ = [
     "mia",
     "musc",
     "MuSc",
+    "patchcore",
+    "knn",
     "tsetlin",
     "TsetlinMachine",
     "features",

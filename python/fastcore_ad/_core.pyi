@@ -68,6 +68,14 @@ def musc_rscin(
     image_scores: npt.NDArray[np.float64], embeddings: npt.NDArray[np.float64], k_list: Sequence[int], n_jobs: int | None = None
 ) -> npt.NDArray[np.float64]: ...
 
+# patchcore
+def knn(
+    queries: FloatArray, bank: FloatArray, k: int, metric: str = "euclidean", n_jobs: int | None = None
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]: ...
+def greedy_coreset(
+    x: FloatArray, n_select: int, start: int = 0, progress: Any = None, n_jobs: int | None = None
+) -> npt.NDArray[np.int64]: ...
+
 # tsetlin: `config` is the dict built by fastcore_ad.tsetlin (n_features, n_classes, n_clauses,
 # state_bits, threshold, specificity, weighted, boost_true_positive, focused_negatives,
 # max_included_literals, clause_drop_p, coalesced, seed); `docs` is a packed uint64 array

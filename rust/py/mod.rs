@@ -13,6 +13,7 @@ pub mod gaussian;
 pub mod metrics;
 pub mod mia;
 pub mod musc;
+pub mod patchcore;
 pub mod tsetlin;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -21,6 +22,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     gaussian::register(m)?;
     mia::register(m)?;
     musc::register(m)?;
+    patchcore::register(m)?;
     tsetlin::register(m)?;
     cuda::register(m)?;
     m.add_function(wrap_pyfunction!(py_reset_after_fork, m)?)?;

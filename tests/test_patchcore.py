@@ -1,0 +1,102 @@
+"""Exact kNN and the greedy k-center coreset against plain numpy implementations of the same rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fastcore_ad import knn, patchcore
+
+
+def _knn_oracle(q, b, k, metric):
+    q64, b64 = q.astype(np.float64), b.astype(np.float64)
+    if metric == "euclidean":
+        dist = np.sqrt(((q64[:, None, :] - b64[None, :, :]) ** 2).sum(-1))
+    else:
+        dist = 1.0 - (q64 @ b64.T) / np.linalg.norm(q64, axis=1)[:, None] / np.linalg.norm(b64, axis=1)[None, :]
+    order = np.lexsort((np.broadcast_to(np.arange(b.shape[0]), dist.shape), dist), axis=1)[:, :k]
+    return np.take_along_axis(dist, order, axis=1), order
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m,n,d,k", [(1, 1, 1, 1), (7, 50, 3, 50), (300, 2100, 17, 1), (257, 2049, 5, 9)])
+def test_knn_equals_float64_brute_force(metric, dtype, m, n, d, k, rng):
+    q = rng.normal(size=(m, d)).astype(dtype)
+    b = rng.normal(size=(n, d)).astype(dtype)
+    if n > 3:
+        b[3] = b[1]                                 # exact duplicate: ties go to the lower index
+        q[0] = b[1]                                 # a query on a bank point: distance 0
+    dist, idx = knn(q, b, k, metric=metric)
+    want_d, want_i = _knn_oracle(q, b, k, metric)
+    assert dist.dtype == np.float64 and idx.dtype == np.int64 and dist.shape == (m, k)
+    np.testing.assert_array_equal(idx, want_i)
+    np.testing.assert_allclose(dist, want_d, rtol=1e-12, atol=1e-12)
+
+
+def test_knn_many_equal_distances_break_ties_by_index(rng):
+    b = np.repeat(rng.normal(size=(3, 4)), 5, axis=0)   # every vector five times
+    q = b[[0, 7, 14]] + 0.0
+    dist, idx = knn(q, b, 7)
+    want_d, want_i = _knn_oracle(q, b, 7, "euclidean")
+    np.testing.assert_array_equal(idx, want_i)
+    np.testing.assert_allclose(dist, want_d, atol=1e-12)
+
+
+def test_knn_rejects_bad_input(rng):
+    q, b = rng.normal(size=(3, 4)), rng.normal(size=(5, 4))
+    with pytest.raises(ValueError, match="k"):
+        knn(q, b, 6)
+    with pytest.raises(ValueError, match="k"):
+        knn(q, b, 0)
+    with pytest.raises(TypeError, match="k"):
+        knn(q, b, 1.5)
+    with pytest.raises(ValueError, match="bank"):
+        knn(q, rng.normal(size=(5, 3)))
+    with pytest.raises(ValueError, match="metric"):
+        knn(q, b, metric="manhattan")
+    with pytest.raises(ValueError, match="queries"):
+        knn(np.full((2, 4), np.nan), b)
+    zero = b.copy()
+    zero[2] = 0.0
+    with pytest.raises(ValueError, match="bank: row 2"):
+        knn(q, zero, metric="cosine")
+
+
+def _coreset_oracle(x, n_select, start):
+    x = x.astype(np.float64)
+    min_d2 = np.full(x.shape[0], np.inf)
+    chosen, centre = [], start
+    for _ in range(n_select):
+        chosen.append(centre)
+        min_d2 = np.minimum(min_d2, ((x - x[centre]) ** 2).sum(axis=1))
+        centre = int(np.argmax(min_d2))          # first maximum: the lowest index on ties
+    return np.array(chosen)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n,d,n_select,start", [(1, 1, 1, 0), (40, 3, 40, 5), (9000, 8, 300, 123), (500, 130, 1, 7)])
+def test_greedy_coreset_equals_the_numpy_rule(dtype, n, d, n_select, start, rng):
+    x = rng.normal(size=(n, d)).astype(dtype)
+    got = patchcore.greedy_coreset(x, n_select, start=start, progress_bar=False)
+    np.testing.assert_array_equal(got, _coreset_oracle(x, n_select, start))
+
+
+def test_greedy_coreset_ties_and_duplicates():
+    x = np.array([[0.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0], [1.0, 0.0]])
+    got = patchcore.greedy_coreset(x, 6, progress_bar=False)
+    np.testing.assert_array_equal(got, _coreset_oracle(x, 6, 0))
+    assert got[:3].tolist() == [0, 1, 2]   # four points at distance 1: the lowest index first
+
+
+def test_greedy_coreset_rejects_bad_input(rng):
+    x = rng.normal(size=(10, 3))
+    for bad, name in ((0, "n_select"), (11, "n_select")):
+        with pytest.raises(ValueError, match=name):
+            patchcore.greedy_coreset(x, bad)
+    with pytest.raises(ValueError, match="start"):
+        patchcore.greedy_coreset(x, 2, start=10)
+    with pytest.raises(TypeError, match="n_select"):
+        patchcore.greedy_coreset(x, True)
+    with pytest.raises(ValueError, match="X"):
+        patchcore.greedy_coreset(x[:, :0], 1)
