@@ -63,6 +63,11 @@ COVERED = {
     "musc_top_k_mean<float>": "test_emulated_musc_top_k_mean[float",
     "musc_top_k_mean<double>": "test_emulated_musc_top_k_mean[double",
     "tsetlin_class_sums": "test_emulated_tsetlin_class_sums[",
+    "knn_exact<float>": "test_emulated_knn_exact[float",
+    "knn_exact<double>": "test_emulated_knn_exact[double",
+    "coreset_update<float>": "test_emulated_coreset_update_and_pick[float",
+    "coreset_update<double>": "test_emulated_coreset_update_and_pick[double",
+    "coreset_pick": "test_emulated_coreset_update_and_pick[",
 }
 
 
@@ -338,6 +343,40 @@ def test_emulated_tsetlin_class_sums_split_launches(rt, rng, monkeypatch):
     got = _cuda.tsetlin_class_sums(cfg, model.action_, model.weights_, docs)
     np.testing.assert_array_equal(got, _core.tsetlin_class_sums(cfg, model.action_, model.weights_, docs))
     assert sum(1 for e, _, _ in rt.launches if e == "tsetlin_class_sums") == 4  # 400 clauses / 128
+
+
+# -- patchcore ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ctype", ["float", "double"])
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+@pytest.mark.parametrize("m,n,d,k", [(1, 1, 1, 1), (5, 70, 6, 32), (9, 130, 17, 3)])
+def test_emulated_knn_exact(ctype, metric, m, n, d, k, rt, rng):
+    dtype = DTYPES[ctype]
+    q = rng.normal(size=(m, d)).astype(dtype)
+    b = rng.normal(size=(n, d)).astype(dtype)
+    if n > 3:
+        b[3] = b[1]                                  # a tie: the lower index first
+        q[0] = b[1]
+    got_d, got_i = _cuda.knn(q, b, k, metric)
+    want_d, want_i = _core.knn(q, b, k, metric)
+    np.testing.assert_array_equal(got_i, want_i)
+    _close(got_d, want_d, np.float64, "knn distances vs Rust")
+
+
+@pytest.mark.parametrize("ctype", ["float", "double"])
+@pytest.mark.parametrize("n,d,n_select,start", [(1, 1, 1, 0), (300, 5, 40, 17), (600, 3, 600, 0)])
+def test_emulated_coreset_update_and_pick(ctype, n, d, n_select, start, rt, rng):
+    dtype = DTYPES[ctype]
+    x = rng.normal(size=(n, d)).astype(dtype)
+    if n > 4:
+        x[4] = x[2]                                  # duplicates: distance ties
+    got = _cuda.greedy_coreset(x, n_select, start)
+    np.testing.assert_array_equal(got, _core.greedy_coreset(x, n_select, start))
+
+
+def test_knn_plan_refuses_k_past_the_kernel_lists():
+    with pytest.raises(ValueError, match="k"):
+        plans.knn_exact(10, 33)
 
 
 # -- the public API on the CUDA backend --------------------------------------------------------

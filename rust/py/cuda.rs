@@ -11,6 +11,7 @@ const SOURCES: &[(&str, &str, &str)] = &[
     ("gaussian", "gaussian.cu", include_str!("../../cuda/gaussian.cu")),
     ("mia", "mia.cu", include_str!("../../cuda/mia.cu")),
     ("musc", "musc.cu", include_str!("../../cuda/musc.cu")),
+    ("patchcore", "patchcore.cu", include_str!("../../cuda/patchcore.cu")),
     ("tsetlin", "tsetlin.cu", include_str!("../../cuda/tsetlin.cu")),
 ];
 

@@ -12,6 +12,7 @@ from ._runtime import (COMPILE_OPTIONS, CupyRuntime, Kernel, Runtime, ctype, cur
 from .gaussian import mahalanobis, mahalanobis_per_position
 from .mia import token_stats
 from .musc import musc_lnamd, musc_mutual_scores, musc_scores_against_bank
+from .patchcore import greedy_coreset, knn
 from .tsetlin import tsetlin_class_sums
 
 NAME_EXPRESSIONS = name_expressions()
@@ -20,5 +21,5 @@ __all__ = [
     "COMPILE_OPTIONS", "CupyRuntime", "Kernel", "NAME_EXPRESSIONS", "Runtime", "ctype", "current", "kernels_of",
     "name_expressions", "nvrtc_compile", "source", "using",
     "mahalanobis", "mahalanobis_per_position", "token_stats", "musc_lnamd", "musc_mutual_scores",
-    "musc_scores_against_bank", "tsetlin_class_sums",
+    "musc_scores_against_bank", "knn", "greedy_coreset", "tsetlin_class_sums",
 ]

@@ -54,7 +54,7 @@ class Kernel:
 
 def name_expressions() -> dict[str, tuple[str, ...]]:
     """Every instantiation of every kernel, by family (what NVRTC and the emulator compile)."""
-    from . import gaussian, mia, musc, tsetlin  # noqa: F401, PLC0415  (they register their kernels)
+    from . import gaussian, mia, musc, patchcore, tsetlin  # noqa: F401, PLC0415  (they register their kernels)
 
     return {family: tuple(e for k in kernels for e in k.expressions())
             for family, kernels in Kernel.registry.items()}

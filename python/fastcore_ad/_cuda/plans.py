@@ -150,3 +150,30 @@ def tsetlin_class_sums(n: int, total_clauses: int, *, max_grid_yz: int | None = 
     tiles = _ceil_div(total_clauses, TSETLIN_THREADS)
     return [launch((d1 - d0, t1 - t0), (TSETLIN_THREADS,), doc0=d0, clause_tile0=t0)
             for d0, d1 in _spans(n, MAX_GRID_X) for t0, t1 in _spans(tiles, max_grid_yz)]
+
+
+# -- patchcore ---------------------------------------------------------------------------------
+
+KNN_THREADS = 64          # FCA_KNN_THREADS in cuda/patchcore.cu (the shared lists are sized by it)
+KNN_MAX_K = 32            # FCA_KNN_MAX_K: the per-thread list length
+CORESET_THREADS = 256     # FCA_CORESET_THREADS: a power of two for the tree reductions
+
+
+def knn_exact(m: int, k: int) -> list[Launch]:
+    """One block of 64 threads per query (``query0`` past 2**31 - 1 queries)."""
+    if not 1 <= k <= KNN_MAX_K:
+        raise ValueError(f"k: the CUDA kNN kernel keeps at most {KNN_MAX_K} neighbours, got {k}")
+    return [launch((q1 - q0,), (KNN_THREADS,), query0=q0) for q0, q1 in _spans(m, MAX_GRID_X)]
+
+
+def coreset_update(n: int) -> list[Launch]:
+    """One thread per point; each block reports its farthest point."""
+    blocks = _ceil_div(n, CORESET_THREADS)
+    if blocks > MAX_GRID_X:
+        raise ValueError(f"X: {n} points exceed one launch")
+    return [launch((blocks,), (CORESET_THREADS,))]
+
+
+def coreset_pick() -> list[Launch]:
+    """One block reduces the blocks' farthest points to the next centre."""
+    return [launch((1,), (CORESET_THREADS,))]
