@@ -1,7 +1,8 @@
 """Array intake and backend dispatch shared by every family.
 
 numpy arrays (and CPU tensors through DLPack) go to the Rust kernels; cupy arrays (and CUDA
-tensors through DLPack) go to the CUDA kernels and come back as cupy.
+tensors through DLPack) go to the CUDA kernels and come back as cupy; dask arrays go to
+``_distributed``, whose chunk tasks call the two above.
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ def cupy_module():
 def is_cupy(x: Any) -> bool:
     cp = cupy_module() if type(x).__module__.startswith("cupy") else None
     return cp is not None and isinstance(x, cp.ndarray)
+
+
+def is_dask(x: Any) -> bool:
+    """True for a dask array (the distributed path in ``_distributed``); never imports dask."""
+    return type(x).__module__.startswith("dask.") and hasattr(x, "__dask_graph__") and hasattr(x, "chunks")
 
 
 def as_array(x: Any, name: str):

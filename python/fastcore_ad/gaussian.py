@@ -18,8 +18,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from ._base import FastcoreEstimator, as_dense_array, check_shape
-from ._dispatch import float_array, kernels, same_backend, to_backend, xp_of
+from ._base import FastcoreEstimator, NotFittedError, as_dense_array, check_shape
+from ._dispatch import float_array, is_dask, kernels, same_backend, to_backend, xp_of
+from ._moments import GaussianMoments
 from .progress import progress
 
 __all__ = ["mahalanobis", "GaussianAD", "SingularCovarianceError"]
@@ -47,7 +48,10 @@ def _power_of_two_scale(X) -> float:
     (shrinkage is scale-invariant) without the squares and fourth powers of the Ledoit-Wolf / OAS
     estimates overflowing (features of 1e77 gave shrinkage 1.0 instead of 0.04).
     """
-    peak = float(np.max(np.abs(X)))
+    return _scale_for_peak(float(np.max(np.abs(X))))
+
+
+def _scale_for_peak(peak: float) -> float:
     if peak == 0.0 or 2.0 ** -_SAFE_EXPONENT <= peak <= 2.0 ** _SAFE_EXPONENT:
         return 1.0
     return float(np.ldexp(1.0, -int(np.frexp(peak)[1])))
@@ -67,6 +71,25 @@ def _check_result(distances, backend, inputs):
     raise ValueError(f"x: the distances overflow {distances.dtype}; rescale the features")
 
 
+def _distributed():
+    from . import _distributed as module  # noqa: PLC0415 - imports dask, only for dask inputs
+
+    return module
+
+
+def _score_dtype(dtype):
+    return dtype if dtype in (np.float32, np.float64) else (np.float32 if dtype == np.float16 else np.float64)
+
+
+def _dask_distances(function, x, parameters, ndim, n_jobs):
+    """``function`` over the row chunks of a dask ``x`` (lazy), the small parameters sent once per
+    worker; each chunk runs on its own side (numpy: Rust, cupy: CUDA)."""
+    dist = _distributed()
+    x = dist.check_array(x, "x", ndim=ndim)
+    parameters = [np.asarray(p.compute() if is_dask(p) else to_backend(p, "numpy")) for p in parameters]
+    return dist.map_rows(function, x, parameters, out_ndim=x.ndim - 1, dtype=_score_dtype(x.dtype), n_jobs=n_jobs)
+
+
 def mahalanobis(x, mean, precision_cholesky, *, n_jobs=None):
     """Mahalanobis distance (not squared) of each row of ``x`` to a Gaussian.
 
@@ -83,7 +106,15 @@ def mahalanobis(x, mean, precision_cholesky, *, n_jobs=None):
     >>> x = np.array([[3.0, 4.0]])
     >>> float(mahalanobis(x, np.zeros(2), np.eye(2))[0])
     5.0
+
+    A dask ``x`` (``[m, d]``) gives a lazy dask array: the chunks are scored where they live.
     """
+    if is_dask(x):
+        d = x.shape[-1]
+        if np.shape(mean) != (d,) or np.shape(precision_cholesky)[:1] != (d,):
+            raise ValueError(f"mean / precision_cholesky: expected {d} features like x, got shapes "
+                             f"{np.shape(mean)} and {np.shape(precision_cholesky)}")
+        return _dask_distances(mahalanobis, x, [mean, precision_cholesky], 2, n_jobs)
     arrays, backend = same_backend({"x": x, "mean": mean, "precision_cholesky": precision_cholesky})
     x = arrays["x"]
     single = x.ndim == 1
@@ -107,8 +138,10 @@ def mahalanobis_per_position(x, means, precision_choleskys, *, n_jobs=None):
     """Per-position distances: ``x [m, P, d]`` (or ``[m, H, W, d]``) against ``P`` Gaussians.
 
     ``means`` is ``[P, d]`` and ``precision_choleskys`` ``[P, d, d]`` (lower triangular factors
-    of the precisions); returns ``[m, P]`` (or ``[m, H, W]``).
+    of the precisions); returns ``[m, P]`` (or ``[m, H, W]``). A dask ``x`` gives a lazy dask array.
     """
+    if is_dask(x):
+        return _dask_distances(mahalanobis_per_position, x, [means, precision_choleskys], (3, 4), n_jobs)
     arrays, backend = same_backend({"x": x, "means": means, "precision_choleskys": precision_choleskys})
     x = arrays["x"]
     spatial = x.shape[1:-1] if x.ndim == 4 else None
@@ -176,7 +209,11 @@ class GaussianAD(FastcoreEstimator):
         X there; the scores come back on X's side. Fitting always runs in Rust.
 
     ``fit(X)`` takes ``[n, d]`` features, ``[n, H, W, d]`` feature maps (one Gaussian per
-    position), or a list of such arrays (one Gaussian per level, scores summed).
+    position), or a list of such arrays (one Gaussian per level, scores summed). ``partial_fit``
+    streams chunks of rows into the same fit. Dask arrays are accepted everywhere: ``fit``
+    merges per-chunk statistics computed on the workers (with the first chunk's power-of-two
+    scale, as ``partial_fit``), scoring returns lazy dask arrays scored chunk by chunk (on the
+    chunk's own side: ``device`` does not move dask chunks).
 
     A scikit-learn estimator (``Pipeline``, ``clone``, ``check_estimator``), but not one of its
     outlier detectors, whose ``predict`` gives -1 for outliers and +1 for inliers: here
@@ -216,19 +253,29 @@ class GaussianAD(FastcoreEstimator):
     def _levels_of(X):
         return list(X) if isinstance(X, (list, tuple)) else [X]
 
+    def _fit_problem(self, n: int, d: int, name: str):
+        """The error that fitting ``n`` rows of ``d`` features would raise, else None."""
+        if n < 2:
+            return ValueError(f"{name}: need at least 2 samples to fit a covariance, got n_samples={n}")
+        if self.covariance == "empirical" and self.reg == 0.0 and d >= n:
+            return SingularCovarianceError(
+                f"{name}: the empirical covariance of {n} samples in {d} dimensions is singular; "
+                "use covariance='ledoit_wolf' or 'oas', or reg > 0")
+        return None
+
     def _fit_level(self, X, index: int) -> _Level:
         name = f"X[{index}]" if self._multi else "X"
+        if is_dask(X):  # per-chunk statistics on the workers, merged exactly (see _distributed)
+            moments, scale, dtype = _distributed().gaussian_moments(X, name, _scale_for_peak)
+            return self._level_from_moments(moments, scale, dtype, X.shape[1:3] if X.ndim == 4 else None, name)
         X, backend = as_dense_array(X, name)
         X = to_backend(X, "numpy")  # the fit runs in Rust (float64); scoring of cupy inputs stays on the GPU
         check_shape(X.shape, name, (2, 4))
         X = float_array(X, name, ndim=(2, 4))
         n, d = X.shape[0], X.shape[-1]
-        if n < 2:
-            raise ValueError(f"{name}: need at least 2 samples to fit a covariance, got n_samples={n}")
-        if self.covariance == "empirical" and self.reg == 0.0 and d >= n:
-            raise SingularCovarianceError(
-                f"{name}: the empirical covariance of {n} samples in {d} dimensions is singular; "
-                "use covariance='ledoit_wolf' or 'oas', or reg > 0")
+        problem = self._fit_problem(n, d, name)
+        if problem is not None:
+            raise problem
         scale = _power_of_two_scale(X)
         if scale != 1.0:
             X = X * X.dtype.type(scale)
@@ -256,6 +303,105 @@ class GaussianAD(FastcoreEstimator):
         return _Level(np.concatenate(means), np.concatenate(covs), np.concatenate(shrinks),
                       np.concatenate(factors), True, spatial)
 
+    def _level_from_moments(self, moments: GaussianMoments, scale: float, dtype, spatial, name: str) -> _Level:
+        """The fitted level of streamed statistics (of the data times ``scale``), as ``_fit_level``
+        would fit it on the same rows."""
+        n, d = moments.count, moments.offset.shape[-1]
+        problem = self._fit_problem(n, d, name)
+        if problem is not None:
+            raise problem
+        mean, cov, shrinkage, factor = moments.finish(self.covariance, float(self.reg) * scale * scale)
+        mean, cov, factor = mean / scale, cov / (scale * scale), factor * scale
+        if spatial is not None:
+            if self.npca is not None:
+                raise ValueError("npca: not supported for per-position feature maps")
+            return _Level(mean.astype(dtype), cov.astype(dtype), shrinkage, factor.astype(dtype), True,
+                          tuple(spatial))
+        if self.npca is not None:
+            factor = self._npca_whitening(cov)
+        return _Level(mean.astype(dtype), cov, float(shrinkage), factor.astype(dtype), False, None)
+
+    @staticmethod
+    def _check_like_stream(shape, name: str, previous):
+        """A later chunk must have the first chunk's layout, features and positions."""
+        moments, _, _, spatial = previous
+        features = moments.offset.shape[-1]
+        if shape[-1] != features:
+            raise ValueError(f"{name} has {shape[-1]} features, but GaussianAD is expecting {features} features "
+                             "as input")
+        layout = "[n, d]" if spatial is None else "[n, H, W, d]"
+        if len(shape) != (2 if spatial is None else 4):
+            raise ValueError(f"{name}: expected {layout} like the first chunk, got shape {tuple(shape)}")
+        if spatial is not None and tuple(shape[1:3]) != tuple(spatial):
+            raise ValueError(f"{name}: expected feature maps of {tuple(spatial)} positions, got {tuple(shape[1:3])}")
+
+    def _chunk_moments(self, X, name: str, previous):
+        """``(moments, scale, dtype, spatial)`` of one chunk; the first chunk fixes the shift
+        (its mean) and the power-of-two scale, later chunks must match its layout."""
+        if is_dask(X):
+            if previous is None:
+                moments, scale, dtype = _distributed().gaussian_moments(X, name, _scale_for_peak)
+                return moments, scale, dtype, (X.shape[1:3] if X.ndim == 4 else None)
+            self._check_like_stream(X.shape, name, previous)
+            moments, scale, dtype, spatial = previous
+            part, _, _ = _distributed().gaussian_moments(X, name, lambda _: scale, shift=moments.shift)
+            return part, scale, dtype, spatial
+        X, _ = as_dense_array(X, name)
+        X = to_backend(X, "numpy")
+        check_shape(X.shape, name, (2, 4))
+        if previous is not None:
+            self._check_like_stream(X.shape, name, previous)
+        X = float_array(X, name, ndim=(2, 4))
+        spatial = X.shape[1:3] if X.ndim == 4 else None
+        flat = X.reshape(X.shape[0], -1, X.shape[-1]) if spatial is not None else X
+        if previous is None:
+            scale, dtype = _power_of_two_scale(X), X.dtype
+            shift = flat.astype(np.float64).mean(axis=0) * scale
+        else:
+            scale, dtype, shift = previous[1], previous[2], previous[0].shift
+        scaled = flat * flat.dtype.type(scale) if scale != 1.0 else flat
+        return GaussianMoments.of(scaled, shift), scale, dtype, spatial
+
+    def partial_fit(self, X, y=None):
+        """Add a chunk of normal samples to the fit (``y`` is ignored); returns self.
+
+        The model keeps mergeable float64 statistics (count, mean and centred scatter merged
+        with Chan's update, and the raw moments about the first chunk's mean that Ledoit-Wolf
+        needs), so any chunking of the rows gives ``fit`` on all of them to rounding (1e-9
+        relative), for every ``covariance`` and for per-position maps; peak memory is one chunk
+        plus the statistics. The first chunk fixes the power-of-two scale that ``fit`` takes
+        from all the data (chunks more than 2**64 larger than it overflow: a ValueError). X may
+        be a dask array (its chunks are reduced on the workers).
+
+        The model is refreshed after each call once it can be fitted (2 samples, and more
+        samples than features for an unregularised empirical covariance). ``predict`` needs
+        ``threshold_``, which only ``fit`` sets (from the training scores); ``fit`` starts over.
+        """
+        self._check_params()
+        levels = self._levels_of(X)
+        if not levels:
+            raise ValueError("X: empty list of feature levels")
+        multi = isinstance(X, (list, tuple))
+        stream = getattr(self, "_stream", None)
+        if stream is not None and (len(levels) != len(stream) or multi != self._multi):
+            raise ValueError(f"X: expected {len(stream)} feature level(s) like the first partial_fit, "
+                             f"got {len(levels)}")
+        self._multi = multi
+        name = (lambda i: f"X[{i}]") if multi else (lambda i: "X")
+        parts = [self._chunk_moments(level, name(i), None if stream is None else stream[i])
+                 for i, level in enumerate(levels)]
+        if stream is not None:
+            parts = [(old[0].merge(new[0]), *old[1:]) for old, new in zip(stream, parts)]
+        self._stream = parts
+        for attribute in ("threshold_", "decision_scores_"):
+            self.__dict__.pop(attribute, None)
+        features = [int(p[0].offset.shape[-1]) for p in parts]
+        self.n_features_in_ = features if multi else features[0]
+        if all(self._fit_problem(p[0].count, features[i], "") is None for i, p in enumerate(parts)):
+            self.levels_ = [self._level_from_moments(m, scale, dtype, spatial, name(i))
+                            for i, (m, scale, dtype, spatial) in enumerate(parts)]
+        return self
+
     def _npca_whitening(self, cov):
         eigenvalues, eigenvectors = np.linalg.eigh(cov)
         order = np.argsort(eigenvalues)[::-1]
@@ -277,6 +423,7 @@ class GaussianAD(FastcoreEstimator):
         if not levels:
             raise ValueError("X: empty list of feature levels")
         self._multi = isinstance(X, (list, tuple))
+        self._stream = None  # fit starts over; partial_fit continues from here on
         self.levels_ = [self._fit_level(level, i) for i, level in enumerate(levels)]
         modes = {lv.per_position for lv in self.levels_}
         if len(modes) > 1:
@@ -284,6 +431,8 @@ class GaussianAD(FastcoreEstimator):
         features = [int(lv.mean.shape[-1]) for lv in self.levels_]
         self.n_features_in_ = features if self._multi else features[0]
         self.decision_scores_ = self.decision_function(X)
+        if is_dask(self.decision_scores_):  # the threshold is an exact quantile: bring the scores back once
+            self.decision_scores_ = self.decision_scores_.compute()
         scores = np.asarray(self.decision_scores_)
         self.threshold_ = float(np.quantile(scores, 1.0 - float(self.contamination)))
         return self
@@ -313,6 +462,8 @@ class GaussianAD(FastcoreEstimator):
 
     def _score_level(self, level: _Level, X, index: int):
         name = f"X[{index}]" if self._multi else "X"
+        if is_dask(X):
+            return self._score_dask_level(level, X, name)
         X, source = as_dense_array(X, name)
         backend = self._target_backend(source)
         X = to_backend(X, backend)
@@ -334,6 +485,20 @@ class GaussianAD(FastcoreEstimator):
             scores = mahalanobis(X, mean, factor, n_jobs=self._n_jobs())
         return to_backend(scores, source)
 
+    def _score_dask_level(self, level: _Level, X, name: str):
+        """Lazy scores of a dask level; each chunk is scored on its own side (numpy or cupy)."""
+        want = 4 if level.per_position else 2
+        X = _distributed().check_array(X, name, ndim=want)
+        if X.shape[-1] != level.mean.shape[-1]:
+            raise ValueError(f"{name} has {X.shape[-1]} features, but GaussianAD is expecting "
+                             f"{level.mean.shape[-1]} features as input")
+        if level.per_position and tuple(X.shape[1:3]) != tuple(level.spatial):
+            raise ValueError(f"{name}: expected feature maps of {tuple(level.spatial)} positions, "
+                             f"got {X.shape[1:3]}")
+        if level.per_position:
+            return mahalanobis_per_position(X, level.mean, level.factor, n_jobs=self._n_jobs())
+        return mahalanobis(X, level.mean, level.factor, n_jobs=self._n_jobs())
+
     def decision_function(self, X):
         """Mahalanobis distances (higher = more anomalous): ``[m]``, or ``[m, H, W]`` per position."""
         self._check_fitted()
@@ -351,6 +516,9 @@ class GaussianAD(FastcoreEstimator):
     def predict(self, X):
         """1 for scores above ``threshold_`` (anomalous), 0 otherwise (same shape as the scores)."""
         scores = self.decision_function(X)
+        if not hasattr(self, "threshold_"):
+            raise NotFittedError("predict needs threshold_, which fit sets from the training scores; after "
+                                 "partial_fit, call fit or set threshold_ (e.g. a quantile of decision_function)")
         return (scores > self.threshold_).astype(np.int64)
 
     def score_samples(self, X):

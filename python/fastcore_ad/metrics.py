@@ -2,7 +2,8 @@
 
 Higher scores mean "more anomalous" (or "more likely a member"). Labels are bool or 0/1.
 Every function also accepts a dict of score arrays (as returned by
-:func:`fastcore_ad.mia.score_logits`) and then returns a dict with one value per key.
+:func:`fastcore_ad.mia.score_logits`) and then returns a dict with one value per key. The
+ranking metrics also take dask arrays: per-chunk counts per distinct score, merged exactly.
 
 >>> import numpy as np
 >>> from fastcore_ad import metrics
@@ -21,7 +22,7 @@ import functools
 import numpy as np
 
 from . import _core
-from ._dispatch import as_array, binary_labels, float_array, to_numpy
+from ._dispatch import as_array, binary_labels, float_array, is_dask, to_numpy
 
 __all__ = [
     "auroc",
@@ -75,6 +76,10 @@ def _check_rate(value: float, name: str) -> float:
 
 
 def _summary(scores, labels, max_fprs=(), min_tprs=(), n_jobs=None):
+    if is_dask(scores) or is_dask(labels):  # exact: merged per-chunk tables of score counts
+        from . import _distributed  # noqa: PLC0415
+
+        return _distributed.summary_from_table(_distributed.binary_table(scores, labels), max_fprs, min_tprs)
     scores, labels = _prepare(scores, labels)
     return _core.binary_summary(scores, labels, [float(v) for v in max_fprs], [float(v) for v in min_tprs], n_jobs)
 

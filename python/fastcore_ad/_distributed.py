@@ -1,0 +1,219 @@
+"""Dask arrays in, exact results out: the distributed plans behind the public functions.
+
+Every plan runs the in-memory functions on the chunks (numpy chunks: the Rust kernels, cupy
+chunks: the CUDA kernels) and merges statistics that add up exactly:
+
+- Gaussian fits: per-chunk :class:`~fastcore_ad._moments.GaussianMoments` about one shift,
+  merged by a tree reduction; only ``d x d`` matrices travel, never rows.
+- Scoring: ``map_blocks`` over row chunks; the fitted mean and factor are one graph key that
+  each worker fetches once (not a copy embedded in every chunk task).
+- Ranking metrics: per-chunk tables of (distinct score, positives, negatives), merged by
+  sorting; the curve walked on the merged table is the in-memory curve, ties included. The
+  merged table has one row per distinct score, so its size is that of the scores when every
+  score is distinct.
+
+Results are lazy dask arrays for per-row outputs and numpy / Python values for small ones
+(a fitted model, a metric). The scheduler is whatever dask uses by default (the active
+``distributed.Client`` if there is one): a lost worker's tasks are rerun by dask.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._dispatch import as_array, binary_labels, float_array, to_numpy
+from ._moments import GaussianMoments
+
+__all__ = ["check_array", "tree_reduce", "gaussian_moments", "map_rows", "binary_table", "summary_from_table"]
+
+_FAN_IN = 8  # parts merged per reduction task
+
+
+def _dask():
+    try:
+        import dask  # noqa: PLC0415
+        import dask.array  # noqa: F401, PLC0415
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError("dask arrays need dask: pip install 'fastcore_ad[dask]'") from None
+    return dask
+
+
+def check_array(x, name: str, ndim=None):
+    """``x`` after the checks that need no data: a numeric dtype (TypeError otherwise), the
+    number of dimensions, and chunk sizes that are known (NaN chunk sizes, as left by boolean
+    indexing, are a ValueError saying how to fix them)."""
+    if x.dtype == object or x.dtype.kind not in "fiub":
+        raise TypeError(f"{name}: expected a numeric dask array, got dtype {x.dtype}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if x.ndim not in allowed:
+            want = " or ".join(str(a) for a in allowed)
+            raise ValueError(f"{name}: expected {want} dimensions, got shape {tuple(x.shape)}")
+    if any(np.isnan(size) for sizes in x.chunks for size in sizes):
+        raise ValueError(f"{name}: a dask array with chunks of unknown size (NaN); call "
+                         f"{name}.compute_chunk_sizes() first")
+    if x.size == 0:
+        raise ValueError(f"{name}: empty array (shape {tuple(x.shape)})")
+    return x
+
+
+def rows_only(x):
+    """``x`` chunked along the first axis only (one chunk across every other axis)."""
+    return x.rechunk({axis: -1 for axis in range(1, x.ndim)}) if x.ndim > 1 else x
+
+
+def tree_reduce(parts, merge):
+    """One delayed value: ``parts`` merged ``_FAN_IN`` at a time, level by level."""
+    dask = _dask()
+    fold = dask.delayed(_fold, pure=True)
+    parts = list(parts)
+    while len(parts) > 1:
+        parts = [fold(merge, *parts[i:i + _FAN_IN]) for i in range(0, len(parts), _FAN_IN)]
+    return parts[0]
+
+
+def _fold(merge, *items):
+    out = items[0]
+    for item in items[1:]:
+        out = merge(out, item)
+    return out
+
+
+def _host_chunk(block, name):
+    """A chunk as a finite float numpy array (cupy chunks are copied to the host)."""
+    block, backend = as_array(block, name)
+    return float_array(to_numpy(block, backend), name)
+
+
+# ------------------------------------------------------------------------------------------------
+# Gaussian fits
+
+
+def _first_chunk_summary(block, name):
+    block = _host_chunk(block, name)
+    return float(np.max(np.abs(block))), block.astype(np.float64).mean(axis=0), block.dtype
+
+
+def _chunk_moments(block, shift, scale, name):
+    block = _host_chunk(block, name)
+    if scale != 1.0:
+        block = block * block.dtype.type(scale)
+    return GaussianMoments.of(block, shift)
+
+
+def gaussian_moments(X, name: str, scale_of, shift=None):
+    """``(moments, scale, dtype)`` of a dask ``X`` (``[n, d]`` or ``[n, H, W, d]``): the shift is
+    the first chunk's mean and the power-of-two scale ``scale_of(max |first chunk|)`` (the
+    streaming rule of ``partial_fit``), unless ``shift`` is given (a stream that goes on:
+    ``scale_of(None)`` is then its scale); per-position maps are flattened to ``[n, H*W, d]``."""
+    dask = _dask()
+    X = rows_only(check_array(X, name, ndim=(2, 4)))
+    if X.ndim == 4:
+        X = X.reshape(X.shape[0], -1, X.shape[-1])
+    blocks = [block for block, rows in zip(X.to_delayed().ravel(), X.chunks[0]) if rows > 0]
+    if shift is None:
+        peak, first_mean, dtype = dask.compute(dask.delayed(_first_chunk_summary, pure=True)(blocks[0], name))[0]
+        scale = scale_of(peak)
+        shift = first_mean * scale
+    else:
+        scale, dtype = scale_of(None), X.dtype
+    moments = dask.delayed(_chunk_moments, pure=True)
+    total = tree_reduce([moments(block, shift, scale, name) for block in blocks], GaussianMoments.merge)
+    return dask.compute(total)[0], scale, dtype
+
+
+# ------------------------------------------------------------------------------------------------
+# Scoring
+
+
+def _apply_to_chunk(block, function, kwargs, *parameters):
+    """``function(block, *parameters, **kwargs)`` with the parameters moved to the chunk's side."""
+    from ._dispatch import to_backend  # noqa: PLC0415
+
+    _, backend = as_array(block, "x")
+    parameters = [to_backend(np.asarray(p), backend) for p in parameters]
+    return function(block, *parameters, **kwargs)
+
+
+def map_rows(function, x, parameters, *, out_ndim, dtype, **kwargs):
+    """``function(chunk, *parameters, **kwargs)`` on each row chunk of ``x``, lazily.
+
+    The parameters (numpy arrays) become single graph keys shared by every chunk task: each
+    worker receives them once. The output keeps the first ``out_ndim`` axes of ``x``.
+    """
+    dask = _dask()
+    import dask.array as da  # noqa: PLC0415
+
+    x = rows_only(x)
+    shared = [dask.delayed(np.asarray(p), pure=True) for p in parameters]
+    dropped = tuple(range(out_ndim, x.ndim))
+    return da.map_blocks(_apply_to_chunk, x, function, kwargs, *shared, drop_axis=dropped, dtype=dtype,
+                         meta=np.empty((0,) * out_ndim, dtype=dtype))
+
+
+# ------------------------------------------------------------------------------------------------
+# Ranking metrics
+
+
+def _merge_tables(*tables):
+    """One table (ascending distinct values, positives, negatives) from several."""
+    values = np.concatenate([t[0] for t in tables])
+    positives = np.concatenate([t[1] for t in tables])
+    negatives = np.concatenate([t[2] for t in tables])
+    order = np.argsort(values, kind="stable")
+    values, positives, negatives = values[order], positives[order], negatives[order]
+    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+    return values[starts], np.add.reduceat(positives, starts), np.add.reduceat(negatives, starts)
+
+
+def _chunk_table(scores, labels):
+    scores, backend = as_array(scores, "scores")
+    labels, label_backend = as_array(labels, "labels")
+    scores = float_array(to_numpy(scores, backend).reshape(-1), "scores", ndim=1) + 0  # -0.0 and 0.0 tie
+    labels = binary_labels(to_numpy(labels, label_backend).reshape(-1), "labels").astype(bool)
+    values, inverse = np.unique(scores, return_inverse=True)
+    positives = np.bincount(inverse[labels], minlength=values.size).astype(np.int64)
+    negatives = np.bincount(inverse[~labels], minlength=values.size).astype(np.int64)
+    return values, positives, negatives
+
+
+def binary_table(scores, labels):
+    """The merged (value, positives, negatives) table of dask (or numpy) scores and labels,
+    computed: realigned chunks, one table per chunk pair, a tree of sort-merges."""
+    dask = _dask()
+    import dask.array as da  # noqa: PLC0415
+
+    scores, labels = da.asarray(scores), da.asarray(labels)
+    check_array(scores, "scores")
+    check_array(labels, "labels")
+    scores, labels = scores.reshape(-1), labels.reshape(-1)
+    if scores.shape[0] != labels.shape[0]:
+        raise ValueError(f"scores and labels differ in length: {scores.shape[0]} != {labels.shape[0]}")
+    _, (scores, labels) = da.core.unify_chunks(scores, "i", labels, "i")
+    table = dask.delayed(_chunk_table, pure=True)
+    parts = [table(s, y) for s, y in zip(scores.to_delayed().ravel(), labels.to_delayed().ravel())]
+    return dask.compute(tree_reduce(parts, _merge_tables))[0]
+
+
+def summary_from_table(table, max_fprs, min_tprs):
+    """The metrics of ``_core.binary_summary`` from a merged table, walked as the Rust kernel
+    walks the sorted scores (decreasing score, one curve point per distinct value)."""
+    values, positives, negatives = (a[::-1] for a in table)
+    p, n = int(positives.sum()), int(negatives.sum())
+    if p == 0 or n == 0:
+        only = "positive" if p else "negative"
+        raise ValueError(f"labels: only {only} samples are present; the metric needs both classes")
+    tp = np.cumsum(positives).astype(np.float64)
+    fp = np.cumsum(negatives).astype(np.float64)
+    previous_tp, previous_fp = np.r_[0.0, tp[:-1]], np.r_[0.0, fp[:-1]]
+    auroc = float(((fp - previous_fp) * (tp + previous_tp)).sum()) / (2.0 * p * n)
+    gained = tp > previous_tp
+    average_precision = float(((tp - previous_tp)[gained] * (tp[gained] / (tp + fp)[gained])).sum()) / p
+    f1 = np.where(tp > 0, 2.0 * tp / (tp + fp + p), 0.0)
+    best = int(np.argmax(f1))
+    f1_max, f1_threshold = (float(f1[best]), float(values[best])) if f1[best] > 0 else (0.0, float("inf"))
+    tpr, fpr = tp / p, fp / n
+    tpr_at = [float(tpr[fpr <= limit].max(initial=0.0)) for limit in max_fprs]
+    fpr_at = [float(fpr[tpr >= need].min(initial=0.0 if need <= 0.0 else 1.0)) for need in min_tprs]
+    return {"auroc": auroc, "average_precision": average_precision, "f1_max": f1_max, "f1_threshold": f1_threshold,
+            "tpr_at_fpr": tpr_at, "fpr_at_tpr": fpr_at}

@@ -1,0 +1,252 @@
+"""Dask arrays on a real two-process cluster: distributed Gaussian fits equal the in-memory fit
+(and scikit-learn's estimators), streaming partial_fit equals fit over any chunking, lazy scoring
+equals the Rust kernels, ranking metrics equal the in-memory ones (and scikit-learn) with ties,
+a worker killed mid-job changes nothing, and bad dask input fails clearly."""
+
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+import pytest
+
+da = pytest.importorskip("dask.array")
+distributed = pytest.importorskip("distributed")
+cloudpickle = pytest.importorskip("cloudpickle")
+
+from sklearn.covariance import OAS, EmpiricalCovariance, LedoitWolf  # noqa: E402
+from sklearn.metrics import average_precision_score, roc_auc_score  # noqa: E402
+
+from fastcore_ad import GaussianAD, metrics  # noqa: E402
+from fastcore_ad.gaussian import mahalanobis, mahalanobis_per_position  # noqa: E402
+
+# The workers are other processes: they receive this module's helpers by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+COVARIANCES = ("empirical", "ledoit_wolf", "oas")
+SKLEARN = {"empirical": EmpiricalCovariance, "ledoit_wolf": LedoitWolf, "oas": OAS}
+
+
+@pytest.fixture(scope="session")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    with distributed.Client(cluster) as c:
+        yield c
+    cluster.close()
+
+
+def _relative(actual, expected):
+    actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    return float(np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1e-300))
+
+
+def _assert_same_fit(model, reference, rtol=1e-9):
+    for name in ("mean_", "covariance_", "precision_cholesky_"):
+        assert _relative(getattr(model, name), getattr(reference, name)) < rtol, name
+    np.testing.assert_allclose(model.shrinkage_, reference.shrinkage_, rtol=rtol, atol=1e-15)
+
+
+def _correlated(rng, n, d, offset=40.0):
+    return rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) + offset
+
+
+def _random_cuts(rng, n, parts):
+    return [0, *sorted(rng.choice(np.arange(1, n), size=parts - 1, replace=False).tolist()), n]
+
+
+# ------------------------------------------------------------------------------------------------
+# Gaussian fits
+
+
+@pytest.mark.parametrize("covariance", COVARIANCES)
+def test_partial_fit_over_any_chunking_equals_fit_and_scikit_learn(rng, covariance):
+    X = _correlated(rng, 400, 12)
+    reference = GaussianAD(covariance=covariance, progress=False).fit(X)
+    cuts = [0, 1, *_random_cuts(rng, 399, 5)[1:-1], 400]
+    model = GaussianAD(covariance=covariance, progress=False)
+    for start, stop in zip(cuts[:-1], cuts[1:]):
+        model.partial_fit(X[start:stop])
+    _assert_same_fit(model, reference)
+    oracle = SKLEARN[covariance]().fit(X)
+    assert _relative(model.covariance_, oracle.covariance_) < 1e-9
+    if covariance != "empirical":
+        assert model.shrinkage_ == pytest.approx(oracle.shrinkage_, rel=1e-9)
+    assert model.n_features_in_ == 12
+
+
+def test_partial_fit_of_feature_maps_equals_fit(rng):
+    X = rng.normal(size=(90, 3, 4, 5)).astype(np.float32) * 3.0 + 1.0
+    reference = GaussianAD(progress=False).fit(X)
+    model = GaussianAD(progress=False)
+    for start, stop in [(0, 7), (7, 60), (60, 90)]:
+        model.partial_fit(X[start:stop])
+    _assert_same_fit(model, reference, rtol=1e-6)  # float32 outputs, from the same float64 statistics
+    assert model.mean_.dtype == reference.mean_.dtype == np.float32
+
+
+def test_partial_fit_keeps_the_power_of_two_scale(rng):
+    X = _correlated(rng, 300, 6, offset=0.0) * 1e80  # fourth powers would overflow unscaled
+    reference = GaussianAD(progress=False).fit(X)
+    model = GaussianAD(progress=False).partial_fit(X[:100]).partial_fit(X[100:])
+    _assert_same_fit(model, reference)
+
+
+def test_partial_fit_waits_for_enough_rows_and_leaves_the_threshold_to_fit(rng):
+    X = _correlated(rng, 50, 4)
+    model = GaussianAD(covariance="empirical", progress=False).partial_fit(X[:1])
+    assert not hasattr(model, "levels_")  # one row: nothing to fit yet, no error
+    model.partial_fit(X[1:])
+    assert model.decision_function(X).shape == (50,)
+    with pytest.raises(Exception, match="threshold_"):
+        model.predict(X)
+    with pytest.raises(ValueError, match="X has 5 features, but GaussianAD is expecting 4"):
+        model.partial_fit(rng.normal(size=(10, 5)))
+
+
+@pytest.mark.parametrize("covariance", COVARIANCES)
+def test_dask_fit_equals_the_in_memory_fit(client, rng, covariance):
+    X = _correlated(rng, 700, 10)
+    reference = GaussianAD(covariance=covariance, progress=False).fit(X)
+    model = GaussianAD(covariance=covariance, progress=False).fit(da.from_array(X, chunks=(97, 4)))
+    _assert_same_fit(model, reference)
+    assert model.threshold_ == pytest.approx(reference.threshold_, rel=1e-9)
+    np.testing.assert_allclose(model.decision_scores_, reference.decision_scores_, rtol=1e-9)
+
+
+def test_dask_fit_of_feature_maps_and_levels(client, rng):
+    maps = rng.normal(size=(120, 4, 3, 6)) + 2.0
+    coarse = rng.normal(size=(120, 4, 3, 2)) * 5.0  # a second level: same positions, other features
+    reference = GaussianAD(progress=False).fit([maps, coarse])
+    lazy = [da.from_array(maps, chunks=(25, 2, 3, 6)), da.from_array(coarse, chunks=40)]
+    model = GaussianAD(progress=False).fit(lazy)
+    for level, expected in zip(model.levels_, reference.levels_):
+        assert _relative(level.factor, expected.factor) < 1e-9 and _relative(level.mean, expected.mean) < 1e-9
+    # partial_fit accepts dask chunks too, and goes on from numpy ones
+    streamed = GaussianAD(progress=False).partial_fit(maps[:30]).partial_fit(da.from_array(maps[30:], chunks=31))
+    assert _relative(streamed.precision_cholesky_, GaussianAD(progress=False).fit(maps).precision_cholesky_) < 1e-9
+
+
+# ------------------------------------------------------------------------------------------------
+# Scoring
+
+
+def test_scoring_is_lazy_and_equals_the_kernels(client, rng):
+    X = _correlated(rng, 500, 8)
+    model = GaussianAD(progress=False).fit(X)
+    lazy = model.decision_function(da.from_array(X.astype(np.float32), chunks=(64, 3)))
+    assert isinstance(lazy, da.Array) and lazy.dtype == np.float32
+    np.testing.assert_allclose(lazy.compute(), model.decision_function(X.astype(np.float32)), rtol=1e-6)
+    labels = model.predict(da.from_array(X, chunks=100))
+    np.testing.assert_array_equal(labels.compute(), model.predict(X))
+
+    mean, factor = model.mean_, model.precision_cholesky_
+    x = da.from_array(X, chunks=50)
+    distances = mahalanobis(x, mean, factor)
+    np.testing.assert_allclose(distances.compute(), mahalanobis(X, mean, factor), rtol=1e-12)
+    # The mean and factor are one graph key each, whatever the number of chunks.
+    shared = [key for key in dict(distances.__dask_graph__()) if str(key).startswith("ndarray-")]
+    assert len(shared) == 2 and x.numblocks[0] == 10
+
+
+def test_per_position_scoring(client, rng):
+    maps = rng.normal(size=(60, 3, 4, 5))
+    model = GaussianAD(progress=False).fit(maps)
+    lazy = model.decision_function(da.from_array(maps, chunks=(13, 2, 4, 5)))
+    assert lazy.shape == (60, 3, 4)
+    np.testing.assert_allclose(lazy.compute(), model.decision_function(maps), rtol=1e-12)
+    means, factors = model.mean_.reshape(12, 5), model.precision_cholesky_
+    flat = maps.reshape(60, 12, 5)
+    out = mahalanobis_per_position(da.from_array(flat, chunks=7), means, factors).compute()
+    np.testing.assert_allclose(out, mahalanobis_per_position(flat, means, factors), rtol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------
+# Metrics
+
+
+def _tied_scores(rng, n, dtype=np.float64):
+    labels = rng.random(n) < 0.3
+    scores = np.round(rng.normal(size=n) + 0.8 * labels, 1).astype(dtype)  # many ties
+    scores[rng.random(n) < 0.05] = -0.0  # -0.0 and 0.0 tie, as in the Rust kernel
+    return scores, labels
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_metrics_equal_in_memory_and_scikit_learn(client, rng, dtype):
+    scores, labels = _tied_scores(rng, 5003, dtype)
+    lazy_scores, lazy_labels = da.from_array(scores, chunks=611), da.from_array(labels, chunks=1000)  # realigned
+    options = dict(max_fprs=(0.0, 0.05, 0.3), min_tprs=(0.0, 0.5, 0.95))
+    expected = metrics.evaluate(scores, labels, **options)
+    actual = metrics.evaluate(lazy_scores, lazy_labels, **options)
+    assert actual.keys() == expected.keys()
+    for key in expected:
+        assert actual[key] == pytest.approx(expected[key], rel=1e-9, abs=1e-12), key
+    assert actual["auroc"] == pytest.approx(roc_auc_score(labels, scores), rel=1e-9)
+    assert actual["average_precision"] == pytest.approx(average_precision_score(labels, scores), rel=1e-9)
+    assert metrics.f1_max(lazy_scores, lazy_labels, return_threshold=True) == pytest.approx(
+        metrics.f1_max(scores, labels, return_threshold=True), rel=1e-9)
+    assert metrics.tpr_at_fpr(lazy_scores, labels, 0.1) == pytest.approx(metrics.tpr_at_fpr(scores, labels, 0.1))
+    assert metrics.fpr_at_tpr(lazy_scores, lazy_labels, 0.9) == pytest.approx(metrics.fpr_at_tpr(scores, labels, 0.9))
+
+
+def test_metrics_of_pixel_maps_and_score_dicts(client, rng):
+    scores, labels = _tied_scores(rng, 6 * 20 * 20)
+    maps, masks = scores.reshape(6, 20, 20), labels.reshape(6, 20, 20)
+    lazy = da.from_array(maps, chunks=(2, 20, 7))
+    assert metrics.auroc(lazy, da.from_array(masks, chunks=(3, 10, 20))) == pytest.approx(
+        metrics.auroc(maps, masks), rel=1e-12)
+    both = metrics.average_precision({"a": lazy, "b": -lazy}, masks)
+    assert both["b"] == pytest.approx(metrics.average_precision(-maps, masks), rel=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------
+# A lost worker and bad input
+
+
+def _slow_copy(block):
+    time.sleep(0.15)
+    return block.copy()
+
+
+def test_a_worker_killed_mid_job_changes_nothing(client, rng):
+    X = _correlated(rng, 2400, 6)
+    model = GaussianAD(progress=False).fit(X)
+    expected = model.decision_function(X)
+    slow = da.from_array(X, chunks=100).map_blocks(_slow_copy, dtype=X.dtype)  # 24 chunks, about 2 s
+    before = client.run(os.getpid)
+    future = client.compute(model.decision_function(slow))
+    deadline = time.monotonic() + 30
+    while not any(client.processing().values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    victim = next(address for address, tasks in client.processing().items() if tasks)
+    time.sleep(0.3)  # some chunks done, others running on the victim
+    os.kill(before[victim], signal.SIGKILL)
+    np.testing.assert_allclose(future.result(timeout=120), expected, rtol=1e-12)
+    client.wait_for_workers(2, timeout=60)
+    after = client.run(os.getpid)
+    assert before[victim] not in after.values()  # the worker really was replaced
+
+
+def test_bad_dask_input(client, rng):
+    X = da.from_array(rng.normal(size=(100, 3)), chunks=30)
+    unknown = X[X[:, 0] > 0]  # boolean indexing leaves NaN chunk sizes
+    with pytest.raises(ValueError, match="unknown size"):
+        GaussianAD(progress=False).fit(unknown)
+    with pytest.raises(ValueError, match="unknown size"):
+        metrics.auroc(unknown[:, 0], unknown[:, 1] > 0)
+    model = GaussianAD(progress=False).fit(unknown.compute_chunk_sizes())  # the fix the message names
+    assert model.decision_function(X).shape == (100,)
+    objects = da.from_array(np.array([[1.0, 2.0]] * 4, dtype=object), chunks=2)
+    with pytest.raises(TypeError, match="dtype object"):
+        GaussianAD(progress=False).fit(objects)
+    with pytest.raises(TypeError, match="dtype object"):
+        metrics.auroc(objects[:, 0], np.array([0, 1, 0, 1]))
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        GaussianAD(progress=False).fit(da.from_array(np.full((10, 2), np.nan), chunks=5))
+    with pytest.raises(ValueError, match="labels must be 0/1"):
+        metrics.auroc(da.from_array(np.arange(4.0), chunks=2), np.array([0, 1, 2, 1]))
+    with pytest.raises(ValueError, match="only negative"):
+        metrics.auroc(da.from_array(np.arange(4.0), chunks=2), np.zeros(4))
+    with pytest.raises(ValueError, match="X has 4 features"):
+        model.decision_function(da.ones((5, 4)))
