@@ -101,6 +101,25 @@ __global__ void knn_exact(const T* __restrict__ queries, i64 m, const T* __restr
     }
 }
 
+// The block's largest value (lowest index on ties) into s_value[0] / s_index[0]; every thread
+// of the (power-of-two) block calls it.
+__device__ __forceinline__ void fca_argmax_block(double* s_value, i64* s_index, double value, i64 index) {
+    s_value[threadIdx.x] = value;
+    s_index[threadIdx.x] = index;
+    __syncthreads();
+    for (int stride = blockDim.x / 2; stride > 0; stride >>= 1) {
+        if ((int)threadIdx.x < stride) {
+            double v = s_value[threadIdx.x + stride];
+            i64 j = s_index[threadIdx.x + stride];
+            if (v > s_value[threadIdx.x] || (v == s_value[threadIdx.x] && j < s_index[threadIdx.x])) {
+                s_value[threadIdx.x] = v;
+                s_index[threadIdx.x] = j;
+            }
+        }
+        __syncthreads();
+    }
+}
+
 template <typename T>
 __global__ void coreset_update(const T* __restrict__ x, i64 n, i64 d, const i64* __restrict__ selected, i64 step,
                                double* __restrict__ min_d2, double* __restrict__ block_value,
@@ -119,20 +138,7 @@ __global__ void coreset_update(const T* __restrict__ x, i64 n, i64 d, const i64*
         value = m;
         index = i;
     }
-    s_value[threadIdx.x] = value;
-    s_index[threadIdx.x] = index;
-    __syncthreads();
-    for (int stride = blockDim.x / 2; stride > 0; stride >>= 1) {
-        if ((int)threadIdx.x < stride) {
-            double v = s_value[threadIdx.x + stride];
-            i64 j = s_index[threadIdx.x + stride];
-            if (v > s_value[threadIdx.x] || (v == s_value[threadIdx.x] && j < s_index[threadIdx.x])) {
-                s_value[threadIdx.x] = v;
-                s_index[threadIdx.x] = j;
-            }
-        }
-        __syncthreads();
-    }
+    fca_argmax_block(s_value, s_index, value, index);
     if (threadIdx.x == 0) {
         block_value[blockIdx.x] = s_value[0];
         block_index[blockIdx.x] = s_index[0];
@@ -150,19 +156,6 @@ __global__ void coreset_pick(const double* __restrict__ block_value, const i64* 
         i64 j = block_index[b];
         if (v > value || (v == value && j < index)) { value = v; index = j; }
     }
-    s_value[threadIdx.x] = value;
-    s_index[threadIdx.x] = index;
-    __syncthreads();
-    for (int stride = blockDim.x / 2; stride > 0; stride >>= 1) {
-        if ((int)threadIdx.x < stride) {
-            double v = s_value[threadIdx.x + stride];
-            i64 j = s_index[threadIdx.x + stride];
-            if (v > s_value[threadIdx.x] || (v == s_value[threadIdx.x] && j < s_index[threadIdx.x])) {
-                s_value[threadIdx.x] = v;
-                s_index[threadIdx.x] = j;
-            }
-        }
-        __syncthreads();
-    }
+    fca_argmax_block(s_value, s_index, value, index);
     if (threadIdx.x == 0) selected[step + 1] = s_index[0];
 }
