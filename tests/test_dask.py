@@ -1,7 +1,7 @@
 """Dask arrays on a real two-process cluster: distributed Gaussian fits equal the in-memory fit
 (and scikit-learn's estimators), streaming partial_fit equals fit over any chunking, lazy scoring
-equals the Rust kernels, ranking metrics equal the in-memory ones (and scikit-learn) with ties,
-a worker killed mid-job changes nothing, and bad dask input fails clearly."""
+equals the Rust kernels, ranking metrics and AUPRO equal the in-memory ones (and scikit-learn)
+with ties, a worker killed mid-job changes nothing, and bad dask input fails clearly."""
 
 import os
 import signal
@@ -200,6 +200,29 @@ def test_metrics_of_pixel_maps_and_score_dicts(client, rng):
     assert both["b"] == pytest.approx(metrics.average_precision(-maps, masks), rel=1e-12)
 
 
+def _masks_with_regions(rng, n, h, w):
+    masks = np.zeros((n, h, w), dtype=bool)
+    for image in range(n):
+        for _ in range(rng.integers(0, 4)):
+            r, c = rng.integers(0, h - 4), rng.integers(0, w - 4)
+            masks[image, r:r + rng.integers(1, 9), c:c + rng.integers(1, 9)] = True
+    masks[0, 1:4, 1:4] = True  # at least one region
+    return masks
+
+
+@pytest.mark.parametrize("max_fpr", [0.3, 0.02, 1.0])
+def test_aupro_with_chunks_along_images(client, rng, max_fpr):
+    masks = _masks_with_regions(rng, 11, 24, 20)
+    maps = np.round(rng.normal(size=masks.shape) + 1.2 * masks, 1).astype(np.float32)  # ties across regions
+    lazy_maps, lazy_masks = da.from_array(maps, chunks=(4, 12, 20)), da.from_array(masks, chunks=(3, 24, 20))
+    assert metrics.aupro(lazy_maps, lazy_masks, max_fpr) == pytest.approx(metrics.aupro(maps, masks, max_fpr),
+                                                                          rel=1e-9, abs=1e-12)
+    fpr, pro = metrics.pro_curve(lazy_maps, masks, max_fpr)
+    expected_fpr, expected_pro = metrics.pro_curve(maps, masks, max_fpr)
+    np.testing.assert_allclose(fpr, expected_fpr, rtol=1e-12)
+    np.testing.assert_allclose(pro, expected_pro, rtol=1e-9, atol=1e-12)
+
+
 # ------------------------------------------------------------------------------------------------
 # A lost worker and bad input
 
@@ -248,5 +271,7 @@ def test_bad_dask_input(client, rng):
         metrics.auroc(da.from_array(np.arange(4.0), chunks=2), np.array([0, 1, 2, 1]))
     with pytest.raises(ValueError, match="only negative"):
         metrics.auroc(da.from_array(np.arange(4.0), chunks=2), np.zeros(4))
+    with pytest.raises(ValueError, match="no anomalous pixel"):
+        metrics.aupro(da.from_array(np.ones((2, 5, 5)), chunks=1), np.zeros((2, 5, 5), bool))
     with pytest.raises(ValueError, match="X has 4 features"):
         model.decision_function(da.ones((5, 4)))

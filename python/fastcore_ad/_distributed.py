@@ -217,3 +217,97 @@ def summary_from_table(table, max_fprs, min_tprs):
     fpr_at = [float(fpr[tpr >= need].min(initial=0.0 if need <= 0.0 else 1.0)) for need in min_tprs]
     return {"auroc": auroc, "average_precision": average_precision, "f1_max": f1_max, "f1_threshold": f1_threshold,
             "tpr_at_fpr": tpr_at, "fpr_at_tpr": fpr_at}
+
+
+# ------------------------------------------------------------------------------------------------
+# Per-region overlap (AUPRO)
+
+
+def _pro_chunk_table(maps, masks, budget):
+    """(descending distinct values, normal pixels, sum of 1 / region size of anomalous pixels)
+    of whole images, plus their region count; values below the point where this chunk alone
+    passes ``budget`` normal pixels are dropped (the whole data passes it no later)."""
+    from scipy import ndimage  # noqa: PLC0415
+
+    maps, backend = as_array(maps, "anomaly_maps")
+    masks, mask_backend = as_array(masks, "masks")
+    maps = float_array(to_numpy(maps, backend), "anomaly_maps", ndim=3) + 0  # -0.0 and 0.0 tie
+    masks = binary_labels(to_numpy(masks, mask_backend), "masks").astype(bool)
+    weights = np.zeros(maps.shape, dtype=np.float64)
+    regions = 0
+    eight = np.ones((3, 3), dtype=bool)
+    for image, mask in enumerate(masks):
+        labels, count = ndimage.label(mask, structure=eight)
+        if count:
+            sizes = np.bincount(labels.ravel())
+            weights[image] = np.where(mask, 1.0 / np.maximum(sizes, 1)[labels], 0.0)
+        regions += count
+    values, inverse = np.unique(maps.ravel(), return_inverse=True)
+    normal = np.bincount(inverse, weights=~masks.ravel(), minlength=values.size).astype(np.int64)
+    overlap = np.bincount(inverse, weights=weights.ravel(), minlength=values.size)
+    return _prune((values[::-1], normal[::-1], overlap[::-1]), budget), regions
+
+
+def _prune(table, budget):
+    values, normal, overlap = table
+    above = np.cumsum(normal) - normal  # normal pixels strictly above each value
+    keep = int(np.searchsorted(above, budget, side="right"))
+    return values[:keep], normal[:keep], overlap[:keep]
+
+
+def _merge_pro_tables(budget, *parts):
+    tables, regions = [p[0] for p in parts], sum(p[1] for p in parts)
+    values, normal, overlap = (np.concatenate([t[k] for t in tables]) for k in range(3))
+    order = np.argsort(-values, kind="stable")
+    values, normal, overlap = values[order], normal[order], overlap[order]
+    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+    merged = (values[starts], np.add.reduceat(normal, starts), np.add.reduceat(overlap, starts))
+    return _prune(merged, budget), regions
+
+
+def pro_curve(anomaly_maps, masks, max_fpr):
+    """The PRO curve of ``_core.pro_curve`` for dask maps and masks ``[n, h, w]``, chunked along
+    the images (other axes are rechunked whole: regions never cross a chunk): the per-chunk
+    tables are cut at the global false-positive budget and merged by sorting."""
+    dask = _dask()
+    import dask.array as da  # noqa: PLC0415
+
+    maps, masks = da.asarray(anomaly_maps), da.asarray(masks)
+    maps = maps[None] if maps.ndim == 2 else maps
+    masks = masks[None] if masks.ndim == 2 else masks
+    check_array(maps, "anomaly_maps", ndim=3)
+    check_array(masks, "masks")
+    if masks.shape != maps.shape:
+        raise ValueError(f"anomaly_maps and masks differ in shape: {maps.shape} != {masks.shape}")
+    maps, masks = rows_only(maps), rows_only(masks)
+    _, (maps, masks) = da.core.unify_chunks(maps, "ihw", masks, "ihw")
+    n_ok = int(dask.compute((masks == 0).sum())[0])
+    budget = max_fpr * n_ok
+    table = dask.delayed(_pro_chunk_table, pure=True)
+    parts = [table(m, k, budget) for m, k in zip(maps.to_delayed().ravel(), masks.to_delayed().ravel())]
+    merge = dask.delayed(_merge_pro_tables, pure=True)
+    while len(parts) > 1:
+        parts = [merge(budget, *parts[i:i + _FAN_IN]) for i in range(0, len(parts), _FAN_IN)]
+    (values, normal, overlap), regions = dask.compute(merge(budget, parts[0]))[0]
+    if regions == 0:
+        raise ValueError("masks: no anomalous pixel in any mask, the PRO curve is undefined")
+    if n_ok == 0:
+        raise ValueError("masks: every pixel is anomalous, the false positive rate is undefined")
+    fpr = np.minimum(np.cumsum(normal) / n_ok, 1.0)
+    pro = np.minimum(np.cumsum(overlap) / regions, 1.0)
+    past = np.flatnonzero(fpr > max_fpr)
+    end = past[0] + 1 if past.size else fpr.size
+    fpr, pro = np.r_[0.0, fpr[:end]], np.r_[0.0, pro[:end]]
+    if fpr[-1] <= max_fpr:  # every pixel was walked: the curve ends at (1, 1)
+        fpr, pro = np.r_[fpr, 1.0], np.r_[pro, 1.0]
+    return fpr, pro
+
+
+def partial_area(x, y, x_max):
+    """Area under (x, y) up to ``x_max``, interpolated linearly there (``_core``'s rule)."""
+    inside = int(np.searchsorted(x, x_max, side="right"))  # x is non-decreasing
+    area = float(np.sum(0.5 * (y[1:inside] + y[:inside - 1]) * np.diff(x[:inside])))
+    if inside < x.size and x[inside - 1] < x_max:
+        y_max = y[inside - 1] + (y[inside] - y[inside - 1]) * (x_max - x[inside - 1]) / (x[inside] - x[inside - 1])
+        area += 0.5 * (y_max + y[inside - 1]) * (x_max - x[inside - 1])
+    return area

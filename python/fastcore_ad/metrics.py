@@ -172,10 +172,14 @@ def _prepare_maps(anomaly_maps, masks, max_fpr):
     if masks.shape != maps.shape:
         raise ValueError(f"anomaly_maps and masks differ in shape: {maps.shape} != {masks.shape}")
     masks = binary_labels(masks, "masks")
+    return maps, masks, _check_positive_rate(max_fpr)
+
+
+def _check_positive_rate(max_fpr) -> float:
     max_fpr = _check_rate(max_fpr, "max_fpr")
     if max_fpr == 0.0:
         raise ValueError("max_fpr: must be > 0")
-    return maps, masks, max_fpr
+    return max_fpr
 
 
 def aupro(anomaly_maps, masks, max_fpr=0.3, *, n_jobs=None) -> float:
@@ -193,12 +197,21 @@ def aupro(anomaly_maps, masks, max_fpr=0.3, *, n_jobs=None) -> float:
     >>> aupro(masks.astype(float), masks)
     1.0
     """
+    if is_dask(anomaly_maps) or is_dask(masks):  # tables of per-chunk counts, merged (chunks along images)
+        from . import _distributed  # noqa: PLC0415
+
+        max_fpr = _check_positive_rate(max_fpr)
+        return _distributed.partial_area(*_distributed.pro_curve(anomaly_maps, masks, max_fpr), max_fpr) / max_fpr
     maps, masks, max_fpr = _prepare_maps(anomaly_maps, masks, max_fpr)
     return _core.aupro(maps, masks, max_fpr, n_jobs)
 
 
 def pro_curve(anomaly_maps, masks, max_fpr=1.0, *, n_jobs=None):
     """(fpr, pro) points of the PRO curve up to the first point past ``max_fpr``."""
+    if is_dask(anomaly_maps) or is_dask(masks):
+        from . import _distributed  # noqa: PLC0415
+
+        return _distributed.pro_curve(anomaly_maps, masks, _check_positive_rate(max_fpr))
     maps, masks, max_fpr = _prepare_maps(anomaly_maps, masks, max_fpr)
     return _core.pro_curve(maps, masks, max_fpr, n_jobs)
 
