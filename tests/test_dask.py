@@ -48,7 +48,8 @@ def _assert_same_fit(model, reference, rtol=1e-9):
 
 
 def _correlated(rng, n, d, offset=40.0):
-    return rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) + offset
+    mix = np.eye(d) + 0.3 * rng.normal(size=(d, d)) / np.sqrt(d)  # correlated, well conditioned for any seed
+    return rng.normal(size=(n, d)) @ mix * rng.uniform(0.5, 4.0, size=d) + offset
 
 
 def _random_cuts(rng, n, parts):
@@ -63,7 +64,7 @@ def _random_cuts(rng, n, parts):
 def test_partial_fit_over_any_chunking_equals_fit_and_scikit_learn(rng, covariance):
     X = _correlated(rng, 400, 12)
     reference = GaussianAD(covariance=covariance, progress=False).fit(X)
-    cuts = [0, 1, *_random_cuts(rng, 399, 5)[1:-1], 400]
+    cuts = [0, 1, *(cut + 1 for cut in _random_cuts(rng, 399, 5)[1:-1]), 400]  # a one-row chunk first
     model = GaussianAD(covariance=covariance, progress=False)
     for start, stop in zip(cuts[:-1], cuts[1:]):
         model.partial_fit(X[start:stop])

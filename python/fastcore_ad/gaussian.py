@@ -373,8 +373,9 @@ class GaussianAD(FastcoreEstimator):
         from all the data (chunks more than 2**64 larger than it overflow: a ValueError). X may
         be a dask array (its chunks are reduced on the workers).
 
-        The model is refreshed after each call once it can be fitted (2 samples, and more
-        samples than features for an unregularised empirical covariance). ``predict`` needs
+        The model is refreshed after each call once it can be fitted (2 samples, and a
+        covariance that is not singular); until then it stays unfitted, without an error, so a
+        stream may start with few rows (``fit`` raises on singular data). ``predict`` needs
         ``threshold_``, which only ``fit`` sets (from the training scores); ``fit`` starts over.
         """
         self._check_params()
@@ -397,9 +398,13 @@ class GaussianAD(FastcoreEstimator):
             self.__dict__.pop(attribute, None)
         features = [int(p[0].offset.shape[-1]) for p in parts]
         self.n_features_in_ = features if multi else features[0]
+        self.__dict__.pop("levels_", None)
         if all(self._fit_problem(p[0].count, features[i], "") is None for i, p in enumerate(parts)):
-            self.levels_ = [self._level_from_moments(m, scale, dtype, spatial, name(i))
-                            for i, (m, scale, dtype, spatial) in enumerate(parts)]
+            try:
+                self.levels_ = [self._level_from_moments(m, scale, dtype, spatial, name(i))
+                                for i, (m, scale, dtype, spatial) in enumerate(parts)]
+            except SingularCovarianceError:
+                pass  # not yet: the rows so far span too few directions; later chunks may fix it
         return self
 
     def _npca_whitening(self, cov):
