@@ -1,7 +1,8 @@
 """Dask arrays on a real two-process cluster: distributed Gaussian fits equal the in-memory fit
 (and scikit-learn's estimators), streaming partial_fit equals fit over any chunking, lazy scoring
 equals the Rust kernels, ranking metrics and AUPRO equal the in-memory ones (and scikit-learn)
-with ties, a worker killed mid-job changes nothing, and bad dask input fails clearly."""
+with ties, membership statistics and Tsetlin predictions on chunks equal the in-memory ones, a
+worker killed mid-job changes nothing, and bad dask input fails clearly."""
 
 import os
 import signal
@@ -18,7 +19,7 @@ cloudpickle = pytest.importorskip("cloudpickle")
 from sklearn.covariance import OAS, EmpiricalCovariance, LedoitWolf  # noqa: E402
 from sklearn.metrics import average_precision_score, roc_auc_score  # noqa: E402
 
-from fastcore_ad import GaussianAD, metrics  # noqa: E402
+from fastcore_ad import GaussianAD, TsetlinMachine, metrics, mia  # noqa: E402
 from fastcore_ad.gaussian import mahalanobis, mahalanobis_per_position  # noqa: E402
 
 # The workers are other processes: they receive this module's helpers by value.
@@ -222,6 +223,47 @@ def test_aupro_with_chunks_along_images(client, rng, max_fpr):
     expected_fpr, expected_pro = metrics.pro_curve(maps, masks, max_fpr)
     np.testing.assert_allclose(fpr, expected_fpr, rtol=1e-12)
     np.testing.assert_allclose(pro, expected_pro, rtol=1e-9, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------
+# Membership scores and the Tsetlin Machine
+
+
+def test_token_stats_and_score_logits_on_batch_chunks(client, rng):
+    batch, length, vocab = 11, 9, 13
+    logits = rng.normal(size=(batch, length, vocab)).astype(np.float32)
+    targets = rng.integers(0, vocab, size=(batch, length - 1))
+    lengths = rng.integers(1, length, size=batch)
+    lazy = da.from_array(logits, chunks=(4, 5, vocab))
+    for with_max in (False, True):
+        expected = mia.token_stats(logits, targets, lengths, with_max=with_max)
+        actual = mia.token_stats(lazy, da.from_array(targets, chunks=3), lengths, with_max=with_max)
+        assert isinstance(actual.logp, da.Array) and len(actual) == len(expected)
+        for got, want in zip(actual, expected):
+            np.testing.assert_array_equal(got.compute(), want)  # the same kernel on the same rows
+    texts = [f"sequence {i} " * (i + 1) for i in range(batch)]
+    counts = rng.integers(0, 50, size=vocab)
+    expected = mia.score_logits(logits, targets, lengths, texts=texts, counts=counts, ratios=(0.2, 0.5))
+    actual = mia.score_logits(lazy, targets, da.from_array(lengths, chunks=5), texts=texts, counts=counts,
+                              ratios=(0.2, 0.5))
+    assert list(actual) == list(expected)
+    for key in expected:
+        np.testing.assert_array_equal(actual[key].compute(), expected[key])
+    with pytest.raises(ValueError, match="expected 11 sequences"):
+        mia.token_stats(lazy, targets[:5], None)
+
+
+def test_tsetlin_prediction_on_row_chunks(client, rng):
+    X = rng.integers(0, 2, size=(240, 24), dtype=np.uint8)
+    y = np.array(["even", "odd"])[X[:, 0] ^ X[:, 1]]
+    model = TsetlinMachine(n_clauses=20, threshold=10, seed=0).fit(X, y)
+    lazy = da.from_array(X, chunks=(50, 10))
+    for method in ("class_sums", "decision_function", "predict"):
+        result = getattr(model, method)(lazy)
+        assert isinstance(result, da.Array)
+        np.testing.assert_array_equal(result.compute(), getattr(model, method)(X))
+    with pytest.raises(ValueError, match="X has 5 features"):
+        model.predict(da.ones((4, 5)))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -311,3 +311,104 @@ def partial_area(x, y, x_max):
         y_max = y[inside - 1] + (y[inside] - y[inside - 1]) * (x_max - x[inside - 1]) / (x[inside] - x[inside - 1])
         area += 0.5 * (y_max + y[inside - 1]) * (x_max - x[inside - 1])
     return area
+
+
+# ------------------------------------------------------------------------------------------------
+# Membership scores over batches of logits
+
+
+def _along_batch(value, name, chunks):
+    """``value`` (numpy or dask, ``[B, ...]``) as delayed blocks matching the batch ``chunks``, or
+    a list of Nones when ``value`` is None."""
+    import dask.array as da  # noqa: PLC0415
+
+    if value is None:
+        return [None] * len(chunks)
+    value = da.asarray(value)
+    check_array(value, name)
+    if value.shape[0] != sum(chunks):
+        raise ValueError(f"{name}: expected {sum(chunks)} sequences like logits, got {value.shape[0]}")
+    return list(value.rechunk((chunks, *(-1,) * (value.ndim - 1))).to_delayed().ravel())
+
+
+def _logits_blocks(logits, targets, mask):
+    """Delayed (logits, targets, mask) blocks of whole sequences, and the rows of each."""
+    if logits.dtype == object:
+        raise TypeError("logits: expected float32, float64, float16 or bfloat16, got dtype object")
+    if logits.ndim != 3:
+        raise ValueError(f"logits: expected 3 dimensions [B, T, V], got shape {tuple(logits.shape)}")
+    if any(np.isnan(size) for sizes in logits.chunks for size in sizes):
+        raise ValueError("logits: a dask array with chunks of unknown size (NaN); call "
+                         "logits.compute_chunk_sizes() first")
+    logits = rows_only(logits)
+    rows = logits.chunks[0]
+    return (list(logits.to_delayed().ravel()), _along_batch(targets, "targets", rows),
+            _along_batch(mask, "mask", rows), rows)
+
+
+def _stacked(function, logits, targets, mask, kwargs):
+    from ._dispatch import cupy_module, is_cupy  # noqa: PLC0415
+
+    outputs = function(logits, targets, mask, **kwargs)
+    xp = cupy_module() if is_cupy(outputs[0]) else np
+    return xp.stack(outputs)
+
+
+def token_stats(function, logits, targets, mask, n_outputs, **kwargs):
+    """The ``n_outputs`` float64 ``[B, T]`` arrays of ``function(logits, targets, mask, **kwargs)``
+    (``mia.token_stats``) on each batch chunk of dask ``logits``, as lazy dask arrays."""
+    dask = _dask()
+    import dask.array as da  # noqa: PLC0415
+
+    logit_blocks, target_blocks, mask_blocks, rows = _logits_blocks(logits, targets, mask)
+    time = int(np.shape(targets)[1])
+    stacked = dask.delayed(_stacked, pure=True)
+    pieces = [da.from_delayed(stacked(function, lg, tg, mk, kwargs), shape=(n_outputs, r, time), dtype=np.float64)
+              for lg, tg, mk, r in zip(logit_blocks, target_blocks, mask_blocks, rows)]
+    joined = da.concatenate(pieces, axis=1)
+    return [joined[i] for i in range(n_outputs)]
+
+
+def _score_rows(function, keys, logits, targets, mask, texts, kwargs):
+    scores = function(logits, targets, mask, texts=texts, **kwargs)
+    return np.stack([np.asarray(scores[key], dtype=np.float64) for key in keys])
+
+
+def score_logits(function, keys, logits, targets, mask, texts, **kwargs):
+    """``function`` (``mia.score_logits``) on each batch chunk of dask ``logits``: a dict of lazy
+    float64 ``[B]`` dask arrays under ``keys``; ``texts`` are cut along the same chunks and the
+    other arguments (``counts``: ``[V]``) are one graph key shared by the chunks."""
+    dask = _dask()
+    import dask.array as da  # noqa: PLC0415
+
+    logit_blocks, target_blocks, mask_blocks, rows = _logits_blocks(logits, targets, mask)
+    starts = np.cumsum((0, *rows))
+    text_blocks = [None if texts is None else list(texts[a:b]) for a, b in zip(starts[:-1], starts[1:])]
+    shared = {name: (dask.delayed(value, pure=True) if isinstance(value, np.ndarray) else value)
+              for name, value in kwargs.items()}
+    rows_of = dask.delayed(_score_rows, pure=True)
+    pieces = [da.from_delayed(rows_of(function, keys, lg, tg, mk, tx, shared), shape=(len(keys), r),
+                              dtype=np.float64)
+              for lg, tg, mk, tx, r in zip(logit_blocks, target_blocks, mask_blocks, text_blocks, rows)]
+    joined = da.concatenate(pieces, axis=1)
+    return {key: joined[i] for i, key in enumerate(keys)}
+
+
+# ------------------------------------------------------------------------------------------------
+# Fitted models applied to row chunks
+
+
+def _call_method(block, model, method):
+    return getattr(model, method)(block)
+
+
+def map_method(model, method: str, X, columns: int, dtype):
+    """``model.<method>(chunk)`` on each row chunk of dask ``X``, lazily: ``[n, columns]``. The
+    model is one graph key, so each worker receives it once."""
+    dask = _dask()
+    import dask.array as da  # noqa: PLC0415
+
+    X = rows_only(check_array(X, "X", ndim=2))
+    shared = dask.delayed(model, pure=False)
+    return da.map_blocks(_call_method, X, shared, method, chunks=(X.chunks[0], (columns,)), dtype=dtype,
+                         meta=np.empty((0, 0), dtype=dtype))

@@ -40,7 +40,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _core
-from ._dispatch import as_array, binary_labels, is_cupy, kernels, to_backend, xp_of
+from ._dispatch import as_array, binary_labels, is_cupy, is_dask, kernels, to_backend, xp_of
 from .progress import progress
 
 __all__ = [
@@ -197,7 +197,18 @@ def token_stats(logits, targets, mask=None, *, n_jobs=None, with_max=False):
     >>> s = token_stats(logits, np.array([[1, 3]]))
     >>> np.allclose(s.logp, np.log(0.25)), np.allclose(s.mu, np.log(0.25)), float(s.sigma.max())
     (True, True, 0.0)
+
+    Dask ``logits`` (chunked along the batch) give lazy dask arrays, each chunk read once where
+    it lives.
     """
+    if is_dask(logits):
+        from . import _distributed  # noqa: PLC0415
+
+        if not isinstance(with_max, (bool, np.bool_)):
+            raise TypeError(f"with_max: expected True or False, got {with_max!r}")
+        outs = _distributed.token_stats(token_stats, logits, targets, mask, 4 if with_max else 3, n_jobs=n_jobs,
+                                        with_max=bool(with_max))
+        return TokenStatsWithMax(*outs) if with_max else TokenStats(*outs)
     arr, backend, half = _logits_array(logits)
     batch, logits_time, vocab = (int(v) for v in arr.shape)
     tg = _targets_array(targets, batch, logits_time, vocab, backend)
@@ -562,7 +573,18 @@ def score_logits(logits, targets, mask=None, ratios=DEFAULT_RATIOS, *, texts=Non
     >>> scores = score_logits(rng.normal(size=(2, 5, 7)), rng.integers(0, 7, (2, 5)), ratios=(0.2, 0.5))
     >>> sorted(scores)
     ['gap_k@0.2', 'gap_k@0.5', 'loss', 'min_k++@0.2', 'min_k++@0.5', 'min_k@0.2', 'min_k@0.5']
+
+    Dask ``logits`` (chunked along the batch) give a dict of lazy ``[B]`` dask arrays.
     """
+    if is_dask(logits):
+        from . import _distributed  # noqa: PLC0415
+
+        options = dict(ratios=ratios, counts=counts, dc_pdd_a=dc_pdd_a, gap_window=gap_window, n_jobs=n_jobs)
+        # The key set is score_logits's own, asked of it on one tiny sequence rather than restated.
+        vocab = int(logits.shape[-1])
+        probe = score_logits(np.zeros((1, 2, vocab)), np.zeros((1, 1), np.int64),
+                             texts=None if texts is None else ["probe"], **options)
+        return _distributed.score_logits(score_logits, list(probe), logits, targets, mask, texts, **options)
     rs = _ratios(ratios)
     keys = {}
     for r in rs:

@@ -55,7 +55,7 @@ from sklearn.utils.validation import column_or_1d
 
 from . import _core
 from ._base import ComplexDataError, FastcoreEstimator, as_dense_array, check_shape
-from ._dispatch import is_cupy, kernels, to_backend, xp_of
+from ._dispatch import is_cupy, is_dask, kernels, to_backend, xp_of
 from ._thermometer import Thermometer
 from .progress import progress
 
@@ -502,8 +502,18 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
     @_serialised
     def class_sums(self, X):
         """Raw class sums ``[n_samples, n_classes]`` (int64, unclamped): the summed signed
-        weights of the clauses that fire (empty clauses never fire at prediction)."""
+        weights of the clauses that fire (empty clauses never fire at prediction).
+
+        A dask ``X`` (dense chunks along the rows) gives a lazy dask array, the model sent once
+        per worker (so do ``decision_function`` and ``predict``); training stays on one machine."""
         self._check_fitted()
+        if is_dask(X):
+            from . import _distributed  # noqa: PLC0415
+
+            if X.ndim == 2 and X.shape[1] != self.n_features_in_:
+                raise ValueError(f"X has {X.shape[1]} features, but TsetlinMachine is expecting "
+                                 f"{self.n_features_in_} features as input")
+            return _distributed.map_method(self, "class_sums", X, len(self.classes_), np.int64)
         X, n, _, backend = _intake(X, self.n_features_in_)
         docs = _docs(X, self._encoder(), backend)
         target = self._target_backend(backend)
@@ -523,6 +533,8 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
     def predict(self, X):
         """The class with the largest class sum (ties go to the first class in ``classes_``)."""
         sums = self.class_sums(X)
+        if is_dask(sums):
+            return sums.argmax(axis=1).map_blocks(self.classes_.take, dtype=self.classes_.dtype)
         if is_cupy(sums):
             sums = sums.get()
         return self.classes_[np.argmax(sums, axis=1)]
