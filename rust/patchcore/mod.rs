@@ -57,6 +57,36 @@ fn exact_sq<T: Real>(a: &[T], b: &[T]) -> f64 {
     (s[0] + s[1]) + (s[2] + s[3])
 }
 
+/// Independent accumulators: one AVX-512 register of float32.
+const LANES: usize = 16;
+
+/// Squared distance accumulated in the element type over 16 lanes (vectorises): a fast
+/// estimate whose relative error is below `fast_sq_slack`; decisions are re-made exactly.
+#[inline(always)]
+fn fast_sq<T: Real>(a: &[T], b: &[T]) -> f64 {
+    let mut lanes = [T::ZERO; LANES];
+    let mut ac = a.chunks_exact(LANES);
+    let mut bc = b.chunks_exact(LANES);
+    for (x, y) in (&mut ac).zip(&mut bc) {
+        for ((acc, &p), &q) in lanes.iter_mut().zip(x).zip(y) {
+            let d = p - q;
+            *acc += d * d;
+        }
+    }
+    let mut s: f64 = lanes.iter().map(|v| v.to_f64()).sum();
+    for (&p, &q) in ac.remainder().iter().zip(bc.remainder()) {
+        let d = (p - q).to_f64();
+        s += d * d;
+    }
+    s
+}
+
+/// A relative bound on the error of [`fast_sq`] for vectors of length `d` (differences and
+/// squares rounded once each, sums of at most d / 16 + 16 terms).
+fn fast_sq_slack<T>(d: usize) -> f64 {
+    4.0 * (d as f64 / LANES as f64 + LANES as f64 + 4.0) * unit_roundoff::<T>()
+}
+
 fn exact_dot<T: Real>(a: &[T], b: &[T]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x.to_f64() * y.to_f64()).sum()
 }
@@ -173,33 +203,58 @@ pub fn knn<T: Real>(
                         let tol = 4.0 * (d as f64 + 4.0) * u * qn * max_b
                             + 4.0 * u * (qn * qn + max_b * max_b)
                             + f64::MIN_POSITIVE;
+                        // The largest key that can still beat the k-th best: in the key's units
+                        // (squared distance minus |q|^2), widened by its rounding bound.
+                        let limit_of = |bound: f64| match metric {
+                            Metric::Euclidean => bound * bound - qn * qn + tol,
+                            // cosine distance c = |a - b|^2 / 2 for unit vectors
+                            Metric::Cosine => 2.0 * bound - qn * qn + tol + 8.0 * d as f64 * u,
+                        };
+                        // As the element type, rounded outwards, for the vectorised scan.
+                        let to_t = |limit: f64| {
+                            if limit.is_finite() {
+                                T::from_f64(limit + limit.abs() * 4.0 * u + f64::MIN_POSITIVE)
+                            } else {
+                                T::from_f64(f64::MAX)
+                            }
+                        };
+                        let mut limit = limit_of(best_i.bound());
+                        let mut limit_t = to_t(limit);
                         let qi = &qv[(q0 + i) * d..(q0 + i + 1) * d];
                         let row = &keys[i * cols..(i + 1) * cols];
-                        for (j, &dot) in row.iter().enumerate() {
-                            let key = b_norm2_t[b0 + j].to_f64() - 2.0 * dot.to_f64();
-                            // Squared distances: the bound in the key's units.
-                            let bound = best_i.bound();
-                            let limit = match metric {
-                                Metric::Euclidean => bound * bound - qn * qn + tol,
-                                // cosine distance c = |a - b|^2 / 2 for unit vectors
-                                Metric::Cosine => 2.0 * bound - qn * qn + tol + 8.0 * d as f64 * u,
-                            };
-                            if bound.is_finite() && key > limit {
+                        let norms = &b_norm2_t[b0..b0 + cols];
+                        for (ci, (kc, nc)) in row.chunks(LANES).zip(norms.chunks(LANES)).enumerate() {
+                            // Branch-free test of a whole chunk first: most chunks hold nothing.
+                            let mut any = false;
+                            for (&dot, &bn) in kc.iter().zip(nc) {
+                                any |= bn - (dot + dot) <= limit_t;
+                            }
+                            if !any && best_i.items.len() == k {
                                 continue;
                             }
-                            let jj = b0 + j;
-                            let dist = match metric {
-                                Metric::Euclidean => {
-                                    exact_sq(qi, &bv[jj * d..(jj + 1) * d]).sqrt()
+                            for (o, (&dot, &bn)) in kc.iter().zip(nc).enumerate() {
+                                let key = bn.to_f64() - 2.0 * dot.to_f64();
+                                if best_i.items.len() == k && key > limit {
+                                    continue;
                                 }
-                                Metric::Cosine => {
-                                    let raw_q = &queries[(q0 + i) * d..(q0 + i + 1) * d];
-                                    let raw_b = &bank[jj * d..(jj + 1) * d];
-                                    1.0 - exact_dot(raw_q, raw_b)
-                                        / (q_exact_norm[i] * b_exact_norm[jj])
+                                let jj = b0 + ci * LANES + o;
+                                let dist = match metric {
+                                    Metric::Euclidean => {
+                                        exact_sq(qi, &bv[jj * d..(jj + 1) * d]).sqrt()
+                                    }
+                                    Metric::Cosine => {
+                                        let raw_q = &queries[(q0 + i) * d..(q0 + i + 1) * d];
+                                        let raw_b = &bank[jj * d..(jj + 1) * d];
+                                        1.0 - exact_dot(raw_q, raw_b)
+                                            / (q_exact_norm[i] * b_exact_norm[jj])
+                                    }
+                                };
+                                best_i.offer(dist, jj);
+                                if best_i.items.len() == k {
+                                    limit = limit_of(best_i.bound());
+                                    limit_t = to_t(limit);
                                 }
-                            };
-                            best_i.offer(dist, jj);
+                            }
                         }
                     }
                     b0 += cols;
@@ -230,6 +285,60 @@ fn unit_rows<T: Real>(x: &[T], d: usize, name: &str) -> CoreResult<Vec<T>> {
     Ok(out)
 }
 
+const CHUNK: usize = 4096;
+
+/// One chunk of a greedy step: lower each point's minimum squared distance with the new centre
+/// `c` and return the chunk's farthest point (value, index; lowest index on ties). The fast
+/// lane estimate settles most points; only those it cannot rule out are measured exactly, so
+/// the minima are exactly those of a float64 implementation.
+#[inline(always)]
+fn update_chunk_body<T: Real>(x: &[T], d: usize, c: &[T], base: usize, chunk: &mut [f64], slack: f64) -> (f64, usize) {
+    let mut best = (f64::NEG_INFINITY, usize::MAX);
+    for (o, m) in chunk.iter_mut().enumerate() {
+        let i = base + o;
+        let row = &x[i * d..(i + 1) * d];
+        if fast_sq(row, c) * (1.0 - slack) <= *m {
+            let dist = exact_sq(row, c);
+            if dist < *m {
+                *m = dist;
+            }
+        }
+        if *m > best.0 {
+            best = (*m, i);
+        }
+    }
+    best
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn update_chunk_avx512<T: Real>(x: &[T], d: usize, c: &[T], base: usize, chunk: &mut [f64], slack: f64) -> (f64, usize) {
+    update_chunk_body(x, d, c, base, chunk, slack)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn update_chunk_avx2<T: Real>(x: &[T], d: usize, c: &[T], base: usize, chunk: &mut [f64], slack: f64) -> (f64, usize) {
+    update_chunk_body(x, d, c, base, chunk, slack)
+}
+
+/// [`update_chunk_body`] through the widest vector unit the CPU has (the crate is compiled for
+/// baseline x86-64); every copy gives the same minima, since decisions are re-made exactly.
+fn update_chunk<T: Real>(x: &[T], d: usize, c: &[T], base: usize, chunk: &mut [f64], slack: f64) -> (f64, usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked just above).
+            return unsafe { update_chunk_avx512(x, d, c, base, chunk, slack) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            return unsafe { update_chunk_avx2(x, d, c, base, chunk, slack) };
+        }
+    }
+    update_chunk_body(x, d, c, base, chunk, slack)
+}
+
 /// Exact greedy k-center: `n_select` indices of `x [n, d]`, starting at `start`; each step
 /// takes the point whose minimum squared distance to the selected set is largest (ties: the
 /// lowest index). `progress` is called with the number selected so far.
@@ -258,7 +367,7 @@ pub fn greedy_coreset<T: Real>(
     let mut min_d2 = vec![f64::INFINITY; n];
     let mut selected = Vec::with_capacity(n_select);
     let mut centre = start;
-    const CHUNK: usize = 4096;
+    let slack = fast_sq_slack::<T>(d);
     for step in 0..n_select {
         selected.push(centre as i64);
         if step + 1 == n_select {
@@ -269,21 +378,7 @@ pub fn greedy_coreset<T: Real>(
         let leader = min_d2
             .par_chunks_mut(CHUNK)
             .enumerate()
-            .map(|(ci, chunk)| {
-                let base = ci * CHUNK;
-                let mut best = (f64::NEG_INFINITY, usize::MAX);
-                for (o, m) in chunk.iter_mut().enumerate() {
-                    let i = base + o;
-                    let dist = exact_sq(&x[i * d..(i + 1) * d], c);
-                    if dist < *m {
-                        *m = dist;
-                    }
-                    if *m > best.0 {
-                        best = (*m, i);
-                    }
-                }
-                best
-            })
+            .map(|(ci, chunk)| update_chunk(x, d, c, ci * CHUNK, chunk, slack))
             .reduce(
                 || (f64::NEG_INFINITY, usize::MAX),
                 |a, b| {

@@ -1,0 +1,87 @@
+"""Exact kNN against a bank and the greedy k-center coreset, side by side with their peers.
+
+    python -m pytest bench/bench_patchcore.py --benchmark-enable --benchmark-columns=min,mean,rounds
+
+kNN peers: scikit-learn NearestNeighbors(algorithm="brute") and faiss-cpu IndexFlatL2 (exact
+L2; `pip install faiss-cpu`, in the bench extra). Coreset peer: a vectorised numpy rewrite of
+anomalib's KCenterGreedy (one full distance pass per step, argmax), the same rule as ours.
+Sizes are scaled down from the PatchCore workload (m = 100,000, n = 200,000, d = 384) so one
+run fits in minutes on 2 cores; FASTCORE_AD_BENCH_SCALE multiplies m and n.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from fastcore_ad import knn, patchcore
+
+SCALE = float(os.environ.get("FASTCORE_AD_BENCH_SCALE", "1"))
+M, N, D = int(10_000 * SCALE), int(40_000 * SCALE), 384
+CORESET_N, CORESET_D, CORESET_SELECT = 50_000, 128, 1_000
+
+
+@pytest.fixture(scope="module")
+def vectors():
+    rng = np.random.default_rng(0)
+    return (rng.standard_normal((M, D), dtype=np.float32), rng.standard_normal((N, D), dtype=np.float32))
+
+
+def run(benchmark, fn, rounds=2):
+    return benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=0)
+
+
+@pytest.mark.parametrize("k", [1, 9])
+def test_knn__fastcore(benchmark, vectors, k):
+    benchmark.group = f"knn {M} x {N} x {D} f32, k={k}"
+    q, b = vectors
+    run(benchmark, lambda: knn(q, b, k))
+
+
+@pytest.mark.parametrize("k", [1, 9])
+def test_knn__faiss_flat_l2(benchmark, vectors, k):
+    faiss = pytest.importorskip("faiss")
+    benchmark.group = f"knn {M} x {N} x {D} f32, k={k}"
+    q, b = vectors
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    index = faiss.IndexFlatL2(D)
+    index.add(b)
+    run(benchmark, lambda: index.search(q, k))
+
+
+@pytest.mark.parametrize("k", [1, 9])
+def test_knn__sklearn_brute(benchmark, vectors, k):
+    from sklearn.neighbors import NearestNeighbors
+
+    benchmark.group = f"knn {M} x {N} x {D} f32, k={k}"
+    q, b = vectors
+    nn = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(b)
+    run(benchmark, lambda: nn.kneighbors(q), rounds=1)
+
+
+@pytest.fixture(scope="module")
+def coreset_data():
+    return np.random.default_rng(1).standard_normal((CORESET_N, CORESET_D), dtype=np.float32)
+
+
+def kcenter_greedy_numpy(x, n_select, start=0):
+    """anomalib's KCenterGreedy rule, vectorised: per step one distance pass and an argmax."""
+    min_d2 = None
+    chosen = [start]
+    for _ in range(n_select - 1):
+        d2 = ((x - x[chosen[-1]]) ** 2).sum(axis=1)
+        min_d2 = d2 if min_d2 is None else np.minimum(min_d2, d2)
+        chosen.append(int(np.argmax(min_d2)))
+    return np.array(chosen)
+
+
+def test_coreset__fastcore(benchmark, coreset_data):
+    benchmark.group = f"greedy coreset {CORESET_N} x {CORESET_D} f32, {CORESET_SELECT} selected"
+    run(benchmark, lambda: patchcore.greedy_coreset(coreset_data, CORESET_SELECT, progress_bar=False))
+
+
+def test_coreset__numpy_kcenter_greedy(benchmark, coreset_data):
+    benchmark.group = f"greedy coreset {CORESET_N} x {CORESET_D} f32, {CORESET_SELECT} selected"
+    run(benchmark, lambda: kcenter_greedy_numpy(coreset_data, CORESET_SELECT), rounds=1)
