@@ -188,6 +188,31 @@ fn matmul_with<T: Real>(
     }
 }
 
+/// Accumulator lanes of [`sq_distance_lanes`]: one AVX-512 register of float32.
+pub const LANES: usize = 16;
+
+/// Squared distance accumulated in the element type over 16 independent lanes (no bounds
+/// checks, so it vectorises when inlined into code compiled for AVX2 / AVX-512), the lanes and
+/// the tail summed in float64.
+#[inline(always)]
+pub fn sq_distance_lanes<T: Real>(a: &[T], b: &[T]) -> f64 {
+    let mut lanes = [T::ZERO; LANES];
+    let mut a_chunks = a.chunks_exact(LANES);
+    let mut b_chunks = b.chunks_exact(LANES);
+    for (ac, bc) in (&mut a_chunks).zip(&mut b_chunks) {
+        for ((acc, &x), &y) in lanes.iter_mut().zip(ac).zip(bc) {
+            let d = x - y;
+            *acc += d * d;
+        }
+    }
+    let mut s: f64 = lanes.iter().map(|v| v.to_f64()).sum();
+    for (&x, &y) in a_chunks.remainder().iter().zip(b_chunks.remainder()) {
+        let d = (x - y).to_f64();
+        s += d * d;
+    }
+    s
+}
+
 #[inline]
 pub fn dot_f64(a: &[f64], b: &[f64]) -> f64 {
     // Four independent accumulators so the compiler can vectorise and pipeline the adds.

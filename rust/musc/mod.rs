@@ -170,22 +170,7 @@ unsafe fn exact_sq_distance_avx2<T: Real>(a: &[T], b: &[T]) -> f64 {
 
 #[inline(always)]
 fn exact_sq_distance_lanes<T: Real>(a: &[T], b: &[T]) -> f64 {
-    let mut lanes = [T::ZERO; LANES];
-    let mut a_chunks = a.chunks_exact(LANES);
-    let mut b_chunks = b.chunks_exact(LANES);
-    for (ac, bc) in (&mut a_chunks).zip(&mut b_chunks) {
-        // Iterator zips over fixed-size lanes: no bounds checks, so the loop vectorises.
-        for ((acc, &x), &y) in lanes.iter_mut().zip(ac).zip(bc) {
-            let d = x - y;
-            *acc += d * d;
-        }
-    }
-    let mut s: f64 = lanes.iter().map(|v| v.to_f64()).sum();
-    for (&x, &y) in a_chunks.remainder().iter().zip(b_chunks.remainder()) {
-        let d = (x - y).to_f64();
-        s += d * d;
-    }
-    s
+    crate::linalg::sq_distance_lanes(a, b)
 }
 
 /// Independent accumulators / comparison lanes: one AVX-512 register of float32.

@@ -15,7 +15,7 @@
 use rayon::prelude::*;
 
 use crate::error::{invalid, CoreResult};
-use crate::linalg::{matmul, MatRef, Real};
+use crate::linalg::{matmul, sq_distance_lanes, MatRef, Real, LANES};
 
 /// Query rows per tile (each thread owns one tile of queries at a time).
 const QUERY_TILE: usize = 256;
@@ -57,31 +57,7 @@ fn exact_sq<T: Real>(a: &[T], b: &[T]) -> f64 {
     (s[0] + s[1]) + (s[2] + s[3])
 }
 
-/// Independent accumulators: one AVX-512 register of float32.
-const LANES: usize = 16;
-
-/// Squared distance accumulated in the element type over 16 lanes (vectorises): a fast
-/// estimate whose relative error is below `fast_sq_slack`; decisions are re-made exactly.
-#[inline(always)]
-fn fast_sq<T: Real>(a: &[T], b: &[T]) -> f64 {
-    let mut lanes = [T::ZERO; LANES];
-    let mut ac = a.chunks_exact(LANES);
-    let mut bc = b.chunks_exact(LANES);
-    for (x, y) in (&mut ac).zip(&mut bc) {
-        for ((acc, &p), &q) in lanes.iter_mut().zip(x).zip(y) {
-            let d = p - q;
-            *acc += d * d;
-        }
-    }
-    let mut s: f64 = lanes.iter().map(|v| v.to_f64()).sum();
-    for (&p, &q) in ac.remainder().iter().zip(bc.remainder()) {
-        let d = (p - q).to_f64();
-        s += d * d;
-    }
-    s
-}
-
-/// A relative bound on the error of [`fast_sq`] for vectors of length `d` (differences and
+/// A relative bound on the error of [`sq_distance_lanes`] for vectors of length `d` (differences and
 /// squares rounded once each, sums of at most d / 16 + 16 terms).
 fn fast_sq_slack<T>(d: usize) -> f64 {
     4.0 * (d as f64 / LANES as f64 + LANES as f64 + 4.0) * unit_roundoff::<T>()
@@ -297,7 +273,7 @@ fn update_chunk_body<T: Real>(x: &[T], d: usize, c: &[T], base: usize, chunk: &m
     for (o, m) in chunk.iter_mut().enumerate() {
         let i = base + o;
         let row = &x[i * d..(i + 1) * d];
-        if fast_sq(row, c) * (1.0 - slack) <= *m {
+        if sq_distance_lanes(row, c) * (1.0 - slack) <= *m {
             let dist = exact_sq(row, c);
             if dist < *m {
                 *m = dist;
