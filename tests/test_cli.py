@@ -78,6 +78,7 @@ def test_output_path_that_is_a_file_fails_before_any_work(tmp_path, rng, capsys,
     (["--top", "-1"], ["--top"]),
     (["--max-overlays", "-3"], ["--max-overlays"]),
     (["--method", "gaussian"], ["--train"]),
+    (["--method", "patchcore"], ["--train"]),
     (["--image-size", "big"], ["--image-size", "invalid int value"]),
     (["--method", "padim"], ["--method", "invalid choice"]),
 ])
@@ -129,3 +130,13 @@ def test_a_valid_run_still_writes_its_results(tmp_path, rng, capsys, heavy_work)
     assert heavy_work == {"backbone": 1, "extract": 2}
     assert (out / "scores.csv").is_file() and len(list((out / "overlays").iterdir())) == 1
     assert "written" in capsys.readouterr().out
+
+
+def test_a_patchcore_run_writes_its_results(tmp_path, rng, capsys, heavy_work):
+    train = _folder(tmp_path / "train", 4, rng)
+    images = _folder(tmp_path / "images", 3, rng)
+    out = tmp_path / "out"
+    assert cli.main(["detect", str(images), "--method", "patchcore", "--train", str(train), "--out", str(out),
+                     "--image-size", "32", "--layers", "stage2", "--sigma", "0", "--max-overlays", "1"]) == 0
+    assert (out / "scores.csv").is_file()
+    assert "patchcore" in capsys.readouterr().out

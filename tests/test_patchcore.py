@@ -100,3 +100,73 @@ def test_greedy_coreset_rejects_bad_input(rng):
         patchcore.greedy_coreset(x, True)
     with pytest.raises(ValueError, match="X"):
         patchcore.greedy_coreset(x[:, :0], 1)
+
+
+# -- PatchCore -------------------------------------------------------------------------------
+
+def _patchcore_oracle(train, test, ratio, b, seed, locality=3):
+    """The paper's pipeline on aggregated patches (musc.lnamd), brute force in float64."""
+    from fastcore_ad import musc
+
+    tr = musc.lnamd(train, locality).reshape(-1, train.shape[-1]).astype(np.float64)
+    te = musc.lnamd(test, locality)
+    n, h, w, c = te.shape
+    te = te.reshape(-1, c).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    start = int(rng.integers(tr.shape[0]))
+    chosen = _coreset_oracle(tr, max(1, int(ratio * tr.shape[0])), start)
+    bank = tr[chosen]
+    d = np.sqrt(((te[:, None, :] - bank[None]) ** 2).sum(-1))
+    patch = d.min(axis=1).reshape(n, h * w)
+    nearest = d.argmin(axis=1).reshape(n, h * w)
+    scores = []
+    for i in range(n):
+        p = int(np.argmax(patch[i]))
+        m_star = nearest[i, p]
+        bank_d = np.sqrt(((bank - bank[m_star]) ** 2).sum(-1))
+        neighbours = np.lexsort((np.arange(len(bank)), bank_d))[:b]
+        to_n = np.sqrt(((te[i * h * w + p] - bank[neighbours]) ** 2).sum(-1))
+        s = patch[i, p]
+        scores.append((1 - np.exp(s) / np.exp(to_n).sum()) * s)
+    return np.array(scores), patch.reshape(n, h, w)
+
+
+@pytest.mark.parametrize("ratio,b", [(0.3, 3), (1.0, 1), (0.05, 9)])
+def test_patchcore_equals_the_papers_pipeline(ratio, b, rng):
+    from fastcore_ad import PatchCore
+
+    train = rng.normal(size=(5, 6, 7, 10))
+    test = rng.normal(size=(3, 6, 7, 10))
+    test[1, 2, 2] += 4.0
+    model = PatchCore(coreset_ratio=ratio, projection_dim=None, num_neighbors=b, seed=3).fit(train)
+    result = model.predict(test, image_size=(12, 14))
+    want_img, want_patch = _patchcore_oracle(train, test, ratio, b, 3)
+    np.testing.assert_allclose(result.patch_scores, want_patch, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(result.image_scores, want_img, rtol=1e-9, atol=1e-12)
+    assert result.anomaly_maps().shape == (3, 12, 14)
+    np.testing.assert_allclose(model.decision_function(test), want_img, rtol=1e-9, atol=1e-12)
+
+
+def test_patchcore_projection_levels_and_errors(rng):
+    from fastcore_ad import PatchCore, musc
+
+    train = [rng.normal(size=(4, 8, 8, 6)).astype(np.float32), rng.normal(size=(4, 4, 4, 5)).astype(np.float32)]
+    model = PatchCore(coreset_ratio=0.2, projection_dim=4, seed=7).fit(train)
+    assert model.memory_bank_.shape == (int(0.2 * 4 * 64), 11) and model.patch_grid_ == (8, 8)
+    # The coreset is the greedy rule in the projected space from the seeded start.
+    rng_model = np.random.default_rng(7)
+    projection = patchcore.sparse_random_projection(11, 4, rng_model.integers(2**63))
+    start = int(rng_model.integers(4 * 64))
+    flat = model._patches(train, "features")[0].reshape(-1, 11)
+    want = _coreset_oracle(flat @ projection.astype(np.float32), len(model.coreset_indices_), start)
+    np.testing.assert_array_equal(model.coreset_indices_, want)
+    np.testing.assert_array_equal(model.memory_bank_, flat[want])
+    assert musc.lnamd(train[0], 3).shape == (4, 8, 8, 6)
+    with pytest.raises(ValueError, match="coreset_ratio"):
+        PatchCore(coreset_ratio=0).fit(train)
+    with pytest.raises(ValueError, match="locality"):
+        PatchCore(locality=2).fit(train)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        PatchCore().predict(train)
+    with pytest.raises(ValueError, match="channels"):
+        model.predict(train[0])

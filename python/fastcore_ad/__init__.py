@@ -15,7 +15,7 @@ from ._core import FastcoreError, SingularCovarianceError
 from . import metrics, gaussian, mia, musc, patchcore, tsetlin
 from .gaussian import GaussianAD, mahalanobis
 from .musc import MuSc
-from .patchcore import knn
+from .patchcore import PatchCore, knn
 from .tsetlin import TsetlinMachine
 from . import features
 
@@ -33,6 +33,7 @@ __all__ = [
     "MuSc",
     "patchcore",
     "knn",
+    "PatchCore",
     "tsetlin",
     "TsetlinMachine",
     "features",

@@ -77,9 +77,10 @@ def _main(argv) -> int:
     demo.add_argument("--only", nargs="*", choices=FAMILIES, help="run only these families")
     detect = sub.add_parser("detect", help="score a folder of images with a pretrained backbone")
     detect.add_argument("folder", help="images to score")
-    detect.add_argument("--method", choices=("musc", "gaussian"), default="musc",
-                        help="musc: zero-shot on the folder itself; gaussian: per-position Gaussians fitted on --train")
-    detect.add_argument("--train", help="folder of defect-free images (needed by --method gaussian)")
+    detect.add_argument("--method", choices=("musc", "gaussian", "patchcore"), default="musc",
+                        help="musc: zero-shot on the folder itself; gaussian: per-position Gaussians fitted on --train; "
+                             "patchcore: a coreset memory bank of --train's patches")
+    detect.add_argument("--train", help="folder of defect-free images (needed by --method gaussian and patchcore)")
     detect.add_argument("--out", default="fastcore_ad_detect", help="output folder (scores.csv, overlays/)")
     detect.add_argument("--pattern", help="glob inside FOLDER, e.g. '*.jpg' or '*/*.jpg' (default: every image file)")
     detect.add_argument("--train-pattern", help="glob inside --train (default: every image file)")
@@ -111,8 +112,8 @@ def _check_detect_arguments(args):
     """Everything about the command line that needs no file read: a _UsageError otherwise."""
     from . import features, maps  # noqa: PLC0415
 
-    if args.method == "gaussian" and not args.train:
-        raise _UsageError("--method gaussian needs --train FOLDER of defect-free images")
+    if args.method in ("gaussian", "patchcore") and not args.train:
+        raise _UsageError(f"--method {args.method} needs --train FOLDER of defect-free images")
     if args.method == "musc":
         try:
             import fastcore_ad.musc  # noqa: F401, PLC0415
@@ -208,6 +209,10 @@ def _detect(args) -> int:
         train_features = timed("features", model.extract, train, args.layers, size, pooled=False)
         scores, maps = timed("scoring", pipeline.per_position_gaussian, train_features.concatenated(),
                              test_features.concatenated(), (size, size), sigma=args.sigma)
+    elif args.method == "patchcore":
+        train_features = timed("features", model.extract, train, args.layers, size, pooled=False)
+        scores, maps = timed("scoring", pipeline.patchcore, train_features.maps, test_features.maps, (size, size),
+                             sigma=args.sigma)
     else:
         scores, maps = timed("scoring", pipeline.musc_zero_shot, test_features.maps, (size, size), sigma=args.sigma)
 

@@ -1,5 +1,5 @@
-"""Memory-bank kernels: exact k nearest neighbours against a bank and the greedy k-center coreset
-of PatchCore (Roth et al., CVPR 2022).
+"""PatchCore (Roth et al., CVPR 2022) and its kernels: exact k nearest neighbours against a bank
+and the greedy k-center coreset.
 
 numpy arrays run on the Rust kernels, cupy arrays on the CUDA kernels (and come back as cupy).
 
@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._dispatch import as_array, float_array, kernels, same_backend
+from . import maps as _maps
+from ._base import FastcoreEstimator
+from ._dispatch import as_array, float_array, kernels, same_backend, to_backend, xp_of
 from .progress import progress
 
-__all__ = ["knn", "greedy_coreset"]
+__all__ = ["knn", "greedy_coreset", "PatchCore", "PatchCoreResult"]
 
 METRICS = ("euclidean", "cosine")
 
@@ -91,3 +93,192 @@ def greedy_coreset(X, n_select, *, start=0, n_jobs=None, progress_bar=True):
     finally:
         if bar is not None:
             bar.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# PatchCore
+
+
+class PatchCoreResult:
+    """Scores of one PatchCore run: ``image_scores [N]``, ``patch_scores [N, H, W]`` (distance of
+    each patch to its nearest memory-bank vector) and :meth:`anomaly_maps` for pixel maps."""
+
+    def __init__(self, image_scores, patch_scores, image_size=None):
+        self.image_scores = image_scores
+        self.patch_scores = patch_scores
+        self.image_size = image_size
+
+    def __repr__(self):
+        return f"PatchCoreResult(images={self.patch_scores.shape[0]}, patch_grid={tuple(self.patch_scores.shape[1:])})"
+
+    def anomaly_maps(self, image_size=None, sigma=4.0, *, align_corners=_maps.ALIGN_CORNERS, mode=_maps.MODE,
+                     truncate=_maps.TRUNCATE):
+        """Pixel maps ``[N, height, width]`` through :func:`fastcore_ad.maps.anomaly_maps` (the
+        paper smooths with a Gaussian of sigma 4 pixels)."""
+        size = image_size if image_size is not None else self.image_size
+        if size is None:
+            raise ValueError("image_size: give the output size (here or to predict)")
+        if isinstance(size, (int, np.integer)):
+            size = (int(size), int(size))
+        return _maps.anomaly_maps(self.patch_scores, tuple(size), sigma, align_corners=align_corners, mode=mode,
+                                  truncate=truncate)
+
+
+def sparse_random_projection(n_features: int, n_components: int, seed) -> np.ndarray:
+    """A sparse random projection ``[n_features, n_components]`` (Li, Hastie & Church 2006):
+    entries ``+-sqrt(s / n_components)`` with probability ``1 / (2 s)`` each, 0 otherwise,
+    ``s = sqrt(n_features)``; pairwise distances are preserved in expectation."""
+    rng = np.random.default_rng(seed)
+    s = np.sqrt(n_features)
+    u = rng.random((n_features, n_components))
+    scale = np.sqrt(s / n_components)
+    return np.where(u < 1 / (2 * s), scale, np.where(u > 1 - 1 / (2 * s), -scale, 0.0))
+
+
+class PatchCore(FastcoreEstimator):
+    """PatchCore: a memory bank of locally aggregated patch features of normal images, thinned
+    by a greedy k-center coreset; a test patch scores its distance to the nearest bank vector.
+
+    Parameters
+    ----------
+    coreset_ratio : float in (0, 1]
+        Fraction of the training patches kept in the memory bank.
+    projection_dim : int or None
+        Dimension of the sparse random projection the coreset is chosen in (None: the features
+        as they are). The bank keeps the full-dimension vectors.
+    num_neighbors : int
+        Bank neighbours of the most anomalous patch's nearest bank vector used to re-weight the
+        image score (the paper's b).
+    locality : odd int
+        Neighbourhood of the local aggregation (the LNAMD box of :func:`fastcore_ad.musc.lnamd`).
+    seed : int or None
+        Seed of the projection and of the coreset's first point.
+    n_jobs, device
+        Threads of the Rust kernels; "auto" | "cpu" | "cuda" as for the other estimators.
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> good = rng.normal(size=(4, 6, 6, 8))
+    >>> bad = good[:1].copy(); bad[0, 2, 3] += 6.0
+    >>> model = PatchCore(coreset_ratio=0.5, projection_dim=None, seed=0).fit(good)
+    >>> result = model.predict(np.concatenate([good[1:2], bad]))
+    >>> bool(result.image_scores[1] > result.image_scores[0])
+    True
+    """
+
+    _fitted_attribute = "memory_bank_"
+
+    def __init__(self, coreset_ratio=0.1, projection_dim=128, num_neighbors=9, locality=3, seed=None, n_jobs=None,
+                 device="auto"):
+        self.coreset_ratio = coreset_ratio
+        self.projection_dim = projection_dim
+        self.num_neighbors = num_neighbors
+        self.locality = locality
+        self.seed = seed
+        self.n_jobs = n_jobs
+        self.device = device
+
+    def _check_params(self):
+        ratio = self.coreset_ratio
+        if isinstance(ratio, (bool, np.bool_)) or not isinstance(ratio, (int, float, np.integer, np.floating)) \
+                or not 0.0 < float(ratio) <= 1.0:
+            raise ValueError(f"coreset_ratio: must lie in (0, 1], got {ratio!r}")
+        if self.projection_dim is not None:
+            _whole(self.projection_dim, "projection_dim", 1)
+        _whole(self.num_neighbors, "num_neighbors", 1)
+        locality = _whole(self.locality, "locality", 1)
+        if locality % 2 == 0:
+            raise ValueError(f"locality: must be odd, got {locality}")
+        if self.seed is not None:
+            _whole(self.seed, "seed", 0, 2**63 - 1)
+        self._check_common_params()
+
+    def _patches(self, features, what):
+        """Aggregated patch vectors ``[N, H, W, C_total]`` of one array or a list of levels."""
+        from .musc import lnamd  # noqa: PLC0415
+
+        multi = isinstance(features, (list, tuple))
+        raw = list(features) if multi else [features]
+        if not raw:
+            raise ValueError(f"{what}: empty list of levels")
+        levels, backend = [], None
+        for index, level in enumerate(raw):
+            name = f"{what}[{index}]" if multi else what
+            x, b = as_array(level, name)
+            b = self._target_backend(b)
+            if backend is not None and b != backend:
+                raise TypeError(f"{what}: mix of CPU (numpy) and GPU (cupy) levels; put them on one device")
+            backend = b
+            x = float_array(to_backend(x, b), name, backend=b, ndim=4)
+            if levels and x.shape[0] != levels[0].shape[0]:
+                raise ValueError(f"{name}: expected {levels[0].shape[0]} images like {what}[0], got {x.shape[0]}")
+            levels.append(lnamd(x, int(self.locality), n_jobs=self._n_jobs()))
+        grid = (max(lv.shape[1] for lv in levels), max(lv.shape[2] for lv in levels))
+        xp = xp_of(backend)
+        resized = []
+        for lv in levels:
+            if lv.shape[1:3] != grid:
+                n, h, w, c = lv.shape
+                planes = xp.moveaxis(lv, 3, 1).reshape(n * c, h, w)
+                lv = xp.moveaxis(_maps.upsample(planes, grid).reshape(n, c, *grid), 1, 3)
+            resized.append(lv)
+        dtype = np.result_type(*[lv.dtype for lv in resized])
+        out = xp.ascontiguousarray(xp.concatenate([lv.astype(dtype, copy=False) for lv in resized], axis=3))
+        return out, backend
+
+    def fit(self, features, y=None):
+        """Build the memory bank from normal images' features (``[N, H, W, C]`` or a list of
+        levels, resized to the largest grid and concatenated); ``y`` is ignored."""
+        self._check_params()
+        patches, backend = self._patches(features, "features")
+        n, h, w, c = patches.shape
+        flat = patches.reshape(n * h * w, c)
+        xp = xp_of(backend)
+        rng = np.random.default_rng(self.seed)
+        select_from = flat
+        if self.projection_dim is not None and int(self.projection_dim) < c:
+            projection = sparse_random_projection(c, int(self.projection_dim), rng.integers(2**63))
+            select_from = xp.ascontiguousarray(flat @ xp.asarray(projection.astype(flat.dtype)))
+        n_select = max(1, int(float(self.coreset_ratio) * flat.shape[0]))
+        start = int(rng.integers(flat.shape[0]))
+        self.coreset_indices_ = greedy_coreset(select_from, n_select, start=start, n_jobs=self._n_jobs(),
+                                               progress_bar=False)
+        self.memory_bank_ = xp.ascontiguousarray(flat[self.coreset_indices_])
+        self.n_features_in_ = int(c)
+        self.patch_grid_ = (int(h), int(w))
+        return self
+
+    def predict(self, features, image_size=None):
+        """Score new images: a :class:`PatchCoreResult`. The image score is the largest patch
+        score re-weighted as in the paper: with ``p*`` the most anomalous patch and ``m*`` its
+        nearest bank vector, ``s = (1 - exp(|p* - m*|) / sum_{m in N_b(m*)} exp(|p* - m|)) * |p* - m*|``
+        over the ``num_neighbors`` bank neighbours ``N_b`` of ``m*`` (``m*`` included)."""
+        self._check_fitted()
+        patches, backend = self._patches(features, "features")
+        n, h, w, c = patches.shape
+        if c != self.n_features_in_:
+            raise ValueError(f"features: expected {self.n_features_in_} channels in total, got {c}")
+        xp = xp_of(backend)
+        bank = to_backend(self.memory_bank_, backend).astype(patches.dtype, copy=False)
+        flat = patches.reshape(n * h * w, c)
+        dist, nearest = knn(flat, bank, 1, n_jobs=self._n_jobs())
+        patch_scores = dist[:, 0].reshape(n, h, w)
+        per_image = patch_scores.reshape(n, h * w)
+        worst = xp.argmax(per_image, axis=1)
+        rows = xp.arange(n) * (h * w) + worst
+        star = flat[rows]                                   # the most anomalous patch of each image
+        m_star = nearest[rows, 0]
+        b = min(int(self.num_neighbors), int(bank.shape[0]))
+        _, neighbours = knn(bank[m_star], bank, b, n_jobs=self._n_jobs())
+        # Distances of p* to the neighbours of m*, then the weight 1 - softmax at m* (stable form).
+        diffs = star[:, None, :].astype(np.float64) - bank[neighbours].astype(np.float64)
+        to_neighbours = xp.sqrt((diffs ** 2).sum(axis=2))
+        s_star = per_image[xp.arange(n), worst].astype(np.float64)
+        log_den = xp.log(xp.exp(to_neighbours - s_star[:, None]).sum(axis=1))
+        weight = 1.0 - xp.exp(-log_den)
+        image_scores = weight * s_star
+        return PatchCoreResult(image_scores, patch_scores, image_size)
+
+    def decision_function(self, features):
+        """Image scores ``[N]`` (higher = more anomalous)."""
+        return self.predict(features).image_scores

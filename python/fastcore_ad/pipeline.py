@@ -68,3 +68,17 @@ def musc_zero_shot(test_maps, image_size, *, sigma=4.0, degrees=(1, 3, 5), top_r
     result = MuSc(degrees=tuple(degrees), top_ratio=top_ratio).predict(list(test_maps))
     maps = result.anomaly_maps(image_size, sigma or None)
     return np.asarray(result.image_scores, dtype=np.float64), maps
+
+
+def patchcore(train_maps, test_maps, image_size, *, sigma=4.0, coreset_ratio=0.1, projection_dim=128,
+              num_neighbors=9, seed=0):
+    """PatchCore: a coreset memory bank of the training images' patches (``train_maps`` and
+    ``test_maps`` are lists of ``[n, h, w, C_i]`` levels). Returns ``(image_scores [m],
+    anomaly_maps [m, H, W])``; the maps are ``PatchCoreResult.anomaly_maps(image_size, sigma)``."""
+    from .patchcore import PatchCore  # noqa: PLC0415
+
+    model = PatchCore(coreset_ratio=coreset_ratio, projection_dim=projection_dim, num_neighbors=num_neighbors,
+                      seed=seed).fit(list(train_maps))
+    result = model.predict(list(test_maps))
+    maps = result.anomaly_maps(image_size, sigma or None)
+    return np.asarray(result.image_scores, dtype=np.float64), maps
