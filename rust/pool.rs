@@ -81,3 +81,12 @@ pub fn reset_after_fork() {
         std::mem::forget(pool);
     }
 }
+
+/// Bytes of memory still available to the process (Linux `MemAvailable`), if known: sizes that
+/// an input implies are checked against it before allocating.
+pub fn available_memory() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}

@@ -192,3 +192,30 @@ def test_truncated_and_flipped_model_files_are_value_errors(tmp_path, rng):
         path.write_bytes(data)
         with pytest.raises(ValueError, match=name):
             TsetlinMachine.load(path)
+
+
+@pytest.mark.parametrize("n_clauses", [10**9, 2**62])
+def test_absurd_model_sizes_are_refused_before_allocating(n_clauses, rng):
+    X = (rng.random((4, 20)) < 0.5).astype(np.uint8)
+    with pytest.raises(MemoryError, match="n_clauses"):
+        TsetlinMachine(n_clauses=n_clauses, threshold=5, seed=0).fit(X, [0, 1, 0, 1], progress_bar=False)
+    config = {"n_features": 20, "n_classes": 2, "n_clauses": n_clauses, "state_bits": 8, "threshold": 5,
+              "specificity": 3.0, "weighted": True, "boost_true_positive": True, "focused_negatives": True,
+              "max_included_literals": 40, "absorbing": None, "clause_drop_p": 0.0, "coalesced": False, "seed": 1}
+    with pytest.raises(ValueError, match="n_clauses"):
+        _core.tsetlin_initial_state(config)
+
+
+def test_a_csr_matrix_too_wide_for_memory_is_refused():
+    sp = pytest.importorskip("scipy.sparse")
+    X = sp.csr_matrix((np.ones(2), (np.array([0, 1]), np.array([0, 2**33 - 1]))), shape=(2, 2**33))
+    with pytest.raises(MemoryError, match="n_features"):
+        TsetlinMachine(n_clauses=10, threshold=5, seed=0).fit(X, [0, 1], progress_bar=False)
+
+
+def test_a_huge_broadcast_view_fails_by_name():
+    view = np.broadcast_to(np.float64(1.0), (2**20, 2**20))   # 2**40 elements, no memory behind it
+    from fastcore_ad import gaussian
+
+    with pytest.raises(MemoryError, match="x"):
+        gaussian.mahalanobis(view, np.zeros(2**20), np.eye(2, dtype=np.float64)[:1, :1])

@@ -88,7 +88,8 @@ def float_array(x, name: str, *, backend: str = "numpy", ndim=None, dtype=None, 
     if dtype is None:
         dtype = x.dtype if x.dtype in (np.float32, np.float64) else (
             np.float32 if x.dtype in (np.float16,) else np.float64)
-    x = xp.ascontiguousarray(x, dtype=dtype)
+    # Shape first, on the view: a broadcast view of 2**40 elements must fail by name, not by
+    # numpy's "Unable to allocate" in the copy below.
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
         if x.ndim not in allowed:
@@ -96,6 +97,11 @@ def float_array(x, name: str, *, backend: str = "numpy", ndim=None, dtype=None, 
             raise ValueError(f"{name}: expected {want} dimensions, got shape {tuple(x.shape)}")
     if x.size == 0:
         raise ValueError(f"{name}: empty array (shape {tuple(x.shape)})")
+    if backend == "numpy" and (x.dtype != dtype or not x.flags.c_contiguous):
+        from ._memory import check_fits  # noqa: PLC0415
+
+        check_fits(int(x.size) * np.dtype(dtype).itemsize, f"{name} (a contiguous {np.dtype(dtype)} copy of shape {tuple(x.shape)})")
+    x = xp.ascontiguousarray(x, dtype=dtype)
     if not allow_nonfinite and not bool(xp.isfinite(x).all()):
         raise ValueError(f"{name}: contains NaN or infinity")
     return x

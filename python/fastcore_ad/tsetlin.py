@@ -57,6 +57,7 @@ from . import _core
 from ._base import ComplexDataError, FastcoreEstimator, as_dense_array, check_shape
 from ._dispatch import is_cupy, is_dask, kernels, to_backend, xp_of
 from ._thermometer import Thermometer
+from ._memory import check_fits
 from .progress import progress
 
 __all__ = ["TsetlinMachine", "Rule", "text_pipeline", "FORMAT_VERSION"]
@@ -431,7 +432,13 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
         self.thermometer_ = encoder
         self.seed_ = int(self.seed) if self.seed is not None else int(np.random.SeedSequence().entropy % 2**63)
         self.epochs_ = 0
-        action, lower, weights = _core.tsetlin_initial_state(self._config())
+        cfg = self._config()
+        banks = 1 if cfg["coalesced"] else cfg["n_classes"]
+        words = banks * int(cfg["n_clauses"]) * 2 * ((int(cfg["n_features"]) + 63) // 64)
+        # Include + lower planes (8 bytes a word each), the byte-per-automaton training copy, weights.
+        check_fits(words * 8 * int(cfg["state_bits"]) + words * 64 + banks * int(cfg["n_clauses"]) * cfg["n_classes"] * 4,
+                   f"n_clauses={cfg['n_clauses']} x n_features={cfg['n_features']} (the model state)")
+        action, lower, weights = _core.tsetlin_initial_state(cfg)
         cfg = self._config()
         banks = 1 if cfg["coalesced"] else cfg["n_classes"]
         lw = 2 * ((cfg["n_features"] + 63) // 64)

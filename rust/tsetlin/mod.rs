@@ -92,6 +92,17 @@ impl Config {
     pub fn lower_planes(&self) -> usize {
         self.state_bits - 1
     }
+    /// Bytes of the model state (include plane, lower planes, weights) plus the byte-per-automaton
+    /// copy a training call makes; None when the product overflows.
+    pub fn state_bytes(&self) -> Option<usize> {
+        let fw = self.n_features.checked_add(63)? / 64;
+        let words = self.n_banks().checked_mul(self.n_clauses)?.checked_mul(fw.checked_mul(2)?)?;
+        let planes = words.checked_mul(self.state_bits.max(1))?.checked_mul(8)?;
+        let bytes_copy = words.checked_mul(64)?;
+        let weights = self.n_banks().checked_mul(self.n_clauses)?.checked_mul(self.n_classes.max(1))?.checked_mul(4)?;
+        planes.checked_add(bytes_copy)?.checked_add(weights)
+    }
+
     pub fn action_len(&self) -> usize {
         self.n_banks() * self.n_clauses * self.literal_words()
     }
@@ -119,6 +130,16 @@ impl Config {
             return invalid(format!(
                 "state_bits must be in [2, 16], got {}",
                 self.state_bits
+            ));
+        }
+        // The state's size is checked before anything is allocated: an absurd n_clauses or
+        // feature width must be an error, not an allocation abort or a capacity overflow.
+        let limit = crate::pool::available_memory().unwrap_or(MAX_STATE_BYTES).min(MAX_STATE_BYTES);
+        if self.state_bytes().is_none_or(|b| b > limit) {
+            return invalid(format!(
+                "n_clauses={} x n_features={}: the model state would take more than the {} bytes \
+                 of memory available",
+                self.n_clauses, self.n_features, limit
             ));
         }
         if self.threshold < 1 {
@@ -441,6 +462,9 @@ fn decrement<const P: usize>(lower: &mut [u64; P], action: &mut u64, mask: u64) 
 
 /// Initial state: every automaton at `2^(b-1) - 1`, the last "exclude" state, and weights of
 /// magnitude 1 (per-class: sign = polarity; coalesced: random sign per class and clause).
+/// More model state than any machine holds (1 TiB): refused before allocating.
+pub const MAX_STATE_BYTES: usize = 1 << 40;
+
 pub fn initial_state(cfg: &Config) -> CoreResult<(Vec<u64>, Vec<u64>, Vec<i32>)> {
     cfg.validate()?;
     let lw = cfg.literal_words();
