@@ -7,10 +7,10 @@ chunks: the CUDA kernels) and merges statistics that add up exactly:
   merged by a tree reduction; only ``d x d`` matrices travel, never rows.
 - Scoring: ``map_blocks`` over row chunks; the fitted mean and factor are one graph key that
   each worker fetches once (not a copy embedded in every chunk task).
-- Ranking metrics: per-chunk tables of (distinct score, positives, negatives), merged by
-  sorting; the curve walked on the merged table is the in-memory curve, ties included. The
-  merged table has one row per distinct score, so its size is that of the scores when every
-  score is distinct.
+- Ranking metrics: per-chunk tables of (distinct score, positives, negatives) from the Rust sort,
+  cut into value ranges at common splitters and merged per range on the workers; the curve is
+  walked range by range with the counts above each range as offsets, so the result is the
+  in-memory curve's, ties included, and only small terms reach the client.
 
 Results are lazy dask arrays for per-row outputs and numpy / Python values for small ones
 (a fitted model, a metric). The scheduler is whatever dask uses by default (the active
@@ -19,12 +19,15 @@ Results are lazy dask arrays for per-row outputs and numpy / Python values for s
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ._dispatch import as_array, binary_labels, float_array, to_numpy
 from ._moments import GaussianMoments
 
-__all__ = ["check_array", "tree_reduce", "gaussian_moments", "map_rows", "binary_table", "summary_from_table"]
+__all__ = ["check_array", "tree_reduce", "gaussian_moments", "map_rows", "binary_summary", "pro_curve", "token_stats",
+           "score_logits", "map_method"]
 
 _FAN_IN = 8  # parts merged per reduction task
 
@@ -153,33 +156,96 @@ def map_rows(function, x, parameters, *, out_ndim, dtype, **kwargs):
 
 # ------------------------------------------------------------------------------------------------
 # Ranking metrics
+#
+# A table is (distinct values in decreasing order, positives, negatives) per value. Each chunk's
+# table comes from the Rust sort (_core.curve_counts); the tables are cut at common splitters into
+# value ranges, each range merged on one worker, and the curve is walked range by range with the
+# counts above the range as offsets: no task and not the client ever holds the whole table.
+
+_SAMPLES_PER_CHUNK = 64  # values per chunk table from which the range splitters are chosen
+
+
+def _chunk_table(scores, labels):
+    from . import _core  # noqa: PLC0415
+
+    scores, backend = as_array(scores, "scores")
+    labels, label_backend = as_array(labels, "labels")
+    scores = float_array(to_numpy(scores, backend).reshape(-1), "scores", ndim=1)
+    labels = binary_labels(to_numpy(labels, label_backend).reshape(-1), "labels")
+    false_positives, true_positives, values = _core.curve_counts(scores, labels, None)
+    return (values, np.diff(true_positives, prepend=0).astype(np.int64),
+            np.diff(false_positives, prepend=0).astype(np.int64))
 
 
 def _merge_tables(*tables):
-    """One table (ascending distinct values, positives, negatives) from several."""
+    """One table from several (equal values summed), in decreasing order."""
     values = np.concatenate([t[0] for t in tables])
     positives = np.concatenate([t[1] for t in tables])
     negatives = np.concatenate([t[2] for t in tables])
-    order = np.argsort(values, kind="stable")
+    order = np.argsort(-values, kind="stable")
     values, positives, negatives = values[order], positives[order], negatives[order]
+    if not values.size:
+        return values, positives, negatives
     starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
     return values[starts], np.add.reduceat(positives, starts), np.add.reduceat(negatives, starts)
 
 
-def _chunk_table(scores, labels):
-    scores, backend = as_array(scores, "scores")
-    labels, label_backend = as_array(labels, "labels")
-    scores = float_array(to_numpy(scores, backend).reshape(-1), "scores", ndim=1) + 0  # -0.0 and 0.0 tie
-    labels = binary_labels(to_numpy(labels, label_backend).reshape(-1), "labels").astype(bool)
-    values, inverse = np.unique(scores, return_inverse=True)
-    positives = np.bincount(inverse[labels], minlength=values.size).astype(np.int64)
-    negatives = np.bincount(inverse[~labels], minlength=values.size).astype(np.int64)
-    return values, positives, negatives
+def _sample(table):
+    values = table[0]
+    return values[np.linspace(0, values.size - 1, min(values.size, _SAMPLES_PER_CHUNK)).astype(np.int64)]
 
 
-def binary_table(scores, labels):
-    """The merged (value, positives, negatives) table of dask (or numpy) scores and labels,
-    computed: realigned chunks, one table per chunk pair, a tree of sort-merges."""
+def _split(table, splitters):
+    """The table cut into ``len(splitters) + 1`` ranges: values above ``splitters[0]``, then
+    each range down to the next splitter (a value equal to a splitter ends its range)."""
+    cuts = np.searchsorted(-table[0], -splitters, side="left")
+    bounds = [0, *cuts.tolist(), table[0].size]
+    return [tuple(column[a:b] for column in table) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _totals(table):
+    return int(table[1].sum()), int(table[2].sum())
+
+
+def _walk(table, above, totals, max_fprs, min_tprs):
+    """The metrics' terms over one range of the curve, which starts at ``above`` = (true, false
+    positives at higher scores), in the order and arithmetic of ``_core.binary_summary``."""
+    values, positives, negatives = table
+    p, n = totals
+    tp = above[0] + np.cumsum(positives).astype(np.float64)
+    fp = above[1] + np.cumsum(negatives).astype(np.float64)
+    previous_tp, previous_fp = np.r_[float(above[0]), tp[:-1]], np.r_[float(above[1]), fp[:-1]]
+    gained = tp > previous_tp
+    f1 = np.where(tp > 0, 2.0 * tp / (tp + fp + p), 0.0)
+    best = int(np.argmax(f1)) if f1.size else 0
+    tpr, fpr = tp / p, fp / n
+    return {"twice_area": float(((fp - previous_fp) * (tp + previous_tp)).sum()),
+            "ap_sum": float(((tp - previous_tp)[gained] * (tp[gained] / (tp + fp)[gained])).sum()),
+            "f1": (float(f1[best]), float(values[best])) if f1.size and f1[best] > 0 else (0.0, float("inf")),
+            "tpr_at_fpr": [float(tpr[fpr <= limit].max(initial=0.0)) for limit in max_fprs],
+            "fpr_at_tpr": [float(fpr[tpr >= need].min(initial=0.0 if need <= 0.0 else 1.0)) for need in min_tprs]}
+
+
+def _combine(parts, totals):
+    """The summary of the whole curve from the walks of its ranges, highest range first."""
+    p, n = totals
+    if p == 0 or n == 0:
+        only = "positive" if p else "negative"
+        raise ValueError(f"labels: only {only} samples are present; the metric needs both classes")
+    f1_max, f1_threshold = 0.0, float("inf")
+    for part in parts:  # the first threshold reaching the maximum wins, as in the sorted walk
+        if part["f1"][0] > f1_max:
+            f1_max, f1_threshold = part["f1"]
+    return {"auroc": sum(part["twice_area"] for part in parts) / (2.0 * p * n),
+            "average_precision": sum(part["ap_sum"] for part in parts) / p,
+            "f1_max": f1_max, "f1_threshold": f1_threshold,
+            "tpr_at_fpr": [max(values) for values in zip(*(part["tpr_at_fpr"] for part in parts))],
+            "fpr_at_tpr": [min(values) for values in zip(*(part["fpr_at_tpr"] for part in parts))]}
+
+
+def binary_summary(scores, labels, max_fprs=(), min_tprs=()):
+    """``_core.binary_summary`` of dask (or numpy) scores and labels, exactly: realigned chunks,
+    one Rust-sorted table per chunk, value ranges merged on the workers, small terms back."""
     dask = _dask()
     import dask.array as da  # noqa: PLC0415
 
@@ -190,33 +256,25 @@ def binary_table(scores, labels):
     if scores.shape[0] != labels.shape[0]:
         raise ValueError(f"scores and labels differ in length: {scores.shape[0]} != {labels.shape[0]}")
     _, (scores, labels) = da.core.unify_chunks(scores, "i", labels, "i")
-    table = dask.delayed(_chunk_table, pure=True)
-    parts = [table(s, y) for s, y in zip(scores.to_delayed().ravel(), labels.to_delayed().ravel())]
-    return dask.compute(tree_reduce(parts, _merge_tables))[0]
-
-
-def summary_from_table(table, max_fprs, min_tprs):
-    """The metrics of ``_core.binary_summary`` from a merged table, walked as the Rust kernel
-    walks the sorted scores (decreasing score, one curve point per distinct value)."""
-    values, positives, negatives = (a[::-1] for a in table)
-    p, n = int(positives.sum()), int(negatives.sum())
-    if p == 0 or n == 0:
-        only = "positive" if p else "negative"
-        raise ValueError(f"labels: only {only} samples are present; the metric needs both classes")
-    tp = np.cumsum(positives).astype(np.float64)
-    fp = np.cumsum(negatives).astype(np.float64)
-    previous_tp, previous_fp = np.r_[0.0, tp[:-1]], np.r_[0.0, fp[:-1]]
-    auroc = float(((fp - previous_fp) * (tp + previous_tp)).sum()) / (2.0 * p * n)
-    gained = tp > previous_tp
-    average_precision = float(((tp - previous_tp)[gained] * (tp[gained] / (tp + fp)[gained])).sum()) / p
-    f1 = np.where(tp > 0, 2.0 * tp / (tp + fp + p), 0.0)
-    best = int(np.argmax(f1))
-    f1_max, f1_threshold = (float(f1[best]), float(values[best])) if f1[best] > 0 else (0.0, float("inf"))
-    tpr, fpr = tp / p, fp / n
-    tpr_at = [float(tpr[fpr <= limit].max(initial=0.0)) for limit in max_fprs]
-    fpr_at = [float(fpr[tpr >= need].min(initial=0.0 if need <= 0.0 else 1.0)) for need in min_tprs]
-    return {"auroc": auroc, "average_precision": average_precision, "f1_max": f1_max, "f1_threshold": f1_threshold,
-            "tpr_at_fpr": tpr_at, "fpr_at_tpr": fpr_at}
+    delayed = functools.partial(dask.delayed, pure=True)
+    tables = [dask.delayed(_chunk_table, pure=True)(s, y)
+              for s, y in zip(scores.to_delayed().ravel(), labels.to_delayed().ravel())]
+    tables = dask.persist(*tables)  # kept where they were computed, for the two rounds below
+    samples = np.concatenate(dask.compute(*[delayed(_sample)(t) for t in tables]))
+    quantiles = np.linspace(0.0, 1.0, len(tables) + 1)[1:-1]
+    splitters = np.unique(np.quantile(samples, quantiles, method="inverted_cdf"))[::-1] if samples.size else samples
+    pieces = [dask.delayed(_split, pure=True, nout=splitters.size + 1)(t, splitters) for t in tables]
+    ranges = dask.persist(*[delayed(_merge_tables)(*[piece[r] for piece in pieces])
+                            for r in range(splitters.size + 1)])
+    counts = dask.compute(*[delayed(_totals)(t) for t in ranges])
+    totals = (sum(c[0] for c in counts), sum(c[1] for c in counts))
+    if totals[0] == 0 or totals[1] == 0:
+        return _combine([], totals)  # raises: one class only
+    above = np.cumsum([(0, 0), *counts[:-1]], axis=0)
+    walk = dask.delayed(_walk, pure=True)
+    parts = dask.compute(*[walk(t, tuple(int(v) for v in a), totals, list(max_fprs), list(min_tprs))
+                           for t, a in zip(ranges, above)])
+    return _combine(parts, totals)
 
 
 # ------------------------------------------------------------------------------------------------

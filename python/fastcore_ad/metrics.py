@@ -66,6 +66,8 @@ def _prepare(scores, labels):
 
 
 def _check_rate(value: float, name: str) -> float:
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a number in [0, 1], got {value!r}")
     try:
         value = float(value)
     except (TypeError, ValueError):
@@ -79,7 +81,7 @@ def _summary(scores, labels, max_fprs=(), min_tprs=(), n_jobs=None):
     if is_dask(scores) or is_dask(labels):  # exact: merged per-chunk tables of score counts
         from . import _distributed  # noqa: PLC0415
 
-        return _distributed.summary_from_table(_distributed.binary_table(scores, labels), max_fprs, min_tprs)
+        return _distributed.binary_summary(scores, labels, max_fprs, min_tprs)
     scores, labels = _prepare(scores, labels)
     return _core.binary_summary(scores, labels, [float(v) for v in max_fprs], [float(v) for v in min_tprs], n_jobs)
 
