@@ -219,3 +219,28 @@ def test_a_huge_broadcast_view_fails_by_name():
 
     with pytest.raises(MemoryError, match="x"):
         gaussian.mahalanobis(view, np.zeros(2**20), np.eye(2, dtype=np.float64)[:1, :1])
+
+
+UNCLEAR_CALLS = [
+    ("reg", TypeError, lambda: GaussianAD(reg="a").fit(np.ones((10, 3)) + np.eye(10, 3))),
+    ("top_ratio", TypeError, lambda: musc.mutual_scores(np.zeros((3, 4, 2)), top_ratio=None)),
+    ("k_list", TypeError, lambda: musc.rscin(np.arange(3.0), np.eye(3), k_list=None)),
+    ("ratio", ValueError, lambda: __import__("fastcore_ad").mia.min_k(np.zeros((2, 5)), ratio=[0.1, 0.2])),
+    ("max_fpr", TypeError, lambda: __import__("fastcore_ad").metrics.tpr_at_fpr(np.arange(4.0), [0, 1, 0, 1],
+                                                                                 max_fpr=True)),
+]
+
+
+@pytest.mark.parametrize("case", range(len(UNCLEAR_CALLS)), ids=[c[0] for c in UNCLEAR_CALLS])
+def test_bad_parameters_are_named(case):
+    name, error, call = UNCLEAR_CALLS[case]
+    with pytest.raises(error, match=name):
+        call()
+
+
+def test_musc_takes_one_degree_as_a_number(rng):
+    from fastcore_ad import MuSc
+
+    x = rng.normal(size=(3, 4, 4, 2))
+    np.testing.assert_array_equal(MuSc(degrees=3).predict(x).patch_scores,
+                                  MuSc(degrees=(3,)).predict(x).patch_scores)

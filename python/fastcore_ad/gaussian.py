@@ -242,6 +242,8 @@ class GaussianAD(FastcoreEstimator):
         self._check_common_params()
         if self.covariance not in ("ledoit_wolf", "empirical", "oas"):
             raise ValueError(f"covariance: expected 'ledoit_wolf', 'empirical' or 'oas', got {self.covariance!r}")
+        if isinstance(self.reg, (bool, np.bool_)) or not isinstance(self.reg, (int, float, np.integer, np.floating)):
+            raise TypeError(f"reg: expected a number, got {self.reg!r}")
         if not (0.0 <= float(self.reg) < float("inf")):
             raise ValueError(f"reg: must be finite and >= 0, got {self.reg}")
         if not (0.0 <= float(self.contamination) < 0.5):

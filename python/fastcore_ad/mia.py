@@ -158,6 +158,13 @@ def _mask_array(mask, batch: int, time: int, backend: str):
     return binary_labels(arr, "mask", backend=backend)
 
 
+def _one_ratio(ratio) -> list[float]:
+    values = _ratios(ratio)
+    if len(values) != 1:
+        raise ValueError(f"ratio: this score takes one ratio, got {len(values)}; score_logits takes several")
+    return values
+
+
 def _ratios(ratios) -> list[float]:
     values = [ratios] if np.isscalar(ratios) else list(ratios)
     if not values:
@@ -285,7 +292,7 @@ def min_k(logp, ratio=0.2, mask=None, *, n_jobs=None):
     >>> min_k(np.array([[-3.0, -1.0, -2.0, -9.0]]), ratio=1.0, mask=np.array([3])).tolist()
     [-2.0]
     """
-    (r,) = _ratios(ratio)
+    (r,) = _one_ratio(ratio)
     arr, backend, single = _values_2d(logp, "logp")
     m = _mask_array(mask, arr.shape[0], arr.shape[1], backend)
     out = _min_k_means(arr, m, [r], n_jobs, "logp")[:, 0]
@@ -299,7 +306,7 @@ def min_k_plus_plus(logits, targets, ratio=0.2, mask=None, *, n_jobs=None):
     >>> min_k_plus_plus(logits, np.array([[0, 2]]), ratio=1.0).round(4).tolist()
     [0.4179]
     """
-    (r,) = _ratios(ratio)
+    (r,) = _one_ratio(ratio)
     stats = token_stats(logits, targets, mask, n_jobs=n_jobs)
     backend = "cupy" if is_cupy(stats.logp) else "numpy"
     b, t = stats.logp.shape
@@ -424,7 +431,7 @@ def gap_k(logp, max_logp, sigma, ratio=0.2, window=3, mask=None):
     ...       np.array([1.0, 1.0, 1.0, 1.0]), ratio=0.5, window=2)
     -1.25
     """
-    (ratio,) = _ratios(ratio)
+    (ratio,) = _one_ratio(ratio)
     window = _window(window)
     lp, backend, single = _host_rows("logp", logp)
     top, _, _ = _host_rows("max_logp", max_logp, lp.shape)

@@ -46,6 +46,8 @@ _PROGRESS_FLOPS = 2e11  # show a bar when the passes together exceed about a sec
 
 
 def _check_ratio(top_ratio) -> float:
+    if isinstance(top_ratio, (bool, np.bool_)) or not isinstance(top_ratio, (int, float, np.integer, np.floating)):
+        raise TypeError(f"top_ratio: expected a number in (0, 1], got {top_ratio!r}")
     value = float(top_ratio)
     if not (0.0 < value <= 1.0):
         raise ValueError(f"top_ratio: must lie in (0, 1], got {top_ratio}")
@@ -196,6 +198,11 @@ def rscin(image_scores, embeddings, k_list=(1, 2, 3), *, n_jobs=None):
     e = float_array(to_numpy(e, b2), "embeddings", ndim=2, dtype=np.float64)
     if e.shape[0] != s.shape[0]:
         raise ValueError(f"embeddings: expected one row per image ({s.shape[0]}), got {e.shape[0]}")
+    if isinstance(k_list, (int, np.integer)) and not isinstance(k_list, bool):
+        k_list = (k_list,)
+    if not isinstance(k_list, (list, tuple, np.ndarray)) or not all(
+            isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in k_list):
+        raise TypeError(f"k_list: expected a sequence of integer windows, got {k_list!r}")
     ks = [int(k) for k in k_list]
     if not ks or any(k < 1 for k in ks):
         raise ValueError(f"k_list: needs at least one window, each >= 1, got {tuple(k_list)}")
@@ -291,7 +298,12 @@ class MuSc(FastcoreEstimator):
         return tags
 
     def _check_params(self):
-        degrees = tuple(self.degrees)
+        raw = self.degrees
+        if isinstance(raw, (int, np.integer)) and not isinstance(raw, bool):
+            raw = (raw,)  # one box size
+        if not isinstance(raw, (list, tuple, np.ndarray)):
+            raise TypeError(f"degrees: expected odd box sizes such as (1, 3, 5), got {self.degrees!r}")
+        degrees = tuple(raw)
         if not degrees:
             raise ValueError("degrees: needs at least one box size")
         degrees = tuple(_check_degree(r) for r in degrees)
