@@ -14,6 +14,8 @@ import json
 import sys
 import time
 
+__all__ = ["main"]
+
 FAMILIES = ("metrics", "gaussian", "musc", "mia", "tsetlin", "textures")
 USAGE_ERROR = 2
 

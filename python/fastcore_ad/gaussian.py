@@ -23,7 +23,7 @@ from ._dispatch import float_array, is_dask, kernels, same_backend, to_backend, 
 from ._moments import GaussianMoments
 from .progress import progress
 
-__all__ = ["mahalanobis", "GaussianAD", "SingularCovarianceError"]
+__all__ = ["mahalanobis", "GaussianAD", "SingularCovarianceError", "demo", "mahalanobis_per_position"]
 
 SingularCovarianceError = _core.SingularCovarianceError
 

@@ -33,8 +33,7 @@ __all__ = [
     "evaluate",
     "roc_curve",
     "aupro",
-    "pro_curve",
-]
+    "pro_curve", "demo"]
 
 
 def _per_key(fn):

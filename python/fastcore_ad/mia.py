@@ -60,8 +60,7 @@ __all__ = [
     "recall_ratio",
     "score_logits",
     "score_texts",
-    "DEFAULT_RATIOS",
-]
+    "DEFAULT_RATIOS", "demo"]
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 

@@ -40,7 +40,7 @@ from ._base import FastcoreEstimator
 from ._dispatch import as_array, float_array, is_cupy, kernels, to_backend, to_numpy, xp_of
 from .progress import progress
 
-__all__ = ["MuSc", "MuScResult", "lnamd", "mutual_scores", "scores_against_bank", "rscin", "demo"]
+__all__ = ["MuSc", "MuScResult", "lnamd", "mutual_scores", "scores_against_bank", "rscin", "demo", "top_k"]
 
 _PROGRESS_FLOPS = 2e11  # show a bar when the passes together exceed about a second of work
 

@@ -20,7 +20,7 @@ from ._base import FastcoreEstimator
 from ._dispatch import as_array, float_array, kernels, same_backend, to_backend, xp_of
 from .progress import progress
 
-__all__ = ["knn", "greedy_coreset", "PatchCore", "PatchCoreResult"]
+__all__ = ["knn", "greedy_coreset", "PatchCore", "PatchCoreResult", "sparse_random_projection"]
 
 METRICS = ("euclidean", "cosine")
 

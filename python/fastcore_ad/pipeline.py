@@ -20,7 +20,7 @@ import numpy as np
 from . import maps as _maps
 from .gaussian import GaussianAD
 
-__all__ = ["pooled_gaussian", "per_position_gaussian", "musc_zero_shot", "upsample_maps"]
+__all__ = ["pooled_gaussian", "per_position_gaussian", "musc_zero_shot", "upsample_maps", "patchcore"]
 
 
 def upsample_maps(grid_scores, image_size, sigma=4.0, *, align_corners=_maps.ALIGN_CORNERS, mode=_maps.MODE,

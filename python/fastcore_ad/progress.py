@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 
+__all__ = ["progress"]
+
 
 def progress(iterable, *, total=None, desc=None, enabled=True):
     if not enabled or os.environ.get("FASTCORE_AD_PROGRESS", "1") == "0":

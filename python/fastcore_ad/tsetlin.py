@@ -60,7 +60,7 @@ from ._thermometer import Thermometer
 from ._memory import check_fits
 from .progress import progress
 
-__all__ = ["TsetlinMachine", "Rule", "text_pipeline", "FORMAT_VERSION"]
+__all__ = ["TsetlinMachine", "Rule", "text_pipeline", "FORMAT_VERSION", "demo", "load_mtsamples_sample"]
 
 #: Version of the ``save`` file format (bumped on any incompatible change). Version 2 added the
 #: thermometer thresholds; version 1 files still load.
