@@ -14,31 +14,26 @@ chunks: the CUDA kernels) and merges statistics that add up exactly:
 
 Results are lazy dask arrays for per-row outputs and numpy / Python values for small ones
 (a fitted model, a metric). The scheduler is whatever dask uses by default (the active
-``distributed.Client`` if there is one): a lost worker's tasks are rerun by dask.
+``distributed.Client`` if there is one): a lost worker's tasks are rerun by dask. This module
+imports dask; the family modules import it only when they are given a dask array.
 """
 
 from __future__ import annotations
 
 import functools
 
+import dask
+import dask.array as da
 import numpy as np
 
-from ._dispatch import as_array, binary_labels, float_array, to_numpy
+from . import _core
+from ._dispatch import as_array, binary_labels, cupy_module, float_array, is_cupy, to_backend, to_numpy
 from ._moments import GaussianMoments
 
 __all__ = ["check_array", "tree_reduce", "gaussian_moments", "map_rows", "binary_summary", "pro_curve", "token_stats",
            "score_logits", "map_method"]
 
 _FAN_IN = 8  # parts merged per reduction task
-
-
-def _dask():
-    try:
-        import dask  # noqa: PLC0415
-        import dask.array  # noqa: F401, PLC0415
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise ImportError("dask arrays need dask: pip install 'fastcore_ad[dask]'") from None
-    return dask
 
 
 def check_array(x, name: str, ndim=None):
@@ -67,7 +62,6 @@ def rows_only(x):
 
 def tree_reduce(parts, merge):
     """One delayed value: ``parts`` merged ``_FAN_IN`` at a time, level by level."""
-    dask = _dask()
     fold = dask.delayed(_fold, pure=True)
     parts = list(parts)
     while len(parts) > 1:
@@ -109,7 +103,6 @@ def gaussian_moments(X, name: str, scale_of, shift=None):
     the first chunk's mean and the power-of-two scale ``scale_of(max |first chunk|)`` (the
     streaming rule of ``partial_fit``), unless ``shift`` is given (a stream that goes on:
     ``scale_of(None)`` is then its scale); per-position maps are flattened to ``[n, H*W, d]``."""
-    dask = _dask()
     X = rows_only(check_array(X, name, ndim=(2, 4)))
     if X.ndim == 4:
         X = X.reshape(X.shape[0], -1, X.shape[-1])
@@ -131,8 +124,6 @@ def gaussian_moments(X, name: str, scale_of, shift=None):
 
 def _apply_to_chunk(block, function, kwargs, *parameters):
     """``function(block, *parameters, **kwargs)`` with the parameters moved to the chunk's side."""
-    from ._dispatch import to_backend  # noqa: PLC0415
-
     _, backend = as_array(block, "x")
     parameters = [to_backend(np.asarray(p), backend) for p in parameters]
     return function(block, *parameters, **kwargs)
@@ -144,9 +135,6 @@ def map_rows(function, x, parameters, *, out_ndim, dtype, **kwargs):
     The parameters (numpy arrays) become single graph keys shared by every chunk task: each
     worker receives them once. The output keeps the first ``out_ndim`` axes of ``x``.
     """
-    dask = _dask()
-    import dask.array as da  # noqa: PLC0415
-
     x = rows_only(x)
     shared = [dask.delayed(np.asarray(p), pure=True) for p in parameters]
     dropped = tuple(range(out_ndim, x.ndim))
@@ -166,8 +154,6 @@ _SAMPLES_PER_CHUNK = 64  # values per chunk table from which the range splitters
 
 
 def _chunk_table(scores, labels):
-    from . import _core  # noqa: PLC0415
-
     scores, backend = as_array(scores, "scores")
     labels, label_backend = as_array(labels, "labels")
     scores = float_array(to_numpy(scores, backend).reshape(-1), "scores", ndim=1)
@@ -246,9 +232,6 @@ def _combine(parts, totals):
 def binary_summary(scores, labels, max_fprs=(), min_tprs=()):
     """``_core.binary_summary`` of dask (or numpy) scores and labels, exactly: realigned chunks,
     one Rust-sorted table per chunk, value ranges merged on the workers, small terms back."""
-    dask = _dask()
-    import dask.array as da  # noqa: PLC0415
-
     scores, labels = da.asarray(scores), da.asarray(labels)
     check_array(scores, "scores")
     check_array(labels, "labels")
@@ -327,9 +310,6 @@ def pro_curve(anomaly_maps, masks, max_fpr):
     """The PRO curve of ``_core.pro_curve`` for dask maps and masks ``[n, h, w]``, chunked along
     the images (other axes are rechunked whole: regions never cross a chunk): the per-chunk
     tables are cut at the global false-positive budget and merged by sorting."""
-    dask = _dask()
-    import dask.array as da  # noqa: PLC0415
-
     maps, masks = da.asarray(anomaly_maps), da.asarray(masks)
     maps = maps[None] if maps.ndim == 2 else maps
     masks = masks[None] if masks.ndim == 2 else masks
@@ -343,10 +323,8 @@ def pro_curve(anomaly_maps, masks, max_fpr):
     budget = max_fpr * n_ok
     table = dask.delayed(_pro_chunk_table, pure=True)
     parts = [table(m, k, budget) for m, k in zip(maps.to_delayed().ravel(), masks.to_delayed().ravel())]
-    merge = dask.delayed(_merge_pro_tables, pure=True)
-    while len(parts) > 1:
-        parts = [merge(budget, *parts[i:i + _FAN_IN]) for i in range(0, len(parts), _FAN_IN)]
-    (values, normal, overlap), regions = dask.compute(merge(budget, parts[0]))[0]
+    merged = tree_reduce(parts, functools.partial(_merge_pro_tables, budget))
+    (values, normal, overlap), regions = dask.compute(merged)[0]
     if regions == 0:
         raise ValueError("masks: no anomalous pixel in any mask, the PRO curve is undefined")
     if n_ok == 0:
@@ -378,8 +356,6 @@ def partial_area(x, y, x_max):
 def _along_batch(value, name, chunks):
     """``value`` (numpy or dask, ``[B, ...]``) as delayed blocks matching the batch ``chunks``, or
     a list of Nones when ``value`` is None."""
-    import dask.array as da  # noqa: PLC0415
-
     if value is None:
         return [None] * len(chunks)
     value = da.asarray(value)
@@ -405,8 +381,6 @@ def _logits_blocks(logits, targets, mask):
 
 
 def _stacked(function, logits, targets, mask, kwargs):
-    from ._dispatch import cupy_module, is_cupy  # noqa: PLC0415
-
     outputs = function(logits, targets, mask, **kwargs)
     xp = cupy_module() if is_cupy(outputs[0]) else np
     return xp.stack(outputs)
@@ -415,9 +389,6 @@ def _stacked(function, logits, targets, mask, kwargs):
 def token_stats(function, logits, targets, mask, n_outputs, **kwargs):
     """The ``n_outputs`` float64 ``[B, T]`` arrays of ``function(logits, targets, mask, **kwargs)``
     (``mia.token_stats``) on each batch chunk of dask ``logits``, as lazy dask arrays."""
-    dask = _dask()
-    import dask.array as da  # noqa: PLC0415
-
     logit_blocks, target_blocks, mask_blocks, rows = _logits_blocks(logits, targets, mask)
     time = int(np.shape(targets)[1])
     stacked = dask.delayed(_stacked, pure=True)
@@ -436,9 +407,6 @@ def score_logits(function, keys, logits, targets, mask, texts, **kwargs):
     """``function`` (``mia.score_logits``) on each batch chunk of dask ``logits``: a dict of lazy
     float64 ``[B]`` dask arrays under ``keys``; ``texts`` are cut along the same chunks and the
     other arguments (``counts``: ``[V]``) are one graph key shared by the chunks."""
-    dask = _dask()
-    import dask.array as da  # noqa: PLC0415
-
     logit_blocks, target_blocks, mask_blocks, rows = _logits_blocks(logits, targets, mask)
     starts = np.cumsum((0, *rows))
     text_blocks = [None if texts is None else list(texts[a:b]) for a, b in zip(starts[:-1], starts[1:])]
@@ -463,9 +431,6 @@ def _call_method(block, model, method):
 def map_method(model, method: str, X, columns: int, dtype):
     """``model.<method>(chunk)`` on each row chunk of dask ``X``, lazily: ``[n, columns]``. The
     model is one graph key, so each worker receives it once."""
-    dask = _dask()
-    import dask.array as da  # noqa: PLC0415
-
     X = rows_only(check_array(X, "X", ndim=2))
     shared = dask.delayed(model, pure=False)
     return da.map_blocks(_call_method, X, shared, method, chunks=(X.chunks[0], (columns,)), dtype=dtype,
