@@ -10,7 +10,7 @@ import pytest
 
 PUBLIC_MODULES = ["fastcore_ad.metrics", "fastcore_ad.gaussian", "fastcore_ad.musc", "fastcore_ad.mia",
                   "fastcore_ad.tsetlin", "fastcore_ad.features", "fastcore_ad.plot", "fastcore_ad.textures",
-                  "fastcore_ad.pipeline", "fastcore_ad.maps", "fastcore_ad.patchcore", "fastcore_ad.cli",
+                  "fastcore_ad.pipeline", "fastcore_ad.maps", "fastcore_ad.patchcore", "fastcore_ad.class_gaussian", "fastcore_ad.cli",
                   "fastcore_ad.progress"]
 
 

@@ -16,6 +16,7 @@ from . import metrics, gaussian, mia, musc, patchcore, tsetlin
 from .gaussian import GaussianAD, mahalanobis
 from .musc import MuSc
 from .patchcore import PatchCore, knn
+from .class_gaussian import ClassGaussian
 from .tsetlin import TsetlinMachine
 from . import features
 
@@ -34,6 +35,7 @@ __all__ = [
     "patchcore",
     "knn",
     "PatchCore",
+    "ClassGaussian",
     "tsetlin",
     "TsetlinMachine",
     "features",

@@ -1,0 +1,84 @@
+"""ClassGaussian against scikit-learn (LDA's pooled covariance, Ledoit-Wolf, OAS) and a numpy /
+scipy oracle of the Mahalanobis distances and the Gaussian posterior."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import multivariate_normal
+
+from fastcore_ad import ClassGaussian
+
+
+def _data(rng, n=240, d=6, classes=4):
+    y = rng.integers(0, classes, n)
+    X = rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) + 3.0 * y[:, None]
+    return X, y
+
+
+@pytest.mark.parametrize("covariance", ["empirical", "ledoit_wolf", "oas"])
+def test_tied_covariance_is_the_pooled_within_class_estimate(covariance, rng):
+    from sklearn.covariance import OAS, LedoitWolf
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    X, y = _data(rng)
+    model = ClassGaussian(covariance=covariance).fit(X, y)
+    means = np.stack([X[y == k].mean(0) for k in range(4)])
+    np.testing.assert_allclose(model.means_, means, rtol=1e-12, atol=1e-12)
+    residuals = X - means[y]
+    if covariance == "empirical":
+        want = LinearDiscriminantAnalysis(solver="lsqr", store_covariance=True).fit(X, y).covariance_
+    else:
+        want = (LedoitWolf() if covariance == "ledoit_wolf" else OAS()).fit(residuals).covariance_
+    np.testing.assert_allclose(model.covariance_, want, rtol=1e-9, atol=1e-12)
+
+
+def test_untied_covariances_are_per_class(rng):
+    from sklearn.covariance import LedoitWolf
+
+    X, y = _data(rng)
+    model = ClassGaussian(tied=False).fit(X, y)
+    for k in range(4):
+        np.testing.assert_allclose(model.covariance_[k], LedoitWolf().fit(X[y == k]).covariance_, rtol=1e-9)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_distances_posterior_and_ood_score_match_the_oracle(tied, rng):
+    X, y = _data(rng)
+    model = ClassGaussian(covariance="oas", tied=tied).fit(X, y)
+    test = np.vstack([rng.normal(size=(30, 6)) * 4, X[:5]])
+    covs = [model.covariance_] * 4 if tied else list(model.covariance_)
+    want = np.stack([np.sqrt(np.einsum("md,de,me->m", test - model.means_[k], np.linalg.inv(covs[k]),
+                                       test - model.means_[k])) for k in range(4)], axis=1)
+    np.testing.assert_allclose(model.distances(test), want, rtol=1e-9)
+    np.testing.assert_allclose(model.decision_function(test), want.min(axis=1), rtol=1e-9)
+    log_joint = np.stack([np.log(model.priors_[k]) + multivariate_normal(model.means_[k], covs[k]).logpdf(test)
+                          for k in range(4)], axis=1)
+    post = np.exp(log_joint - log_joint.max(1, keepdims=True))
+    post /= post.sum(1, keepdims=True)
+    np.testing.assert_allclose(model.predict_proba(test), post, rtol=1e-8, atol=1e-12)
+    np.testing.assert_array_equal(model.predict(test), model.classes_[post.argmax(1)])
+
+
+def test_ood_samples_score_higher_and_sklearn_conformance(rng):
+    from sklearn.utils.estimator_checks import check_estimator
+
+    X, y = _data(rng)
+    model = ClassGaussian().fit(X, y)
+    assert model.decision_function(X + 50.0).min() > model.decision_function(X).max()
+    assert model.score(X, y) > 0.8
+    check_estimator(ClassGaussian())
+
+
+def test_bad_input_is_named(rng):
+    X, y = _data(rng)
+    with pytest.raises(ValueError, match="covariance"):
+        ClassGaussian(covariance="robust").fit(X, y)
+    with pytest.raises(TypeError, match="tied"):
+        ClassGaussian(tied="yes").fit(X, y)
+    with pytest.raises(ValueError, match="y"):
+        ClassGaussian().fit(X, np.zeros(len(X)))
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        ClassGaussian(tied=False).fit(X[:5], np.array([0, 1, 1, 2, 2]))
+    with pytest.raises(ValueError, match="features"):
+        ClassGaussian().fit(X, y).distances(X[:, :3])
