@@ -141,7 +141,10 @@ pub fn knn<T: Real>(
     let b_norm2_t: Vec<T> = b_norm2.iter().map(|&v| T::from_f64(v)).collect();
     let max_b = b_norm2.iter().cloned().fold(0.0f64, f64::max).sqrt();
     let b_exact_norm: Vec<f64> = match metric {
-        Metric::Cosine => bank.chunks_exact(d).map(|r| exact_dot(r, r).sqrt()).collect(),
+        Metric::Cosine => bank
+            .chunks_exact(d)
+            .map(|r| exact_dot(r, r).sqrt())
+            .collect(),
         Metric::Euclidean => Vec::new(),
     };
     let mut distances = vec![0.0f64; m * k];
@@ -199,7 +202,8 @@ pub fn knn<T: Real>(
                         let qi = &qv[(q0 + i) * d..(q0 + i + 1) * d];
                         let row = &keys[i * cols..(i + 1) * cols];
                         let norms = &b_norm2_t[b0..b0 + cols];
-                        for (ci, (kc, nc)) in row.chunks(LANES).zip(norms.chunks(LANES)).enumerate() {
+                        for (ci, (kc, nc)) in row.chunks(LANES).zip(norms.chunks(LANES)).enumerate()
+                        {
                             // Branch-free test of a whole chunk first: most chunks hold nothing.
                             let mut any = false;
                             for (&dot, &bn) in kc.iter().zip(nc) {
@@ -263,17 +267,27 @@ fn unit_rows<T: Real>(x: &[T], d: usize, name: &str) -> CoreResult<Vec<T>> {
 
 const CHUNK: usize = 4096;
 
-/// One chunk of a greedy step: lower each point's minimum squared distance with the new centre
-/// `c` and return the chunk's farthest point (value, index; lowest index on ties). The fast
-/// lane estimate settles most points; only those it cannot rule out are measured exactly, so
-/// the minima are exactly those of a float64 implementation.
+/// What a greedy step needs besides the minima: the points, their length, the new centre and the
+/// relative slack of the fast estimate.
+struct Step<'a, T> {
+    x: &'a [T],
+    d: usize,
+    centre: &'a [T],
+    slack: f64,
+}
+
+/// One chunk of a greedy step (points from `base`): lower each point's minimum squared distance
+/// with the new centre and return the chunk's farthest point (value, index; lowest index on
+/// ties). The fast lane estimate settles most points; only those it cannot rule out are
+/// measured exactly, so the minima are exactly those of a float64 implementation.
 #[inline(always)]
-fn update_chunk_body<T: Real>(x: &[T], d: usize, c: &[T], base: usize, chunk: &mut [f64], slack: f64) -> (f64, usize) {
+fn update_chunk_body<T: Real>(step: &Step<'_, T>, base: usize, chunk: &mut [f64]) -> (f64, usize) {
+    let (d, c) = (step.d, step.centre);
     let mut best = (f64::NEG_INFINITY, usize::MAX);
     for (o, m) in chunk.iter_mut().enumerate() {
         let i = base + o;
-        let row = &x[i * d..(i + 1) * d];
-        if sq_distance_lanes(row, c) * (1.0 - slack) <= *m {
+        let row = &step.x[i * d..(i + 1) * d];
+        if sq_distance_lanes(row, c) * (1.0 - step.slack) <= *m {
             let dist = exact_sq(row, c);
             if dist < *m {
                 *m = dist;
@@ -288,31 +302,31 @@ fn update_chunk_body<T: Real>(x: &[T], d: usize, c: &[T], base: usize, chunk: &m
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn update_chunk_avx512<T: Real>(x: &[T], d: usize, c: &[T], base: usize, chunk: &mut [f64], slack: f64) -> (f64, usize) {
-    update_chunk_body(x, d, c, base, chunk, slack)
+unsafe fn update_chunk_avx512<T: Real>(step: &Step<'_, T>, base: usize, chunk: &mut [f64]) -> (f64, usize) {
+    update_chunk_body(step, base, chunk)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn update_chunk_avx2<T: Real>(x: &[T], d: usize, c: &[T], base: usize, chunk: &mut [f64], slack: f64) -> (f64, usize) {
-    update_chunk_body(x, d, c, base, chunk, slack)
+unsafe fn update_chunk_avx2<T: Real>(step: &Step<'_, T>, base: usize, chunk: &mut [f64]) -> (f64, usize) {
+    update_chunk_body(step, base, chunk)
 }
 
 /// [`update_chunk_body`] through the widest vector unit the CPU has (the crate is compiled for
 /// baseline x86-64); every copy gives the same minima, since decisions are re-made exactly.
-fn update_chunk<T: Real>(x: &[T], d: usize, c: &[T], base: usize, chunk: &mut [f64], slack: f64) -> (f64, usize) {
+fn update_chunk<T: Real>(step: &Step<'_, T>, base: usize, chunk: &mut [f64]) -> (f64, usize) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU supports AVX-512F (checked just above).
-            return unsafe { update_chunk_avx512(x, d, c, base, chunk, slack) };
+            return unsafe { update_chunk_avx512(step, base, chunk) };
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
             // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-            return unsafe { update_chunk_avx2(x, d, c, base, chunk, slack) };
+            return unsafe { update_chunk_avx2(step, base, chunk) };
         }
     }
-    update_chunk_body(x, d, c, base, chunk, slack)
+    update_chunk_body(step, base, chunk)
 }
 
 /// Exact greedy k-center: `n_select` indices of `x [n, d]`, starting at `start`; each step
@@ -349,12 +363,17 @@ pub fn greedy_coreset<T: Real>(
         if step + 1 == n_select {
             break;
         }
-        let c = &x[centre * d..(centre + 1) * d];
+        let work = Step {
+            x,
+            d,
+            centre: &x[centre * d..(centre + 1) * d],
+            slack,
+        };
         // Update the minima and find the new leader per chunk, then across chunks.
         let leader = min_d2
             .par_chunks_mut(CHUNK)
             .enumerate()
-            .map(|(ci, chunk)| update_chunk(x, d, c, ci * CHUNK, chunk, slack))
+            .map(|(ci, chunk)| update_chunk(&work, ci * CHUNK, chunk))
             .reduce(
                 || (f64::NEG_INFINITY, usize::MAX),
                 |a, b| {
@@ -379,7 +398,9 @@ mod tests {
     use super::*;
 
     fn random(len: usize, seed: u64) -> Vec<f64> {
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (0..len)
             .map(|_| {
                 s ^= s << 13;
@@ -399,7 +420,12 @@ mod tests {
         let (dist, idx) = knn(&q, m, &b, n, d, k, Metric::Euclidean).unwrap_or_default();
         for i in 0..m {
             let mut all: Vec<(f64, usize)> = (0..n)
-                .map(|j| (exact_sq(&q[i * d..(i + 1) * d], &b[j * d..(j + 1) * d]).sqrt(), j))
+                .map(|j| {
+                    (
+                        exact_sq(&q[i * d..(i + 1) * d], &b[j * d..(j + 1) * d]).sqrt(),
+                        j,
+                    )
+                })
                 .collect();
             all.sort_by(|a, c| a.partial_cmp(c).unwrap_or(std::cmp::Ordering::Equal));
             for s in 0..k {

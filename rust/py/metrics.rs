@@ -9,6 +9,16 @@ use crate::metrics;
 use crate::pool;
 
 /// AUROC, AP, F1-max, TPR at each max FPR and FPR at each min TPR, from one sort.
+/// The labels as a slice, one per score (a ValueError naming `labels` otherwise).
+fn labels_for<'a>(
+    scores: &FloatArray<'_>,
+    labels: &'a PyReadonlyArrayDyn<'_, u8>,
+) -> PyResult<&'a [u8]> {
+    let labels = contiguous(labels, "labels")?;
+    expect_len(labels.len(), scores.shape().iter().product(), "labels", "one per score")?;
+    Ok(labels)
+}
+
 #[pyfunction(name = "binary_summary", signature = (scores, labels, max_fprs, min_tprs, n_jobs=None))]
 fn py_binary_summary<'py>(
     py: Python<'py>,
@@ -18,8 +28,7 @@ fn py_binary_summary<'py>(
     min_tprs: Vec<f64>,
     n_jobs: Option<Threads>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let labels = contiguous(&labels, "labels")?;
-    expect_len(labels.len(), scores.shape().iter().product(), "labels", "one per score")?;
+    let labels = labels_for(&scores, &labels)?;
     let summary = with_floats!(scores, "scores", |s| py
         .detach(|| pool::install(n_jobs.map(i64::from), || {
             metrics::summarize(s, labels, &max_fprs, &min_tprs)
@@ -48,8 +57,7 @@ fn py_curve_counts<'py>(
     labels: PyReadonlyArrayDyn<'py, u8>,
     n_jobs: Option<Threads>,
 ) -> PyResult<CurveArrays<'py>> {
-    let labels = contiguous(&labels, "labels")?;
-    expect_len(labels.len(), scores.shape().iter().product(), "labels", "one per score")?;
+    let labels = labels_for(&scores, &labels)?;
     let c = with_floats!(scores, "scores", |s| py
         .detach(|| pool::install(n_jobs.map(i64::from), || metrics::curve(
             s, labels
@@ -75,7 +83,12 @@ fn py_pro_curve<'py>(
 )> {
     let [n, h, w] = dims::<3>(&maps.shape(), "anomaly_maps")?;
     let masks = contiguous(&masks, "masks")?;
-    expect_len(masks.len(), n * h * w, "masks", "one per pixel of the anomaly maps")?;
+    expect_len(
+        masks.len(),
+        n * h * w,
+        "masks",
+        "one per pixel of the anomaly maps",
+    )?;
     let result = with_floats!(maps, "anomaly_maps", |s| py
         .detach(|| pool::install(n_jobs.map(i64::from), || {
             metrics::pro_curve(s, masks, n, h, w, max_fpr)
@@ -95,7 +108,12 @@ fn py_aupro<'py>(
 ) -> PyResult<f64> {
     let [n, h, w] = dims::<3>(&maps.shape(), "anomaly_maps")?;
     let masks = contiguous(&masks, "masks")?;
-    expect_len(masks.len(), n * h * w, "masks", "one per pixel of the anomaly maps")?;
+    expect_len(
+        masks.len(),
+        n * h * w,
+        "masks",
+        "one per pixel of the anomaly maps",
+    )?;
     let result = with_floats!(maps, "anomaly_maps", |s| py
         .detach(|| pool::install(n_jobs.map(i64::from), || metrics::aupro(
             s, masks, n, h, w, max_fpr
