@@ -19,6 +19,17 @@ fn labels_for<'a>(
     Ok(labels)
 }
 
+/// The maps' `[N, H, W]` and the masks as a slice, one per pixel (ValueErrors naming them).
+fn maps_and_masks<'a>(
+    maps: &FloatArray<'_>,
+    masks: &'a PyReadonlyArrayDyn<'_, u8>,
+) -> PyResult<([usize; 3], &'a [u8])> {
+    let [n, h, w] = dims::<3>(&maps.shape(), "anomaly_maps")?;
+    let masks = contiguous(masks, "masks")?;
+    expect_len(masks.len(), n * h * w, "masks", "one per pixel of the anomaly maps")?;
+    Ok(([n, h, w], masks))
+}
+
 #[pyfunction(name = "binary_summary", signature = (scores, labels, max_fprs, min_tprs, n_jobs=None))]
 fn py_binary_summary<'py>(
     py: Python<'py>,
@@ -81,14 +92,7 @@ fn py_pro_curve<'py>(
     Bound<'py, numpy::PyArray1<f64>>,
     Bound<'py, numpy::PyArray1<f64>>,
 )> {
-    let [n, h, w] = dims::<3>(&maps.shape(), "anomaly_maps")?;
-    let masks = contiguous(&masks, "masks")?;
-    expect_len(
-        masks.len(),
-        n * h * w,
-        "masks",
-        "one per pixel of the anomaly maps",
-    )?;
+    let ([n, h, w], masks) = maps_and_masks(&maps, &masks)?;
     let result = with_floats!(maps, "anomaly_maps", |s| py
         .detach(|| pool::install(n_jobs.map(i64::from), || {
             metrics::pro_curve(s, masks, n, h, w, max_fpr)
@@ -106,14 +110,7 @@ fn py_aupro<'py>(
     max_fpr: f64,
     n_jobs: Option<Threads>,
 ) -> PyResult<f64> {
-    let [n, h, w] = dims::<3>(&maps.shape(), "anomaly_maps")?;
-    let masks = contiguous(&masks, "masks")?;
-    expect_len(
-        masks.len(),
-        n * h * w,
-        "masks",
-        "one per pixel of the anomaly maps",
-    )?;
+    let ([n, h, w], masks) = maps_and_masks(&maps, &masks)?;
     let result = with_floats!(maps, "anomaly_maps", |s| py
         .detach(|| pool::install(n_jobs.map(i64::from), || metrics::aupro(
             s, masks, n, h, w, max_fpr
