@@ -85,3 +85,37 @@ def test_coreset__fastcore(benchmark, coreset_data):
 def test_coreset__numpy_kcenter_greedy(benchmark, coreset_data):
     benchmark.group = f"greedy coreset {CORESET_N} x {CORESET_D} f32, {CORESET_SELECT} selected"
     run(benchmark, lambda: kcenter_greedy_numpy(coreset_data, CORESET_SELECT), rounds=1)
+
+
+def gpu_cases():
+    """CUDA cases for bench/gpu_check.py: exact kNN and one greedy coreset run against cupy
+    (cuBLAS distance GEMM + argmin, and the vectorised greedy rule)."""
+    import cupy as cp
+
+    rng = np.random.default_rng(0)
+    m, n, d = 20_000, 100_000, 384
+    q = cp.asarray(rng.standard_normal((m, d), dtype=np.float32))
+    b = cp.asarray(rng.standard_normal((n, d), dtype=np.float32))
+    bn = (b * b).sum(axis=1)
+
+    def peer_knn():
+        keys = bn[None, :] - 2.0 * (q @ b.T)      # cuBLAS GEMM, expanded float32 keys
+        return cp.argmin(keys, axis=1)
+
+    x = cp.asarray(rng.standard_normal((200_000, 128), dtype=np.float32))
+
+    def peer_coreset(n_select=200):
+        min_d2 = cp.full(x.shape[0], cp.inf, dtype=cp.float32)
+        chosen = [0]
+        for _ in range(n_select - 1):
+            min_d2 = cp.minimum(min_d2, ((x - x[chosen[-1]]) ** 2).sum(axis=1))
+            chosen.append(int(cp.argmax(min_d2)))
+        return chosen
+
+    return [
+        {"kernel": "knn (k=1, exact)", "shape": f"{m} x {n} x {d} f32", "ours": lambda: knn(q, b, 1),
+         "peer": peer_knn, "peer_name": "cupy GEMM + argmin", "flops": 2 * m * n * d},
+        {"kernel": "greedy_coreset", "shape": "200,000 x 128 f32, 200 selected",
+         "ours": lambda: patchcore.greedy_coreset(x, 200, progress_bar=False), "peer": peer_coreset,
+         "peer_name": "cupy greedy rule", "bytes": x.nbytes * 199},
+    ]

@@ -17,7 +17,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-FAMILIES = ("gaussian", "metrics", "musc", "mia", "tsetlin")
+FAMILIES = ("gaussian", "metrics", "musc", "mia", "tsetlin", "patchcore")
 
 
 def gpu_time(fn, repeat=10):
