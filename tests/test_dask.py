@@ -19,7 +19,7 @@ cloudpickle = pytest.importorskip("cloudpickle")
 from sklearn.covariance import OAS, EmpiricalCovariance, LedoitWolf  # noqa: E402
 from sklearn.metrics import average_precision_score, roc_auc_score  # noqa: E402
 
-from fastcore_ad import GaussianAD, TsetlinMachine, metrics, mia  # noqa: E402
+from fastcore_ad import GaussianAD, TsetlinMachine, _distributed, metrics, mia  # noqa: E402
 from fastcore_ad.gaussian import mahalanobis, mahalanobis_per_position  # noqa: E402
 
 # The workers are other processes: they receive this module's helpers by value.
@@ -175,15 +175,19 @@ def _tied_scores(rng, n, dtype=np.float64):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_metrics_equal_in_memory_and_scikit_learn(client, rng, dtype):
+def test_metrics_equal_in_memory_and_scikit_learn(client, rng, dtype, monkeypatch):
     scores, labels = _tied_scores(rng, 5003, dtype)
     lazy_scores, lazy_labels = da.from_array(scores, chunks=611), da.from_array(labels, chunks=1000)  # realigned
     options = dict(max_fprs=(0.0, 0.05, 0.3), min_tprs=(0.0, 0.5, 0.95))
     expected = metrics.evaluate(scores, labels, **options)
     actual = metrics.evaluate(lazy_scores, lazy_labels, **options)
-    assert actual.keys() == expected.keys()
+    # The plan for large inputs (value ranges merged apart, walked with offsets), on small ones.
+    monkeypatch.setattr(_distributed, "_SCORES_PER_RANGE", 700)
+    in_ranges = metrics.evaluate(lazy_scores, lazy_labels, **options)
+    assert actual.keys() == expected.keys() == in_ranges.keys()
     for key in expected:
         assert actual[key] == pytest.approx(expected[key], rel=1e-9, abs=1e-12), key
+        assert in_ranges[key] == pytest.approx(expected[key], rel=1e-9, abs=1e-12), key
     assert actual["auroc"] == pytest.approx(roc_auc_score(labels, scores), rel=1e-9)
     assert actual["average_precision"] == pytest.approx(average_precision_score(labels, scores), rel=1e-9)
     assert metrics.f1_max(lazy_scores, lazy_labels, return_threshold=True) == pytest.approx(

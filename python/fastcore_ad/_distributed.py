@@ -146,11 +146,13 @@ def map_rows(function, x, parameters, *, out_ndim, dtype, **kwargs):
 # Ranking metrics
 #
 # A table is (distinct values in decreasing order, positives, negatives) per value. Each chunk's
-# table comes from the Rust sort (_core.curve_counts); the tables are cut at common splitters into
-# value ranges, each range merged on one worker, and the curve is walked range by range with the
-# counts above the range as offsets: no task and not the client ever holds the whole table.
+# table comes from the Rust sort (_core.curve_counts); past a few million scores the tables are cut
+# at common splitters into value ranges, each range merged on one worker, and the curve is walked
+# range by range with the counts above the range as offsets: no task and not the client ever
+# holds the whole table. Smaller inputs merge into one table and are walked in one round trip.
 
 _SAMPLES_PER_CHUNK = 64  # values per chunk table from which the range splitters are chosen
+_SCORES_PER_RANGE = 1 << 22  # below this many scores per range, one merged table in one task
 
 
 def _chunk_table(scores, labels):
@@ -240,11 +242,14 @@ def binary_summary(scores, labels, max_fprs=(), min_tprs=()):
         raise ValueError(f"scores and labels differ in length: {scores.shape[0]} != {labels.shape[0]}")
     _, (scores, labels) = da.core.unify_chunks(scores, "i", labels, "i")
     delayed = functools.partial(dask.delayed, pure=True)
-    tables = [dask.delayed(_chunk_table, pure=True)(s, y)
-              for s, y in zip(scores.to_delayed().ravel(), labels.to_delayed().ravel())]
-    tables = dask.persist(*tables)  # kept where they were computed, for the two rounds below
+    tables = [delayed(_chunk_table)(s, y) for s, y in zip(scores.to_delayed().ravel(), labels.to_delayed().ravel())]
+    n_ranges = min(len(tables), -(-scores.shape[0] // _SCORES_PER_RANGE))
+    if n_ranges <= 1:  # one merged table is small enough: one round trip
+        return dask.compute(delayed(_walk_whole)(tree_reduce(tables, _merge_tables), list(max_fprs),
+                                                 list(min_tprs)))[0]
+    tables = dask.persist(*tables)  # kept where they were computed, for the rounds below
     samples = np.concatenate(dask.compute(*[delayed(_sample)(t) for t in tables]))
-    quantiles = np.linspace(0.0, 1.0, len(tables) + 1)[1:-1]
+    quantiles = np.linspace(0.0, 1.0, n_ranges + 1)[1:-1]
     splitters = np.unique(np.quantile(samples, quantiles, method="inverted_cdf"))[::-1] if samples.size else samples
     pieces = [dask.delayed(_split, pure=True, nout=splitters.size + 1)(t, splitters) for t in tables]
     ranges = dask.persist(*[delayed(_merge_tables)(*[piece[r] for piece in pieces])
@@ -254,10 +259,17 @@ def binary_summary(scores, labels, max_fprs=(), min_tprs=()):
     if totals[0] == 0 or totals[1] == 0:
         return _combine([], totals)  # raises: one class only
     above = np.cumsum([(0, 0), *counts[:-1]], axis=0)
-    walk = dask.delayed(_walk, pure=True)
+    walk = delayed(_walk)
     parts = dask.compute(*[walk(t, tuple(int(v) for v in a), totals, list(max_fprs), list(min_tprs))
                            for t, a in zip(ranges, above)])
     return _combine(parts, totals)
+
+
+def _walk_whole(table, max_fprs, min_tprs):
+    totals = _totals(table)
+    if totals[0] == 0 or totals[1] == 0:
+        return _combine([], totals)  # raises: one class only
+    return _combine([_walk(table, (0, 0), totals, max_fprs, min_tprs)], totals)
 
 
 # ------------------------------------------------------------------------------------------------
