@@ -87,6 +87,21 @@ def test_partial_fit_of_feature_maps_equals_fit(rng):
     assert model.mean_.dtype == reference.mean_.dtype == np.float32
 
 
+def test_partial_fit_of_levels_survives_pickling(rng):
+    import pickle
+
+    levels = [_correlated(rng, 200, 6), _correlated(rng, 200, 3, offset=-5.0)]
+    reference = GaussianAD(progress=False).fit(levels)
+    model = GaussianAD(progress=False).partial_fit([level[:80] for level in levels])
+    model = pickle.loads(pickle.dumps(model)).partial_fit([level[80:] for level in levels])
+    for level, expected in zip(model.levels_, reference.levels_):
+        assert _relative(level.factor, expected.factor) < 1e-9 and _relative(level.mean, expected.mean) < 1e-9
+    with pytest.raises(ValueError, match="2 feature level"):
+        model.partial_fit(levels[0])
+    with pytest.raises(ValueError, match="mix of"):
+        GaussianAD(progress=False).partial_fit([levels[0], rng.normal(size=(20, 2, 2, 3))])
+
+
 def test_partial_fit_keeps_the_power_of_two_scale(rng):
     X = _correlated(rng, 300, 6, offset=0.0) * 1e80  # fourth powers would overflow unscaled
     reference = GaussianAD(progress=False).fit(X)

@@ -163,6 +163,11 @@ def mahalanobis_per_position(x, means, precision_choleskys, *, n_jobs=None):
     return out.reshape((m, *spatial)) if spatial is not None else out
 
 
+def _check_one_kind(per_position_flags):
+    if len(set(per_position_flags)) > 1:
+        raise ValueError("X: mix of [n, d] and [n, H, W, d] levels; use one kind")
+
+
 class _Level:
     """One fitted Gaussian (or one per position) for one feature level."""
 
@@ -393,6 +398,7 @@ class GaussianAD(FastcoreEstimator):
         name = (lambda i: f"X[{i}]") if multi else (lambda i: "X")
         parts = [self._chunk_moments(level, name(i), None if stream is None else stream[i])
                  for i, level in enumerate(levels)]
+        _check_one_kind(spatial is not None for *_, spatial in parts)
         if stream is not None:
             parts = [(old[0].merge(new[0]), *old[1:]) for old, new in zip(stream, parts)]
         self._stream = parts
@@ -432,9 +438,7 @@ class GaussianAD(FastcoreEstimator):
         self._multi = isinstance(X, (list, tuple))
         self._stream = None  # fit starts over; partial_fit continues from here on
         self.levels_ = [self._fit_level(level, i) for i, level in enumerate(levels)]
-        modes = {lv.per_position for lv in self.levels_}
-        if len(modes) > 1:
-            raise ValueError("X: mix of [n, d] and [n, H, W, d] levels; use one kind")
+        _check_one_kind(lv.per_position for lv in self.levels_)
         features = [int(lv.mean.shape[-1]) for lv in self.levels_]
         self.n_features_in_ = features if self._multi else features[0]
         self.decision_scores_ = self.decision_function(X)
