@@ -107,6 +107,10 @@ def test_partial_fit_keeps_the_power_of_two_scale(rng):
     reference = GaussianAD(progress=False).fit(X)
     model = GaussianAD(progress=False).partial_fit(X[:100]).partial_fit(X[100:])
     _assert_same_fit(model, reference)
+    with pytest.raises(ValueError, match="overflow"):  # far beyond the first chunk's scale
+        model.partial_fit(X[:10] * 1e200)
+    model.partial_fit(X[:50])  # the refused chunk left the stream as it was
+    _assert_same_fit(model, GaussianAD(progress=False).fit(np.vstack([X, X[:50]])))
 
 
 def test_partial_fit_waits_for_enough_rows_and_leaves_the_threshold_to_fit(rng):

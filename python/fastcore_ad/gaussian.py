@@ -20,7 +20,7 @@ import numpy as np
 from . import _core
 from ._base import FastcoreEstimator, NotFittedError, as_dense_array, check_shape
 from ._dispatch import float_array, is_dask, kernels, same_backend, to_backend, xp_of
-from ._moments import GaussianMoments
+from ._moments import OVERFLOW, GaussianMoments
 from .progress import progress
 
 __all__ = ["mahalanobis", "GaussianAD", "SingularCovarianceError", "demo", "mahalanobis_per_position"]
@@ -377,13 +377,15 @@ class GaussianAD(FastcoreEstimator):
         needs), so any chunking of the rows gives ``fit`` on all of them to rounding (1e-9
         relative), for every ``covariance`` and for per-position maps; peak memory is one chunk
         plus the statistics. The first chunk fixes the power-of-two scale that ``fit`` takes
-        from all the data (chunks more than 2**64 larger than it overflow: a ValueError). X may
-        be a dask array (its chunks are reduced on the workers).
+        from all the data (a later chunk so large that its fourth powers overflow float64 even
+        at that scale, about 2**250 times the first chunk, is a ValueError). X may be a dask
+        array (its chunks are reduced on the workers).
 
         The model is refreshed after each call once it can be fitted (2 samples, and a
         covariance that is not singular); until then it stays unfitted, without an error, so a
         stream may start with few rows (``fit`` raises on singular data). ``predict`` needs
-        ``threshold_``, which only ``fit`` sets (from the training scores); ``fit`` starts over.
+        ``threshold_``, which only ``fit`` sets (from the training scores). ``fit`` keeps no
+        statistics: it starts over, and a ``partial_fit`` after it starts a new stream.
         """
         self._check_params()
         levels = self._levels_of(X)
@@ -401,6 +403,8 @@ class GaussianAD(FastcoreEstimator):
         _check_one_kind(spatial is not None for *_, spatial in parts)
         if stream is not None:
             parts = [(old[0].merge(new[0]), *old[1:]) for old, new in zip(stream, parts)]
+        if not all(p[0].finite() for p in parts):  # refused before the stream takes it in
+            raise ValueError(OVERFLOW)
         self._stream = parts
         for attribute in ("threshold_", "decision_scores_"):
             self.__dict__.pop(attribute, None)
