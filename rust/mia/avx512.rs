@@ -7,7 +7,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Moments, CHUNK};
+use super::moments::{Moments, CHUNK};
 
 const LANES: usize = 16;
 const EXP_LOW: f32 = -87.0;
