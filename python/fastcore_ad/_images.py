@@ -1,0 +1,243 @@
+"""Images and maps: bilinear resizing and smoothing of feature maps, and images read from files
+and folders (Pillow), resized to one size.
+
+Public through :mod:`fastcore_ad.features` (``resize_maps``, ``gaussian_blur``, ``read_image``,
+``load_images``, ``LoadedImages``).
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .maps import _linear_taps, smooth
+from .progress import progress
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
+
+
+def _check_size(size, name):
+    if isinstance(size, (int, np.integer)):
+        size = (int(size), int(size))
+    size = tuple(int(v) for v in size)
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"{name}: expected a positive int or (height, width), got {size}")
+    return size
+
+
+def _as_rgb(image, name):
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise ValueError(f"{name}: expected an image [H, W], [H, W, 1], [H, W, 3] or [H, W, 4], got {image.shape}")
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    return image[:, :, :3]
+
+def _resize_image(image, size):
+    """One RGB image resized to ``size`` (height, width), bilinear."""
+    if image.shape[:2] == tuple(size):
+        return image
+    try:
+        from PIL import Image  # noqa: PLC0415
+    except ImportError:
+        return resize_maps(image[None].astype(np.float32), size)[0]
+    if image.dtype != np.uint8:
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Resizing and smoothing maps
+# ---------------------------------------------------------------------------------------------
+
+
+def resize_maps(maps, size):
+    """Bilinear resize of ``[n, h, w, C]`` (or ``[n, h, w]``) maps to ``size = (H, W)``, with
+    half-pixel centres (align_corners=False): the taps of :mod:`fastcore_ad.maps`."""
+    maps = np.asarray(maps)
+    squeeze = maps.ndim == 3
+    if squeeze:
+        maps = maps[..., None]
+    if maps.ndim != 4:
+        raise ValueError(f"maps: expected [n, h, w, C] or [n, h, w], got {maps.shape}")
+    height, width = _check_size(size, "size")
+    maps = maps.astype(np.float32, copy=False)
+    # Gathers rather than the matrices of fastcore_ad.maps: with hundreds of channels a matrix
+    # product per axis costs h (or w) times more than two taps per output pixel.
+    low, high, frac = _linear_taps(maps.shape[1], height, align_corners=False)
+    frac = frac.astype(np.float32)[None, :, None, None]
+    maps = maps[:, low] * (1.0 - frac) + maps[:, high] * frac
+    low, high, frac = _linear_taps(maps.shape[2], width, align_corners=False)
+    frac = frac.astype(np.float32)[None, None, :, None]
+    maps = maps[:, :, low] * (1.0 - frac) + maps[:, :, high] * frac
+    return maps[..., 0] if squeeze else maps
+
+
+def gaussian_blur(maps, sigma: float, *, mode="mirror"):
+    """Gaussian smoothing of ``[n, H, W]`` float32 maps: :func:`fastcore_ad.maps.smooth` with
+    this function's historical border, ``mode="mirror"`` (the anomaly maps of the package use
+    ``"reflect"``, see :mod:`fastcore_ad.maps`); ``sigma=0`` returns the maps unchanged."""
+    maps = np.asarray(maps, dtype=np.float32)
+    if isinstance(sigma, numbers.Real) and not isinstance(sigma, bool) and sigma == 0:
+        return maps
+    if maps.ndim != 3:
+        raise ValueError(f"maps: expected [n, H, W], got {maps.shape}")
+    return smooth(maps, sigma, mode=mode)
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Images from folders
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadedImages:
+    """Images read from disk: ``images [n, S, S, 3]`` uint8, their ``paths`` and original
+    ``sizes`` (height, width), and the files that could not be read, as ``(path, reason)``."""
+
+    images: np.ndarray
+    paths: list
+    sizes: list
+    skipped: list
+
+    def __len__(self):
+        return len(self.paths)
+
+
+def _image_files(folder: Path, pattern):
+    if pattern:
+        files = sorted(p for p in folder.glob(pattern) if p.is_file())
+    else:
+        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return files
+
+
+def _pillow():
+    try:
+        from PIL import Image, UnidentifiedImageError  # noqa: PLC0415
+    except ImportError as exc:
+        raise ImportError("loading images needs Pillow: pip install pillow") from exc
+    return Image, UnidentifiedImageError
+
+
+def _first(value):
+    return value[0] if isinstance(value, (tuple, list)) else value
+
+
+def _integer_top(handle):
+    """``(largest value, signed, bits)`` that an integer image's file declares. Pillow keeps
+    16-bit grayscale as ``I;16`` and every other integer depth as 32-bit ``I``: the TIFF tags
+    say what that holds; ``I`` from other formats (16-bit PNG in older Pillow, PGM) is 16-bit."""
+    if handle.mode.startswith("I;16"):
+        return 65535, False, 16
+    tags = getattr(handle, "tag_v2", None) if handle.format == "TIFF" else None
+    if tags is not None:
+        bits = int(_first(tags.get(258, 32)))  # BitsPerSample
+        signed = int(_first(tags.get(339, 1))) == 2  # SampleFormat: 1 unsigned, 2 signed
+    else:
+        bits, signed = 16, False
+    return (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1, signed, bits
+
+
+def _to_byte_range(handle):
+    """The grayscale pixels of an integer (``I``, ``I;16``) or float (``F``) image in 0..255,
+    or ValueError when they lie outside the documented range (so no map is silently wrong)."""
+    array = np.asarray(handle)
+    if handle.mode == "F":
+        array = array.astype(np.float64)
+        if not np.isfinite(array).all():
+            raise ValueError("float pixels with NaN or infinity")
+        low, high = float(array.min()), float(array.max())
+        if low < 0.0 or high > 1.0:
+            raise ValueError(f"float pixels must lie in [0, 1], found {low:g}..{high:g}; "
+                             "save them rescaled to [0, 1] or as 8/16-bit integers")
+        return np.rint(array * 255.0).astype(np.uint8)
+    top, signed, bits = _integer_top(handle)
+    if not signed and bits == 32:
+        array = array.view(np.uint32)  # unsigned 32-bit samples in Pillow's int32 storage
+    low, high = int(array.min()), int(array.max())
+    if low < 0 or high > top:
+        kind = f"{'signed' if signed else 'unsigned'} {bits}-bit"
+        raise ValueError(f"{kind} pixels must lie in 0..{top} to map onto 0..255, found {low}..{high}")
+    return np.rint(array.astype(np.float64) * (255.0 / top)).astype(np.uint8)
+
+
+def read_image(path) -> np.ndarray:
+    """The pixels of one image file as uint8 RGB ``[H, W, 3]``, whatever its bit depth.
+
+    8-bit files (and every colour mode Pillow converts to RGB) are read as they are. Deeper
+    integer images are scaled from the range of their sample type onto 0..255: unsigned n-bit
+    from 0..2**n-1 (16-bit: divided by 257), signed n-bit from 0..2**(n-1)-1 (negative pixels
+    are refused). Float images (mode ``F``, e.g. float32 TIFF) must hold values in [0, 1],
+    multiplied by 255. Grayscale is replicated to three channels. A file outside its range is
+    a ValueError naming it, never a saturated or black image.
+
+    >>> import tempfile, numpy as np
+    >>> from pathlib import Path
+    >>> from PIL import Image
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     Image.fromarray(np.array([[0, 257, 65535]], np.uint16)).save(Path(folder) / "deep.tif")
+    ...     read_image(Path(folder) / "deep.tif")[..., 0].tolist()
+    [[0, 1, 255]]
+    """
+    image_module, _ = _pillow()
+    with image_module.open(path) as handle:
+        handle.load()
+        try:
+            if handle.mode in ("I", "F") or handle.mode.startswith("I;16"):
+                gray = _to_byte_range(handle)
+                return np.repeat(gray[:, :, None], 3, axis=2)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+        return np.asarray(handle.convert("RGB"), dtype=np.uint8)
+
+
+def load_images(source, image_size=224, *, pattern=None, grayscale_to_rgb=True, progress_bar=True):
+    """Read images with Pillow (:func:`read_image`: any bit depth, converted to RGB in 0..255)
+    and resize them to ``image_size``.
+
+    ``source`` is a folder (every image file directly in it, or those matching the glob
+    ``pattern``, e.g. ``"*/*.jpg"``) or a list of file paths. Unreadable files, and files whose
+    pixels lie outside their documented range (float images outside [0, 1], negative signed
+    integers), do not stop the run: they are listed in ``skipped`` with the reason.
+    ``grayscale_to_rgb`` is kept for compatibility: images always come back as RGB.
+    """
+    image_module, unidentified = _pillow()
+    size = _check_size(image_size, "image_size")
+    if isinstance(source, (str, os.PathLike)):
+        folder = Path(source)
+        if not folder.exists():
+            raise FileNotFoundError(f"source: no such folder {str(folder)!r}")
+        files = [folder] if folder.is_file() else _image_files(folder, pattern)
+        if not files:
+            raise ValueError(f"source: no image files in {str(folder)!r}"
+                             + (f" matching {pattern!r}" if pattern else ""))
+    else:
+        files = [Path(p) for p in source]
+        if not files:
+            raise ValueError("source: empty list of files")
+    images, paths, sizes, skipped = [], [], [], []
+    for path in progress(files, total=len(files), desc="load images", enabled=progress_bar and len(files) > 50):
+        try:
+            pixels = read_image(path)
+            resized = image_module.fromarray(pixels).resize((size[1], size[0]), image_module.BILINEAR)
+            array = np.asarray(resized, dtype=np.uint8)
+        except (unidentified, OSError, ValueError, image_module.DecompressionBombError) as exc:
+            skipped.append((str(path), f"{type(exc).__name__}: {exc}"))
+            continue
+        images.append(array)
+        paths.append(str(path))
+        sizes.append(pixels.shape[:2])
+    if not images:
+        reasons = "; ".join(f"{p}: {r}" for p, r in skipped[:3])
+        raise ValueError(f"source: none of the {len(files)} file(s) could be read ({reasons})")
+    return LoadedImages(np.stack(images), paths, sizes, skipped)
+
