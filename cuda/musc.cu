@@ -231,3 +231,35 @@ __global__ void musc_top_k_mean(const u64* __restrict__ keys, i64 queries, i64 r
     }
     out[idx] = (T)(sum / (double)k);
 }
+
+// Aligned mode: each patch of a query image against the patches within `window` grid cells of
+// its own position in every other image. One thread per (query of the chunk, other image,
+// patch): the minimum exact squared distance in double, stored as the same orderable key
+// musc_pair_minima writes, so musc_top_k_mean finishes the scores.
+// keys: [chunk, n - 1, h * w]; other images in ascending order with the query itself skipped.
+template <typename T>
+__global__ void musc_aligned_minima(const T* __restrict__ x, i64 n, i64 h, i64 w, i64 c, i64 q0, i64 chunk,
+                                    i64 window, u64* __restrict__ keys) {
+    const i64 p = h * w, refs = n - 1;
+    const i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= chunk * refs * p) return;
+    const i64 patch = idx % p, slot = (idx / p) % refs, il = idx / (p * refs);
+    const i64 i = q0 + il, j = slot < i ? slot : slot + 1;
+    const i64 y = patch / w, xx = patch % w;
+    const i64 y0 = max((i64)0, y - window), y1 = min(h - 1, y + window);
+    const i64 x0 = max((i64)0, xx - window), x1 = min(w - 1, xx + window);
+    const T* a = x + (i * p + patch) * c;
+    double best = musc_key_distance(0x7FF0000000000000ull);  // +inf
+    for (i64 yy = y0; yy <= y1; ++yy) {
+        for (i64 xb = x0; xb <= x1; ++xb) {
+            const T* b = x + (j * p + yy * w + xb) * c;
+            double s = 0.0;
+            for (i64 k = 0; k < c; ++k) {
+                double d = (double)a[k] - (double)b[k];
+                s += d * d;
+            }
+            best = s < best ? s : best;
+        }
+    }
+    keys[idx] = musc_distance_key(best);
+}

@@ -63,6 +63,8 @@ COVERED = {
     "musc_top_k_mean<float>": "test_emulated_musc_top_k_mean[float",
     "musc_top_k_mean<double>": "test_emulated_musc_top_k_mean[double",
     "tsetlin_class_sums": "test_emulated_tsetlin_class_sums[",
+    "musc_aligned_minima<float>": "test_emulated_musc_aligned_minima[float",
+    "musc_aligned_minima<double>": "test_emulated_musc_aligned_minima[double",
     "knn_exact<float>": "test_emulated_knn_exact[float",
     "knn_exact<double>": "test_emulated_knn_exact[double",
     "coreset_update<float>": "test_emulated_coreset_update_and_pick[float",
@@ -301,6 +303,17 @@ def test_emulated_musc_top_k_mean(ctype, top_ratio, rt, rng):
     d = np.sqrt(((x[:, None, :, None, :].astype(np.float64) - x[None, :, None, :, :]) ** 2).sum(-1)).min(-1)
     oracle = np.stack([np.sort(np.delete(d[i], i, axis=0), axis=0)[:k].mean(0) for i in range(x.shape[0])])
     _close(got, oracle, dtype, "top-k mean vs float64 oracle")
+
+
+@pytest.mark.parametrize("ctype", ["float", "double"])
+@pytest.mark.parametrize("shape,window,ratio", [((2, 1, 1, 1), 0, 1.0), ((4, 3, 5, 7), 1, 0.5), ((5, 4, 4, 3), 2, 1e-9)])
+def test_emulated_musc_aligned_minima(ctype, shape, window, ratio, rt, rng):
+    dtype = DTYPES[ctype]
+    x = rng.normal(size=shape).astype(dtype)
+    if shape[0] > 3:
+        x[3] = x[1]                                          # ties at distance 0
+    got = _cuda.musc_aligned_mutual_scores(x, ratio, window)
+    _close(got, _core.musc_aligned_mutual_scores(x, ratio, window), dtype, "aligned scores vs Rust")
 
 
 def test_emulated_musc_pair_minima_split_jobs(rt, rng, monkeypatch):

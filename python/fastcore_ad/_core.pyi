@@ -8,7 +8,7 @@ __all__ = [
     "FastcoreError", "SingularCovarianceError", "__version__", "aupro", "binary_summary", "cuda_families",
     "cuda_source", "curve_counts", "fit_gaussian", "fit_gaussian_per_position", "greedy_coreset", "knn",
     "mahalanobis", "mahalanobis_per_position", "min_k_means", "musc_chunk_of_queries", "musc_key_tolerance",
-    "musc_lnamd", "musc_mutual_scores", "musc_rscin", "musc_scores_against_bank", "musc_top_k", "pro_curve",
+    "musc_aligned_mutual_scores", "musc_lnamd", "musc_mutual_scores", "musc_rscin", "musc_scores_against_bank", "musc_top_k", "pro_curve",
     "reset_after_fork", "resolve_threads", "token_stats", "tsetlin_class_sums", "tsetlin_clause_outputs",
     "tsetlin_initial_state", "tsetlin_stream_key", "tsetlin_train_epoch",
 ]
@@ -73,6 +73,9 @@ def musc_scores_against_bank(
 def musc_top_k(references: int, top_ratio: float) -> int: ...
 def musc_chunk_of_queries(queries: int, references: int, p: int, max_memory: int | None, value_bytes: int) -> int: ...
 def musc_key_tolerance(c: int, max_a: float, max_b: float, itemsize: int) -> float: ...
+def musc_aligned_mutual_scores(
+    patches: _FloatArray, top_ratio: float, window: int, n_jobs: int | None = None
+) -> _FloatArray: ...
 def musc_rscin(
     image_scores: npt.NDArray[np.float64], embeddings: npt.NDArray[np.float64], k_list: Sequence[int], n_jobs: int | None = None
 ) -> npt.NDArray[np.float64]: ...

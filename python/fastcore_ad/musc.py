@@ -123,13 +123,26 @@ def lnamd(features, r, *, n_jobs=None):
     return kernels(backend).musc_lnamd(x, r, n_jobs)
 
 
-def mutual_scores(patches, top_ratio=0.3, *, max_memory=None, n_jobs=None):
+def mutual_scores(patches, top_ratio=0.3, *, aligned=False, window=1, return_pair_minima=False, max_memory=None,
+                  n_jobs=None):
     """Mutual scores of ``patches [N, P, C]`` (or ``[N, H, W, C]``): ``[N, P]`` (or ``[N, H, W]``).
 
     For every image i, patch p and other image j, ``a(i, p, j) = min_q ||z_ip - z_jq||``; the
     score is the mean of the ``k = max(1, int((N-1) * top_ratio))`` smallest ``a(i, p, .)``.
     Exact Euclidean distances for any input (not only unit vectors); ``max_memory`` bounds the
     bytes of per-pair minima kept at once.
+
+    ``aligned=True`` (``[N, H, W, C]`` input) takes the minimum only over the patches q within
+    ``window`` grid cells of p's position in image j (parts that sit at the same place in every
+    image). ``return_pair_minima=True`` also returns ``a`` as ``[N, N, P]`` (float64, zero on the
+    diagonal), what graph-based successors of MuSc consume; its memory is checked first.
+
+    >>> import numpy as np
+    >>> z = np.zeros((2, 1, 3, 1)); z[1, 0, 0, 0] = 2.0       # image 1's left patch differs
+    >>> mutual_scores(z, 1.0, aligned=True, window=0).tolist()
+    [[[2.0, 0.0, 0.0]], [[2.0, 0.0, 0.0]]]
+    >>> mutual_scores(z, 1.0, aligned=True, window=1).tolist()
+    [[[0.0, 0.0, 0.0]], [[2.0, 0.0, 0.0]]]
 
     >>> import numpy as np
     >>> z = np.zeros((3, 2, 4)); z[2, 1, 0] = 1.0
@@ -138,17 +151,69 @@ def mutual_scores(patches, top_ratio=0.3, *, max_memory=None, n_jobs=None):
     """
     x, backend = as_array(patches, "patches")
     x = float_array(x, "patches", backend=backend, ndim=(3, 4))
+    if not isinstance(aligned, (bool, np.bool_)):
+        raise TypeError(f"aligned: expected True or False, got {aligned!r}")
+    if aligned and x.ndim != 4:
+        raise ValueError(f"patches: aligned scoring needs [N, H, W, C] (the patch grid), got shape {tuple(x.shape)}")
+    if isinstance(window, (bool, np.bool_)) or not isinstance(window, (int, np.integer)) or window < 0:
+        raise ValueError(f"window: must be an integer >= 0 (grid cells), got {window!r}")
     spatial = x.shape[1:3] if x.ndim == 4 else None
-    x = x.reshape(x.shape[0], -1, x.shape[-1])
     if x.shape[0] < 2:
         raise ValueError(f"patches: mutual scoring needs at least 2 images, got {x.shape[0]}")
     top_ratio = _check_ratio(top_ratio)
     max_memory = _check_memory(max_memory)
+    grid = x
+    x = x.reshape(x.shape[0], -1, x.shape[-1])
+    minima = _pair_minima(grid, bool(aligned), int(window), backend, n_jobs) if return_pair_minima else None
+    if aligned:
+        scale = _distance_scale([grid], xp_of(backend))
+        out = kernels(backend).musc_aligned_mutual_scores(grid * grid.dtype.type(scale) if scale != 1.0 else grid,
+                                                          top_ratio, int(window), n_jobs)
+        out = _unscaled(out, scale, "patches")
+        return (out, minima) if return_pair_minima else out
     scale = _distance_scale([x], xp_of(backend))
     out = kernels(backend).musc_mutual_scores(x * x.dtype.type(scale) if scale != 1.0 else x, top_ratio, max_memory,
                                               n_jobs)
     out = _unscaled(out, scale, "patches")
-    return out.reshape(x.shape[0], *spatial) if spatial is not None else out
+    out = out.reshape(x.shape[0], *spatial) if spatial is not None else out
+    return (out, minima) if return_pair_minima else out
+
+
+def _pair_minima(grid, aligned: bool, window: int, backend: str, n_jobs):
+    """``[N, N, P]`` minimum distances of each patch of image i to image j (exact kNN per pair;
+    aligned: within the window), zero on the diagonal. Memory is checked before allocating."""
+    from ._memory import check_fits  # noqa: PLC0415
+    from .patchcore import knn  # noqa: PLC0415
+
+    xp = xp_of(backend)
+    n = int(grid.shape[0])
+    flat = grid.reshape(n, -1, grid.shape[-1])
+    p = int(flat.shape[1])
+    check_fits(n * n * p * 8, f"return_pair_minima: the [{n}, {n}, {p}] float64 pair minima")
+    out = xp.zeros((n, n, p), dtype=np.float64)
+    for i in range(n):
+        for j in range(n):
+            if i == j:
+                continue
+            if not aligned:
+                out[i, j] = knn(flat[i], flat[j], 1, n_jobs=n_jobs)[0][:, 0]
+                continue
+            # Aligned: each patch against its window in image j (two images, so k = 1 of 1).
+            pair = xp.stack([grid[i], grid[j]])
+            h, w = int(grid.shape[1]), int(grid.shape[2])
+            out[i, j] = _aligned_pair(pair, h, w, window)
+    return out
+
+
+def _aligned_pair(pair, h: int, w: int, window: int):
+    """Aligned minima of image 0's patches against image 1 (the aligned kernel with 2 images)."""
+    from . import _core  # noqa: PLC0415
+
+    host = np.ascontiguousarray(to_numpy(pair, "cupy" if not isinstance(pair, np.ndarray) else "numpy"),
+                                dtype=np.float64)
+    scores = _core.musc_aligned_mutual_scores(host, 1.0, window)[0].reshape(-1)
+    xp = xp_of("numpy" if isinstance(pair, np.ndarray) else "cupy")
+    return xp.asarray(scores)
 
 
 def scores_against_bank(queries, bank, top_ratio=0.3, *, max_memory=None, n_jobs=None):
@@ -273,6 +338,10 @@ class MuSc(FastcoreEstimator):
         Bytes of per-pair minima held at once (None: no limit).
     progress : bool
         Show a progress bar over the (layer, degree) passes for long runs.
+    aligned, window : bool, int
+        Aligned mode for parts at the same place in every image: each patch is compared only
+        with the patches within ``window`` grid cells of its position in the other images
+        (batch scoring; a bank is scored the usual way).
 
     ``fit(bank_features)`` stores a bank of unlabeled images; ``predict(new)`` then scores the
     new images against the bank (one image at a time works) instead of against each other.
@@ -282,7 +351,9 @@ class MuSc(FastcoreEstimator):
     _fitted_attribute = "bank_"
 
     def __init__(self, degrees=(1, 3, 5), top_ratio=0.3, k_list=(1, 2, 3), n_jobs=None, device="auto",
-                 max_memory=None, progress=True):
+                 max_memory=None, progress=True, aligned=False, window=1):
+        self.aligned = aligned
+        self.window = window
         self.degrees = degrees
         self.top_ratio = top_ratio
         self.k_list = k_list
@@ -310,6 +381,11 @@ class MuSc(FastcoreEstimator):
         ks = tuple(int(k) for k in self.k_list)
         if not ks or any(k < 1 for k in ks):
             raise ValueError(f"k_list: needs at least one window, each >= 1, got {tuple(self.k_list)}")
+        if not isinstance(self.aligned, (bool, np.bool_)):
+            raise TypeError(f"aligned: expected True or False, got {self.aligned!r}")
+        if isinstance(self.window, (bool, np.bool_)) or not isinstance(self.window, (int, np.integer)) \
+                or self.window < 0:
+            raise ValueError(f"window: must be an integer >= 0 (grid cells), got {self.window!r}")
         self._check_common_params()
         return degrees, _check_ratio(self.top_ratio), ks, _check_memory(self.max_memory)
 
@@ -374,10 +450,14 @@ class MuSc(FastcoreEstimator):
         bar = progress(passes, total=len(passes), desc="MuSc passes",
                        enabled=bool(self.progress) and flops > _PROGRESS_FLOPS)
         for li, r in bar:
-            z = lnamd(layers[li], r, n_jobs=n_jobs).reshape(n, h * w, -1)
-            if bank is None:
+            z = lnamd(layers[li], r, n_jobs=n_jobs)
+            if bank is None and self.aligned:
+                s = mutual_scores(z, top_ratio, aligned=True, window=self.window, n_jobs=n_jobs).reshape(n, h * w)
+            elif bank is None:
+                z = z.reshape(n, h * w, -1)
                 s = mutual_scores(z, top_ratio, max_memory=max_memory, n_jobs=n_jobs)
             else:
+                z = z.reshape(n, h * w, -1)
                 bz = lnamd(bank[li], r, n_jobs=n_jobs)
                 bz = bz.reshape(bz.shape[0], -1, bz.shape[-1])
                 s = scores_against_bank(z, bz, top_ratio, max_memory=max_memory, n_jobs=n_jobs)

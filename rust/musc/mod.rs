@@ -31,6 +31,9 @@
 //!   from each side. Besides, each thread holds one product tile and one transposed reference
 //!   image (jobs are ordered by reference image so the copy is reused).
 
+mod aligned;
+pub use aligned::aligned_mutual_scores;
+
 mod lnamd;
 mod mutual;
 mod pair_minima;

@@ -124,7 +124,31 @@ fn py_musc_key_tolerance(c: usize, max_a: f64, max_b: f64, itemsize: usize) -> f
     musc::key_tolerance_for(itemsize, c, max_a, max_b)
 }
 
+/// Aligned mutual scores of `patches [N, H, W, C]` (each patch against the patches within
+/// `window` cells of its position in the other images): `[N, H, W]`.
+#[pyfunction(name = "musc_aligned_mutual_scores", signature = (patches, top_ratio, window, n_jobs=None))]
+fn py_musc_aligned_mutual_scores<'py>(
+    py: Python<'py>,
+    patches: FloatArray<'py>,
+    top_ratio: f64,
+    window: usize,
+    n_jobs: Option<Threads>,
+) -> PyResult<Py<PyAny>> {
+    let [n, h, w, c] = dims::<4>(&patches.shape(), "patches")?;
+    with_floats!(patches, "patches", |x| {
+        let out = py
+            .detach(|| {
+                pool::install(n_jobs.map(i64::from), || {
+                    musc::aligned_mutual_scores(x, n, h, w, c, top_ratio, window)
+                })
+            })
+            .map_err(to_py)?;
+        shaped(py, out, &[n, h, w])
+    })
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(py_musc_aligned_mutual_scores, m)?)?;
     m.add_function(wrap_pyfunction!(py_musc_top_k, m)?)?;
     m.add_function(wrap_pyfunction!(py_musc_chunk_of_queries, m)?)?;
     m.add_function(wrap_pyfunction!(py_musc_key_tolerance, m)?)?;

@@ -11,7 +11,7 @@ from ._runtime import (COMPILE_OPTIONS, CupyRuntime, Kernel, Runtime, ctype, cur
                        name_expressions, nvrtc_compile, source, using)
 from .gaussian import mahalanobis, mahalanobis_per_position
 from .mia import token_stats
-from .musc import musc_lnamd, musc_mutual_scores, musc_scores_against_bank
+from .musc import musc_aligned_mutual_scores, musc_lnamd, musc_mutual_scores, musc_scores_against_bank
 from .patchcore import greedy_coreset, knn
 from .tsetlin import tsetlin_class_sums
 
@@ -20,6 +20,6 @@ NAME_EXPRESSIONS = name_expressions()
 __all__ = [
     "COMPILE_OPTIONS", "CupyRuntime", "Kernel", "NAME_EXPRESSIONS", "Runtime", "ctype", "current", "kernels_of",
     "name_expressions", "nvrtc_compile", "source", "using",
-    "mahalanobis", "mahalanobis_per_position", "token_stats", "musc_lnamd", "musc_mutual_scores",
+    "mahalanobis", "mahalanobis_per_position", "token_stats", "musc_lnamd", "musc_mutual_scores", "musc_aligned_mutual_scores",
     "musc_scores_against_bank", "knn", "greedy_coreset", "tsetlin_class_sums",
 ]

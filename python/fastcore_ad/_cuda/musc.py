@@ -10,6 +10,7 @@ from . import _runtime, plans
 LNAMD = _runtime.Kernel("musc", "musc_lnamd", (("float",), ("double",)))
 PAIR_MINIMA = _runtime.Kernel("musc", "musc_pair_minima", (("float",), ("double",)))
 TOP_K_MEAN = _runtime.Kernel("musc", "musc_top_k_mean", (("float",), ("double",)))
+ALIGNED_MINIMA = _runtime.Kernel("musc", "musc_aligned_minima", (("float",), ("double",)))
 
 LNAMD_EPS = 1e-5  # added to each image's variance, as in the Rust kernel
 
@@ -85,3 +86,26 @@ def musc_mutual_scores(patches, top_ratio, max_memory=None, n_jobs=None):
 def musc_scores_against_bank(queries, bank, top_ratio, max_memory=None, n_jobs=None):
     """Scores of ``queries [M, P, C]`` against ``bank [Nb, Pb, C]``: ``[M, P]``."""
     return _pair_scores(queries, bank, top_ratio, max_memory)
+
+
+def musc_aligned_mutual_scores(patches, top_ratio, window, n_jobs=None):
+    """Aligned mutual scores of ``patches [N, H, W, C]``: ``[N, H, W]``."""
+    rt = _runtime.current()
+    xp = rt.xp
+    n, h, w, c = (int(v) for v in patches.shape)
+    p, refs = h * w, n - 1
+    plan = plans.musc_aligned(n, p, top_ratio)
+    ct = _runtime.ctype(patches.dtype)
+    out = xp.empty((n, p), dtype=patches.dtype)
+    for q0 in range(0, n, plan.chunk):
+        q1 = min(n, q0 + plan.chunk)
+        keys = xp.empty((q1 - q0, refs, p), dtype=np.uint64)
+        for piece in plans.musc_aligned_minima((q1 - q0) * refs * p):
+            rt.launch(ALIGNED_MINIMA, (ct,), piece, (
+                patches, np.int64(n), np.int64(h), np.int64(w), np.int64(c), np.int64(q0), np.int64(q1 - q0),
+                np.int64(window), keys))
+        part = out[q0:q1]
+        for piece in plans.musc_top_k_mean((q1 - q0) * p):
+            rt.launch(TOP_K_MEAN, (ct,), piece, (
+                keys, np.int64(q1 - q0), np.int64(refs), np.int64(p), np.int64(plan.k), part))
+    return out.reshape(n, h, w)

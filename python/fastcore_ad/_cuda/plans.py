@@ -137,6 +137,26 @@ def musc_pair_minima(jobs: int, p: int, pb: int, *, max_jobs: int | None = None)
     return [launch((j1 - j0, rows, cols), TILE_THREADS, job0=j0) for j0, j1 in _spans(jobs, max_jobs)]
 
 
+MUSC_ALIGNED_KEY_BYTES = 1 << 30  # device memory for the aligned minima of one chunk of queries
+
+
+def musc_aligned(queries: int, p: int, top_ratio: float) -> MuscPairPlan:
+    """k and the chunk of query images for aligned scoring (exact distances: no tolerance)."""
+    from .. import _core  # noqa: PLC0415
+
+    return MuscPairPlan(k=int(_core.musc_top_k(queries - 1, top_ratio)),
+                        chunk=int(_core.musc_chunk_of_queries(queries, queries - 1, p, MUSC_ALIGNED_KEY_BYTES, 8)),
+                        tol=0.0)
+
+
+def musc_aligned_minima(count: int) -> list[Launch]:
+    """One thread per (query, other image, patch)."""
+    blocks = _ceil_div(count, TOP_K_THREADS)
+    if blocks > MAX_GRID_X:
+        raise ValueError(f"patches: {count} (image, image, patch) triples exceed one launch")
+    return [launch((blocks,), (TOP_K_THREADS,))]
+
+
 def musc_top_k_mean(count: int) -> list[Launch]:
     """One thread per (query image, patch)."""
     return [launch((_ceil_div(count, TOP_K_THREADS),), (TOP_K_THREADS,))]
