@@ -78,7 +78,8 @@ pub fn mutual_scores<T: Real>(
         ));
     }
     let mut out = vec![T::ZERO; n * p];
-    if p == 0 {
+    // Patches without channels are all at distance 0 from each other.
+    if p == 0 || c == 0 {
         return Ok(out);
     }
     let refs = n - 1;
@@ -170,7 +171,7 @@ pub fn scores_against_bank<T: Real>(
         return invalid("queries / bank: lengths do not match their shapes");
     }
     let mut out = vec![T::ZERO; m * p];
-    if p == 0 || m == 0 {
+    if p == 0 || m == 0 || c == 0 {
         return Ok(out);
     }
     let k = top_k(nb, top_ratio);
@@ -335,5 +336,16 @@ mod tests {
                 assert!((got[i * p + a] - want).abs() < 1e-12);
             }
         }
+    }
+
+    #[test]
+    fn patches_without_channels_are_at_distance_zero() {
+        let empty: [f32; 0] = [];
+        let bank = scores_against_bank(&empty, 1, 1, &empty, 1, 1, 0, 1.0, None).unwrap();
+        assert_eq!(bank, vec![0.0]);
+        assert_eq!(
+            mutual_scores(&empty, 2, 3, 0, 1.0, None).unwrap(),
+            vec![0.0; 6]
+        );
     }
 }
