@@ -148,6 +148,7 @@ def demo(out_dir=None):
 
     from .features import resize_maps  # noqa: PLC0415
     from .gaussian import GaussianAD  # noqa: PLC0415
+    from .patchcore import PatchCore  # noqa: PLC0415
     from .metrics import auroc  # noqa: PLC0415
 
     try:
@@ -155,7 +156,7 @@ def demo(out_dir=None):
     except ImportError as exc:
         return [{"step": "textures: synthetic defects on CC0 photos", "result": f"skipped ({exc})", "seconds": 0.0}]
     rng = np.random.default_rng(0)
-    rows, image_results, pixel_results, musc_results = [], [], [], []
+    rows, image_results, pixel_results, musc_results, patchcore_results = [], [], [], [], []
     best = None
     start = time.perf_counter()
     for name, texture in textures.items():
@@ -177,6 +178,8 @@ def demo(out_dir=None):
         if MuSc is not None:
             result = MuSc(degrees=(1, 3, 5), top_ratio=0.3).predict([test_maps])
             musc_results.append(f"{name} {auroc(np.asarray(result.image_scores), labels):.3f}")
+        memory_bank = PatchCore(coreset_ratio=0.1, projection_dim=None, seed=0).fit(train_maps)
+        patchcore_results.append(f"{name} {auroc(np.asarray(memory_bank.decision_function(test_maps)), labels):.3f}")
     seconds = time.perf_counter() - start
     rows.append({"step": "textures: Gaussian AD, filter features, synthetic defects (image AUROC)",
                  "result": "  ".join(image_results), "seconds": seconds})
@@ -184,6 +187,8 @@ def demo(out_dir=None):
     if musc_results:
         rows.append({"step": "textures: MuSc zero-shot, filter features (image AUROC)",
                      "result": "  ".join(musc_results), "seconds": 0.0})
+    rows.append({"step": "textures: PatchCore, 10% coreset, filter features (image AUROC)",
+                 "result": "  ".join(patchcore_results), "seconds": 0.0})
     out_dir = out_dir or os.path.join(tempfile.gettempdir(), "fastcore_ad_demo")
     os.makedirs(out_dir, exist_ok=True)
     image, anomaly_map, mask, name, kind = best
