@@ -19,7 +19,7 @@ cloudpickle = pytest.importorskip("cloudpickle")
 from sklearn.covariance import OAS, EmpiricalCovariance, LedoitWolf  # noqa: E402
 from sklearn.metrics import average_precision_score, roc_auc_score  # noqa: E402
 
-from fastcore_ad import GaussianAD, TsetlinMachine, _distributed, metrics, mia  # noqa: E402
+from fastcore_ad import GaussianAD, TsetlinMachine, _distributed, metrics, mia, musc  # noqa: E402
 from fastcore_ad.gaussian import mahalanobis, mahalanobis_per_position  # noqa: E402
 
 # The workers are other processes: they receive this module's helpers by value.
@@ -287,6 +287,26 @@ def test_tsetlin_prediction_on_row_chunks(client, rng):
         np.testing.assert_array_equal(result.compute(), getattr(model, method)(X))
     with pytest.raises(ValueError, match="X has 5 features"):
         model.predict(da.ones((4, 5)))
+
+
+@pytest.mark.parametrize(("dtype", "tolerance"), [(np.float32, 1e-6), (np.float64, 1e-12)])
+def test_musc_mutual_scores_over_image_blocks(client, rng, dtype, tolerance):
+    patches = rng.normal(size=(6, 20, 8)).astype(dtype)
+    patches[3, 7] += 4.0  # one odd patch
+    for top_ratio in (0.3, 0.5, 1.0):
+        expected = musc.mutual_scores(patches, top_ratio)
+        lazy = musc.mutual_scores(da.from_array(patches, chunks=(2, 20, 8)), top_ratio)
+        assert isinstance(lazy, da.Array)
+        result = lazy.compute()
+        assert result.dtype == expected.dtype and result.shape == (6, 20)
+        np.testing.assert_allclose(result, expected, rtol=tolerance, atol=tolerance)
+    grid = patches.reshape(6, 4, 5, 8)
+    lazy = musc.mutual_scores(da.from_array(grid, chunks=(4, 2, 5, 8)), 0.3)  # uneven, split along H too
+    np.testing.assert_allclose(lazy.compute(), musc.mutual_scores(grid, 0.3), rtol=tolerance, atol=tolerance)
+    with pytest.raises(ValueError, match="in-memory"):
+        musc.mutual_scores(da.from_array(grid, chunks=2), aligned=True)
+    with pytest.raises(ValueError, match="at least 2 images"):
+        musc.mutual_scores(da.from_array(patches[:1], chunks=1))
 
 
 # ------------------------------------------------------------------------------------------------

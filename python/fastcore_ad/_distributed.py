@@ -31,7 +31,7 @@ from ._dispatch import as_array, binary_labels, cupy_module, float_array, is_cup
 from ._moments import GaussianMoments
 
 __all__ = ["check_array", "tree_reduce", "gaussian_moments", "map_rows", "binary_summary", "pro_curve", "token_stats",
-           "score_logits", "map_method"]
+           "score_logits", "map_method", "mutual_scores"]
 
 _FAN_IN = 8  # parts merged per reduction task
 
@@ -447,3 +447,56 @@ def map_method(model, method: str, X, columns: int, dtype):
     shared = dask.delayed(model, pure=False)
     return da.map_blocks(_call_method, X, shared, method, chunks=(X.chunks[0], (columns,)), dtype=dtype,
                          meta=np.empty((0, 0), dtype=dtype))
+
+
+# ------------------------------------------------------------------------------------------------
+# MuSc mutual scores over image blocks
+
+
+def _block_pair_minima(queries, references, same_block):
+    """``[|I|, |J|, P]`` float64: for each image i of ``queries`` and j of ``references``, the
+    distance of each patch of i to its nearest patch of j (exact kNN); +inf where i is j."""
+    from .patchcore import knn  # noqa: PLC0415
+
+    queries, backend = as_array(queries, "patches")
+    references, _ = as_array(references, "patches")
+    out = np.empty((queries.shape[0], references.shape[0], queries.shape[1]), dtype=np.float64)
+    for i in range(queries.shape[0]):
+        for j in range(references.shape[0]):
+            if same_block and i == j:
+                out[i, j] = np.inf
+                continue
+            out[i, j] = to_numpy(knn(queries[i], references[j], 1)[0][:, 0], backend)
+    return out
+
+
+def _block_scores(k, dtype, *minima):
+    """Mean of the ``k`` smallest per-image minima of one query block: ``[|I|, P]``."""
+    from ._memory import check_fits  # noqa: PLC0415
+
+    rows, patches = minima[0].shape[0], minima[0].shape[2]
+    images = sum(m.shape[1] for m in minima)
+    check_fits(2 * rows * images * patches * 8, f"mutual_scores: the [{rows}, {images}, {patches}] float64 pair "
+                                                f"minima of one image block")
+    joined = np.concatenate(minima, axis=1)
+    smallest = np.partition(joined, k - 1, axis=1)[:, :k] if k < images else joined
+    return np.sort(smallest, axis=1).mean(axis=1).astype(dtype)
+
+
+def mutual_scores(patches, k: int):
+    """MuSc mutual scores of dask ``patches [N, P, C]`` chunked along the images, lazily:
+    ``[N, P]``. One task per pair of image blocks (I, J) measures ``[|I|, |J|, P]`` per-image
+    minima; one task per query block I gathers its ``[|I|, N, P]`` minima and averages the
+    ``k`` smallest per patch."""
+    x = rows_only(patches)
+    blocks = [b for b, rows in zip(x.to_delayed().ravel(), x.chunks[0]) if rows > 0]
+    rows = [r for r in x.chunks[0] if r > 0]
+    pair = dask.delayed(_block_pair_minima, pure=True)
+    score = dask.delayed(_block_scores, pure=True)
+    dtype = np.dtype(x.dtype)
+    pieces = []
+    for a, (query, n_rows) in enumerate(zip(blocks, rows)):
+        minima = [pair(query, reference, a == b) for b, reference in enumerate(blocks)]
+        pieces.append(da.from_delayed(score(k, dtype, *minima), shape=(n_rows, x.shape[1]), dtype=dtype,
+                                      meta=np.empty((0, 0), dtype=dtype)))
+    return da.concatenate(pieces, axis=0)

@@ -37,7 +37,7 @@ import numpy as np
 from . import _core
 from . import maps as _maps
 from ._base import FastcoreEstimator
-from ._dispatch import as_array, float_array, is_cupy, kernels, to_backend, to_numpy, xp_of
+from ._dispatch import as_array, float_array, is_cupy, is_dask, kernels, to_backend, to_numpy, xp_of
 from .progress import progress
 
 __all__ = ["MuSc", "MuScResult", "lnamd", "mutual_scores", "scores_against_bank", "rscin", "demo", "top_k"]
@@ -148,7 +148,16 @@ def mutual_scores(patches, top_ratio=0.3, *, aligned=False, window=1, return_pai
     >>> z = np.zeros((3, 2, 4)); z[2, 1, 0] = 1.0
     >>> mutual_scores(z, top_ratio=0.5).tolist()
     [[0.0, 0.0], [0.0, 0.0], [0.0, 1.0]]
+
+    A dask ``patches`` chunked along the images gives a lazy dask array (numpy chunks) equal to
+    the in-memory scores: one task per pair of image blocks (I, J) finds the per-image minima
+    by exact kNN, ``[|I|, |J|, P]`` float64 (8 bytes each), and one task per block I averages
+    the k smallest of its ``[|I|, N, P]`` minima, which must fit in the worker's memory twice
+    (checked there; 8 * |I| * N * P bytes: choose the image chunks so). ``aligned`` and
+    ``return_pair_minima`` are not available on dask arrays; ``max_memory`` does not apply.
     """
+    if is_dask(patches):
+        return _dask_mutual_scores(patches, top_ratio, aligned, return_pair_minima)
     x, backend = as_array(patches, "patches")
     x = float_array(x, "patches", backend=backend, ndim=(3, 4))
     if not isinstance(aligned, (bool, np.bool_)):
@@ -177,6 +186,23 @@ def mutual_scores(patches, top_ratio=0.3, *, aligned=False, window=1, return_pai
     out = _unscaled(out, scale, "patches")
     out = out.reshape(x.shape[0], *spatial) if spatial is not None else out
     return (out, minima) if return_pair_minima else out
+
+
+def _dask_mutual_scores(patches, top_ratio, aligned, return_pair_minima):
+    from . import _distributed  # noqa: PLC0415
+
+    x = _distributed.check_array(patches, "patches", ndim=(3, 4))
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64)
+    if aligned or return_pair_minima:
+        raise ValueError("patches: aligned scoring and return_pair_minima need an in-memory array, not a dask array")
+    if x.shape[0] < 2:
+        raise ValueError(f"patches: mutual scoring needs at least 2 images, got {x.shape[0]}")
+    k = top_k(int(x.shape[0]) - 1, _check_ratio(top_ratio))
+    flat = _distributed.rows_only(x)
+    flat = flat.reshape(x.shape[0], -1, x.shape[-1]) if x.ndim == 4 else flat
+    out = _distributed.mutual_scores(flat, k)
+    return out.reshape(x.shape[:-1]) if x.ndim == 4 else out
 
 
 def _pair_minima(grid, aligned: bool, window: int, backend: str, n_jobs):
