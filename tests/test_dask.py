@@ -289,6 +289,22 @@ def test_tsetlin_prediction_on_row_chunks(client, rng):
         model.predict(da.ones((4, 5)))
 
 
+@pytest.mark.parametrize("sparse_type", ["csr_matrix", "csr_array"])
+def test_tsetlin_prediction_on_sparse_row_chunks(client, rng, sparse_type):
+    sparse = pytest.importorskip("scipy.sparse")
+    kind = getattr(sparse, sparse_type)
+    X = (rng.random(size=(240, 24)) < 0.2).astype(np.uint8)  # mostly zeros, as sparse inputs are
+    y = np.array(["even", "odd", "both"])[(X[:, 0] ^ X[:, 1]) + (X[:, 2] & X[:, 3])]
+    model = TsetlinMachine(n_clauses=30, threshold=10, seed=1).fit(kind(X), y)
+    for chunks in ((50, 24), (70, 10)):  # whole rows, and rows split across columns (merged per row block)
+        lazy = da.from_array(X, chunks=chunks).map_blocks(kind, dtype=X.dtype, meta=kind((0, 0), dtype=X.dtype))
+        for method in ("class_sums", "decision_function", "predict"):
+            result = getattr(model, method)(lazy)
+            assert isinstance(result, da.Array)
+            np.testing.assert_array_equal(result.compute(), getattr(model, method)(kind(X)))
+            np.testing.assert_array_equal(result.compute(), getattr(model, method)(X))
+
+
 @pytest.mark.parametrize(("dtype", "tolerance"), [(np.float32, 1e-6), (np.float64, 1e-12)])
 def test_musc_mutual_scores_over_image_blocks(client, rng, dtype, tolerance):
     patches = rng.normal(size=(6, 20, 8)).astype(dtype)

@@ -511,8 +511,9 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
         """Raw class sums ``[n_samples, n_classes]`` (int64, unclamped): the summed signed
         weights of the clauses that fire (empty clauses never fire at prediction).
 
-        A dask ``X`` (dense chunks along the rows) gives a lazy dask array, the model sent once
-        per worker (so do ``decision_function`` and ``predict``); training stays on one machine."""
+        A dask ``X`` (dense or scipy.sparse CSR chunks along the rows; chunks split across
+        columns are joined per row block) gives a lazy dask array, the model sent once per worker
+        (so do ``decision_function`` and ``predict``); training stays on one machine."""
         self._check_fitted()
         if is_dask(X):
             from . import _distributed  # noqa: PLC0415
