@@ -325,6 +325,58 @@ def test_musc_mutual_scores_over_image_blocks(client, rng, dtype, tolerance):
         musc.mutual_scores(da.from_array(patches[:1], chunks=1))
 
 
+def _load_stand_in_model():
+    """The README's ``load_model`` with the offline stand-ins of test_mia (and a no-op torch
+    where torch is not installed), counting the loads on the worker."""
+    import contextlib  # noqa: PLC0415
+    import types  # noqa: PLC0415
+
+    try:
+        import torch  # noqa: F401, PLC0415
+    except ImportError:
+        fake_torch = types.ModuleType("torch")
+        fake_torch.no_grad = contextlib.nullcontext
+        sys.modules["torch"] = fake_torch
+    from tests.test_mia import _StandInModel, _StandInTokenizer  # noqa: PLC0415
+
+    worker = distributed.get_worker()
+    worker.fastcore_ad_model_loads = getattr(worker, "fastcore_ad_model_loads", 0) + 1
+    return _StandInModel(), _StandInTokenizer()
+
+
+def _score_partition(texts, load=_load_stand_in_model):
+    """The README's pattern: the model is loaded once per worker and kept on it."""
+    worker = distributed.get_worker()
+    if not hasattr(worker, "fastcore_ad_model"):
+        worker.fastcore_ad_model = load()
+    model, tokenizer = worker.fastcore_ad_model
+    scores = mia.score_texts(model, tokenizer, list(texts), batch_size=2, ratios=(0.2, 0.5))
+    return [dict(zip(scores, row)) for row in zip(*scores.values())]
+
+
+def test_score_texts_over_a_bag_with_the_model_loaded_once_per_worker(client, monkeypatch):
+    import contextlib
+    import types
+
+    import tests.test_mia
+
+    db = pytest.importorskip("dask.bag")
+    cloudpickle.register_pickle_by_value(tests.test_mia)
+    texts = [f"text number {i} with {'x' * (i % 7)} letters" for i in range(23)]
+    rows = db.from_sequence(texts, npartitions=6).map_partitions(_score_partition).compute()
+    loads = client.run(lambda dask_worker: getattr(dask_worker, "fastcore_ad_model_loads", 0))
+    assert 1 <= sum(loads.values()) <= len(loads)  # once per worker that ran a partition, not once per partition
+    if "torch" not in sys.modules:
+        fake_torch = types.ModuleType("torch")
+        fake_torch.no_grad = contextlib.nullcontext
+        monkeypatch.setitem(sys.modules, "torch", fake_torch)
+    expected = mia.score_texts(tests.test_mia._StandInModel(), tests.test_mia._StandInTokenizer(), texts,
+                               batch_size=5, ratios=(0.2, 0.5))
+    assert len(rows) == len(texts)
+    for key, values in expected.items():
+        np.testing.assert_allclose([row[key] for row in rows], values, rtol=1e-12, err_msg=key)
+
+
 # ------------------------------------------------------------------------------------------------
 # A lost worker and bad input
 
