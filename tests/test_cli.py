@@ -121,22 +121,14 @@ def test_the_console_command_prints_one_line_and_exits_2(tmp_path):
         assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
 
 
-def test_a_valid_run_still_writes_its_results(tmp_path, rng, capsys, heavy_work):
+@pytest.mark.parametrize("method", ["gaussian", "patchcore"])
+def test_a_valid_run_still_writes_its_results(tmp_path, rng, capsys, heavy_work, method):
     train = _folder(tmp_path / "train", 12, rng)
     images = _folder(tmp_path / "images", 3, rng)
     out = tmp_path / "out"
-    assert cli.main(["detect", str(images), "--method", "gaussian", "--train", str(train), "--out", str(out),
+    assert cli.main(["detect", str(images), "--method", method, "--train", str(train), "--out", str(out),
                      "--image-size", "32", "--layers", "stage2", "--sigma", "0", "--max-overlays", "1"]) == 0
     assert heavy_work == {"backbone": 1, "extract": 2}
     assert (out / "scores.csv").is_file() and len(list((out / "overlays").iterdir())) == 1
-    assert "written" in capsys.readouterr().out
-
-
-def test_a_patchcore_run_writes_its_results(tmp_path, rng, capsys, heavy_work):
-    train = _folder(tmp_path / "train", 4, rng)
-    images = _folder(tmp_path / "images", 3, rng)
-    out = tmp_path / "out"
-    assert cli.main(["detect", str(images), "--method", "patchcore", "--train", str(train), "--out", str(out),
-                     "--image-size", "32", "--layers", "stage2", "--sigma", "0", "--max-overlays", "1"]) == 0
-    assert (out / "scores.csv").is_file()
-    assert "patchcore" in capsys.readouterr().out
+    output = capsys.readouterr().out
+    assert "written" in output and method in output
