@@ -325,6 +325,46 @@ def test_musc_mutual_scores_over_image_blocks(client, rng, dtype, tolerance):
         musc.mutual_scores(da.from_array(patches[:1], chunks=1))
 
 
+@pytest.mark.parametrize(("dtype", "tolerance"), [(np.float32, 1e-6), (np.float64, 1e-12)])
+def test_musc_scores_against_a_bank_over_image_blocks(client, rng, dtype, tolerance):
+    bank = rng.normal(size=(7, 12, 5)).astype(dtype)
+    queries = rng.normal(size=(3, 10, 5)).astype(dtype)
+    queries[1, 4] += 4.0
+    for top_ratio in (0.3, 0.5, 1.0):
+        expected = musc.scores_against_bank(queries, bank, top_ratio)
+        for lazy_queries in (queries, da.from_array(queries, chunks=(2, 10, 5))):
+            lazy = musc.scores_against_bank(lazy_queries, da.from_array(bank, chunks=(3, 6, 5)), top_ratio)
+            assert isinstance(lazy, da.Array)
+            result = lazy.compute()
+            assert result.dtype == expected.dtype and result.shape == (3, 10)
+            np.testing.assert_allclose(result, expected, rtol=tolerance, atol=tolerance)
+    with pytest.raises(ValueError, match="channels"):
+        musc.scores_against_bank(queries, da.from_array(bank[..., :4], chunks=3))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_musc_predict_on_image_chunks_equals_in_memory(client, rng, dtype):
+    layers = [rng.normal(size=(7, 5, 6, 8)).astype(dtype), rng.normal(size=(7, 5, 6, 4)).astype(dtype)]
+    layers[0][2, 3, 3] += 3.0
+    embeddings = rng.normal(size=(7, 3))
+    model = musc.MuSc(degrees=(1, 3), progress=False)
+    expected = model.predict(layers, embeddings=embeddings)
+    lazy = [da.from_array(layers[0], chunks=(3, 2, 6, 8)), da.from_array(layers[1], chunks=(2, 5, 6, 4))]
+    result = model.predict(lazy, embeddings=embeddings)
+    assert isinstance(result.patch_scores, np.ndarray) and result.patch_scores.dtype == expected.patch_scores.dtype
+    for name in ("patch_scores", "image_scores_raw", "image_scores"):
+        np.testing.assert_allclose(getattr(result, name), getattr(expected, name), rtol=1e-6, atol=1e-6)
+    one_layer = musc.MuSc(degrees=(3,), progress=False)
+    np.testing.assert_allclose(one_layer.predict(lazy[0]).patch_scores, one_layer.predict(layers[0]).patch_scores,
+                               rtol=1e-6, atol=1e-6)
+    model.fit([layer[:4] for layer in layers])
+    against_bank = model.predict([layer[4:] for layer in lazy])
+    np.testing.assert_allclose(against_bank.patch_scores, model.predict([layer[4:] for layer in layers]).patch_scores,
+                               rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="in-memory"):
+        musc.MuSc(aligned=True, progress=False).predict(lazy[0])
+
+
 def _load_stand_in_model():
     """The README's ``load_model`` with the offline stand-ins of test_mia (and a no-op torch
     where torch is not installed), counting the loads on the worker."""

@@ -31,7 +31,8 @@ from ._dispatch import as_array, binary_labels, cupy_module, float_array, is_cup
 from ._moments import GaussianMoments
 
 __all__ = ["check_array", "tree_reduce", "gaussian_moments", "map_rows", "binary_summary", "pro_curve", "token_stats",
-           "score_logits", "map_method", "mutual_scores"]
+           "score_logits", "map_method", "mutual_scores",
+           "scores_against_bank"]
 
 _FAN_IN = 8  # parts merged per reduction task
 
@@ -483,20 +484,41 @@ def _block_scores(k, dtype, *minima):
     return np.sort(smallest, axis=1).mean(axis=1).astype(dtype)
 
 
+def _image_blocks(x):
+    """Delayed blocks of whole images of dask ``x [N, P, C]`` and the images in each (empty
+    blocks dropped)."""
+    x = rows_only(x)
+    return [(block, rows) for block, rows in zip(x.to_delayed().ravel(), x.chunks[0]) if rows > 0]
+
+
+def _scores_over_blocks(queries, references, k: int, patches: int, dtype, same_images: bool):
+    """One task per pair of (query block I, reference block J) measures ``[|I|, |J|, P]``
+    per-image minima; one task per query block averages the ``k`` smallest per patch. With
+    ``same_images`` the queries are the references and an image skips itself."""
+    pair = dask.delayed(_block_pair_minima, pure=True)
+    score = dask.delayed(_block_scores, pure=True)
+    dtype = np.dtype(dtype)
+    pieces = []
+    for a, (query, n_rows) in enumerate(queries):
+        minima = [pair(query, reference, same_images and a == b) for b, (reference, _) in enumerate(references)]
+        pieces.append(da.from_delayed(score(k, dtype, *minima), shape=(n_rows, patches), dtype=dtype,
+                                      meta=np.empty((0, 0), dtype=dtype)))
+    return da.concatenate(pieces, axis=0)
+
+
 def mutual_scores(patches, k: int):
     """MuSc mutual scores of dask ``patches [N, P, C]`` chunked along the images, lazily:
     ``[N, P]``. One task per pair of image blocks (I, J) measures ``[|I|, |J|, P]`` per-image
     minima; one task per query block I gathers its ``[|I|, N, P]`` minima and averages the
     ``k`` smallest per patch."""
-    x = rows_only(patches)
-    blocks = [b for b, rows in zip(x.to_delayed().ravel(), x.chunks[0]) if rows > 0]
-    rows = [r for r in x.chunks[0] if r > 0]
-    pair = dask.delayed(_block_pair_minima, pure=True)
-    score = dask.delayed(_block_scores, pure=True)
-    dtype = np.dtype(x.dtype)
-    pieces = []
-    for a, (query, n_rows) in enumerate(zip(blocks, rows)):
-        minima = [pair(query, reference, a == b) for b, reference in enumerate(blocks)]
-        pieces.append(da.from_delayed(score(k, dtype, *minima), shape=(n_rows, x.shape[1]), dtype=dtype,
-                                      meta=np.empty((0, 0), dtype=dtype)))
-    return da.concatenate(pieces, axis=0)
+    blocks = _image_blocks(patches)
+    return _scores_over_blocks(blocks, blocks, k, int(patches.shape[1]), patches.dtype, True)
+
+
+def scores_against_bank(queries, bank, k: int):
+    """MuSc scores of ``queries [M, P, C]`` against a ``bank [Nb, Pb, C]`` (dask arrays chunked
+    along the images), lazily: ``[M, P]``, the mean of the ``k`` smallest per-bank-image minima.
+    One task per pair of (query block, bank block); one task per query block gathers
+    ``[|I|, Nb, P]`` minima."""
+    return _scores_over_blocks(_image_blocks(queries), _image_blocks(bank), k, int(queries.shape[1]), queries.dtype,
+                               False)

@@ -191,9 +191,7 @@ def mutual_scores(patches, top_ratio=0.3, *, aligned=False, window=1, return_pai
 def _dask_mutual_scores(patches, top_ratio, aligned, return_pair_minima):
     from . import _distributed  # noqa: PLC0415
 
-    x = _distributed.check_array(patches, "patches", ndim=(3, 4))
-    if x.dtype not in (np.float32, np.float64):
-        x = x.astype(np.float64)
+    x = _dask_float(patches, "patches", (3, 4))
     if aligned or return_pair_minima:
         raise ValueError("patches: aligned scoring and return_pair_minima need an in-memory array, not a dask array")
     if x.shape[0] < 2:
@@ -203,6 +201,29 @@ def _dask_mutual_scores(patches, top_ratio, aligned, return_pair_minima):
     flat = flat.reshape(x.shape[0], -1, x.shape[-1]) if x.ndim == 4 else flat
     out = _distributed.mutual_scores(flat, k)
     return out.reshape(x.shape[:-1]) if x.ndim == 4 else out
+
+
+def _dask_float(x, name, ndim, dtype=None):
+    """Dask ``x`` (numpy is wrapped) checked and cast to float32 / float64 (or ``dtype``)."""
+    import dask.array as da  # noqa: PLC0415
+
+    from . import _distributed  # noqa: PLC0415
+
+    x = _distributed.check_array(da.asarray(x), name, ndim=ndim)
+    if dtype is None:
+        dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float64
+    return x.astype(dtype) if x.dtype != dtype else x
+
+
+def _dask_scores_against_bank(queries, bank, top_ratio):
+    from . import _distributed  # noqa: PLC0415
+
+    q = _dask_float(queries, "queries", 3)
+    b = _dask_float(bank, "bank", 3, dtype=q.dtype)
+    if b.shape[-1] != q.shape[-1]:
+        raise ValueError(f"bank: expected {q.shape[-1]} channels like the queries, got {b.shape[-1]}")
+    k = top_k(int(b.shape[0]), _check_ratio(top_ratio))
+    return _distributed.scores_against_bank(_distributed.rows_only(q), _distributed.rows_only(b), k)
 
 
 def _pair_minima(grid, aligned: bool, window: int, backend: str, n_jobs):
@@ -252,7 +273,15 @@ def scores_against_bank(queries, bank, top_ratio=0.3, *, max_memory=None, n_jobs
     >>> bank = np.zeros((2, 3, 4)); query = np.zeros((1, 3, 4)); query[0, 0, 0] = 2.0
     >>> scores_against_bank(query, bank).tolist()
     [[2.0, 0.0, 0.0]]
+
+    A dask ``bank`` chunked along the images (``queries`` numpy or dask) gives a lazy dask array
+    equal to the in-memory scores: one task per pair of (query block, bank block) finds the
+    per-image minima by exact kNN and one task per query block I averages the k smallest of its
+    ``[|I|, Nb, P]`` float64 minima (8 * |I| * Nb * P bytes, twice, on one worker). ``max_memory``
+    does not apply.
     """
+    if is_dask(bank) or is_dask(queries):
+        return _dask_scores_against_bank(queries, bank, top_ratio)
     arrays = {}
     for name, value in (("queries", queries), ("bank", bank)):
         arrays[name] = as_array(value, name)
@@ -342,6 +371,20 @@ class MuScResult:
             raise ValueError("image_size: give the output size (here or to predict)")
         return _maps.anomaly_maps(self.patch_scores, _as_size(image_size), sigma, align_corners=align_corners,
                                   mode=mode, truncate=truncate)
+
+
+def _result(patch, embeddings, ks, n_jobs, backend, image_size):
+    """The :class:`MuScResult` of a patch map ``[N, H, W]``: image scores are its maxima,
+    re-scored by RsCIN when ``embeddings [N, D]`` are given."""
+    n = patch.shape[0]
+    image_raw = patch.reshape(n, -1).max(axis=1)
+    image = image_raw
+    if embeddings is not None:
+        emb, _ = as_array(embeddings, "embeddings")
+        if emb.ndim != 2 or emb.shape[0] != n:
+            raise ValueError(f"embeddings: expected [{n}, D], got shape {tuple(emb.shape)}")
+        image = to_backend(rscin(image_raw, emb, ks, n_jobs=n_jobs), backend)
+    return MuScResult(image, patch, image_raw, image_size)
 
 
 class MuSc(FastcoreEstimator):
@@ -451,9 +494,17 @@ class MuSc(FastcoreEstimator):
         Without a fitted bank the images score each other (N >= 2); after ``fit`` each image is
         scored against the bank. ``embeddings [N, D]`` turn on RsCIN; ``image_size`` is the default
         size of ``result.anomaly_maps()``.
+
+        Dask ``features`` chunked along the images run on the dask scheduler: LNAMD per chunk of
+        whole images (other axes rechunked whole), then the dask :func:`mutual_scores` (or
+        :func:`scores_against_bank` after ``fit``) of every (layer, degree) pass, averaged; the
+        result equals the in-memory one and its ``patch_scores [N, H, W]`` are computed (numpy,
+        as the image scores and RsCIN need them). Not with ``aligned=True``.
         """
         degrees, top_ratio, ks, max_memory = self._check_params()
         n_jobs = self._n_jobs()
+        if any(is_dask(layer) for layer in (features if isinstance(features, (list, tuple)) else [features])):
+            return self._predict_dask(features, embeddings, image_size, degrees, top_ratio, ks, n_jobs)
         layers, backend = self._layers(features, "features")
         n, h, w = layers[0].shape[:3]
         bank = getattr(self, "bank_", None)
@@ -489,14 +540,48 @@ class MuSc(FastcoreEstimator):
                 s = scores_against_bank(z, bz, top_ratio, max_memory=max_memory, n_jobs=n_jobs)
             total += s
         patch = (total / len(passes)).astype(layers[0].dtype).reshape(n, h, w)
-        image_raw = patch.reshape(n, -1).max(axis=1)
-        image = image_raw
-        if embeddings is not None:
-            emb, _ = as_array(embeddings, "embeddings")
-            if emb.ndim != 2 or emb.shape[0] != n:
-                raise ValueError(f"embeddings: expected [{n}, D], got shape {tuple(emb.shape)}")
-            image = to_backend(rscin(image_raw, emb, ks, n_jobs=n_jobs), backend)
-        return MuScResult(image, patch, image_raw, image_size)
+        return _result(patch, embeddings, ks, n_jobs, backend, image_size)
+
+    def _predict_dask(self, features, embeddings, image_size, degrees, top_ratio, ks, n_jobs):
+        """``predict`` of dask layers chunked along the images: LNAMD per chunk of whole images
+        (``map_blocks``), then the dask mutual scores (or scores against the fitted bank) of
+        each (layer, degree) pass, averaged; the patch map is computed here (numpy)."""
+        from . import _distributed  # noqa: PLC0415
+
+        multi = isinstance(features, (list, tuple))
+        raw = list(features) if multi else [features]
+        if not raw:
+            raise ValueError("features: empty list of layers")
+        layers = [_dask_float(layer, f"features[{index}]" if multi else "features", 4)
+                  for index, layer in enumerate(raw)]
+        dtype = np.result_type(*[layer.dtype for layer in layers])
+        layers = [_distributed.rows_only(layer.astype(dtype)) for layer in layers]
+        n, h, w = layers[0].shape[:3]
+        for index, layer in enumerate(layers):
+            if layer.shape[:3] != (n, h, w):
+                raise ValueError(f"features[{index}]: expected [N, H, W] = {(n, h, w)} like features[0], "
+                                 f"got shape {tuple(layer.shape)}")
+        bank = getattr(self, "bank_", None)
+        if bank is None and n < 2:
+            raise ValueError(f"features: mutual scoring needs at least 2 images, got {n} (or fit a bank first)")
+        if bank is not None and len(bank) != len(layers):
+            raise ValueError(f"features: expected {len(bank)} layer(s) like the fitted bank, got {len(layers)}")
+        if self.aligned:
+            raise ValueError("features: aligned scoring needs an in-memory array, not a dask array")
+        passes = [(li, r) for li in range(len(layers)) for r in degrees]
+        total = None
+        for li, r in passes:
+            z = layers[li].map_blocks(lnamd, r, n_jobs=n_jobs, dtype=dtype)
+            z = z.reshape(n, h * w, z.shape[-1])
+            if bank is None:
+                s = mutual_scores(z, top_ratio)
+            else:
+                bz = lnamd(to_numpy(bank[li], self.bank_backend_).astype(dtype, copy=False), r, n_jobs=n_jobs)
+                s = scores_against_bank(z, bz.reshape(bz.shape[0], -1, bz.shape[-1]), top_ratio)
+            s = s.astype(np.float64)
+            total = s if total is None else total + s
+        patch = (total / len(passes)).astype(dtype).reshape(n, h, w).compute()
+        return _result(patch, embeddings, ks, n_jobs, "numpy", None if image_size is None else _as_size(image_size))
 
     @staticmethod
     def _to_backend(x, backend, dtype):
