@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from fastcore_ad import _core, _cuda, gaussian, mia, musc, tsetlin
 from fastcore_ad._cuda import _runtime, plans
@@ -63,6 +64,10 @@ COVERED = {
     "musc_top_k_mean<float>": "test_emulated_musc_top_k_mean[float",
     "musc_top_k_mean<double>": "test_emulated_musc_top_k_mean[double",
     "tsetlin_class_sums": "test_emulated_tsetlin_class_sums[",
+    "tsetlin_mask_pool": "test_emulated_tsetlin_train_epoch[",
+    "tsetlin_train_evaluate": "test_emulated_tsetlin_train_epoch[",
+    "tsetlin_train_pick": "test_emulated_tsetlin_train_epoch[",
+    "tsetlin_train_feedback": "test_emulated_tsetlin_train_epoch[",
     "musc_aligned_minima<float>": "test_emulated_musc_aligned_minima[float",
     "musc_aligned_minima<double>": "test_emulated_musc_aligned_minima[double",
     "knn_exact<float>": "test_emulated_knn_exact[float",
@@ -358,6 +363,201 @@ def test_emulated_tsetlin_class_sums_split_launches(rt, rng, monkeypatch):
     assert sum(1 for e, _, _ in rt.launches if e == "tsetlin_class_sums") == 4  # 400 clauses / 128
 
 
+TRAIN_CONFIG = dict(n_features=70, n_classes=3, n_clauses=12, state_bits=8, threshold=6, specificity=3.0,
+                    weighted=True, boost_true_positive=True, focused_negatives=True, max_included_literals=0,
+                    negated_literals=True, absorbing=None, clause_drop_p=0.0, coalesced=False, seed=7)
+
+# One option varied at a time, then combinations (70 and 130 features cross 64-bit words).
+TRAIN_CASES = [
+    pytest.param({}, id="default"),
+    pytest.param({"weighted": False}, id="unweighted"),
+    pytest.param({"coalesced": True}, id="coalesced"),
+    pytest.param({"coalesced": True, "weighted": False}, id="coalesced-unweighted"),
+    pytest.param({"absorbing": 124}, id="absorbing124"),
+    pytest.param({"state_bits": 3, "absorbing": 0}, id="bits3-absorbing0"),
+    pytest.param({"max_included_literals": 4}, id="budget4"),
+    pytest.param({"clause_drop_p": 0.3}, id="drop"),
+    pytest.param({"focused_negatives": False}, id="uniform"),
+    pytest.param({"negated_literals": False}, id="positive-only"),
+    pytest.param({"negated_literals": False, "coalesced": True, "max_included_literals": 3}, id="positive-only-coalesced"),
+    pytest.param({"boost_true_positive": False}, id="no-boost"),
+    pytest.param({"state_bits": 2}, id="bits2"),
+    pytest.param({"state_bits": 3, "absorbing": 1}, id="bits3-absorbing1"),
+    pytest.param({"state_bits": 10, "n_features": 130, "specificity": 1.0}, id="bits10-s1"),
+    pytest.param({"state_bits": 16, "threshold": 20, "n_clauses": 10}, id="bits16"),
+    pytest.param({"n_classes": 2, "n_features": 64}, id="two-classes-one-word"),
+    pytest.param({"coalesced": True, "focused_negatives": False, "max_included_literals": 3, "clause_drop_p": 0.2,
+                  "boost_true_positive": False, "absorbing": 2, "n_clauses": 15}, id="coalesced-combined"),
+    pytest.param({"focused_negatives": False, "weighted": False, "state_bits": 3, "absorbing": 1, "clause_drop_p": 0.25,
+                  "max_included_literals": 6, "n_features": 130}, id="per-class-combined"),
+]
+
+
+def _train_data(rng, cfg, n):
+    f, k = cfg["n_features"], cfg["n_classes"]
+    X = rng.random((n, f)) < 0.3
+    # Labels that follow a few features (some past the first word), so clauses fire and grow.
+    y = (X[:, 3].astype(np.int64) + 2 * X[:, f - 4]) % k
+    flip = rng.random(n) < 0.1
+    y[flip] = rng.integers(0, k, size=int(flip.sum()))
+    return X, y.astype(np.int64)
+
+
+def _csr(X):
+    rows, cols = np.nonzero(X)
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=X.shape[0]))]).astype(np.int64)
+    return indptr, cols.astype(np.int32)
+
+
+def _shaped_state(cfg):
+    """The state as TsetlinMachine holds it: shaped views of the arrays the Rust kernel returns."""
+    action, lower, weights = _core.tsetlin_initial_state(cfg)
+    banks = 1 if cfg["coalesced"] else cfg["n_classes"]
+    lw = 2 * ((cfg["n_features"] + 63) // 64)
+    return [action.reshape(banks, cfg["n_clauses"], lw),
+            lower.reshape(banks, cfg["n_clauses"], lw, cfg["state_bits"] - 1),
+            weights.reshape(banks * cfg["n_clauses"], -1) if cfg["coalesced"] else weights.reshape(banks, -1)]
+
+
+def _train_both(cfg, docs, y, orders, n_jobs=None):
+    """Train from the same initial state on both paths; the states must agree after every epoch."""
+    want, got = _shaped_state(cfg), _shaped_state(cfg)
+    for epoch, order in enumerate(orders):
+        _core.tsetlin_train_epoch(cfg, *want, docs, y, order, epoch)
+        _cuda.tsetlin_train_epoch(cfg, *got, docs, y, order, epoch, n_jobs)
+        for name, g, w in zip(("action", "lower", "weights"), got, want):
+            assert g.dtype == w.dtype and g.shape == w.shape, name
+            assert np.array_equal(g, w), f"{name} differs from the Rust state after epoch {epoch}"
+    return got
+
+
+@pytest.mark.parametrize("options", TRAIN_CASES)
+def test_emulated_tsetlin_train_epoch(options, rt, rng):
+    cfg = {**TRAIN_CONFIG, **options}
+    n = 60
+    X, y = _train_data(rng, cfg, n)
+    docs = tsetlin._pack(X.astype(np.uint8))
+    orders = [rng.permutation(n).astype(np.int64) for _ in range(3)]
+    action, _, _ = _train_both(cfg, docs, y, orders)
+    assert action.any(), "no literal was included"
+    names = {e for e, _, _ in rt.launches}
+    assert {"tsetlin_mask_pool", "tsetlin_train_evaluate", "tsetlin_train_pick", "tsetlin_train_feedback"} <= names
+
+
+@pytest.mark.parametrize("coalesced", [False, True], ids=["per-class", "coalesced"])
+@pytest.mark.parametrize("layout", ["packed", "csr"])
+@pytest.mark.parametrize("orders", ["permutation", "repeats"])
+def test_emulated_tsetlin_train_epoch_docs_and_orders(coalesced, layout, orders, rt, rng):
+    """CSR documents are packed on the way in; an order may repeat examples or leave some out."""
+    cfg = {**TRAIN_CONFIG, "coalesced": coalesced, "n_features": 100, "clause_drop_p": 0.1}
+    n = 45
+    X, y = _train_data(rng, cfg, n)
+    X[5] = False                                          # an empty document
+    docs = tsetlin._pack(X.astype(np.uint8)) if layout == "packed" else _csr(X)
+    if orders == "permutation":
+        order_list = [rng.permutation(n).astype(np.int64) for _ in range(2)]
+    else:
+        order_list = [rng.integers(0, n, size=2 * n).astype(np.int64),
+                      np.repeat(np.arange(n // 3), 3).astype(np.int64)]
+    _train_both(cfg, docs, y, order_list, n_jobs=1)
+
+
+def test_emulated_tsetlin_train_empty_order(rt, rng):
+    cfg = dict(TRAIN_CONFIG)
+    X, y = _train_data(rng, cfg, 10)
+    state = _shaped_state(cfg)
+    before = [a.copy() for a in state]
+    _cuda.tsetlin_train_epoch(cfg, *state, tsetlin._pack(X.astype(np.uint8)), y, np.zeros(0, np.int64), 0)
+    assert all(np.array_equal(a, b) for a, b in zip(state, before))
+
+
+def test_emulated_tsetlin_training_learns(rt, rng):
+    """A rule over two features in different words is learnt from CUDA-trained state alone."""
+    cfg = {**TRAIN_CONFIG, "n_clauses": 20, "threshold": 10, "seed": 3}
+    n = 90
+    X = rng.random((n, cfg["n_features"])) < 0.3
+    y = np.where(X[:, 3] & ~X[:, 66], 1, np.where(X[:, 66], 2, 0)).astype(np.int64)
+    docs = tsetlin._pack(X.astype(np.uint8))
+    state = _shaped_state(cfg)
+    for epoch in range(10):
+        _cuda.tsetlin_train_epoch(cfg, *state, docs, y, rng.permutation(n).astype(np.int64), epoch)
+    assert state[0].any()
+    sums = _cuda.tsetlin_class_sums(cfg, state[0], state[2], docs)
+    assert (sums.argmax(axis=1) == y).mean() >= 0.9
+
+
+class _CopyingArrays:
+    """numpy, except that ``asarray`` always copies: stands in for a device whose arrays are not the host's."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    @staticmethod
+    def asarray(x, dtype=None):
+        return np.array(x, dtype=dtype, copy=True)
+
+
+def test_emulated_tsetlin_train_updates_host_arrays_through_device_copies(rng):
+    """Host state arrays given to a runtime whose device arrays are copies are written back in place."""
+    runtime = emulation.EmulatedRuntime()
+    runtime.xp = _CopyingArrays()
+    cfg = dict(TRAIN_CONFIG)
+    X, y = _train_data(rng, cfg, 40)
+    docs = tsetlin._pack(X.astype(np.uint8))
+    order = rng.permutation(40).astype(np.int64)
+    want, got = _shaped_state(cfg), _shaped_state(cfg)
+    _core.tsetlin_train_epoch(cfg, *want, docs, y, order, 0)
+    with _cuda.using(runtime):
+        _cuda.tsetlin_train_epoch(cfg, *got, docs, y, order, 0)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+def _bad_training_calls(cfg, docs, y, n):
+    order = np.arange(n, dtype=np.int64)
+    state = _shaped_state
+    return [
+        pytest.param(lambda: (state(cfg), docs, y + 1, order), "y", id="y-class"),
+        pytest.param(lambda: (state(cfg), docs, -y - 1, order), "y", id="y-negative"),
+        pytest.param(lambda: (state(cfg), docs, y[:-1], order), "y", id="y-length"),
+        pytest.param(lambda: (state(cfg), docs, y, order + 1), "order", id="order-past-end"),
+        pytest.param(lambda: (state(cfg), docs, y, order - 1), "order", id="order-negative"),
+        pytest.param(lambda: (state(cfg), (np.array([0, 1]), np.array([70], np.int32)), y[:1], order[:1]), "X",
+                     id="csr-feature"),
+        pytest.param(lambda: (state(cfg), docs | np.uint64(1 << 63), y, order), "X", id="packed-padding"),
+        pytest.param(lambda: ([a[..., :-1] if i == 1 else a for i, a in enumerate(state(cfg))], docs, y, order),
+                     "model state", id="state-size"),
+    ]
+
+
+_BAD_CFG = dict(TRAIN_CONFIG)
+_BAD_X = (np.random.default_rng(0).random((8, 70)) < 0.3).astype(np.uint8)
+_BAD_Y = np.arange(8, dtype=np.int64) % 3
+
+
+@pytest.mark.parametrize("make,name", _bad_training_calls(_BAD_CFG, tsetlin._pack(_BAD_X), _BAD_Y, 8))
+def test_emulated_tsetlin_train_bad_input_is_the_rust_error(make, name, rt):
+    args = make()
+    with pytest.raises(ValueError, match=name) as on_cuda:
+        _cuda.tsetlin_train_epoch(_BAD_CFG, *[np.ascontiguousarray(a) for a in args[0]], *args[1:], 0)
+    with pytest.raises(ValueError) as on_cpu:
+        _core.tsetlin_train_epoch(_BAD_CFG, *[np.ascontiguousarray(a) for a in args[0]], *args[1:], 0)
+    assert str(on_cuda.value) == str(on_cpu.value)
+    assert not rt.launches, "a bad input must be refused before any kernel runs"
+
+
+def test_emulated_tsetlin_train_refuses_wrong_dtypes_and_layouts(rt):
+    cfg = dict(TRAIN_CONFIG)
+    docs, y, order = tsetlin._pack(_BAD_X), _BAD_Y, np.arange(8, dtype=np.int64)
+    action, lower, weights = _shaped_state(cfg)
+    with pytest.raises(TypeError, match="weights"):
+        _cuda.tsetlin_train_epoch(cfg, action, lower, weights.astype(np.int64), docs, y, order, 0)
+    with pytest.raises(ValueError, match="lower"):
+        _cuda.tsetlin_train_epoch(cfg, action, np.asfortranarray(lower), weights, docs, y, order, 0)
+    with pytest.raises(ValueError, match="state_bits"):
+        _cuda.tsetlin_train_epoch({**cfg, "state_bits": 17}, action, lower, weights, docs, y, order, 0)
+
+
 # -- patchcore ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("ctype", ["float", "double"])
@@ -429,6 +629,37 @@ def test_public_api_on_the_cuda_backend_matches_the_cpu(rng):
         _close(g, w, np.float32, "public API, CUDA backend vs CPU")
 
 
+FIT_OPTIONS = [
+    pytest.param({}, id="default"),
+    pytest.param({"weighted": False, "boost_true_positive": False}, id="unweighted-no-boost"),
+    pytest.param({"coalesced": True, "n_clauses": 15}, id="coalesced"),
+    pytest.param({"absorbing": 120, "max_included_literals": 5}, id="absorbing-budget"),
+    pytest.param({"clause_drop_p": 0.25, "negative_sampling": "uniform"}, id="drop-uniform"),
+    pytest.param({"negated_literals": False}, id="positive-only"),
+]
+
+
+@pytest.mark.parametrize("options", FIT_OPTIONS)
+def test_tsetlin_fit_on_the_cuda_backend_is_the_cpu_model(rng, options):
+    X = (rng.random((60, 75)) < 0.3).astype(np.uint8)
+    y = rng.integers(0, 3, 60)
+    X[:, 3] = y == 1  # something to learn
+    seed = int(rng.integers(0, 2**62))
+    params = dict(n_clauses=12, threshold=6, specificity=3.0, seed=seed) | options
+
+    def train():
+        tm = tsetlin.TsetlinMachine(**params).fit(X, y, epochs=2, progress_bar=False)
+        return tm.partial_fit(sp.csr_matrix(X), y)  # a third epoch from CSR input
+
+    with cuda_backend() as runtime:
+        on_cuda = train()
+    assert {e.split("<")[0] for e, _, _ in runtime.launches} >= {"tsetlin_train_evaluate", "tsetlin_train_feedback"}
+    on_cpu = train()
+    for name in ("action_", "lower_", "weights_"):
+        np.testing.assert_array_equal(getattr(on_cuda, name), getattr(on_cpu, name), err_msg=name)
+    assert on_cpu.action_.any()
+
+
 BAD_INPUTS = [
     (lambda: gaussian.mahalanobis(np.zeros((3, 4)), np.zeros(5), np.eye(4)), ValueError, "mean"),
     (lambda: gaussian.mahalanobis(np.full((3, 4), np.nan), np.zeros(4), np.eye(4)), ValueError, "x"),
@@ -488,6 +719,19 @@ def test_tsetlin_plan_fits_cuda_grid_limits():
     assert [p.offsets["clause_tile0"] for p in launches] == [0, 65_535]
     for piece in launches:
         plans.check_launch(piece)
+
+
+def test_tsetlin_training_plans_fit_cuda_limits():
+    for clauses in (1, 10, 129, 1 << 24):
+        for piece in (*plans.tsetlin_train_evaluate(3 * clauses), *plans.tsetlin_train_feedback(clauses, False),
+                      *plans.tsetlin_train_feedback(clauses, True), *plans.tsetlin_train_pick(),
+                      *plans.tsetlin_mask_pool()):
+            plans.check_launch(piece)
+    (evaluate,) = plans.tsetlin_train_evaluate(300)
+    (feedback,) = plans.tsetlin_train_feedback(300, False)
+    assert evaluate.grid[0] * evaluate.threads >= 300 and feedback.grid[0] * feedback.threads >= 600
+    (pool,) = plans.tsetlin_mask_pool()
+    assert pool.grid[0] * pool.threads >= plans.TSETLIN_POOL_CHUNKS
 
 
 def test_a_plan_past_the_limits_is_refused():

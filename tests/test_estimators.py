@@ -140,9 +140,10 @@ def test_cuda_device_without_a_gpu_is_the_same_error_everywhere(rng):
     if GPU:
         pytest.skip("a GPU is present")
     X, y = _binary_data(rng)
-    tm = TsetlinMachine(**SMALL_TM, device="cuda").fit(X, y, progress_bar=False)
+    tm = TsetlinMachine(**SMALL_TM).fit(X, y, progress_bar=False).set_params(device="cuda")
     Z = rng.normal(size=(30, 3))
-    calls = [lambda: tm.predict(X), lambda: GaussianAD(device="cuda").fit(Z),
+    calls = [lambda: tm.predict(X), lambda: TsetlinMachine(**SMALL_TM, device="cuda").fit(X, y, progress_bar=False),
+             lambda: GaussianAD(device="cuda").fit(Z),
              lambda: MuSc(degrees=(1,), device="cuda").predict(rng.normal(size=(3, 4, 4, 5)))]
     messages = set()
     for call in calls:

@@ -70,6 +70,8 @@ TRAIN_CASES = {
     "clause_drop": dict(clause_drop_p=0.3),
     "few_state_bits": dict(state_bits=3, specificity=1.5),
     "absorbing": dict(state_bits=3, specificity=1.5, absorbing=1),
+    "positive_literals_only": dict(negated_literals=False),
+    "positive_literals_only_coalesced": dict(negated_literals=False, coalesced=True),
 }
 
 
@@ -89,8 +91,10 @@ def test_training_equals_the_oracle_bit_for_bit(rng, case):
                         boost_true_positive=oracle.boost,
                         negative_sampling="focused" if oracle.focused else "uniform",
                         clause_drop_p=opts.get("clause_drop_p", 0.0), coalesced=oracle.coalesced,
-                        absorbing=absorbing, seed=seed)
+                        absorbing=absorbing, negated_literals=opts.get("negated_literals", True), seed=seed)
     tm.fit(X, y, epochs=2, progress_bar=False)
+    if not tm.negated_literals:
+        assert not any(neg for rule in tm.rules() for _, neg in rule.literals)
     for epoch in range(2):
         order = np.random.default_rng([seed, epoch]).permutation(n)
         oracle.train(X, y, order, epoch)
@@ -395,6 +399,10 @@ def test_cuda_device_without_a_gpu_is_a_clear_error(rng):
     if GPU:
         pytest.skip("a GPU is present")
     X, y = _text_like(rng, n=100, f=20)
-    tm = TsetlinMachine(10, 5, 3.0, seed=0, device="cuda").fit(X, y, progress_bar=False)
+    with pytest.raises(RuntimeError, match="device='cuda'"):
+        TsetlinMachine(10, 5, 3.0, seed=0, device="cuda").fit(X, y, progress_bar=False)
+    tm = TsetlinMachine(10, 5, 3.0, seed=0).fit(X, y, progress_bar=False).set_params(device="cuda")
     with pytest.raises(RuntimeError, match="device='cuda'"):
         tm.predict(X)
+    with pytest.raises(RuntimeError, match="device='cuda'"):
+        tm.partial_fit(X, y)

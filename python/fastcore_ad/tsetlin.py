@@ -1,7 +1,7 @@
 """Tsetlin Machine: interpretable classification by conjunctive clauses over binary features and
 their negations (Granmo 2018), as used for text categorisation by Berge et al. (2019), with
 integer-weighted clauses (Abeyrathna et al. 2020) and an optional coalesced clause pool
-(Glimsdal & Granmo 2021). Training and prediction run in Rust; prediction also in CUDA.
+(Glimsdal & Granmo 2021). Training and prediction run in Rust, or in CUDA on cupy input.
 
 >>> import numpy as np
 >>> from fastcore_ad import TsetlinMachine
@@ -270,6 +270,10 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
     negative_sampling : "focused" draws the negative class in proportion to (T + v_k) / 2T,
         "uniform" uniformly among the other classes.
     max_included_literals : literal budget per clause (None: no budget).
+    negated_literals : whether clauses may include negated features ("NOT word"). False
+        restricts every clause to present features, so each rule reads as words that must
+        occur (on text, rules become readable at a small cost in accuracy; see
+        ``bench/RESULTS.md``).
     absorbing : None, or an exclude state a in [0, 2**(state_bits-1) - 1]: states at or below it
         absorb, so an automaton that gets there is never incremented again and its literal
         stays excluded for good (decrements still move it down to 0). None: no absorbing states.
@@ -279,8 +283,9 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
     seed : seed of the counter-based random streams; None draws one at fit time (``seed_``).
     n_jobs : threads: None (FASTCORE_AD_NUM_THREADS or all CPUs) or a nonzero integer, -1 all
         CPUs, -2 all but one. Results do not depend on it.
-    device : "auto" (prediction runs where X lives), "cpu" or "cuda" (prediction moves X there;
-        training always runs on the CPU).
+    device : "auto" (training and prediction run where X lives), "cpu" or "cuda" (X moves
+        there). Training on CUDA gives the model the CPU gives for the same seed, bit for bit;
+        the model's state stays in host memory between calls.
     booleanizer : "auto": input whose values are all 0/1 (or bool) is used as it is; other
         numeric input is thermometer-encoded, each feature j becoming the bits ``x_j > t`` for up
         to ``max_bits`` thresholds t learnt at fit (quantiles of the training column; see
@@ -298,7 +303,7 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
 
     def __init__(self, n_clauses=100, threshold=15, specificity=3.9, *, state_bits=8, weighted=True,
                  boost_true_positive=True, negative_sampling="focused", max_included_literals=None,
-                 absorbing=None, clause_drop_p=0.0, coalesced=False, seed=None, n_jobs=None, device="auto",
+                 negated_literals=True, absorbing=None, clause_drop_p=0.0, coalesced=False, seed=None, n_jobs=None, device="auto",
                  booleanizer="auto", max_bits=8):
         self.n_clauses = n_clauses
         self.threshold = threshold
@@ -308,6 +313,7 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
         self.boost_true_positive = boost_true_positive
         self.negative_sampling = negative_sampling
         self.max_included_literals = max_included_literals
+        self.negated_literals = negated_literals
         self.absorbing = absorbing
         self.clause_drop_p = clause_drop_p
         self.coalesced = coalesced
@@ -349,6 +355,8 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
             raise ValueError(f"negative_sampling: expected 'focused' or 'uniform', got {self.negative_sampling!r}")
         if self.max_included_literals is not None:
             integer("max_included_literals", 1)
+        if not isinstance(self.negated_literals, (bool, np.bool_)):
+            raise TypeError(f"negated_literals: expected True or False, got {self.negated_literals!r}")
         if self.absorbing is not None:
             integer("absorbing", 0, 2 ** (bits - 1) - 1)
         p = self.clause_drop_p
@@ -373,6 +381,7 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
             "boost_true_positive": bool(self.boost_true_positive),
             "focused_negatives": self.negative_sampling == "focused",
             "max_included_literals": int(self.max_included_literals or 0),
+            "negated_literals": bool(self.negated_literals),
             "absorbing": None if self.absorbing is None else int(self.absorbing),
             "clause_drop_p": float(self.clause_drop_p),
             "coalesced": bool(self.coalesced),
@@ -446,10 +455,18 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
         self.lower_ = lower.reshape(banks, cfg["n_clauses"], lw, cfg["state_bits"] - 1)
         self.weights_ = weights.reshape(banks * cfg["n_clauses"], -1) if cfg["coalesced"] else weights.reshape(banks, cfg["n_clauses"])
 
-    def _epoch(self, docs, y_idx, n):
+    def _training_docs(self, X, encoder, backend):
+        """``(docs, target)``: the documents of intake ``X`` for the backend training runs on
+        (``device``; "auto" follows X), on the host for the Rust kernels."""
+        target = self._target_backend(backend)
+        docs = _docs(X, encoder, backend)
+        return (_on_host(docs) if target == "numpy" else docs), target
+
+    def _epoch(self, docs, y_idx, n, target="numpy"):
         order = np.random.default_rng([self.seed_, self.epochs_]).permutation(n).astype(np.int64)
-        _core.tsetlin_train_epoch(self._config(), self.action_, self.lower_, self.weights_, docs,
-                                  y_idx, order, self.epochs_, self._n_jobs())
+        # Both backends replay the same counter-based streams: the same model bit for bit.
+        kernels(target).tsetlin_train_epoch(self._config(), self.action_, self.lower_, self.weights_, docs,
+                                            y_idx, order, self.epochs_, self._n_jobs())
         self.epochs_ += 1
 
     @_serialised
@@ -466,14 +483,14 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
             raise ValueError(f"epochs: must be a positive integer, got {epochs!r}")
         self._check_params()
         encoder = self._learn_encoder(X)
-        docs = _on_host(_docs(X, encoder, backend))  # training runs on the CPU kernels
+        docs, target = self._training_docs(X, encoder, backend)
         self._start(y, f, encoder)
         y_idx = self._encode(y)
         self.history_ = []
         bar = progress(range(int(epochs)), total=int(epochs), desc="Tsetlin epochs", enabled=progress_bar)
         for _ in bar:
             start = time.perf_counter()
-            self._epoch(docs, y_idx, n)
+            self._epoch(docs, y_idx, n, target)
             entry = {"epoch": self.epochs_, "seconds": time.perf_counter() - start}
             if validation_data is not None:
                 entry["val_accuracy"] = self.score(*validation_data)
@@ -495,13 +512,13 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
         if first:
             self._check_params()
         encoder = self._learn_encoder(X) if first else self._encoder()
-        docs = _on_host(_docs(X, encoder, backend))  # training runs on the CPU kernels
+        docs, target = self._training_docs(X, encoder, backend)
         if first:
             self._start(y if classes is None else classes, f, encoder)
             self.history_ = []
         elif classes is not None and not np.array_equal(np.unique(np.asarray(classes)), self.classes_):
             raise ValueError("classes: differ from the classes of the first partial_fit call")
-        self._epoch(docs, self._encode(y), n)
+        self._epoch(docs, self._encode(y), n, target)
         return self
 
     # -- prediction ------------------------------------------------------------------------

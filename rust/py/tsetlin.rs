@@ -25,6 +25,7 @@ struct PyConfig {
     max_included_literals: usize,
     absorbing: Option<u32>,
     clause_drop_p: f64,
+    negated_literals: bool,
     coalesced: bool,
     seed: u64,
 }
@@ -44,6 +45,7 @@ impl From<PyConfig> for Config {
             max_included_literals: c.max_included_literals,
             absorbing: c.absorbing,
             clause_drop_p: c.clause_drop_p,
+            negated_literals: c.negated_literals,
             coalesced: c.coalesced,
             seed: c.seed,
         }

@@ -24,6 +24,8 @@ pub struct Config {
     /// incremented again, its literal stays excluded for good (None: no absorbing states).
     pub absorbing: Option<u32>,
     pub clause_drop_p: f64,
+    /// Whether clauses may include negated features (false: present features only).
+    pub negated_literals: bool,
     pub coalesced: bool,
     pub seed: u64,
 }
@@ -251,6 +253,7 @@ pub(super) fn test_config(n_features: usize, coalesced: bool) -> Config {
         max_included_literals: 0,
         absorbing: None,
         clause_drop_p: 0.0,
+        negated_literals: true,
         coalesced,
         seed: 7,
     }

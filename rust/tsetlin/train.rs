@@ -65,8 +65,14 @@ fn train_epoch_using(
     }
     let lw = cfg.literal_words();
     let feature_valid = feature_masks(cfg.n_features);
+    // Automata that never move (negations when clauses take present features only) are
+    // masked out of every update, so they stay at their initial exclude state.
     let mut valid_literals = feature_valid.clone();
-    valid_literals.extend_from_slice(&feature_valid);
+    if cfg.negated_literals {
+        valid_literals.extend_from_slice(&feature_valid);
+    } else {
+        valid_literals.resize(lw, 0);
+    }
     let forget_p = 1.0 / cfg.specificity;
     let forget_pool = mask_pool(cfg.seed, epoch, 0, threshold32(forget_p));
     let reward_pool = if cfg.boost_true_positive {

@@ -132,7 +132,7 @@ class Machine:
 
     def __init__(self, n_features, n_classes, n_clauses, *, state_bits=8, threshold=10, specificity=3.0,
                  weighted=True, boost=True, focused=True, clause_drop_p=0.0, coalesced=False, seed=0,
-                 absorbing=None):
+                 absorbing=None, negated_literals=True):
         self.f, self.k, self.c = n_features, n_classes, n_clauses
         # States at or below `absorbing` never go up again (None: none absorb).
         self.absorbing = -1 if absorbing is None else absorbing
@@ -148,6 +148,10 @@ class Machine:
         self.valid[:n_features] = True
         self.valid[self.fw * 64: self.fw * 64 + n_features] = True
         self.state[:, :, self.valid] = half - 1
+        # The automata feedback may move: without negated literals, the negations stay put.
+        self.learnable = self.valid.copy()
+        if not negated_literals:
+            self.learnable[self.fw * 64:] = False
         if coalesced:
             self.weights = np.array([[1 if stream_key(seed, [ROLE_INIT, k, c]) >> 63 == 0 else -1
                                       for k in range(n_classes)] for c in range(n_clauses)], dtype=np.int64)
@@ -172,7 +176,7 @@ class Machine:
         half = 1 << (self.b - 1)
         for w in range(self.lw):
             sl = slice(w * 64, (w + 1) * 64)
-            valid, lw_bits = self.valid[sl], lit[sl]
+            valid, lw_bits = self.learnable[sl], lit[sl]
             if type_one:
                 if fired:
                     up = lw_bits & valid & (st[sl] > self.absorbing)

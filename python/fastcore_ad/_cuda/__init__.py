@@ -13,7 +13,7 @@ from .gaussian import mahalanobis, mahalanobis_per_position
 from .mia import token_stats
 from .musc import musc_aligned_mutual_scores, musc_lnamd, musc_mutual_scores, musc_scores_against_bank
 from .patchcore import greedy_coreset, knn
-from .tsetlin import tsetlin_class_sums
+from .tsetlin import tsetlin_class_sums, tsetlin_train_epoch
 
 NAME_EXPRESSIONS = name_expressions()
 
@@ -22,4 +22,5 @@ __all__ = [
     "name_expressions", "nvrtc_compile", "source", "using",
     "mahalanobis", "mahalanobis_per_position", "token_stats", "musc_lnamd", "musc_mutual_scores", "musc_aligned_mutual_scores",
     "musc_scores_against_bank", "knn", "greedy_coreset", "tsetlin_class_sums",
+    "tsetlin_train_epoch",
 ]

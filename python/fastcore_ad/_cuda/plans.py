@@ -172,6 +172,37 @@ def tsetlin_class_sums(n: int, total_clauses: int, *, max_grid_yz: int | None = 
             for d0, d1 in _spans(n, MAX_GRID_X) for t0, t1 in _spans(tiles, max_grid_yz)]
 
 
+TSETLIN_POOL_WORDS = 1 << 15   # TSETLIN_POOL_WORDS in cuda/tsetlin.cu (Rust MASK_POOL_WORDS)
+TSETLIN_POOL_CHUNKS = TSETLIN_POOL_WORDS // 256  # one generator per chunk of 256 masks
+
+
+def tsetlin_mask_pool() -> list[Launch]:
+    """One thread per chunk of the mask table."""
+    return [launch((_ceil_div(TSETLIN_POOL_CHUNKS, TSETLIN_THREADS),), (TSETLIN_THREADS,))]
+
+
+def tsetlin_train_evaluate(total_clauses: int) -> list[Launch]:
+    """One thread per clause of every bank."""
+    blocks = _ceil_div(total_clauses, TSETLIN_THREADS)
+    if blocks > MAX_GRID_X:
+        raise ValueError(f"n_clauses: {total_clauses} clauses exceed one launch")
+    return [launch((blocks,), (TSETLIN_THREADS,))]
+
+
+def tsetlin_train_pick() -> list[Launch]:
+    """One thread: the negative class of one example."""
+    return [launch((1,), (1,))]
+
+
+def tsetlin_train_feedback(clauses: int, coalesced: bool) -> list[Launch]:
+    """One thread per updated clause: the shared pool, or the target's and the negative's banks."""
+    threads = clauses if coalesced else 2 * clauses
+    blocks = _ceil_div(threads, TSETLIN_THREADS)
+    if blocks > MAX_GRID_X:
+        raise ValueError(f"n_clauses: {clauses} clauses exceed one launch")
+    return [launch((blocks,), (TSETLIN_THREADS,))]
+
+
 # -- patchcore ---------------------------------------------------------------------------------
 
 KNN_THREADS = 64          # FCA_KNN_THREADS in cuda/patchcore.cu (the shared lists are sized by it)
