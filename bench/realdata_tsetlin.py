@@ -1,19 +1,22 @@
-"""Real-data accuracy of the Tsetlin Machine against scikit-learn baselines on the same features.
+"""Real-text accuracy of the Tsetlin Machine beside scikit-learn baselines, on the same splits.
 
-Protocol (Berge et al. 2019 features): CountVectorizer(binary=True, ngram_range=(1, 2),
-min_df=10) fitted on the training split, SelectKBest(chi2, k=5000) on the training split,
-the same binary matrix for every model. The data lives in ../shared/data (or
-FASTCORE_AD_DATA); the script exits with a message when it is absent.
+    python bench/realdata_tsetlin.py --dataset r8                # defaults: text_pipeline(seed=0)
+    python bench/realdata_tsetlin.py --dataset r8 --positive-only --rules 3
+    python bench/realdata_tsetlin.py --dataset 20ng --clauses 800 --threshold 640 --epochs 15
 
-    .venv/bin/python bench/realdata_tsetlin.py imdb --clauses 1000 --threshold 400 --s 5 --epochs 3
-    .venv/bin/python bench/realdata_tsetlin.py 20newsgroups --coalesced --clauses 2000 ...
-    .venv/bin/python bench/realdata_tsetlin.py ohsumed --rules 3 ...
-    .venv/bin/python bench/realdata_tsetlin.py mtsamples --rules 3 ...
+TM: ``text_pipeline(seed=0)`` (binary unigrams seen in 2+ training documents, chi2-ranked
+vocabulary, machine sized from the data, early stopping on a held-out 10% of the training
+split), or the sizes given. Baselines, fitted on the training split only: tf-idf (sublinear tf)
+uni+bigrams with min_df=2 into ``LinearSVC(C=1)`` and ``LogisticRegression(C=10)``; counts
+(uni+bigrams, min_df=2) into ``MultinomialNB(alpha=0.1)``. Printed: accuracy, macro-F1 and fit
+seconds per model; with ``--rules N`` the N heaviest rules of each class and the share of
+positive (present-word) literals among each class's 10 heaviest rules.
 
-MTSamples has no official split, and most notes appear twice in it (under a document type such
-as "Surgery" or "Consult - History and Phy." and under their specialty). Protocol: distinct
-transcriptions, labelled by their one specialty outside the document types (notes with two
-specialties dropped), specialties with at least 20 such notes (17), stratified 75/25 split,
+The data lives in ../shared/data (or FASTCORE_AD_DATA); the script exits with a message when it
+is absent. MTSamples has no official split, and most notes appear twice in it (under a document
+type such as "Surgery" or "Consult - History and Phy." and under their specialty). Protocol:
+distinct transcriptions, labelled by their one specialty outside the document types (notes with
+two specialties dropped), specialties with at least 20 such notes (17), stratified 75/25 split,
 seed 0.
 """
 
@@ -25,6 +28,9 @@ import sys
 import time
 
 import numpy as np
+
+DATASETS = {"r8": "r8", "20ng": "20newsgroups", "20newsgroups": "20newsgroups", "ohsumed": "ohsumed",
+            "mtsamples": "mtsamples", "imdb": "imdb"}
 
 
 def data_dir():
@@ -71,86 +77,114 @@ def load(name, split):
     return texts, np.array(labels)
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("dataset", choices=["imdb", "20newsgroups", "ohsumed", "mtsamples"])
-    parser.add_argument("--clauses", type=int, default=1000)
-    parser.add_argument("--threshold", type=int, default=400)
-    parser.add_argument("--s", type=float, default=5.0)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--drop", type=float, default=0.0)
-    parser.add_argument("--coalesced", action="store_true")
-    parser.add_argument("--max-literals", type=int, default=0, help="max_included_literals (0: no budget)")
-    parser.add_argument("--rules", type=int, default=0, help="print the N heaviest rules of every class")
-    parser.add_argument("--forest", action="store_true", help="add a RandomForest baseline")
-    parser.add_argument("--train-docs", type=int, default=0, help="use only the first N training documents (0: all)")
-    args = parser.parse_args()
-    if data_dir() is None:
-        sys.exit("no ../shared/data (set FASTCORE_AD_DATA): skipped")
+def load_dataset(name):
+    """((train_texts, train_labels), (test_texts, test_labels), class_names or None)."""
+    folder = DATASETS[name]
+    if folder == "mtsamples":
+        return (*load_mtsamples(), None)
+    train, test = load(folder, "train"), load(folder, "test")
+    path = os.path.join(data_dir(), folder, "train.jsonl.gz")
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        named = {r["label"]: r.get("label_name") for r in map(json.loads, fh)}
+    names = None if None in named.values() else [named[c] for c in sorted(named)]
+    return train, test, names
 
-    from sklearn.feature_extraction.text import CountVectorizer
-    from sklearn.feature_selection import SelectKBest, chi2
-    from sklearn.metrics import f1_score
+
+def baselines(tr_text, ytr, te_text):
+    """(name, predictions, seconds) of the three linear baselines."""
+    from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
     from sklearn.naive_bayes import MultinomialNB
     from sklearn.svm import LinearSVC
 
-    from fastcore_ad import TsetlinMachine
-
-    if args.dataset == "mtsamples":
-        (tr_text, ytr), (te_text, yte) = load_mtsamples()
-    else:
-        tr_text, ytr = load(args.dataset, "train")
-        te_text, yte = load(args.dataset, "test")
-    class_names = None
-    if args.dataset == "ohsumed":
-        path = os.path.join(data_dir(), "ohsumed", "train.jsonl.gz")
-        with gzip.open(path, "rt", encoding="utf-8") as fh:
-            named = {r["label"]: r["label_name"] for r in map(json.loads, fh)}
-        class_names = [named[c] for c in sorted(named)]
-    if args.train_docs:
-        order = np.random.default_rng(0).permutation(len(tr_text))[: args.train_docs]
-        tr_text, ytr = [tr_text[i] for i in order], ytr[order]
+    out = []
     t = time.perf_counter()
-    vec = CountVectorizer(binary=True, ngram_range=(1, 2), min_df=10)
-    Xtr = vec.fit_transform(tr_text)
-    sel = SelectKBest(chi2, k=min(5000, Xtr.shape[1])).fit(Xtr, ytr)
-    Xtr, Xte = sel.transform(Xtr).tocsr(), sel.transform(vec.transform(te_text)).tocsr()
-    print(f"{args.dataset}: {Xtr.shape[0]} train / {Xte.shape[0]} test docs, {Xtr.shape[1]} features, "
-          f"density {Xtr.nnz / np.prod(Xtr.shape):.4f}, features in {time.perf_counter() - t:.1f} s", flush=True)
+    tfidf = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2)
+    A, B = tfidf.fit_transform(tr_text), tfidf.transform(te_text)
+    shared = time.perf_counter() - t
+    for name, model in [("LinearSVC(C=1), tf-idf uni+bigrams", LinearSVC(C=1.0)),
+                        ("LogisticRegression(C=10), tf-idf uni+bigrams", LogisticRegression(C=10.0, max_iter=3000))]:
+        t = time.perf_counter()
+        model.fit(A, ytr)
+        out.append((name, model.predict(B), shared + time.perf_counter() - t))
+    t = time.perf_counter()
+    counts = CountVectorizer(ngram_range=(1, 2), min_df=2)
+    nb = MultinomialNB(alpha=0.1).fit(counts.fit_transform(tr_text), ytr)
+    out.append(("MultinomialNB(alpha=0.1), counts uni+bigrams", nb.predict(counts.transform(te_text)),
+                time.perf_counter() - t))
+    return out
+
+
+def positive_share(rules, classes, top=10):
+    """Share of present-word literals among the ``top`` heaviest positive rules of each class."""
+    pos = total = 0
+    for label in classes:
+        for rule in [r for r in rules if r.class_label == label and r.weight > 0][:top]:
+            pos += sum(not neg for _, neg in rule.literals)
+            total += len(rule.literals)
+    return pos / max(total, 1)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+    parser.add_argument("--clauses", type=int, help="clauses per class (default: sized from the data)")
+    parser.add_argument("--threshold", type=int, help="T (default: 0.8 x clauses)")
+    parser.add_argument("--s", type=float, help="specificity (default 3)")
+    parser.add_argument("--epochs", type=int, help="fixed epochs (default: early stopping)")
+    parser.add_argument("--max-features", type=int, help="vocabulary size (default: sized from the data)")
+    parser.add_argument("--ngram", type=int, default=1, help="longest n-gram of the TM's vocabulary")
+    parser.add_argument("--coalesced", action="store_true")
+    parser.add_argument("--positive-only", action="store_true", help="negated_literals=False")
+    parser.add_argument("--rules", type=int, default=0, help="print the N heaviest rules of every class")
+    parser.add_argument("--no-baselines", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if data_dir() is None:
+        sys.exit("no ../shared/data (set FASTCORE_AD_DATA): skipped")
+    from sklearn.metrics import f1_score
+
+    from fastcore_ad.tsetlin import text_pipeline
+
+    (tr_text, ytr), (te_text, yte), class_names = load_dataset(args.dataset)
+    print(f"{args.dataset}: {len(tr_text)} train / {len(te_text)} test documents, {len(np.unique(ytr))} classes",
+          flush=True)
+    print("| model | accuracy | macro-F1 | fit + predict s |\n| --- | --- | --- | --- |", flush=True)
 
     def report(name, pred, seconds):
-        acc = float(np.mean(pred == yte))
-        f1 = f1_score(yte, pred, average="macro")
+        acc, f1 = float(np.mean(pred == yte)), f1_score(yte, pred, average="macro")
         print(f"| {name} | {acc:.4f} | {f1:.4f} | {seconds:.1f} |", flush=True)
+        return acc
 
-    baselines = [("MultinomialNB", MultinomialNB()), ("LinearSVC", LinearSVC(C=0.1))]
-    if args.forest:
-        from sklearn.ensemble import RandomForestClassifier
-
-        baselines.append(("RandomForest(300 trees)", RandomForestClassifier(300, n_jobs=2, random_state=0)))
-    for name, model in baselines:
-        t = time.perf_counter()
-        model.fit(Xtr, ytr)
-        report(name, model.predict(Xte), time.perf_counter() - t)
-
-    tm = TsetlinMachine(args.clauses, args.threshold, args.s, clause_drop_p=args.drop, coalesced=args.coalesced,
-                        max_included_literals=args.max_literals or None, seed=1)
-    # One epoch per call (partial_fit continues exactly like fit), so progress shows as it goes.
-    secs = 0.0
-    for epoch in range(1, args.epochs + 1):
-        t = time.perf_counter()
-        tm.partial_fit(Xtr, ytr, classes=np.unique(ytr))
-        secs += time.perf_counter() - t
-        print(f"  epoch {epoch}: {time.perf_counter() - t:.1f} s, test accuracy {tm.score(Xte, yte):.4f}", flush=True)
-    report(f"TsetlinMachine({args.clauses}, T={args.threshold}, s={args.s}, coalesced={args.coalesced}, "
-           f"drop={args.drop}, max_literals={args.max_literals}, {args.epochs} epochs)", tm.predict(Xte), secs)
+    best = 0.0
+    if not args.no_baselines:
+        for name, pred, seconds in baselines(tr_text, ytr, te_text):
+            best = max(best, report(name, pred, seconds))
+    tm_params = {"seed": args.seed, "coalesced": args.coalesced, "negated_literals": not args.positive_only}
+    for key, value in (("n_clauses", args.clauses), ("threshold", args.threshold), ("specificity", args.s)):
+        if value is not None:
+            tm_params[key] = value
+    pipe = text_pipeline(max_features=args.max_features or "auto", ngram_range=(1, args.ngram), **tm_params)
+    t = time.perf_counter()
+    pipe.fit(tr_text, ytr, tm__epochs=args.epochs, tm__progress_bar=False)
+    pred = pipe.predict(te_text)
+    seconds = time.perf_counter() - t
+    tm = pipe.named_steps["tm"]
+    epochs = tm.history_
+    name = (f"TsetlinMachine({tm.n_clauses_} clauses{' pool' if args.coalesced else '/class'}, T={tm.threshold_}, "
+            f"s={tm.specificity_:g}{', positive literals only' if args.positive_only else ''}), "
+            f"{tm.n_features_in_} words, {tm.epochs_} of {len(epochs)} epochs")
+    acc = report(name, pred, seconds)
+    if best:
+        print(f"TM - best baseline: {100 * (acc - best):+.2f} points", flush=True)
+    print("epoch seconds: " + " ".join(f"{e['seconds']:.1f}" for e in epochs), flush=True)
     if args.rules:
-        words = sel.get_feature_names_out(vec.get_feature_names_out())
-        rules = tm.rules(feature_names=words, class_names=class_names)
+        rules = pipe.rules(class_names=class_names)
+        print(f"present-word share of the literals of the 10 heaviest rules per class: "
+              f"{positive_share(rules, tm.classes_):.3f}", flush=True)
         for label in tm.classes_:
-            mine = [r for r in rules if r.class_label == label and r.weight > 0][: args.rules]
-            for r in mine:
-                print(f"  {r}", flush=True)
+            for rule in [r for r in rules if r.class_label == label and r.weight > 0][: args.rules]:
+                print(f"  {rule}", flush=True)
 
 
 if __name__ == "__main__":

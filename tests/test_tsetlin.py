@@ -2,6 +2,7 @@
 replay of the random stream, faithfulness of the rules, reproducibility, persistence, input
 kinds, learning, scikit-learn integration and every bad-input error."""
 
+import os
 import pickle
 
 import numpy as np
@@ -406,3 +407,106 @@ def test_cuda_device_without_a_gpu_is_a_clear_error(rng):
         tm.predict(X)
     with pytest.raises(RuntimeError, match="device='cuda'"):
         tm.partial_fit(X, y)
+
+
+# ------------------------------------------------------------------------------------------------
+# Real text: the default pipeline on R8
+
+
+def _r8(split):
+    import gzip
+    import json
+
+    from .conftest import data_dir
+
+    folder = data_dir()
+    path = None if folder is None else os.path.join(folder, "r8", f"{split}.jsonl.gz")
+    if path is None or not os.path.isfile(path):
+        pytest.skip("R8 is not in ../shared/data (or FASTCORE_AD_DATA): the real-text check needs it")
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh]
+    return [r["text"] for r in rows], np.array([r["label"] for r in rows])
+
+
+def test_default_text_pipeline_on_r8():
+    """``text_pipeline(seed=0)`` with no sizes given: the R8 figure of bench/RESULTS.md."""
+    train_texts, train_labels = _r8("train")
+    test_texts, test_labels = _r8("test")
+    pipe = text_pipeline(seed=0).fit(train_texts, train_labels, tm__progress_bar=False)
+    tm = pipe.named_steps["tm"]
+    accuracy = pipe.score(test_texts, test_labels)
+    assert accuracy >= 0.96, (accuracy, tm.history_)
+    # Early stopping kept its best epoch, before the cap.
+    assert tm.epochs_ == tm.best_epoch_ < len(tm.history_) <= tm.max_epochs
+    assert max(h["val_accuracy"] for h in tm.history_) == tm.history_[tm.best_epoch_ - 1]["val_accuracy"]
+    assert (tm.n_clauses_, tm.threshold_) == (984, 787)
+
+
+# ------------------------------------------------------------------------------------------------
+# Sizes from the data, early stopping
+
+
+def test_auto_sizes_follow_the_documented_rule(rng):
+    X, y = _text_like(rng, n=400, f=50)
+    tm = TsetlinMachine(seed=1).fit(X, y, epochs=1, progress_bar=False)
+    want = 2 * round(14 * np.sqrt(400) / 2)
+    assert (tm.n_clauses_, tm.threshold_, tm.specificity_) == (want, round(0.8 * want), 3.0)
+    assert tm.action_.shape[1] == want
+    many = TsetlinMachine(seed=1, max_epochs=1).fit(*_text_like(rng, n=40_000, f=20, words=4), progress_bar=False)
+    assert many.n_clauses_ == 2000  # the cap
+    given = TsetlinMachine(30, 7, 2.5, seed=1).fit(X, y, epochs=1, progress_bar=False)
+    assert (given.n_clauses_, given.threshold_, given.specificity_) == (30, 7, 2.5)
+
+
+def test_fit_without_epochs_stops_early_and_keeps_the_best_epoch(rng):
+    X, y = _text_like(rng, n=600, f=60, density=0.05, words=3)
+    tm = TsetlinMachine(20, 10, 3.0, seed=3, max_epochs=12, n_iter_no_change=2).fit(X, y, progress_bar=False)
+    accs = [h["val_accuracy"] for h in tm.history_]
+    best = int(np.argmax(accs)) + 1  # the first best epoch
+    assert tm.best_epoch_ == tm.epochs_ == best
+    assert len(accs) == 12 or len(accs) == best + 2 or accs[best - 1] == 1.0
+    # The kept model is the best epoch's: its held-out accuracy is the best one recorded, and
+    # it is the model of training the same rows for that many epochs.
+    train_rows, held_out = tsetlin_module._holdout(np.searchsorted(np.unique(y), y), 0.1, 3)
+    assert tm.score(X[held_out], y[held_out]) == accs[best - 1]
+    replay = TsetlinMachine(20, 10, 3.0, seed=3)
+    replay._check_params()
+    replay._start(y, X.shape[1], None, n_samples=len(train_rows))
+    docs = tsetlin_module._pack(X)
+    for _ in range(best):
+        replay._epoch(docs, replay._encode(y), len(y), "numpy", train_rows)
+    np.testing.assert_array_equal(replay.action_, tm.action_)
+    np.testing.assert_array_equal(replay.weights_, tm.weights_)
+    # Explicit epochs keep their meaning.
+    fixed = TsetlinMachine(20, 10, 3.0, seed=3).fit(X, y, epochs=4, progress_bar=False)
+    assert len(fixed.history_) == fixed.epochs_ == 4
+
+
+def test_holdout_is_stratified_and_falls_back_on_tiny_sets(rng):
+    y = np.repeat([0, 1, 2], [50, 30, 20])
+    train, held = tsetlin_module._holdout(y, 0.1, 0)
+    assert np.bincount(y[held]).tolist() == [5, 3, 2]
+    assert sorted(np.r_[train, held].tolist()) == list(range(100))
+    assert tsetlin_module._holdout(np.array([0, 0, 1]), 0.1, 0) == (None, None)  # one class-1 doc
+    assert tsetlin_module._holdout(np.array([0, 1] * 5), 0.1, 0) == (None, None)  # 1 held out < 2 classes
+    # Too small to hold out: monitored on the training set, still stops.
+    X = np.array([[1, 0], [0, 1], [1, 1]], dtype=np.uint8)
+    tm = TsetlinMachine(4, 2, 2.0, seed=0, max_epochs=30).fit(X, [0, 1, 1], progress_bar=False)
+    assert 1 <= tm.epochs_ <= len(tm.history_) <= 30
+
+
+@pytest.mark.parametrize("name, value", [("max_epochs", 0), ("n_iter_no_change", 0), ("validation_fraction", 1.0),
+                                         ("validation_fraction", 0.0), ("n_clauses", "many"), ("specificity", "x")])
+def test_bad_stopping_and_size_parameters_are_named(name, value):
+    X, y = np.eye(4, dtype=np.uint8), [0, 1, 0, 1]
+    with pytest.raises((ValueError, TypeError), match=name):
+        TsetlinMachine(seed=0, **{name: value}).fit(X, y, progress_bar=False)
+
+
+def test_saved_auto_model_keeps_its_sizes(rng, tmp_path):
+    X, y = _text_like(rng, n=300, f=40)
+    tm = TsetlinMachine(seed=2).fit(X, y, epochs=2, progress_bar=False)
+    tm.save(tmp_path / "m.npz")
+    back = TsetlinMachine.load(tmp_path / "m.npz")
+    assert back.n_clauses == "auto" and (back.n_clauses_, back.threshold_) == (tm.n_clauses_, tm.threshold_)
+    np.testing.assert_array_equal(back.class_sums(X), tm.class_sums(X))

@@ -102,6 +102,30 @@ def _is_sparse(X) -> bool:
     return hasattr(X, "tocsr") and hasattr(X, "nnz") and hasattr(X, "format")
 
 
+def _holdout(y_idx, fraction: float, seed):
+    """``(train_rows, held_out_rows)``: a stratified split drawn from ``seed``, every class
+    keeping at least one training and one held-out document; ``(None, None)`` when a class has
+    fewer than two documents or the held-out part would hold fewer than one per class."""
+    counts = np.bincount(y_idx)
+    if counts.min() < 2 or fraction * len(y_idx) < len(counts):
+        return None, None
+    rng = np.random.default_rng([0 if seed is None else int(seed), 0x5E1EC7])
+    held = []
+    for cls, count in enumerate(counts):
+        rows = rng.permutation(np.flatnonzero(y_idx == cls))
+        held.append(rows[: min(count - 1, max(1, int(round(fraction * count))))])
+    held_out = np.sort(np.concatenate(held))
+    train = np.setdiff1d(np.arange(len(y_idx)), held_out)
+    return train.astype(np.int64), held_out
+
+
+def _take_rows(X, rows):
+    """Rows of a CSR matrix or a dense (numpy / cupy) array."""
+    if _is_sparse(X):
+        return X[rows]
+    return X[to_backend(rows, "cupy") if is_cupy(X) else rows]
+
+
 def _csr_to_packed(docs, n: int, f: int) -> np.ndarray:
     """A CSR pair -> packed rows ``[n, ceil(f / 64)]``, built without densifying."""
     indptr, indices = docs
@@ -259,8 +283,12 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
     ----------
     n_clauses : clauses per class (half vote for the class, half against; must be even), or
         with ``coalesced=True`` the size of the one clause pool shared by every class.
+        "auto" (the default): 14 sqrt(n_samples) rounded to even, within [20, 2000] and at most
+        16,000 clauses in all (about 1,000 per class for 5,000 documents).
     threshold : T, the voting margin; class sums are clamped to [-T, T] during training.
-    specificity : s >= 1; literals are forgotten with probability 1/s.
+        "auto": 0.8 n_clauses. A margin close to the clause count keeps most clauses learning
+        from every example for longer; on text this is worth 1 point over T = n_clauses / 5.
+    specificity : s >= 1; literals are forgotten with probability 1/s. "auto": 3.
     state_bits : each automaton has 2**state_bits states (2..16); the upper half includes.
     weighted : integer clause weights (Abeyrathna et al. 2020). A weight's magnitude grows by
         1 on Type I feedback when the clause outputs 1 and shrinks by 1 on Type II feedback
@@ -293,6 +321,14 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
         read ``"x3 > 0.27"``. Sparse input is encoded without densifying. The first ``fit`` or
         ``partial_fit`` decides. "none": input must be 0/1 (a ValueError otherwise).
     max_bits : the most thresholds per feature of the thermometer encoding (>= 1).
+    max_epochs, n_iter_no_change, validation_fraction : ``fit`` without ``epochs`` holds out
+        ``validation_fraction`` of the training set (stratified, drawn from ``seed``), trains
+        until the validation accuracy has not improved for ``n_iter_no_change`` epochs or
+        ``max_epochs`` have run, and keeps the model of the best epoch (``best_epoch_``).
+        Training sets too small to hold out one document of every class twice are monitored
+        on the training accuracy instead.
+
+    The sizes used are ``n_clauses_``, ``threshold_`` and ``specificity_``.
 
     ``decision_function`` follows scikit-learn (for two classes the margin
     ``class_sums[:, 1] - class_sums[:, 0]``, else the class sums); ``class_sums`` gives the
@@ -301,10 +337,10 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
 
     _fitted_attribute = "action_"
 
-    def __init__(self, n_clauses=100, threshold=15, specificity=3.9, *, state_bits=8, weighted=True,
+    def __init__(self, n_clauses="auto", threshold="auto", specificity="auto", *, state_bits=8, weighted=True,
                  boost_true_positive=True, negative_sampling="focused", max_included_literals=None,
                  negated_literals=True, absorbing=None, clause_drop_p=0.0, coalesced=False, seed=None, n_jobs=None, device="auto",
-                 booleanizer="auto", max_bits=8):
+                 booleanizer="auto", max_bits=8, max_epochs=40, n_iter_no_change=3, validation_fraction=0.1):
         self.n_clauses = n_clauses
         self.threshold = threshold
         self.specificity = specificity
@@ -322,6 +358,9 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
         self.device = device
         self.booleanizer = booleanizer
         self.max_bits = max_bits
+        self.max_epochs = max_epochs
+        self.n_iter_no_change = n_iter_no_change
+        self.validation_fraction = validation_fraction
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -341,16 +380,27 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
                 raise ValueError(f"{name}: must be {rng}, got {v}")
             return int(v)
 
-        n_clauses = integer("n_clauses", 1)
-        if not self.coalesced and n_clauses % 2:
-            raise ValueError(f"n_clauses: must be even (half vote for, half against), got {n_clauses}")
-        integer("threshold", 1)
+        def auto(name):
+            return isinstance(getattr(self, name), str) and getattr(self, name) == "auto"
+
+        if not auto("n_clauses"):
+            n_clauses = integer("n_clauses", 1)
+            if not self.coalesced and n_clauses % 2:
+                raise ValueError(f"n_clauses: must be even (half vote for, half against), got {n_clauses}")
+        if not auto("threshold"):
+            integer("threshold", 1)
         bits = integer("state_bits", 2, 16)
         s = self.specificity
-        if isinstance(s, bool) or not isinstance(s, (int, float, np.integer, np.floating)):
-            raise TypeError(f"specificity: expected a number, got {type(s).__name__}")
-        if not (np.isfinite(s) and s >= 1.0):
-            raise ValueError(f"specificity: must be a finite number >= 1, got {s}")
+        if not auto("specificity"):
+            if isinstance(s, bool) or not isinstance(s, (int, float, np.integer, np.floating)):
+                raise TypeError(f"specificity: expected a number or 'auto', got {type(s).__name__}")
+            if not (np.isfinite(s) and s >= 1.0):
+                raise ValueError(f"specificity: must be a finite number >= 1, got {s}")
+        integer("max_epochs", 1)
+        integer("n_iter_no_change", 1)
+        v = self.validation_fraction
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not 0.0 < v < 1.0:
+            raise ValueError(f"validation_fraction: must be a number in (0, 1), got {v!r}")
         if self.negative_sampling not in ("focused", "uniform"):
             raise ValueError(f"negative_sampling: expected 'focused' or 'uniform', got {self.negative_sampling!r}")
         if self.max_included_literals is not None:
@@ -373,10 +423,10 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
         return {
             "n_features": self._n_bits(),
             "n_classes": int(max(len(self.classes_), 2)),
-            "n_clauses": int(self.n_clauses),
+            "n_clauses": int(self.n_clauses_),
             "state_bits": int(self.state_bits),
-            "threshold": int(self.threshold),
-            "specificity": float(self.specificity),
+            "threshold": int(self.threshold_),
+            "specificity": float(self.specificity_),
             "weighted": bool(self.weighted),
             "boost_true_positive": bool(self.boost_true_positive),
             "focused_negatives": self.negative_sampling == "focused",
@@ -431,12 +481,26 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
             raise ValueError(f"y: label {y[np.argmax(bad)]!r} is not among classes_ {list(self.classes_)}")
         return idx.astype(np.int64)
 
-    def _start(self, classes, n_features, encoder=None):
+    def _sizes(self, n_samples: int, n_classes: int) -> tuple[int, int, float]:
+        """``(n_clauses, threshold, specificity)``: the parameters, "auto" ones picked from
+        the training set's size (see the class docstring)."""
+        clauses = self.n_clauses
+        if isinstance(clauses, str):
+            cap = min(2000, 16_000 // (1 if self.coalesced else n_classes))
+            clauses = 2 * int(round(min(max(14.0 * np.sqrt(n_samples), 20.0), max(cap, 20)) / 2))
+        threshold = self.threshold
+        if isinstance(threshold, str):
+            threshold = max(1, int(round(0.8 * clauses)))
+        specificity = 3.0 if isinstance(self.specificity, str) else float(self.specificity)
+        return int(clauses), int(threshold), specificity
+
+    def _start(self, classes, n_features, encoder=None, n_samples=1):
         self._check_params()
         classes = np.unique(np.asarray(classes))
         if len(classes) < 2:
             raise ValueError(f"y: need at least 2 classes, got {len(classes)} class(es)")
         self.classes_ = classes
+        self.n_clauses_, self.threshold_, self.specificity_ = self._sizes(int(n_samples), len(classes))
         self.n_features_in_ = int(n_features)
         self.thermometer_ = encoder
         self.seed_ = int(self.seed) if self.seed is not None else int(np.random.SeedSequence().entropy % 2**63)
@@ -462,41 +526,77 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
         docs = _docs(X, encoder, backend)
         return (_on_host(docs) if target == "numpy" else docs), target
 
-    def _epoch(self, docs, y_idx, n, target="numpy"):
-        order = np.random.default_rng([self.seed_, self.epochs_]).permutation(n).astype(np.int64)
+    def _epoch(self, docs, y_idx, n, target="numpy", rows=None):
+        """One pass in a random order over the documents, or over ``rows`` of them."""
+        if rows is None:
+            order = np.random.default_rng([self.seed_, self.epochs_]).permutation(n).astype(np.int64)
+        else:
+            order = rows[np.random.default_rng([self.seed_, self.epochs_]).permutation(len(rows))].astype(np.int64)
         # Both backends replay the same counter-based streams: the same model bit for bit.
         kernels(target).tsetlin_train_epoch(self._config(), self.action_, self.lower_, self.weights_, docs,
                                             y_idx, order, self.epochs_, self._n_jobs())
         self.epochs_ += 1
 
     @_serialised
-    def fit(self, X, y, epochs=1, *, validation_data=None, progress_bar=True):
-        """Train from scratch for ``epochs`` passes over (X, y); returns self.
+    def fit(self, X, y, epochs=None, *, validation_data=None, progress_bar=True):
+        """Train from scratch; returns self.
+
+        ``epochs=N`` makes exactly N passes over (X, y). Without it, training stops early: a
+        stratified ``validation_fraction`` of (X, y) is held out (or ``validation_data`` is
+        used, and all of (X, y) trains), and training runs until the validation accuracy has
+        not improved for ``n_iter_no_change`` epochs or ``max_epochs`` have run; the model of
+        the best epoch is kept (``best_epoch_``, and ``epochs_`` equals it).
 
         ``validation_data=(X_val, y_val)`` shows the validation accuracy on the progress bar
-        (one bar step per epoch; FASTCORE_AD_PROGRESS=0 or ``progress_bar=False`` silences it)
-        and records it in ``history_``.
+        (one bar step per epoch; FASTCORE_AD_PROGRESS=0 or ``progress_bar=False`` silences it).
+        ``history_`` records every epoch's seconds and validation accuracy.
         """
         X, n, f, backend = _intake(X)
         y = self._labels(y, n)
-        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
-            raise ValueError(f"epochs: must be a positive integer, got {epochs!r}")
+        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer))
+                                   or epochs < 1):
+            raise ValueError(f"epochs: must be a positive integer or None (stop early), got {epochs!r}")
         self._check_params()
         encoder = self._learn_encoder(X)
         docs, target = self._training_docs(X, encoder, backend)
-        self._start(y, f, encoder)
+        y_idx = np.searchsorted(np.unique(y), y)
+        train_rows = monitor = None
+        if epochs is None and validation_data is None:
+            train_rows, held_out = _holdout(y_idx, float(self.validation_fraction), self.seed)
+            monitor = (_take_rows(X, held_out), y[held_out]) if held_out is not None else (X, y)
+        elif epochs is None:
+            monitor = validation_data
+        n_train = n if train_rows is None else len(train_rows)
+        self._start(y, f, encoder, n_samples=n_train)
         y_idx = self._encode(y)
         self.history_ = []
-        bar = progress(range(int(epochs)), total=int(epochs), desc="Tsetlin epochs", enabled=progress_bar)
+        total = int(self.max_epochs) if epochs is None else int(epochs)
+        bar = progress(range(total), total=total, desc="Tsetlin epochs", enabled=progress_bar)
+        best, best_state, since_best = -1.0, None, 0
         for _ in bar:
             start = time.perf_counter()
-            self._epoch(docs, y_idx, n, target)
+            self._epoch(docs, y_idx, n, target, train_rows)
             entry = {"epoch": self.epochs_, "seconds": time.perf_counter() - start}
-            if validation_data is not None:
-                entry["val_accuracy"] = self.score(*validation_data)
+            watched = validation_data if epochs is not None else monitor
+            if watched is not None:
+                entry["val_accuracy"] = self.score(*watched)
                 if hasattr(bar, "set_postfix"):
                     bar.set_postfix(val_acc=f"{entry['val_accuracy']:.4f}")
             self.history_.append(entry)
+            if epochs is not None:
+                continue
+            if entry["val_accuracy"] > best:
+                best, since_best = entry["val_accuracy"], 0
+                best_state = (self.epochs_, self.action_.copy(), self.lower_.copy(), self.weights_.copy())
+            else:
+                since_best += 1
+            if since_best >= int(self.n_iter_no_change) or best == 1.0:
+                break
+        if hasattr(bar, "close"):
+            bar.close()
+        if best_state is not None:
+            self.epochs_, self.action_, self.lower_, self.weights_ = best_state
+        self.best_epoch_ = int(self.epochs_)
         return self
 
     @_serialised
@@ -514,7 +614,7 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
         encoder = self._learn_encoder(X) if first else self._encoder()
         docs, target = self._training_docs(X, encoder, backend)
         if first:
-            self._start(y if classes is None else classes, f, encoder)
+            self._start(y if classes is None else classes, f, encoder, n_samples=n)
             self.history_ = []
         elif classes is not None and not np.array_equal(np.unique(np.asarray(classes)), self.classes_):
             raise ValueError("classes: differ from the classes of the first partial_fit call")
@@ -692,7 +792,8 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
         self._check_fitted()
         params = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in self.get_params(deep=False).items()}
         meta = {"params": params, "n_features_in_": int(self.n_features_in_), "seed_": int(self.seed_),
-                "epochs_": int(self.epochs_)}
+                "epochs_": int(self.epochs_), "n_clauses_": int(self.n_clauses_), "threshold_": int(self.threshold_),
+                "specificity_": float(self.specificity_)}
         arrays = {"action": self.action_, "lower": self.lower_, "weights": self.weights_}
         encoder = self._encoder()
         if encoder is not None:
@@ -750,6 +851,7 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
             model.n_features_in_ = meta["n_features_in_"]
             model.seed_ = meta["seed_"]
             model.epochs_ = meta["epochs_"]
+            model._load_sizes(path, meta)
             if isinstance(model.n_features_in_, bool) or not isinstance(model.n_features_in_, int) or \
                     not 1 <= model.n_features_in_ <= 1 << 31:
                 raise ValueError(f"{path}: n_features_in_ must be a positive integer")
@@ -796,6 +898,18 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
         model.weights_ = np.ascontiguousarray(weights, dtype=np.int32)
         model.history_ = []
         return model
+
+    def _load_sizes(self, path, meta):
+        """The sizes a saved model trained with: recorded ones (files since "auto" sizes), else
+        the parameters themselves, checked like parameters."""
+        for name, kind in (("n_clauses", int), ("threshold", int), ("specificity", float)):
+            value = meta.get(name + "_", getattr(self, name))
+            if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+                raise ValueError(f"{path}: {name} must be a number, got {value!r}")
+            setattr(self, name + "_", kind(value))
+        if self.n_clauses_ < 1 or (not self.coalesced and self.n_clauses_ % 2) or self.threshold_ < 1 or \
+                not (np.isfinite(self.specificity_) and self.specificity_ >= 1.0):
+            raise ValueError(f"{path}: n_clauses_, threshold_ or specificity_ out of range")
 
     def _weights_shape(self, banks) -> tuple:
         """The shape of ``weights_``: ``[banks * n_clauses, n_classes]`` coalesced, else ``[banks, n_clauses]``."""
@@ -858,6 +972,11 @@ def _npz_headers(path) -> dict:
 # Text
 
 
+def _auto_vocabulary(n_documents: int) -> int:
+    """Terms kept by ``text_pipeline(max_features="auto")`` for a training set of this size."""
+    return int(min(max(n_documents // 3, 1000), 5000))
+
+
 def _pipeline_class():
     from sklearn.pipeline import Pipeline  # noqa: PLC0415
 
@@ -878,10 +997,16 @@ def _pipeline_class():
     return TextTsetlinPipeline
 
 
-def text_pipeline(max_features=5000, ngram_range=(1, 2), min_df=10, **tm_params):
+def text_pipeline(max_features="auto", ngram_range=(1, 1), min_df=2, **tm_params):
     """The text classifier of Berge et al. (2019) as a scikit-learn Pipeline: binary
-    bag-of-words (uni- and bigrams, min_df) -> the ``max_features`` best by chi2 ->
-    :class:`TsetlinMachine` (``tm_params``). Its ``rules()`` and ``explain(text)`` use words.
+    bag-of-words (n-grams of ``ngram_range`` seen in at least ``min_df`` documents) -> the
+    ``max_features`` best by chi2 -> :class:`TsetlinMachine` (``tm_params``; by default sized
+    from the data and trained until a held-out split stops improving). Its ``rules()`` and
+    ``explain(text)`` use words.
+
+    ``max_features="auto"`` keeps ``clip(n_documents / 3, 1000, 5000)`` terms: on R8 (5,485
+    documents) about 1,800. Fewer, better-ranked words are both faster and more accurate than a
+    large vocabulary (see ``bench/RESULTS.md``).
 
     >>> pipe = text_pipeline(max_features=50, min_df=1, n_clauses=20, threshold=10, specificity=3.0, seed=0)
     >>> texts = ["fever and cough", "cough and sore throat", "broken arm", "fracture of the arm"] * 20
@@ -890,19 +1015,40 @@ def text_pipeline(max_features=5000, ngram_range=(1, 2), min_df=10, **tm_params)
     1.0
     """
     from sklearn.feature_extraction.text import CountVectorizer  # noqa: PLC0415
+    from numbers import Integral  # noqa: PLC0415
+
     from sklearn.feature_selection import SelectKBest, chi2  # noqa: PLC0415
+    from sklearn.utils._param_validation import Interval, StrOptions  # noqa: PLC0415
 
     class _SelectAtMostK(SelectKBest):
+        """SelectKBest keeping every feature when there are fewer than k, with ``k="auto"``."""
+
+        _parameter_constraints = {**SelectKBest._parameter_constraints,
+                                  "k": [StrOptions({"all", "auto"}), Interval(Integral, 0, None, closed="left")]}
+
+        def fit(self, X, y=None, **params):
+            self.k_ = _auto_vocabulary(X.shape[0]) if isinstance(self.k, str) and self.k == "auto" else self.k
+            return super().fit(X, y, **params)
+
         def _get_support_mask(self):
-            k = self.k
+            k = getattr(self, "k_", self.k)
             if k != "all" and k >= len(self.scores_):
                 return np.ones(len(self.scores_), dtype=bool)
-            return super()._get_support_mask()
+            saved, self.k = self.k, k
+            try:
+                return super()._get_support_mask()
+            finally:
+                self.k = saved
 
         def _check_params(self, X, y):
-            if self.k != "all" and self.k > X.shape[1]:
+            k = getattr(self, "k_", self.k)
+            if k != "all" and k > X.shape[1]:
                 return
-            super()._check_params(X, y)
+            saved, self.k = self.k, k
+            try:
+                super()._check_params(X, y)
+            finally:
+                self.k = saved
 
     return _pipeline_class()([
         ("vectorizer", CountVectorizer(binary=True, ngram_range=ngram_range, min_df=min_df)),
