@@ -58,3 +58,31 @@ def test_predict_10k__dense_words_fastcore(benchmark, data, trained):
     _, _, Xte, _ = data
     dense = Xte.toarray().astype(bool)
     benchmark(trained.predict, dense)
+
+
+def gpu_cases():
+    """CUDA cases for bench/gpu_check.py: one training epoch (the model trained on the GPU must
+    equal the CPU's bit for bit, else this raises) and prediction of the 10k test documents."""
+    import cupy as cp
+
+    Xtr, ytr, Xte, _ = split()
+    docs = int(os.environ.get("TSETLIN_GPU_TRAIN_DOCS", "2000"))
+    X, y = Xtr[:docs], ytr[:docs]
+
+    def train(device):
+        return TsetlinMachine(**PARAMS, seed=1, device=device).fit(X, y, epochs=1, progress_bar=False)
+
+    on_cpu, on_gpu = train("cpu"), train("cuda")
+    for name in ("action_", "lower_", "weights_"):
+        if not np.array_equal(getattr(on_cpu, name), getattr(on_gpu, name)):
+            raise AssertionError(f"tsetlin: {name} trained on CUDA differs from the CPU model")
+    dense = cp.asarray(Xte.toarray().astype(np.uint8))
+    model = on_cpu.set_params(device="cuda")
+    return [
+        {"kernel": "tsetlin training (evaluate, pick, feedback per example)",
+         "shape": f"1 epoch, {docs} docs x 5k features, 2x{PARAMS['n_clauses']} clauses",
+         "ours": lambda: train("cuda"), "peer": lambda: train("cpu"), "peer_name": "the Rust CPU kernels",
+         "repeat": 2},
+        {"kernel": "tsetlin_class_sums", "shape": f"{dense.shape[0]} docs x 5k features",
+         "ours": lambda: model.class_sums(dense), "peer": None},
+    ]

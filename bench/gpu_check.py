@@ -63,8 +63,9 @@ def main() -> int:
     status = run_tests()
     rows = []
     for case in collect_cases():
-        ours = gpu_time(case["ours"])
-        peer = gpu_time(case["peer"]) if case.get("peer") is not None else None
+        repeat = case.get("repeat", 10)
+        ours = gpu_time(case["ours"], repeat)
+        peer = gpu_time(case["peer"], repeat) if case.get("peer") is not None else None
         rate = []
         if case.get("bytes"):
             rate.append(f"{case['bytes'] / ours / 1e9:,.0f} GB/s")
