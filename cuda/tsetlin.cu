@@ -373,7 +373,8 @@ __device__ __forceinline__ u64 tsetlin_limit_new_includes(u64 up, u64 at_edge, i
 // Type II (fired: push the absent, excluded literals towards include) on one clause.
 __device__ void tsetlin_clause_feedback(bool type_one, bool fired, u64* action, u64* lower,
                                         const u64* doc, i64 fw, i64 n_features, i64 lw,
-                                        i64 planes, int flags, i64 max_included, i64 absorbing,
+                                        i64 planes, int flags, i64 max_included,
+                                        i64 max_negated, i64 absorbing,
                                         const u64* forget_pool, const u64* reward_pool,
                                         u64 cursor_key) {
     if (!type_one && !fired) return;
@@ -387,6 +388,13 @@ __device__ void tsetlin_clause_feedback(bool type_one, bool fired, u64* action, 
         i64 included = 0;
         for (i64 w = 0; w < lw; ++w) included += (i64)tsetlin_popcount(action[w]);
         left = included >= max_included ? 0 : max_included - included;
+    }
+    bool capped = max_negated > 0;
+    i64 negated_left = 0;
+    if (capped) {
+        i64 negated = 0;
+        for (i64 w = fw; w < lw; ++w) negated += (i64)tsetlin_popcount(action[w]);
+        negated_left = negated >= max_negated ? 0 : max_negated - negated;
     }
     u64 low[TSETLIN_MAX_PLANES];
     for (i64 w = 0; w < lw; ++w) {
@@ -407,6 +415,11 @@ __device__ void tsetlin_clause_feedback(bool type_one, bool fired, u64* action, 
                                        rotation);
                 }
                 if (absorbing >= 0) up &= ~tsetlin_at_most(*act, low, planes, absorbing);
+                // The negation cap first, then the clause's literal budget, on what is left.
+                if (capped && w >= fw) {
+                    up = tsetlin_limit_new_includes(up, tsetlin_at_edge(*act, low, planes),
+                                                    &negated_left);
+                }
                 if (budgeted) {
                     up = tsetlin_limit_new_includes(up, tsetlin_at_edge(*act, low, planes), &left);
                 }
@@ -423,6 +436,10 @@ __device__ void tsetlin_clause_feedback(bool type_one, bool fired, u64* action, 
             if (up == 0) continue;
             for (i64 k = 0; k < planes; ++k) low[k] = cells[k];
             if (absorbing >= 0) up &= ~tsetlin_at_most(*act, low, planes, absorbing);
+            if (capped && w >= fw) {
+                up = tsetlin_limit_new_includes(up, tsetlin_at_edge(*act, low, planes),
+                                                &negated_left);
+            }
             if (budgeted) {
                 up = tsetlin_limit_new_includes(up, tsetlin_at_edge(*act, low, planes), &left);
             }
@@ -444,7 +461,8 @@ __global__ void tsetlin_train_feedback(const u64* __restrict__ docs, i64 fw, i64
                                        const u64* __restrict__ plan, u64* __restrict__ action,
                                        u64* __restrict__ lower, int* __restrict__ weights, i64 lw,
                                        i64 planes, i64 n_classes, i64 clauses, int flags,
-                                       i64 max_included, i64 absorbing, i64 threshold,
+                                       i64 max_included, i64 max_negated, i64 absorbing,
+                                       i64 threshold,
                                        const u64* __restrict__ forget_pool,
                                        const u64* __restrict__ reward_pool,
                                        const unsigned char* __restrict__ outputs,
@@ -471,7 +489,7 @@ __global__ void tsetlin_train_feedback(const u64* __restrict__ docs, i64 fw, i64
             const bool type_one = positive == (which == 0);
             tsetlin_clause_feedback(type_one, fired, action + c * lw, lower + c * lw * planes,
                                     doc, fw, n_features, lw, planes, flags, max_included,
-                                    absorbing, forget_pool, reward_pool, h);
+                                    max_negated, absorbing, forget_pool, reward_pool, h);
             if (fired && weighted) {
                 if (which == 0) {
                     if (*w != 2147483647) *w += 1;
@@ -494,8 +512,8 @@ __global__ void tsetlin_train_feedback(const u64* __restrict__ docs, i64 fw, i64
     const bool positive = *w > 0;
     const bool type_one = positive == (which == 0);
     tsetlin_clause_feedback(type_one, fired, action + g * lw, lower + g * lw * planes, doc, fw,
-                            n_features, lw, planes, flags, max_included, absorbing, forget_pool,
-                            reward_pool, h);
+                            n_features, lw, planes, flags, max_included, max_negated, absorbing,
+                            forget_pool, reward_pool, h);
     if (fired && weighted) {
         const int magnitude_now = *w < 0 ? -*w : *w;
         int magnitude;

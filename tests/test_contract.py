@@ -201,7 +201,7 @@ def test_absurd_model_sizes_are_refused_before_allocating(n_clauses, rng):
         TsetlinMachine(n_clauses=n_clauses, threshold=5, seed=0).fit(X, [0, 1, 0, 1], progress_bar=False)
     config = {"n_features": 20, "n_classes": 2, "n_clauses": n_clauses, "state_bits": 8, "threshold": 5,
               "specificity": 3.0, "weighted": True, "boost_true_positive": True, "focused_negatives": True,
-              "max_included_literals": 40, "negated_literals": True, "absorbing": None, "clause_drop_p": 0.0, "coalesced": False, "seed": 1}
+              "max_included_literals": 40, "negated_literals": True, "max_negated_literals": 0, "absorbing": None, "clause_drop_p": 0.0, "coalesced": False, "seed": 1}
     with pytest.raises(ValueError, match="n_clauses"):
         _core.tsetlin_initial_state(config)
 

@@ -107,7 +107,7 @@ def test_musc_entry_points_never_panic(a, b, scalar, max_memory, k_list):
 def _config(n_features, n_classes, n_clauses, state_bits, coalesced):
     return {"n_features": n_features, "n_classes": n_classes, "n_clauses": n_clauses, "state_bits": state_bits,
             "threshold": 5, "specificity": 3.0, "weighted": True, "boost_true_positive": True,
-            "focused_negatives": True, "max_included_literals": 2 * max(n_features, 1), "negated_literals": True, "absorbing": None,
+            "focused_negatives": True, "max_included_literals": 2 * max(n_features, 1), "negated_literals": True, "max_negated_literals": 0, "absorbing": None,
             "clause_drop_p": 0.0, "coalesced": coalesced, "seed": 1}
 
 

@@ -365,7 +365,7 @@ def test_emulated_tsetlin_class_sums_split_launches(rt, rng, monkeypatch):
 
 TRAIN_CONFIG = dict(n_features=70, n_classes=3, n_clauses=12, state_bits=8, threshold=6, specificity=3.0,
                     weighted=True, boost_true_positive=True, focused_negatives=True, max_included_literals=0,
-                    negated_literals=True, absorbing=None, clause_drop_p=0.0, coalesced=False, seed=7)
+                    negated_literals=True, max_negated_literals=0, absorbing=None, clause_drop_p=0.0, coalesced=False, seed=7)
 
 # One option varied at a time, then combinations (70 and 130 features cross 64-bit words).
 TRAIN_CASES = [
@@ -379,6 +379,9 @@ TRAIN_CASES = [
     pytest.param({"clause_drop_p": 0.3}, id="drop"),
     pytest.param({"focused_negatives": False}, id="uniform"),
     pytest.param({"negated_literals": False}, id="positive-only"),
+    pytest.param({"max_negated_literals": 2}, id="negation-cap2"),
+    pytest.param({"max_negated_literals": 3, "max_included_literals": 5, "coalesced": True}, id="negation-cap-budget-coalesced"),
+    pytest.param({"max_negated_literals": 1, "state_bits": 3, "absorbing": 1, "n_features": 130}, id="negation-cap-bits3"),
     pytest.param({"negated_literals": False, "coalesced": True, "max_included_literals": 3}, id="positive-only-coalesced"),
     pytest.param({"boost_true_positive": False}, id="no-boost"),
     pytest.param({"state_bits": 2}, id="bits2"),
@@ -636,6 +639,7 @@ FIT_OPTIONS = [
     pytest.param({"absorbing": 120, "max_included_literals": 5}, id="absorbing-budget"),
     pytest.param({"clause_drop_p": 0.25, "negative_sampling": "uniform"}, id="drop-uniform"),
     pytest.param({"negated_literals": False}, id="positive-only"),
+    pytest.param({"max_negated_literals": 2, "max_included_literals": 4}, id="negation-cap"),
 ]
 
 

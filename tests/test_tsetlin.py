@@ -510,3 +510,23 @@ def test_saved_auto_model_keeps_its_sizes(rng, tmp_path):
     back = TsetlinMachine.load(tmp_path / "m.npz")
     assert back.n_clauses == "auto" and (back.n_clauses_, back.threshold_) == (tm.n_clauses_, tm.threshold_)
     np.testing.assert_array_equal(back.class_sums(X), tm.class_sums(X))
+
+
+@pytest.mark.parametrize("cap, budget", [(1, None), (3, None), (2, 4)])
+def test_negation_cap_bounds_every_clause(rng, cap, budget):
+    X, y = _text_like(rng, n=300, f=70, density=0.1)
+    capped = TsetlinMachine(20, 10, 4.0, seed=5, max_negated_literals=cap, max_included_literals=budget).fit(
+        X, y, epochs=3, progress_bar=False)
+    free = TsetlinMachine(20, 10, 4.0, seed=5, max_included_literals=budget).fit(X, y, epochs=3, progress_bar=False)
+    fw = capped.action_.shape[2] // 2
+    negated = np.vectorize(lambda w: bin(int(w)).count("1"))(capped.action_[:, :, fw:]).sum(axis=2)
+    assert negated.max() <= cap
+    if budget is not None:
+        assert np.vectorize(lambda w: bin(int(w)).count("1"))(capped.action_).sum(axis=2).max() <= budget
+    # Without the cap the same machine includes more negations: the cap did something.
+    negated_free = np.vectorize(lambda w: bin(int(w)).count("1"))(free.action_[:, :, fw:]).sum(axis=2)
+    assert negated_free.max() > cap
+    assert all(sum(neg for _, neg in r.literals) <= cap for r in capped.rules())
+    # 0 is "no negated literals".
+    none = TsetlinMachine(20, 10, 4.0, seed=5, max_negated_literals=0).fit(X, y, epochs=2, progress_bar=False)
+    assert none._config()["negated_literals"] is False and not none.action_[:, :, fw:].any()

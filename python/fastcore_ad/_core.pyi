@@ -90,7 +90,7 @@ def greedy_coreset(
 
 # tsetlin: `config` is the dict built by fastcore_ad.tsetlin (n_features, n_classes, n_clauses,
 # state_bits, threshold, specificity, weighted, boost_true_positive, focused_negatives,
-# max_included_literals, negated_literals, clause_drop_p, coalesced, seed); `docs` is a packed uint64 array
+# max_included_literals, negated_literals, max_negated_literals, clause_drop_p, coalesced, seed); `docs` is a packed uint64 array
 # [n, words] or a CSR pair (indptr int64, indices int32).
 _Docs = npt.NDArray[np.uint64] | tuple[npt.NDArray[np.int64], npt.NDArray[np.int32]]
 

@@ -302,6 +302,9 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
         restricts every clause to present features, so each rule reads as words that must
         occur (on text, rules become readable at a small cost in accuracy; see
         ``bench/RESULTS.md``).
+    max_negated_literals : at most this many negated literals per clause (None: no cap; 0 is
+        ``negated_literals=False``). A negation that would cross into "include" beyond the cap
+        is not rewarded; the cap applies before ``max_included_literals``.
     absorbing : None, or an exclude state a in [0, 2**(state_bits-1) - 1]: states at or below it
         absorb, so an automaton that gets there is never incremented again and its literal
         stays excluded for good (decrements still move it down to 0). None: no absorbing states.
@@ -339,7 +342,7 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
 
     def __init__(self, n_clauses="auto", threshold="auto", specificity="auto", *, state_bits=8, weighted=True,
                  boost_true_positive=True, negative_sampling="focused", max_included_literals=None,
-                 negated_literals=True, absorbing=None, clause_drop_p=0.0, coalesced=False, seed=None, n_jobs=None, device="auto",
+                 negated_literals=True, max_negated_literals=None, absorbing=None, clause_drop_p=0.0, coalesced=False, seed=None, n_jobs=None, device="auto",
                  booleanizer="auto", max_bits=8, max_epochs=40, n_iter_no_change=3, validation_fraction=0.1):
         self.n_clauses = n_clauses
         self.threshold = threshold
@@ -350,6 +353,7 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
         self.negative_sampling = negative_sampling
         self.max_included_literals = max_included_literals
         self.negated_literals = negated_literals
+        self.max_negated_literals = max_negated_literals
         self.absorbing = absorbing
         self.clause_drop_p = clause_drop_p
         self.coalesced = coalesced
@@ -407,6 +411,8 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
             integer("max_included_literals", 1)
         if not isinstance(self.negated_literals, (bool, np.bool_)):
             raise TypeError(f"negated_literals: expected True or False, got {self.negated_literals!r}")
+        if self.max_negated_literals is not None:
+            integer("max_negated_literals", 0)
         if self.absorbing is not None:
             integer("absorbing", 0, 2 ** (bits - 1) - 1)
         p = self.clause_drop_p
@@ -431,7 +437,8 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
             "boost_true_positive": bool(self.boost_true_positive),
             "focused_negatives": self.negative_sampling == "focused",
             "max_included_literals": int(self.max_included_literals or 0),
-            "negated_literals": bool(self.negated_literals),
+            "negated_literals": bool(self.negated_literals) and self.max_negated_literals != 0,
+            "max_negated_literals": int(self.max_negated_literals or 0),
             "absorbing": None if self.absorbing is None else int(self.absorbing),
             "clause_drop_p": float(self.clause_drop_p),
             "coalesced": bool(self.coalesced),

@@ -26,6 +26,7 @@ struct PyConfig {
     absorbing: Option<u32>,
     clause_drop_p: f64,
     negated_literals: bool,
+    max_negated_literals: usize,
     coalesced: bool,
     seed: u64,
 }
@@ -46,6 +47,7 @@ impl From<PyConfig> for Config {
             absorbing: c.absorbing,
             clause_drop_p: c.clause_drop_p,
             negated_literals: c.negated_literals,
+            max_negated_literals: c.max_negated_literals,
             coalesced: c.coalesced,
             seed: c.seed,
         }

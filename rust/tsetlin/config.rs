@@ -26,6 +26,8 @@ pub struct Config {
     pub clause_drop_p: f64,
     /// Whether clauses may include negated features (false: present features only).
     pub negated_literals: bool,
+    /// At most this many negated literals per clause (0 means no cap).
+    pub max_negated_literals: usize,
     pub coalesced: bool,
     pub seed: u64,
 }
@@ -254,6 +256,7 @@ pub(super) fn test_config(n_features: usize, coalesced: bool) -> Config {
         absorbing: None,
         clause_drop_p: 0.0,
         negated_literals: true,
+        max_negated_literals: 0,
         coalesced,
         seed: 7,
     }

@@ -28,6 +28,15 @@ impl Feedback<'_> {
         })
     }
 
+    /// Negated literals a clause may still include under `max_negated_literals` (None: no cap).
+    fn negated_budget(&self, action: &[u64]) -> Option<usize> {
+        (self.cfg.max_negated_literals > 0).then(|| {
+            let fw = self.lw / 2;
+            let included: usize = action[fw..].iter().map(|a| a.count_ones() as usize).sum();
+            self.cfg.max_negated_literals.saturating_sub(included)
+        })
+    }
+
     /// `apply` for byte-stored automata of a clause that fired (the feedback of clauses that
     /// did not fire is handled by `ByteStore`): the same steps, one vector operation per word.
     #[allow(clippy::too_many_arguments)]
@@ -42,9 +51,24 @@ impl Feedback<'_> {
         cursor: MaskCursor,
     ) {
         let mut budget = self.budget(action);
+        let mut negated = self.negated_budget(action);
+        let fw = self.lw / 2;
         let boost = self.cfg.boost_true_positive;
         kernels.update_clause(action, lanes, summary, |w, act, lane| {
             let valid = self.valid_literals[w];
+            // The negation cap first, then the clause's literal budget, on what is left.
+            let mut limit = |up: u64| {
+                let mut up = up;
+                if w >= fw {
+                    if let Some(left) = negated.as_mut() {
+                        up = limit_new_includes(up, kernels.at_edge(lane), left);
+                    }
+                }
+                if let Some(left) = budget.as_mut() {
+                    up = limit_new_includes(up, kernels.at_edge(lane), left);
+                }
+                up
+            };
             match kind {
                 Kind::TypeI => {
                     let lit = literals[w];
@@ -55,9 +79,7 @@ impl Feedback<'_> {
                     if let Some(a) = self.cfg.absorbing {
                         up &= !kernels.at_most(lane, a as u8);
                     }
-                    if let Some(left) = budget.as_mut() {
-                        up = limit_new_includes(up, kernels.at_edge(lane), left);
-                    }
+                    up = limit(up);
                     Step {
                         up,
                         down: !lit & valid & cursor.mask(&self.forget_pool, w),
@@ -69,9 +91,7 @@ impl Feedback<'_> {
                         if let Some(a) = self.cfg.absorbing {
                             up &= !kernels.at_most(lane, a as u8);
                         }
-                        if let Some(left) = budget.as_mut() {
-                            up = limit_new_includes(up, kernels.at_edge(lane), left);
-                        }
+                        up = limit(up);
                     }
                     Step { up, down: 0 }
                 }
@@ -92,6 +112,21 @@ impl Feedback<'_> {
         // Fixed-size plane groups let the compiler unroll the carry chains.
         let (lower, _) = lower.as_chunks_mut::<P>();
         let mut budget = self.budget(action);
+        let mut negated = self.negated_budget(action);
+        let fw = self.lw / 2;
+        // The negation cap first, then the clause's literal budget, on what is left.
+        let mut limit = |w: usize, up: u64, act: u64, low: &[u64]| {
+            let mut up = up;
+            if w >= fw {
+                if let Some(left) = negated.as_mut() {
+                    up = limit_new_includes(up, plane_edge(act, low), left);
+                }
+            }
+            if let Some(left) = budget.as_mut() {
+                up = limit_new_includes(up, plane_edge(act, low), left);
+            }
+            up
+        };
         match kind {
             Kind::TypeI => {
                 for w in 0..self.lw {
@@ -107,9 +142,7 @@ impl Feedback<'_> {
                         if let Some(a) = self.cfg.absorbing {
                             up &= !plane_at_most(*act, &low[..], a);
                         }
-                        if let Some(left) = budget.as_mut() {
-                            up = limit_new_includes(up, plane_edge(*act, &low[..]), left);
-                        }
+                        up = limit(w, up, *act, &low[..]);
                         if up != 0 {
                             increment(low, act, up);
                         }
@@ -141,9 +174,7 @@ impl Feedback<'_> {
                     if let Some(a) = self.cfg.absorbing {
                         up &= !plane_at_most(action[w], &low[..], a);
                     }
-                    if let Some(left) = budget.as_mut() {
-                        up = limit_new_includes(up, plane_edge(action[w], &low[..]), left);
-                    }
+                    up = limit(w, up, action[w], &low[..]);
                     if up != 0 {
                         increment(low, &mut action[w], up);
                     }

@@ -635,6 +635,7 @@ mod tests {
             cfg.state_bits = [8, 3, 5, 8, 8, 2][variant];
             cfg.boost_true_positive = variant != 1;
             cfg.max_included_literals = if variant == 2 || variant == 3 { 4 } else { 0 };
+            cfg.max_negated_literals = if variant == 2 || variant == 5 { 2 } else { 0 };
             cfg.clause_drop_p = if variant == 4 { 0.3 } else { 0.0 };
             cfg.focused_negatives = variant != 5;
             cfg.weighted = variant != 4;

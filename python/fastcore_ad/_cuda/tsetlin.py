@@ -73,7 +73,8 @@ def _check_config(cfg: dict) -> None:
 
 
 def _config_of(config) -> dict:
-    ints = ("n_features", "n_classes", "n_clauses", "state_bits", "threshold", "max_included_literals", "seed")
+    ints = ("n_features", "n_classes", "n_clauses", "state_bits", "threshold", "max_included_literals",
+            "max_negated_literals", "seed")
     cfg = {name: int(config[name]) for name in ints}
     cfg.update(specificity=float(config["specificity"]), clause_drop_p=float(config["clause_drop_p"]),
                absorbing=None if config["absorbing"] is None else int(config["absorbing"]),
@@ -232,5 +233,5 @@ def _train(rt, cfg, action, lower, weights, docs, y, order, epoch):
         rt.launch(TRAIN_FEEDBACK, (), feedback, (
             docs, np.int64(fw), n_features, order, np.int64(step), plan, action, lower, weights, np.int64(lw),
             np.int64(planes), np.int64(k), np.int64(clauses), np.int32(flags),
-            np.int64(cfg["max_included_literals"]), np.int64(absorbing), np.int64(cfg["threshold"]), forget_pool,
-            reward_pool, outputs, dropped))
+            np.int64(cfg["max_included_literals"]), np.int64(cfg["max_negated_literals"]), np.int64(absorbing),
+            np.int64(cfg["threshold"]), forget_pool, reward_pool, outputs, dropped))
