@@ -82,6 +82,21 @@ def test_greedy_coreset_equals_the_numpy_rule(dtype, n, d, n_select, start, rng)
     np.testing.assert_array_equal(got, _coreset_oracle(x, n_select, start))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_greedy_coreset_on_clusters_equals_the_numpy_rule(dtype, rng):
+    # Tight clusters far apart, a lattice with exact ties and repeated points: the cases where
+    # most points are settled by the triangle inequality without being measured, and where a
+    # careless margin would change the choice.
+    centres = rng.normal(size=(12, 6)) * 50.0
+    clusters = (centres[rng.integers(0, 12, 1500)] + rng.normal(size=(1500, 6)) * 0.3).astype(dtype)
+    lattice = np.stack(np.meshgrid(*[np.arange(4.0)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    lattice = np.hstack([lattice, np.zeros((len(lattice), 3))]).astype(dtype)
+    x = np.vstack([clusters, lattice, clusters[:200]])
+    for n_select, start in ((len(x) // 2, 0), (700, 1700)):
+        got = patchcore.greedy_coreset(x, n_select, start=start, progress_bar=False)
+        np.testing.assert_array_equal(got, _coreset_oracle(x, n_select, start))
+
+
 def test_greedy_coreset_ties_and_duplicates():
     x = np.array([[0.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0], [1.0, 0.0]])
     got = patchcore.greedy_coreset(x, 6, progress_bar=False)

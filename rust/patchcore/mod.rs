@@ -10,7 +10,12 @@
 //! Coreset: the classic incremental greedy k-center: keep each point's minimum squared distance
 //! to the selected set, take the largest, update the minima with the new centre. The argmax is
 //! taken on float32 minima and re-decided in float64 among the points within the rounding bound
-//! of the leader, so the selection equals a float64 implementation index for index.
+//! of the leader, so the selection equals a float64 implementation index for index. Each point
+//! also remembers which centre is its nearest: by the triangle inequality the new centre `c`
+//! cannot come closer to a point `x` owned by centre `a` when `|c - a| >= 2 |x - a|`, so such
+//! points are not measured at all (with a relative margin far above the float64 error, so the
+//! minima stay exactly those of the unpruned pass). As the selected set grows most points are
+//! settled this way and a step reads their minima only, not their vectors.
 
 use rayon::prelude::*;
 
@@ -274,23 +279,41 @@ struct Step<'a, T> {
     d: usize,
     centre: &'a [T],
     slack: f64,
+    /// Distance from the new centre to every earlier centre, by selection order.
+    gaps: &'a [f64],
+    /// The new centre's place in the selection order.
+    ordinal: u32,
 }
+
+/// No owner yet: the point's minimum is still infinite.
+const NO_OWNER: u32 = u32::MAX;
+/// Relative margin of the pruning test, far above the float64 error of the distances compared.
+const PRUNE_MARGIN: f64 = 1e-7;
 
 /// One chunk of a greedy step (points from `base`): lower each point's minimum squared distance
 /// with the new centre and return the chunk's farthest point (value, index; lowest index on
 /// ties). The fast lane estimate settles most points; only those it cannot rule out are
 /// measured exactly, so the minima are exactly those of a float64 implementation.
 #[inline(always)]
-fn update_chunk_body<T: Real>(step: &Step<'_, T>, base: usize, chunk: &mut [f64]) -> (f64, usize) {
+fn update_chunk_body<T: Real>(
+    step: &Step<'_, T>,
+    base: usize,
+    chunk: &mut [f64],
+    owners: &mut [u32],
+) -> (f64, usize) {
     let (d, c) = (step.d, step.centre);
     let mut best = (f64::NEG_INFINITY, usize::MAX);
-    for (o, m) in chunk.iter_mut().enumerate() {
+    for (o, (m, owner)) in chunk.iter_mut().zip(owners.iter_mut()).enumerate() {
         let i = base + o;
+        // |c - x| >= |c - a| - |x - a| >= |x - a| when |c - a| >= 2 |x - a|: no improvement.
+        let settled = *owner != NO_OWNER
+            && step.gaps[*owner as usize] >= 2.0 * m.sqrt() * (1.0 + PRUNE_MARGIN);
         let row = &step.x[i * d..(i + 1) * d];
-        if sq_distance_lanes(row, c) * (1.0 - step.slack) <= *m {
+        if !settled && sq_distance_lanes(row, c) * (1.0 - step.slack) <= *m {
             let dist = exact_sq(row, c);
             if dist < *m {
                 *m = dist;
+                *owner = step.ordinal;
             }
         }
         if *m > best.0 {
@@ -302,31 +325,46 @@ fn update_chunk_body<T: Real>(step: &Step<'_, T>, base: usize, chunk: &mut [f64]
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn update_chunk_avx512<T: Real>(step: &Step<'_, T>, base: usize, chunk: &mut [f64]) -> (f64, usize) {
-    update_chunk_body(step, base, chunk)
+unsafe fn update_chunk_avx512<T: Real>(
+    step: &Step<'_, T>,
+    base: usize,
+    chunk: &mut [f64],
+    owners: &mut [u32],
+) -> (f64, usize) {
+    update_chunk_body(step, base, chunk, owners)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn update_chunk_avx2<T: Real>(step: &Step<'_, T>, base: usize, chunk: &mut [f64]) -> (f64, usize) {
-    update_chunk_body(step, base, chunk)
+unsafe fn update_chunk_avx2<T: Real>(
+    step: &Step<'_, T>,
+    base: usize,
+    chunk: &mut [f64],
+    owners: &mut [u32],
+) -> (f64, usize) {
+    update_chunk_body(step, base, chunk, owners)
 }
 
 /// [`update_chunk_body`] through the widest vector unit the CPU has (the crate is compiled for
 /// baseline x86-64); every copy gives the same minima, since decisions are re-made exactly.
-fn update_chunk<T: Real>(step: &Step<'_, T>, base: usize, chunk: &mut [f64]) -> (f64, usize) {
+fn update_chunk<T: Real>(
+    step: &Step<'_, T>,
+    base: usize,
+    chunk: &mut [f64],
+    owners: &mut [u32],
+) -> (f64, usize) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU supports AVX-512F (checked just above).
-            return unsafe { update_chunk_avx512(step, base, chunk) };
+            return unsafe { update_chunk_avx512(step, base, chunk, owners) };
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
             // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-            return unsafe { update_chunk_avx2(step, base, chunk) };
+            return unsafe { update_chunk_avx2(step, base, chunk, owners) };
         }
     }
-    update_chunk_body(step, base, chunk)
+    update_chunk_body(step, base, chunk, owners)
 }
 
 /// Exact greedy k-center: `n_select` indices of `x [n, d]`, starting at `start`; each step
@@ -354,8 +392,13 @@ pub fn greedy_coreset<T: Real>(
     }
     // Minimum squared distances kept in float64: the update is a pass over X anyway (memory
     // bound), and float64 minima make the argmax exact without a second pass.
+    if n_select > NO_OWNER as usize {
+        return invalid(format!("n_select: at most {} centres, got {n_select}", NO_OWNER));
+    }
     let mut min_d2 = vec![f64::INFINITY; n];
+    let mut owners = vec![NO_OWNER; n];
     let mut selected = Vec::with_capacity(n_select);
+    let mut gaps: Vec<f64> = Vec::with_capacity(n_select);
     let mut centre = start;
     let slack = fast_sq_slack::<T>(d);
     for step in 0..n_select {
@@ -363,17 +406,26 @@ pub fn greedy_coreset<T: Real>(
         if step + 1 == n_select {
             break;
         }
+        let c = &x[centre * d..(centre + 1) * d];
+        // Distances from the new centre to the earlier ones (the last is the centre itself).
+        selected
+            .par_iter()
+            .map(|&s| exact_sq(&x[s as usize * d..(s as usize + 1) * d], c).sqrt())
+            .collect_into_vec(&mut gaps);
         let work = Step {
             x,
             d,
-            centre: &x[centre * d..(centre + 1) * d],
+            centre: c,
             slack,
+            gaps: &gaps,
+            ordinal: step as u32,
         };
         // Update the minima and find the new leader per chunk, then across chunks.
         let leader = min_d2
             .par_chunks_mut(CHUNK)
+            .zip(owners.par_chunks_mut(CHUNK))
             .enumerate()
-            .map(|(ci, chunk)| update_chunk(&work, ci * CHUNK, chunk))
+            .map(|(ci, (chunk, own))| update_chunk(&work, ci * CHUNK, chunk, own))
             .reduce(
                 || (f64::NEG_INFINITY, usize::MAX),
                 |a, b| {
