@@ -323,27 +323,24 @@ fn update_chunk_body<T: Real>(
     best
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn update_chunk_avx512<T: Real>(
-    step: &Step<'_, T>,
-    base: usize,
-    chunk: &mut [f64],
-    owners: &mut [u32],
-) -> (f64, usize) {
-    update_chunk_body(step, base, chunk, owners)
+/// One copy of [`update_chunk_body`] compiled for a vector extension.
+macro_rules! update_chunk_for {
+    ($name:ident, $features:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $name<T: Real>(
+            step: &Step<'_, T>,
+            base: usize,
+            chunk: &mut [f64],
+            owners: &mut [u32],
+        ) -> (f64, usize) {
+            update_chunk_body(step, base, chunk, owners)
+        }
+    };
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn update_chunk_avx2<T: Real>(
-    step: &Step<'_, T>,
-    base: usize,
-    chunk: &mut [f64],
-    owners: &mut [u32],
-) -> (f64, usize) {
-    update_chunk_body(step, base, chunk, owners)
-}
+update_chunk_for!(update_chunk_avx512, "avx512f");
+update_chunk_for!(update_chunk_avx2, "avx2,fma");
 
 /// [`update_chunk_body`] through the widest vector unit the CPU has (the crate is compiled for
 /// baseline x86-64); every copy gives the same minima, since decisions are re-made exactly.
