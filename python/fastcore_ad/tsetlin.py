@@ -31,7 +31,7 @@ The model is the state of every Tsetlin automaton, kept bit-sliced: ``action_`` 
 include bit (top bit plane) of every literal of every clause, ``lower_`` the lower planes and
 ``weights_`` the signed integer clause weights. Literals are the ``n`` features followed by
 their ``n`` negations. See :func:`TsetlinMachine.save` for the file format. On CPUs with
-AVX-512BW and ``state_bits <= 8``, a training call of 16 or more examples works on a copy with
+AVX-512BW or AVX2 and ``state_bits <= 8``, a training call of 16 or more examples works on a copy with
 one byte per automaton (the same size as the planes again, freed when the call returns) and
 writes the planes back: the model is bit-identical either way.
 """

@@ -356,7 +356,8 @@ fn update_chunk<T: Real>(
             // SAFETY: the CPU supports AVX-512F (checked just above).
             return unsafe { update_chunk_avx512(step, base, chunk, owners) };
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
             // SAFETY: the CPU supports AVX2 and FMA (checked just above).
             return unsafe { update_chunk_avx2(step, base, chunk, owners) };
         }
@@ -390,7 +391,10 @@ pub fn greedy_coreset<T: Real>(
     // Minimum squared distances kept in float64: the update is a pass over X anyway (memory
     // bound), and float64 minima make the argmax exact without a second pass.
     if n_select > NO_OWNER as usize {
-        return invalid(format!("n_select: at most {} centres, got {n_select}", NO_OWNER));
+        return invalid(format!(
+            "n_select: at most {} centres, got {n_select}",
+            NO_OWNER
+        ));
     }
     let mut min_d2 = vec![f64::INFINITY; n];
     let mut owners = vec![NO_OWNER; n];

@@ -10,7 +10,7 @@
 //! carry (or borrow) of an increment touches neighbouring words and stops as soon as it is zero.
 //!
 //! Training calls of more than a few examples copy the automata into one byte each
-//! (`bytes.rs`, AVX-512BW, `state_bits <= 8`): a masked saturating add or subtract then moves
+//! (`bytes.rs`, AVX-512BW or AVX2, `state_bits <= 8`): a masked saturating add or subtract then moves
 //! all 64 automata of a word at once, and the planes are written back at the end. Clause
 //! evaluation during training reads only the include words a per-clause summary bitmap marks
 //! as non-zero (clauses include a few literals each). Forgetting on clauses that did not fire
@@ -42,7 +42,7 @@
 //! `random.rs` (the counter-based stream and the mask tables), `automata.rs` (bit-sliced
 //! counters, the initial state), `evaluate.rs` (clause outputs and class sums), `feedback.rs`
 //! (Type I / Type II feedback on one clause), `store.rs` (bit planes or bytes while training),
-//! `bytes.rs` (the AVX-512BW byte kernels) and `train.rs` (the training loop).
+//! `bytes.rs` (the AVX-512BW and AVX2 byte kernels) and `train.rs` (the training loop).
 
 mod automata;
 mod bytes;
