@@ -369,6 +369,18 @@ __device__ __forceinline__ u64 tsetlin_limit_new_includes(u64 up, u64 at_edge, i
     return up & ~(up & at_edge & ~kept);
 }
 
+// The literal limits on a word's automata about to step up: the negation cap first (on words
+// of negations), then the clause's literal budget, on what is left.
+__device__ __forceinline__ u64 tsetlin_limit_includes(u64 up, u64 act, const u64* low, i64 planes,
+                                                      bool capped, i64* negated_left,
+                                                      bool budgeted, i64* left) {
+    if (!capped && !budgeted) return up;
+    const u64 edge = tsetlin_at_edge(act, low, planes);
+    if (capped) up = tsetlin_limit_new_includes(up, edge, negated_left);
+    if (budgeted) up = tsetlin_limit_new_includes(up, edge, left);
+    return up;
+}
+
 // Type I (fired: reward the present literals, forget the absent ones; not fired: forget all) or
 // Type II (fired: push the absent, excluded literals towards include) on one clause.
 __device__ void tsetlin_clause_feedback(bool type_one, bool fired, u64* action, u64* lower,
@@ -415,14 +427,8 @@ __device__ void tsetlin_clause_feedback(bool type_one, bool fired, u64* action, 
                                        rotation);
                 }
                 if (absorbing >= 0) up &= ~tsetlin_at_most(*act, low, planes, absorbing);
-                // The negation cap first, then the clause's literal budget, on what is left.
-                if (capped && w >= fw) {
-                    up = tsetlin_limit_new_includes(up, tsetlin_at_edge(*act, low, planes),
-                                                    &negated_left);
-                }
-                if (budgeted) {
-                    up = tsetlin_limit_new_includes(up, tsetlin_at_edge(*act, low, planes), &left);
-                }
+                up = tsetlin_limit_includes(up, *act, low, planes, capped && w >= fw, &negated_left,
+                                            budgeted, &left);
                 if (up != 0) tsetlin_increment(low, planes, act, up);
                 const u64 down = ~lit & valid & forget;
                 if (down != 0) tsetlin_decrement(low, planes, act, down);
@@ -436,13 +442,8 @@ __device__ void tsetlin_clause_feedback(bool type_one, bool fired, u64* action, 
             if (up == 0) continue;
             for (i64 k = 0; k < planes; ++k) low[k] = cells[k];
             if (absorbing >= 0) up &= ~tsetlin_at_most(*act, low, planes, absorbing);
-            if (capped && w >= fw) {
-                up = tsetlin_limit_new_includes(up, tsetlin_at_edge(*act, low, planes),
-                                                &negated_left);
-            }
-            if (budgeted) {
-                up = tsetlin_limit_new_includes(up, tsetlin_at_edge(*act, low, planes), &left);
-            }
+            up = tsetlin_limit_includes(up, *act, low, planes, capped && w >= fw, &negated_left,
+                                        budgeted, &left);
             if (up != 0) {
                 tsetlin_increment(low, planes, act, up);
                 for (i64 k = 0; k < planes; ++k) cells[k] = low[k];

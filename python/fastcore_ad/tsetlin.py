@@ -566,7 +566,8 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
         self._check_params()
         encoder = self._learn_encoder(X)
         docs, target = self._training_docs(X, encoder, backend)
-        y_idx = np.searchsorted(np.unique(y), y)
+        classes, y_idx = np.unique(y, return_inverse=True)
+        y_idx = y_idx.astype(np.int64)
         train_rows = monitor = None
         if epochs is None and validation_data is None:
             train_rows, held_out = _holdout(y_idx, float(self.validation_fraction), self.seed)
@@ -574,8 +575,7 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
         elif epochs is None:
             monitor = validation_data
         n_train = n if train_rows is None else len(train_rows)
-        self._start(y, f, encoder, n_samples=n_train)
-        y_idx = self._encode(y)
+        self._start(classes, f, encoder, n_samples=n_train)
         self.history_ = []
         total = int(self.max_epochs) if epochs is None else int(epochs)
         bar = progress(range(total), total=total, desc="Tsetlin epochs", enabled=progress_bar)

@@ -58,16 +58,8 @@ impl Feedback<'_> {
             let valid = self.valid_literals[w];
             // The negation cap first, then the clause's literal budget, on what is left.
             let mut limit = |up: u64| {
-                let mut up = up;
-                if w >= fw {
-                    if let Some(left) = negated.as_mut() {
-                        up = limit_new_includes(up, kernels.at_edge(lane), left);
-                    }
-                }
-                if let Some(left) = budget.as_mut() {
-                    up = limit_new_includes(up, kernels.at_edge(lane), left);
-                }
-                up
+                let capped = if w >= fw { negated.as_mut() } else { None };
+                limit_includes(up, || kernels.at_edge(lane), capped, budget.as_mut())
             };
             match kind {
                 Kind::TypeI => {
@@ -116,16 +108,8 @@ impl Feedback<'_> {
         let fw = self.lw / 2;
         // The negation cap first, then the clause's literal budget, on what is left.
         let mut limit = |w: usize, up: u64, act: u64, low: &[u64]| {
-            let mut up = up;
-            if w >= fw {
-                if let Some(left) = negated.as_mut() {
-                    up = limit_new_includes(up, plane_edge(act, low), left);
-                }
-            }
-            if let Some(left) = budget.as_mut() {
-                up = limit_new_includes(up, plane_edge(act, low), left);
-            }
-            up
+            let capped = if w >= fw { negated.as_mut() } else { None };
+            limit_includes(up, || plane_edge(act, low), capped, budget.as_mut())
         };
         match kind {
             Kind::TypeI => {
@@ -182,6 +166,24 @@ impl Feedback<'_> {
             }
         }
     }
+}
+
+/// The literal limits on automata about to step up: the negation cap (`capped`, on words of
+/// negations) first, then the clause's literal budget, on what is left; `at_edge` is measured
+/// once, and only when a limit applies.
+#[inline(always)]
+fn limit_includes(
+    up: u64,
+    at_edge: impl FnOnce() -> u64,
+    capped: Option<&mut usize>,
+    budget: Option<&mut usize>,
+) -> u64 {
+    if capped.is_none() && budget.is_none() {
+        return up;
+    }
+    let edge = at_edge();
+    let up = capped.map_or(up, |left| limit_new_includes(up, edge, left));
+    budget.map_or(up, |left| limit_new_includes(up, edge, left))
 }
 
 /// Keep the literal budget: of the automata in `up` that would cross into "include" (`at_edge`:
