@@ -271,7 +271,8 @@ def test_sklearn_pipeline_and_cross_validation(rng):
 
     X, y = _text_like(rng, n=600)
     pipe = make_pipeline(FunctionTransformer(lambda a: a.astype(bool)), TsetlinMachine(40, 15, 4.0, seed=0))
-    scores = cross_val_score(pipe, X, y, cv=3, params={"tsetlinmachine__epochs": 3})
+    # 6 epochs: the worst fold of 25 random data sets scored 0.905 (3 epochs: 0.795 seen once).
+    scores = cross_val_score(pipe, X, y, cv=3, params={"tsetlinmachine__epochs": 6})
     assert scores.min() > 0.8
     tm = TsetlinMachine(40, 15, 4.0, seed=0, coalesced=True)
     assert clone(tm).get_params() == tm.get_params()
