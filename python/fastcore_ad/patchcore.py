@@ -66,9 +66,11 @@ def greedy_coreset(X, n_select, *, start=0, n_jobs=None, progress_bar=True):
     ``X [n, d]`` (int64), beginning with ``start``; each step takes the point whose minimum
     squared distance to the points selected so far is largest (ties: the lowest index).
 
-    The minimum distances are updated incrementally (one pass over ``X`` per step, in
-    parallel) and compared in float64, so the selection equals a float64 implementation of
-    the rule index for index.
+    On the CPU the minimum distances are updated lazily: a point is measured against the new
+    centres only when its stale minimum (an upper bound) reaches the top of a max-queue, so
+    points far from the frontier wait and then meet many centres at once, from cache. Distances
+    are compared in float64, so the selection equals a float64 implementation of the rule index
+    for index. On CUDA each step is one full pass over ``X``.
 
     >>> X = np.array([[0.0], [1.0], [10.0], [4.0]])
     >>> greedy_coreset(X, 3, progress_bar=False).tolist()
@@ -79,7 +81,7 @@ def greedy_coreset(X, n_select, *, start=0, n_jobs=None, progress_bar=True):
     n = int(x.shape[0])
     n_select = _whole(n_select, "n_select", 1, n)
     start = _whole(start, "start", 0, n - 1)
-    # A bar when the passes together read over ~5e9 values (seconds of work).
+    # A bar when a full pass per step would read over ~5e9 values (seconds of work).
     bar = progress(None, total=n_select, desc="coreset", enabled=progress_bar and n_select * n * x.shape[1] > 5e9)
     done = [0]
 

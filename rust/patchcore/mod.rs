@@ -7,15 +7,20 @@
 //! rounding bound of the row's current k-th best exact distance. The answer therefore equals a
 //! float64 brute force, ties ordered by bank index, while memory stays at one tile per thread.
 //!
-//! Coreset: the classic incremental greedy k-center: keep each point's minimum squared distance
-//! to the selected set, take the largest, update the minima with the new centre. The argmax is
-//! taken on float32 minima and re-decided in float64 among the points within the rounding bound
-//! of the leader, so the selection equals a float64 implementation index for index. Each point
-//! also remembers which centre is its nearest: by the triangle inequality the new centre `c`
-//! cannot come closer to a point `x` owned by centre `a` when `|c - a| >= 2 |x - a|`, so such
-//! points are not measured at all (with a relative margin far above the float64 error, so the
-//! minima stay exactly those of the unpruned pass). As the selected set grows most points are
-//! settled this way and a step reads their minima only, not their vectors.
+//! Coreset: the greedy k-center rule (take the point farthest from the selected set, lowest
+//! index on ties), evaluated lazily. Each point keeps its minimum squared distance to the centres
+//! it has been measured against; since minima only fall, a stale minimum bounds the true one from
+//! above. A max-queue on these bounds yields the leader: its top is brought up to date with the
+//! centres chosen since it was last measured, and once the top is up to date nothing below can
+//! beat it. Points well below the current leader are not touched for many steps and then meet
+//! all their new centres in one pass over a contiguous copy of the centres, so a step costs a few
+//! points against many centres from cache instead of a full pass over X from memory. When a
+//! step would catch up too many points, one parallel pass brings everyone up to date instead.
+//! Distances are estimated in float32 lanes and re-measured in float64 wherever the estimate
+//! cannot rule a centre out, so the minima, and the selection, equal a float64 implementation
+//! index for index.
+
+use std::collections::BinaryHeap;
 
 use rayon::prelude::*;
 
@@ -270,99 +275,128 @@ fn unit_rows<T: Real>(x: &[T], d: usize, name: &str) -> CoreResult<Vec<T>> {
     Ok(out)
 }
 
+/// Points per task of the parallel full catch-up.
 const CHUNK: usize = 4096;
 
-/// What a greedy step needs besides the minima: the points, their length, the new centre and the
-/// relative slack of the fast estimate.
-struct Step<'a, T> {
+/// A point's place in the lazy queue: its minimum squared distance to the centres applied to it
+/// so far, an upper bound on the true minimum (minima only fall); largest first, lowest index
+/// first among equals, the order of the greedy rule.
+#[derive(Clone, Copy, Debug)]
+struct Candidate {
+    bound: f64,
+    index: u32,
+}
+
+impl PartialEq for Candidate {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+impl Eq for Candidate {}
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Candidate {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.bound
+            .total_cmp(&other.bound)
+            .then_with(|| other.index.cmp(&self.index))
+    }
+}
+
+/// What a catch-up reads: the points, their length, the chosen centres' rows copied in
+/// selection order (contiguous, so a point streams through them from cache) and the relative
+/// slack of the fast estimate.
+struct Centres<'a, T> {
     x: &'a [T],
     d: usize,
-    centre: &'a [T],
+    rows: &'a [T],
     slack: f64,
-    /// Distance from the new centre to every earlier centre, by selection order.
-    gaps: &'a [f64],
-    /// The new centre's place in the selection order.
-    ordinal: u32,
 }
 
-/// No owner yet: the point's minimum is still infinite.
-const NO_OWNER: u32 = u32::MAX;
-/// Relative margin of the pruning test, far above the float64 error of the distances compared.
-const PRUNE_MARGIN: f64 = 1e-7;
+impl<T> Centres<'_, T> {
+    fn count(&self) -> usize {
+        self.rows.len() / self.d
+    }
+}
 
-/// One chunk of a greedy step (points from `base`): lower each point's minimum squared distance
-/// with the new centre and return the chunk's farthest point (value, index; lowest index on
-/// ties). The fast lane estimate settles most points; only those it cannot rule out are
-/// measured exactly, so the minima are exactly those of a float64 implementation.
+/// Point `i`'s minimum `m` lowered with the centres it has not seen (`seen..`): the fast lane
+/// estimate rules most of them out; the rest are measured exactly, so the minimum is exactly
+/// that of a float64 implementation.
 #[inline(always)]
-fn update_chunk_body<T: Real>(
-    step: &Step<'_, T>,
-    base: usize,
-    chunk: &mut [f64],
-    owners: &mut [u32],
-) -> (f64, usize) {
-    let (d, c) = (step.d, step.centre);
-    let mut best = (f64::NEG_INFINITY, usize::MAX);
-    for (o, (m, owner)) in chunk.iter_mut().zip(owners.iter_mut()).enumerate() {
-        let i = base + o;
-        // |c - x| >= |c - a| - |x - a| >= |x - a| when |c - a| >= 2 |x - a|: no improvement.
-        let settled = *owner != NO_OWNER
-            && step.gaps[*owner as usize] >= 2.0 * m.sqrt() * (1.0 + PRUNE_MARGIN);
-        let row = &step.x[i * d..(i + 1) * d];
-        if !settled && sq_distance_lanes(row, c) * (1.0 - step.slack) <= *m {
-            let dist = exact_sq(row, c);
-            if dist < *m {
-                *m = dist;
-                *owner = step.ordinal;
+fn catch_up_body<T: Real>(c: &Centres<'_, T>, i: usize, seen: usize, mut m: f64) -> f64 {
+    let d = c.d;
+    let row = &c.x[i * d..(i + 1) * d];
+    for centre in c.rows[seen * d..].chunks_exact(d) {
+        if sq_distance_lanes(row, centre) * (1.0 - c.slack) <= m {
+            let dist = exact_sq(row, centre);
+            if dist < m {
+                m = dist;
             }
         }
-        if *m > best.0 {
-            best = (*m, i);
-        }
     }
-    best
+    m
 }
 
-/// One copy of [`update_chunk_body`] compiled for a vector extension.
-macro_rules! update_chunk_for {
+/// One copy of [`catch_up_body`] compiled for a vector extension.
+macro_rules! catch_up_for {
     ($name:ident, $features:literal) => {
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $features)]
-        unsafe fn $name<T: Real>(
-            step: &Step<'_, T>,
-            base: usize,
-            chunk: &mut [f64],
-            owners: &mut [u32],
-        ) -> (f64, usize) {
-            update_chunk_body(step, base, chunk, owners)
+        unsafe fn $name<T: Real>(c: &Centres<'_, T>, i: usize, seen: usize, m: f64) -> f64 {
+            catch_up_body(c, i, seen, m)
         }
     };
 }
 
-update_chunk_for!(update_chunk_avx512, "avx512f");
-update_chunk_for!(update_chunk_avx2, "avx2,fma");
+catch_up_for!(catch_up_avx512, "avx512f");
+catch_up_for!(catch_up_avx2, "avx2,fma");
 
-/// [`update_chunk_body`] through the widest vector unit the CPU has (the crate is compiled for
+/// [`catch_up_body`] through the widest vector unit the CPU has (the crate is compiled for
 /// baseline x86-64); every copy gives the same minima, since decisions are re-made exactly.
-fn update_chunk<T: Real>(
-    step: &Step<'_, T>,
-    base: usize,
-    chunk: &mut [f64],
-    owners: &mut [u32],
-) -> (f64, usize) {
+fn catch_up<T: Real>(c: &Centres<'_, T>, i: usize, seen: usize, m: f64) -> f64 {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU supports AVX-512F (checked just above).
-            return unsafe { update_chunk_avx512(step, base, chunk, owners) };
+            return unsafe { catch_up_avx512(c, i, seen, m) };
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-            return unsafe { update_chunk_avx2(step, base, chunk, owners) };
+            return unsafe { catch_up_avx2(c, i, seen, m) };
         }
     }
-    update_chunk_body(step, base, chunk, owners)
+    catch_up_body(c, i, seen, m)
+}
+
+/// Every point brought up to date (in parallel), and the queue rebuilt from the exact minima.
+fn catch_up_all<T: Real>(
+    c: &Centres<'_, T>,
+    min_d2: &mut [f64],
+    applied: &mut [u32],
+    queue: &mut BinaryHeap<Candidate>,
+) {
+    let count = c.count() as u32;
+    min_d2
+        .par_chunks_mut(CHUNK)
+        .zip(applied.par_chunks_mut(CHUNK))
+        .enumerate()
+        .for_each(|(ci, (ms, seen))| {
+            for (o, (m, s)) in ms.iter_mut().zip(seen.iter_mut()).enumerate() {
+                *m = catch_up(c, ci * CHUNK + o, *s as usize, *m);
+                *s = count;
+            }
+        });
+    let mut entries = std::mem::take(queue).into_vec();
+    entries.clear();
+    entries.extend(min_d2.iter().enumerate().map(|(i, &bound)| Candidate {
+        bound,
+        index: i as u32,
+    }));
+    *queue = BinaryHeap::from(entries);
 }
 
 /// Exact greedy k-center: `n_select` indices of `x [n, d]`, starting at `start`; each step
@@ -382,65 +416,83 @@ pub fn greedy_coreset<T: Real>(
     if x.len() != n * d {
         return invalid("X: length does not match its shape");
     }
+    if n > u32::MAX as usize {
+        return invalid(format!("X: at most {} rows, got {n}", u32::MAX));
+    }
     if n_select == 0 || n_select > n {
         return invalid(format!("n_select: must lie in [1, {n}], got {n_select}"));
     }
     if start >= n {
         return invalid(format!("start: must lie in [0, {n}), got {start}"));
     }
-    // Minimum squared distances kept in float64: the update is a pass over X anyway (memory
-    // bound), and float64 minima make the argmax exact without a second pass.
-    if n_select > NO_OWNER as usize {
+    let mut rows: Vec<T> = Vec::new();
+    if rows.try_reserve_exact(n_select * d).is_err() {
         return invalid(format!(
-            "n_select: at most {} centres, got {n_select}",
-            NO_OWNER
+            "n_select: a copy of {n_select} centres of {d} values does not fit in memory"
         ));
     }
+    // Minima kept exact in float64, with the number of centres each already reflects.
     let mut min_d2 = vec![f64::INFINITY; n];
-    let mut owners = vec![NO_OWNER; n];
+    let mut applied = vec![0u32; n];
+    let mut queue = BinaryHeap::new();
     let mut selected = Vec::with_capacity(n_select);
-    let mut gaps: Vec<f64> = Vec::with_capacity(n_select);
-    let mut centre = start;
     let slack = fast_sq_slack::<T>(d);
-    for step in 0..n_select {
-        selected.push(centre as i64);
-        if step + 1 == n_select {
+    // Stale points caught up together (in parallel) before the queue is looked at again.
+    let batch_size = 4 * rayon::current_num_threads();
+    // Past this many lazy updates in one step a full parallel pass is cheaper than the queue.
+    let lazy_limit = (n / 8).max(batch_size);
+    let mut batch: Vec<Candidate> = Vec::with_capacity(batch_size);
+    let mut leader = start;
+    loop {
+        selected.push(leader as i64);
+        rows.extend_from_slice(&x[leader * d..(leader + 1) * d]);
+        if selected.len() == n_select {
             break;
         }
-        let c = &x[centre * d..(centre + 1) * d];
-        // Distances from the new centre to the earlier ones (the last is the centre itself).
-        selected
-            .par_iter()
-            .map(|&s| exact_sq(&x[s as usize * d..(s as usize + 1) * d], c).sqrt())
-            .collect_into_vec(&mut gaps);
-        let work = Step {
-            x,
-            d,
-            centre: c,
-            slack,
-            gaps: &gaps,
-            ordinal: step as u32,
-        };
-        // Update the minima and find the new leader per chunk, then across chunks.
-        let leader = min_d2
-            .par_chunks_mut(CHUNK)
-            .zip(owners.par_chunks_mut(CHUNK))
-            .enumerate()
-            .map(|(ci, (chunk, own))| update_chunk(&work, ci * CHUNK, chunk, own))
-            .reduce(
-                || (f64::NEG_INFINITY, usize::MAX),
-                |a, b| {
-                    if a.0 > b.0 || (a.0 == b.0 && a.1 < b.1) {
-                        a
-                    } else {
-                        b
-                    }
-                },
-            );
-        centre = leader.1;
-        if step % 64 == 0 {
-            progress(step + 1);
+        if selected.len() % 64 == 0 {
+            progress(selected.len());
         }
+        let view = Centres { x, d, rows: &rows, slack };
+        if selected.len() == 1 {
+            catch_up_all(&view, &mut min_d2, &mut applied, &mut queue);
+        }
+        let count = selected.len() as u32;
+        let mut updates = 0;
+        // Minima only fall, so a stale minimum bounds the true one from above: once the queue's
+        // top is up to date no other point can beat it, and only points that reach the top are
+        // measured against the centres chosen since they were last looked at. Points far below
+        // the leader are skipped for many steps, then meet all their new centres in one pass.
+        leader = loop {
+            batch.clear();
+            while batch.len() < batch_size {
+                match queue.peek() {
+                    Some(top) if applied[top.index as usize] != count => {
+                        batch.extend(queue.pop());
+                    }
+                    _ => break,
+                }
+            }
+            if batch.is_empty() {
+                match queue.peek() {
+                    Some(top) => break top.index as usize,
+                    None => return invalid("X: the selection queue emptied"),
+                }
+            }
+            batch.par_iter_mut().for_each(|p| {
+                let i = p.index as usize;
+                p.bound = catch_up(&view, i, applied[i] as usize, min_d2[i]);
+            });
+            for p in batch.drain(..) {
+                min_d2[p.index as usize] = p.bound;
+                applied[p.index as usize] = count;
+                queue.push(p);
+            }
+            updates += batch_size;
+            if updates >= lazy_limit {
+                catch_up_all(&view, &mut min_d2, &mut applied, &mut queue);
+                updates = 0;
+            }
+        };
     }
     progress(selected.len());
     Ok(selected)
@@ -490,17 +542,23 @@ mod tests {
 
     #[test]
     fn coreset_takes_the_farthest_point_each_step() {
-        let (n, d) = (200, 4);
-        let x = random(n * d, 3);
-        let sel = greedy_coreset(&x, n, d, 20, 5, &|_| {}).unwrap_or_default();
-        let mut min_d2 = vec![f64::INFINITY; n];
-        let mut c = 5;
-        for &s in &sel {
-            assert_eq!(s as usize, c);
-            for i in 0..n {
-                min_d2[i] = min_d2[i].min(exact_sq(&x[i * d..(i + 1) * d], &x[c * d..(c + 1) * d]));
+        // Small and large selections (the lazy queue, and the full pass once a step would catch
+        // up too many points), with a repeated block of points so that minima tie at zero.
+        for (n, d, n_select, start) in [(200, 4, 20, 5), (3000, 5, 600, 17), (64, 3, 64, 0)] {
+            let mut x = random(n * d, n as u64);
+            x.copy_within(0..10 * d, (n - 10) * d);
+            let sel = greedy_coreset(&x, n, d, n_select, start, &|_| {}).unwrap_or_default();
+            assert_eq!(sel.len(), n_select);
+            let mut min_d2 = vec![f64::INFINITY; n];
+            let mut c = start;
+            for &s in &sel {
+                assert_eq!(s as usize, c);
+                for i in 0..n {
+                    let dist = exact_sq(&x[i * d..(i + 1) * d], &x[c * d..(c + 1) * d]);
+                    min_d2[i] = min_d2[i].min(dist);
+                }
+                c = (0..n).fold(0, |b, i| if min_d2[i] > min_d2[b] { i } else { b });
             }
-            c = (0..n).fold(0, |b, i| if min_d2[i] > min_d2[b] { i } else { b });
         }
     }
 }
