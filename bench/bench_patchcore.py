@@ -6,7 +6,9 @@ kNN peers: scikit-learn NearestNeighbors(algorithm="brute") and faiss-cpu IndexF
 L2; `pip install faiss-cpu`, in the bench extra). Coreset peer: a vectorised numpy rewrite of
 anomalib's KCenterGreedy (one full distance pass per step, argmax), the same rule as ours.
 Sizes are scaled down from the PatchCore workload (m = 100,000, n = 200,000, d = 384) so one
-run fits in minutes on 2 cores; FASTCORE_AD_BENCH_SCALE multiplies m and n.
+run fits in minutes on 2 cores; FASTCORE_AD_BENCH_SCALE multiplies m and n, and
+FASTCORE_AD_CORESET="n,d,n_select" sets the coreset workload (FASTCORE_AD_BENCH_ROUNDS: rounds per
+case, default 2).
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ from fastcore_ad import knn, patchcore
 
 SCALE = float(os.environ.get("FASTCORE_AD_BENCH_SCALE", "1"))
 M, N, D = int(10_000 * SCALE), int(40_000 * SCALE), 384
-CORESET_N, CORESET_D, CORESET_SELECT = 50_000, 128, 1_000
+# FASTCORE_AD_CORESET="200000,128,20000" runs the full PatchCore coreset workload (the numpy
+# rule then takes about 25 minutes).
+CORESET_N, CORESET_D, CORESET_SELECT = (
+    int(v) for v in os.environ.get("FASTCORE_AD_CORESET", "50000,128,1000").split(","))
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +34,10 @@ def vectors():
     return (rng.standard_normal((M, D), dtype=np.float32), rng.standard_normal((N, D), dtype=np.float32))
 
 
-def run(benchmark, fn, rounds=2):
+ROUNDS = int(os.environ.get("FASTCORE_AD_BENCH_ROUNDS", "2"))
+
+
+def run(benchmark, fn, rounds=ROUNDS):
     return benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=0)
 
 
