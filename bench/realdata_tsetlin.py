@@ -138,6 +138,7 @@ def main():
     parser.add_argument("--positive-only", action="store_true", help="negated_literals=False")
     parser.add_argument("--max-literals", type=int, help="max_included_literals (default: no budget)")
     parser.add_argument("--max-negated", type=int, help="max_negated_literals (default: no cap)")
+    parser.add_argument("--clause-drop", type=float, help="clause_drop_p (default 0)")
     parser.add_argument("--stop-words", action="store_true", help="drop scikit-learn's English stop words")
     parser.add_argument("--rules", type=int, default=0, help="print the N heaviest rules of every class")
     parser.add_argument("--no-baselines", action="store_true")
@@ -165,7 +166,8 @@ def main():
             best = max(best, report(name, pred, seconds))
     tm_params = {"seed": args.seed, "coalesced": args.coalesced, "negated_literals": not args.positive_only}
     for key, value in (("n_clauses", args.clauses), ("threshold", args.threshold), ("specificity", args.s),
-                       ("max_included_literals", args.max_literals), ("max_negated_literals", args.max_negated)):
+                       ("max_included_literals", args.max_literals), ("max_negated_literals", args.max_negated),
+                       ("clause_drop_p", args.clause_drop)):
         if value is not None:
             tm_params[key] = value
     pipe = text_pipeline(max_features=args.max_features or "auto", ngram_range=(1, args.ngram), **tm_params)
@@ -181,6 +183,7 @@ def main():
             f"s={tm.specificity_:g}{', positive literals only' if args.positive_only else ''}"
             f"{f', max_included_literals={args.max_literals}' if args.max_literals else ''}"
             f"{f', max_negated_literals={args.max_negated}' if args.max_negated is not None else ''}"
+            f"{f', clause_drop_p={args.clause_drop:g}' if args.clause_drop else ''}"
             f"{', English stop words dropped' if args.stop_words else ''}), "
             f"{tm.n_features_in_} words, {tm.epochs_} of {len(epochs)} epochs")
     acc = report(name, pred, seconds)
