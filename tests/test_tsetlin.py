@@ -484,16 +484,22 @@ def test_fit_without_epochs_stops_early_and_keeps_the_best_epoch(rng):
 
 
 def test_holdout_is_stratified_and_falls_back_on_tiny_sets(rng):
-    y = np.repeat([0, 1, 2], [50, 30, 20])
+    y = np.repeat([0, 1, 2], [500, 300, 200])
     train, held = tsetlin_module._holdout(y, 0.1, 0)
-    assert np.bincount(y[held]).tolist() == [5, 3, 2]
-    assert sorted(np.r_[train, held].tolist()) == list(range(100))
-    assert tsetlin_module._holdout(np.array([0, 0, 1]), 0.1, 0) == (None, None)  # one class-1 doc
-    assert tsetlin_module._holdout(np.array([0, 1] * 5), 0.1, 0) == (None, None)  # 1 held out < 2 classes
-    # Too small to hold out: monitored on the training set, still stops.
-    X = np.array([[1, 0], [0, 1], [1, 1]], dtype=np.uint8)
-    tm = TsetlinMachine(4, 2, 2.0, seed=0, max_epochs=30).fit(X, [0, 1, 1], progress_bar=False)
-    assert 1 <= tm.epochs_ <= len(tm.history_) <= 30
+    assert np.bincount(y[held]).tolist() == [50, 30, 20]
+    assert sorted(np.r_[train, held].tolist()) == list(range(1000))
+    assert tsetlin_module._holdout(np.r_[np.zeros(999, int), 1], 0.1, 0) == (None, None)  # one class-1 doc
+    # 100 held out for 3 classes is enough; 119 for 6 is not (20 per class on average).
+    assert tsetlin_module._holdout(np.arange(1000) % 3, 0.1, 0)[1] is not None
+    assert tsetlin_module._holdout(np.arange(1190) % 6, 0.1, 0) == (None, None)
+    # Too small to hold out: every document trains, for the fixed count (capped by max_epochs).
+    X, yy = _text_like(rng, n=300, f=40)
+    for cap, want in ((30, 25), (7, 7)):
+        tm = TsetlinMachine(10, 5, 3.0, seed=0, max_epochs=cap).fit(X, yy, progress_bar=False)
+        assert tm.epochs_ == tm.best_epoch_ == len(tm.history_) == want
+        assert all("val_accuracy" not in h for h in tm.history_)
+        same = TsetlinMachine(10, 5, 3.0, seed=0).fit(X, yy, epochs=want, progress_bar=False)
+        np.testing.assert_array_equal(same.action_, tm.action_)
 
 
 @pytest.mark.parametrize("name, value", [("max_epochs", 0), ("n_iter_no_change", 0), ("validation_fraction", 1.0),

@@ -102,12 +102,21 @@ def _is_sparse(X) -> bool:
     return hasattr(X, "tocsr") and hasattr(X, "nnz") and hasattr(X, "format")
 
 
+# A held-out split steers early stopping only with enough documents per class: with fewer, its
+# accuracy jumps by whole documents from epoch to epoch (MTSamples: 108 notes for 17 classes).
+_MIN_HELD_OUT_PER_CLASS = 20
+# Epochs on all the data when no held-out split is drawn (the best fixed count on MTSamples and
+# Ohsumed, both too small to hold out; see bench/RESULTS.md).
+_EPOCHS_WITHOUT_HOLDOUT = 25
+
+
 def _holdout(y_idx, fraction: float, seed):
     """``(train_rows, held_out_rows)``: a stratified split drawn from ``seed``, every class
     keeping at least one training and one held-out document; ``(None, None)`` when a class has
-    fewer than two documents or the held-out part would hold fewer than one per class."""
+    fewer than two documents or the held-out part would hold fewer than
+    ``_MIN_HELD_OUT_PER_CLASS`` documents per class on average."""
     counts = np.bincount(y_idx)
-    if counts.min() < 2 or fraction * len(y_idx) < len(counts):
+    if counts.min() < 2 or fraction * len(y_idx) < _MIN_HELD_OUT_PER_CLASS * len(counts):
         return None, None
     rng = np.random.default_rng([0 if seed is None else int(seed), 0x5E1EC7])
     held = []
@@ -328,8 +337,8 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
         ``validation_fraction`` of the training set (stratified, drawn from ``seed``), trains
         until the validation accuracy has not improved for ``n_iter_no_change`` epochs or
         ``max_epochs`` have run, and keeps the model of the best epoch (``best_epoch_``).
-        Training sets too small to hold out one document of every class twice are monitored
-        on the training accuracy instead.
+        Training sets too small for a held-out part of 20 documents per class on average
+        train on every document for ``min(max_epochs, 25)`` epochs instead.
 
     The sizes used are ``n_clauses_``, ``threshold_`` and ``specificity_``.
 
@@ -552,7 +561,9 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
         stratified ``validation_fraction`` of (X, y) is held out (or ``validation_data`` is
         used, and all of (X, y) trains), and training runs until the validation accuracy has
         not improved for ``n_iter_no_change`` epochs or ``max_epochs`` have run; the model of
-        the best epoch is kept (``best_epoch_``, and ``epochs_`` equals it).
+        the best epoch is kept (``best_epoch_``, and ``epochs_`` equals it). When the held-out
+        part would hold fewer than 20 documents per class on average (or a class has a single
+        document), nothing is held out: all of (X, y) trains for ``min(max_epochs, 25)`` epochs.
 
         ``validation_data=(X_val, y_val)`` shows the validation accuracy on the progress bar
         (one bar step per epoch; FASTCORE_AD_PROGRESS=0 or ``progress_bar=False`` silences it).
@@ -571,7 +582,11 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
         train_rows = monitor = None
         if epochs is None and validation_data is None:
             train_rows, held_out = _holdout(y_idx, float(self.validation_fraction), self.seed)
-            monitor = (_take_rows(X, held_out), y[held_out]) if held_out is not None else (X, y)
+            if held_out is None:
+                # Too few documents to hold out: all of them train, for a fixed count.
+                epochs = min(int(self.max_epochs), _EPOCHS_WITHOUT_HOLDOUT)
+            else:
+                monitor = (_take_rows(X, held_out), y[held_out])
         elif epochs is None:
             monitor = validation_data
         n_train = n if train_rows is None else len(train_rows)
