@@ -337,8 +337,9 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
         ``validation_fraction`` of the training set (stratified, drawn from ``seed``), trains
         until the validation accuracy has not improved for ``n_iter_no_change`` epochs or
         ``max_epochs`` have run, and keeps the model of the best epoch (``best_epoch_``).
-        Training sets too small for a held-out part of 20 documents per class on average
-        train on every document for ``min(max_epochs, 25)`` epochs instead.
+        Training sets too small for a held-out part of 20 documents per class on average (or
+        with a class of a single document) train on every document for
+        ``min(max_epochs, 25)`` epochs instead; their ``history_`` has no validation accuracy.
 
     The sizes used are ``n_clauses_``, ``threshold_`` and ``specificity_``.
 

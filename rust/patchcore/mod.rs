@@ -285,6 +285,8 @@ fn unit_rows<T: Real>(x: &[T], d: usize, name: &str) -> CoreResult<Vec<T>> {
 
 /// Points per task of the parallel full catch-up.
 const CHUNK: usize = 4096;
+/// Point-centre distances below which a batch of catch-ups runs on the calling thread.
+const SERIAL_CATCH_UP: usize = 256;
 
 /// A point's place in the lazy queue: its minimum squared distance to the centres applied to it
 /// so far, an upper bound on the true minimum (minima only fall); largest first, lowest index
@@ -418,6 +420,21 @@ pub fn greedy_coreset<T: Real>(
     start: usize,
     progress: &(dyn Fn(usize) + Sync),
 ) -> CoreResult<Vec<i64>> {
+    // Past n / 8 catch-ups in one step the queue is mostly churn: one parallel pass over every
+    // point ends the step sooner, though it measures points the queue would have left alone.
+    greedy_coreset_with_limit(x, n, d, n_select, start, progress, n / 8)
+}
+
+/// [`greedy_coreset`] with the number of catch-ups per step after which a full pass is made.
+fn greedy_coreset_with_limit<T: Real>(
+    x: &[T],
+    n: usize,
+    d: usize,
+    n_select: usize,
+    start: usize,
+    progress: &(dyn Fn(usize) + Sync),
+    lazy_limit: usize,
+) -> CoreResult<Vec<i64>> {
     if n == 0 || d == 0 {
         return invalid("X: no vectors to select from");
     }
@@ -447,8 +464,7 @@ pub fn greedy_coreset<T: Real>(
     let slack = fast_sq_slack::<T>(d);
     // Stale points caught up together (in parallel) before the queue is looked at again.
     let batch_size = 4 * rayon::current_num_threads();
-    // Past this many lazy updates in one step a full parallel pass is cheaper than the queue.
-    let lazy_limit = (n / 8).max(batch_size);
+    let lazy_limit = lazy_limit.max(1);
     let mut batch: Vec<Candidate> = Vec::with_capacity(batch_size);
     let mut leader = start;
     loop {
@@ -486,16 +502,26 @@ pub fn greedy_coreset<T: Real>(
                     None => return invalid("X: the selection queue emptied"),
                 }
             }
-            batch.par_iter_mut().for_each(|p| {
+            // Threads only pay when the batch has real work (points long out of date).
+            let pending: usize = batch
+                .iter()
+                .map(|p| (count - applied[p.index as usize]) as usize)
+                .sum();
+            let catch_up_one = |p: &mut Candidate| {
                 let i = p.index as usize;
                 p.bound = catch_up(&view, i, applied[i] as usize, min_d2[i]);
-            });
+            };
+            if pending >= SERIAL_CATCH_UP {
+                batch.par_iter_mut().for_each(catch_up_one);
+            } else {
+                batch.iter_mut().for_each(catch_up_one);
+            }
+            updates += batch.len();
             for p in batch.drain(..) {
                 min_d2[p.index as usize] = p.bound;
                 applied[p.index as usize] = count;
                 queue.push(p);
             }
-            updates += batch_size;
             if updates >= lazy_limit {
                 catch_up_all(&view, &mut min_d2, &mut applied, &mut queue);
                 updates = 0;
@@ -550,13 +576,18 @@ mod tests {
 
     #[test]
     fn coreset_takes_the_farthest_point_each_step() {
-        // Small and large selections (the lazy queue, and the full pass once a step would catch
-        // up too many points), with a repeated block of points so that minima tie at zero.
+        // Small and large selections, with a repeated block of points so that minima tie at
+        // zero; the same again with full passes forced.
         for (n, d, n_select, start) in [(200, 4, 20, 5), (3000, 5, 600, 17), (64, 3, 64, 0)] {
             let mut x = random(n * d, n as u64);
             x.copy_within(0..10 * d, (n - 10) * d);
             let sel = greedy_coreset(&x, n, d, n_select, start, &|_| {}).unwrap_or_default();
             assert_eq!(sel.len(), n_select);
+            // A full pass after every catch-up (and after a few): the same selection.
+            for limit in [1, 7] {
+                let forced = greedy_coreset_with_limit(&x, n, d, n_select, start, &|_| {}, limit);
+                assert_eq!(forced.unwrap_or_default(), sel);
+            }
             let mut min_d2 = vec![f64::INFINITY; n];
             let mut c = start;
             for &s in &sel {
