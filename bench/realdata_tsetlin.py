@@ -4,9 +4,9 @@
     python bench/realdata_tsetlin.py --dataset r8 --positive-only --rules 3
     python bench/realdata_tsetlin.py --dataset 20ng --clauses 800 --threshold 640 --epochs 15
 
-TM: ``text_pipeline(seed=0)`` (binary unigrams seen in 2+ training documents, chi2-ranked
-vocabulary, machine sized from the data, early stopping on a held-out 10% of the training
-split), or the sizes given. Baselines, fitted on the training split only: tf-idf (sublinear tf)
+TM: ``text_pipeline(seed=0)`` (binary unigrams, plus bigrams from 20,000 training documents on,
+seen in 2+ training documents, chi2-ranked vocabulary, machine sized from the data, early
+stopping on a held-out 10% of the training split), or the sizes given. Baselines, fitted on the training split only: tf-idf (sublinear tf)
 uni+bigrams with min_df=2 into ``LinearSVC(C=1)`` and ``LogisticRegression(C=10)``; counts
 (uni+bigrams, min_df=2) into ``MultinomialNB(alpha=0.1)``. Printed: accuracy, macro-F1 and fit
 seconds per model; with ``--rules N`` the N heaviest rules of each class and the share of
@@ -133,7 +133,7 @@ def main():
     parser.add_argument("--s", type=float, help="specificity (default 3)")
     parser.add_argument("--epochs", type=int, help="fixed epochs (default: early stopping)")
     parser.add_argument("--max-features", type=int, help="vocabulary size (default: sized from the data)")
-    parser.add_argument("--ngram", type=int, default=1, help="longest n-gram of the TM's vocabulary")
+    parser.add_argument("--ngram", type=int, help="longest n-gram of the TM's vocabulary (default: by corpus size)")
     parser.add_argument("--coalesced", action="store_true")
     parser.add_argument("--positive-only", action="store_true", help="negated_literals=False")
     parser.add_argument("--max-literals", type=int, help="max_included_literals (default: no budget)")
@@ -170,7 +170,8 @@ def main():
                        ("clause_drop_p", args.clause_drop)):
         if value is not None:
             tm_params[key] = value
-    pipe = text_pipeline(max_features=args.max_features or "auto", ngram_range=(1, args.ngram), **tm_params)
+    pipe = text_pipeline(max_features=args.max_features or "auto",
+                         ngram_range="auto" if args.ngram is None else (1, args.ngram), **tm_params)
     if args.stop_words:
         pipe.set_params(vectorizer__stop_words="english")
     t = time.perf_counter()
@@ -185,7 +186,8 @@ def main():
             f"{f', max_negated_literals={args.max_negated}' if args.max_negated is not None else ''}"
             f"{f', clause_drop_p={args.clause_drop:g}' if args.clause_drop else ''}"
             f"{', English stop words dropped' if args.stop_words else ''}), "
-            f"{tm.n_features_in_} words, {tm.epochs_} of {len(epochs)} epochs")
+            f"{tm.n_features_in_} {'terms (uni+bigrams)' if pipe[0].ngram_range_ == (1, 2) else 'words'}, "
+            f"{tm.epochs_} of {len(epochs)} epochs")
     acc = report(name, pred, seconds)
     if best:
         print(f"TM - best baseline: {100 * (acc - best):+.2f} points", flush=True)

@@ -295,6 +295,46 @@ def test_text_pipeline_speaks_words():
     assert why["prediction"] == "allergy"
 
 
+def test_auto_ngram_range_follows_the_corpus_size(rng, monkeypatch):
+    """``ngram_range="auto"``: the vocabulary is exactly CountVectorizer's with words, or with
+    words and pairs from ``_BIGRAMS_FROM_DOCUMENTS`` documents on; transform uses the range
+    fitted, and parameters keep "auto"."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    words = np.array(["rash", "penicillin", "fracture", "arm", "cough", "fever", "cast", "throat"])
+    texts = [" ".join(rng.choice(words, size=rng.integers(1, 7))) for _ in range(60)]
+    labels = rng.integers(0, 2, 60)
+    for limit, want in ((61, (1, 1)), (60, (1, 2))):
+        monkeypatch.setattr(tsetlin_module, "_BIGRAMS_FROM_DOCUMENTS", limit)
+        pipe = text_pipeline(max_features="auto", min_df=2, n_clauses=10, threshold=5, seed=0)
+        pipe.fit(iter(texts), labels, tm__epochs=1, tm__progress_bar=False)  # a generator too
+        vec = pipe.named_steps["vectorizer"]
+        assert vec.ngram_range_ == want and vec.ngram_range == "auto"
+        assert pipe.get_params()["vectorizer__ngram_range"] == "auto"
+        oracle = CountVectorizer(binary=True, ngram_range=want, min_df=2).fit(texts)
+        assert list(vec.get_feature_names_out()) == list(oracle.get_feature_names_out())
+        assert (vec.transform(texts[:7]) != oracle.transform(texts[:7])).nnz == 0
+        assert vec.build_analyzer()("rash arm") == oracle.build_analyzer()("rash arm")
+    fixed = text_pipeline(ngram_range=(1, 2), min_df=1, n_clauses=10, threshold=5, seed=0)
+    fixed.fit(texts, labels, tm__epochs=1, tm__progress_bar=False)
+    assert fixed.named_steps["vectorizer"].ngram_range_ == (1, 2)
+    with pytest.raises(ValueError, match="ngram_range"):
+        text_pipeline(ngram_range="bigrams").fit(texts, labels)
+    with pytest.raises(ValueError, match="raw_documents"):
+        text_pipeline().fit("one string", [0])
+
+
+def test_fitted_text_pipeline_pickles(tmp_path):
+    texts = ["rash after penicillin", "fracture of the arm", "penicillin rash again", "arm in a cast"] * 10
+    labels = ["allergy", "ortho", "allergy", "ortho"] * 10
+    pipe = text_pipeline(max_features=20, min_df=2, n_clauses=10, threshold=5, seed=0)
+    pipe.fit(texts, labels, tm__epochs=3, tm__progress_bar=False)
+    back = pickle.loads(pickle.dumps(pipe))
+    assert list(back.predict(texts)) == list(pipe.predict(texts))
+    assert list(back.feature_names()) == list(pipe.feature_names())
+    assert [str(r) for r in back.rules()] == [str(r) for r in pipe.rules()]
+
+
 def test_demo_runs():
     rows = tsetlin_module.demo()
     assert rows[0]["result"].startswith("accuracy")
@@ -524,15 +564,19 @@ def test_negation_cap_bounds_every_clause(rng, cap, budget):
     X, y = _text_like(rng, n=300, f=70, density=0.1)
     capped = TsetlinMachine(20, 10, 4.0, seed=5, max_negated_literals=cap, max_included_literals=budget).fit(
         X, y, epochs=3, progress_bar=False)
-    free = TsetlinMachine(20, 10, 4.0, seed=5, max_included_literals=budget).fit(X, y, epochs=3, progress_bar=False)
     fw = capped.action_.shape[2] // 2
     negated = np.vectorize(lambda w: bin(int(w)).count("1"))(capped.action_[:, :, fw:]).sum(axis=2)
     assert negated.max() <= cap
     if budget is not None:
         assert np.vectorize(lambda w: bin(int(w)).count("1"))(capped.action_).sum(axis=2).max() <= budget
-    # Without the cap the same machine includes more negations: the cap did something.
-    negated_free = np.vectorize(lambda w: bin(int(w)).count("1"))(free.action_[:, :, fw:]).sum(axis=2)
-    assert negated_free.max() > cap
+    # Without the cap the same machine includes more negations: the cap did something. (On a
+    # fixed draw: a fresh one occasionally leaves the free machine at <= 3 negations.)
+    Xf, yf = _text_like(np.random.default_rng(0), n=300, f=70, density=0.1)
+    free = TsetlinMachine(20, 10, 4.0, seed=5, max_included_literals=budget).fit(Xf, yf, epochs=3, progress_bar=False)
+    capped_f = TsetlinMachine(20, 10, 4.0, seed=5, max_negated_literals=cap, max_included_literals=budget).fit(
+        Xf, yf, epochs=3, progress_bar=False)
+    count = np.vectorize(lambda w: bin(int(w)).count("1"))
+    assert count(free.action_[:, :, fw:]).sum(axis=2).max() > cap >= count(capped_f.action_[:, :, fw:]).sum(axis=2).max()
     assert all(sum(neg for _, neg in r.literals) <= cap for r in capped.rules())
     # 0 is "no negated literals".
     none = TsetlinMachine(20, 10, 4.0, seed=5, max_negated_literals=0).fit(X, y, epochs=2, progress_bar=False)
