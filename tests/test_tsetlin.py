@@ -324,6 +324,63 @@ def test_auto_ngram_range_follows_the_corpus_size(rng, monkeypatch):
         text_pipeline().fit("one string", [0])
 
 
+def test_auto_ngram_vectorizer_edges(monkeypatch):
+    from sklearn.exceptions import NotFittedError
+
+    vec_class = type(text_pipeline().named_steps["vectorizer"])
+    texts = ["rash after penicillin", "fracture of the arm", "penicillin rash again", "arm in a cast"] * 5
+    with pytest.raises(NotFittedError, match="ngram_range"):
+        vec_class(ngram_range="auto").transform(texts)
+    # A given vocabulary needs no fit: its longest term sets the range.
+    given = vec_class(ngram_range="auto", vocabulary=["rash after", "arm"])
+    assert given.transform(["rash after penicillin"]).toarray().tolist() == [[1, 0]]
+    with pytest.raises(ValueError, match="ngram_range"):
+        vec_class(ngram_range="auto", analyzer="char").fit(texts)
+    # A failed refit keeps the fitted range and vocabulary together.
+    monkeypatch.setattr(tsetlin_module, "_BIGRAMS_FROM_DOCUMENTS", 20)
+    vec = vec_class(ngram_range="auto", min_df=2).fit(texts)
+    assert vec.ngram_range_ == (1, 2) and "rash after" in vec.vocabulary_
+    with pytest.raises(ValueError):
+        vec.set_params(min_df=5).fit(texts[:3])
+    assert vec.ngram_range_ == (1, 2) and vec.transform(["rash after"]).sum() == 3
+
+
+def test_chi2_selection_equals_select_k_best_and_leaves_k_alone(rng):
+    """The pipeline's selector picks SelectKBest's columns (ties and constant columns included),
+    keeps every column when k exceeds them, and never rewrites ``k`` (concurrent transforms)."""
+    import threading
+
+    from sklearn.feature_selection import SelectKBest, chi2
+
+    select_class = type(text_pipeline().named_steps["select"])
+    X = (rng.random((60, 40)) < 0.3).astype(np.int64)
+    X[:, 5] = X[:, 6]  # a tie
+    X[:, 7] = 0  # a constant column: NaN score
+    y = rng.integers(0, 3, 60)
+    for k in (0, 1, 7, 39, 40):
+        ours = select_class(chi2, k=k).fit(X, y)
+        assert (ours.get_support() == SelectKBest(chi2, k=k).fit(X, y).get_support()).all(), k
+    assert select_class(chi2, k=500).fit(X, y).get_support().all()
+    auto = select_class(chi2, k="auto").fit(X, y)
+    assert auto.k_ == 1000 and auto.get_support().all()
+    chosen = select_class(chi2, k=9).fit(X, y)
+    errors = []
+
+    def hammer():
+        try:
+            for _ in range(200):
+                chosen.transform(X)
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and chosen.get_params()["k"] == 9 and chosen.transform(X).shape == (60, 9)
+
+
 def test_fitted_text_pipeline_pickles(tmp_path):
     texts = ["rash after penicillin", "fracture of the arm", "penicillin rash again", "arm in a cast"] * 10
     labels = ["allergy", "ortho", "allergy", "ortho"] * 10

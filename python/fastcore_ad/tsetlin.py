@@ -52,12 +52,13 @@ from numbers import Integral
 
 import numpy as np
 from sklearn.base import ClassifierMixin
+from sklearn.exceptions import NotFittedError
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.feature_selection import SelectKBest, chi2
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import column_or_1d
+from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from . import _core
 from ._base import ComplexDataError, FastcoreEstimator, as_dense_array, check_shape
@@ -1018,19 +1019,32 @@ def _auto_ngram_range(n_documents: int) -> tuple[int, int]:
 
 
 class _AutoNgramVectorizer(CountVectorizer):
-    """CountVectorizer whose ``ngram_range`` may be "auto": resolved at fit from the number of
-    training documents (``ngram_range_``) and kept for transform."""
+    """CountVectorizer whose ``ngram_range`` may be "auto" (word analyzer only): resolved at fit
+    from the number of training documents, or from the longest term of a given ``vocabulary``,
+    into ``ngram_range_``, which transform then uses."""
 
     _parameter_constraints = {**CountVectorizer._parameter_constraints,
                               "ngram_range": [tuple, StrOptions({"auto"})]}
 
+    def _auto_range(self, n_documents=None):
+        """The range "auto" stands for, or None when it needs documents and none are given."""
+        if callable(self.analyzer):
+            return (1, 1)  # the analyzer makes the terms; the range is not used
+        if self.analyzer != "word":
+            raise ValueError(f'ngram_range: "auto" picks word n-grams; give a range for analyzer={self.analyzer!r}')
+        if self.vocabulary is not None:
+            terms = self.vocabulary.keys() if isinstance(self.vocabulary, dict) else self.vocabulary
+            return (1, max((len(str(t).split()) for t in terms), default=1))
+        return None if n_documents is None else _auto_ngram_range(n_documents)
+
     def _resolved(self):
-        """A shallow copy with the range fitted in place of "auto": transforming through it
-        leaves this object's parameters alone, so concurrent transforms are safe."""
+        """A shallow copy with a concrete range in place of "auto": transforming through it leaves
+        this object's parameters alone, so concurrent transforms are safe."""
         view = copy.copy(self)
-        view.ngram_range = getattr(self, "ngram_range_", self.ngram_range)
-        if isinstance(view.ngram_range, str):
-            raise ValueError('ngram_range: "auto" is resolved by fit; fit the vectorizer first')
+        if isinstance(self.ngram_range, str):
+            view.ngram_range = getattr(self, "ngram_range_", None) or self._auto_range()
+            if view.ngram_range is None:
+                raise NotFittedError('ngram_range: "auto" is resolved by fit; fit the vectorizer first')
         return view
 
     def fit(self, raw_documents, y=None):
@@ -1044,12 +1058,14 @@ class _AutoNgramVectorizer(CountVectorizer):
             raw_documents = list(raw_documents)
         self._validate_params()  # before "auto" is replaced by the range it stands for
         auto = isinstance(self.ngram_range, str)
-        self.ngram_range_ = _auto_ngram_range(len(raw_documents)) if auto else tuple(self.ngram_range)
-        saved, self.ngram_range = self.ngram_range, self.ngram_range_
+        resolved = self._auto_range(len(raw_documents)) if auto else tuple(self.ngram_range)
+        saved, self.ngram_range = self.ngram_range, resolved
         try:
-            return super().fit_transform(raw_documents, y)
+            out = super().fit_transform(raw_documents, y)
         finally:
             self.ngram_range = saved
+        self.ngram_range_ = resolved  # only once the vocabulary it belongs to is in place
+        return out
 
     def transform(self, raw_documents):
         return CountVectorizer.transform(self._resolved(), raw_documents)
@@ -1059,34 +1075,31 @@ class _AutoNgramVectorizer(CountVectorizer):
 
 
 class _SelectAtMostK(SelectKBest):
-    """SelectKBest keeping every feature when there are fewer than k, with ``k="auto"``."""
+    """SelectKBest keeping every feature when there are fewer than k, with ``k="auto"``
+    (``k_``, the number it stands for, is set at fit). ``k`` itself is never reassigned, so
+    concurrent transforms are safe."""
 
     _parameter_constraints = {**SelectKBest._parameter_constraints,
                               "k": [StrOptions({"all", "auto"}), Interval(Integral, 0, None, closed="left")]}
 
     def fit(self, X, y=None, **params):
+        super().fit(X, y, **params)
         self.k_ = _auto_vocabulary(X.shape[0]) if isinstance(self.k, str) and self.k == "auto" else self.k
-        return super().fit(X, y, **params)
+        return self
 
     def _get_support_mask(self):
-        k = getattr(self, "k_", self.k)
-        if k != "all" and k >= len(self.scores_):
-            return np.ones(len(self.scores_), dtype=bool)
-        saved, self.k = self.k, k
-        try:
-            return super()._get_support_mask()
-        finally:
-            self.k = saved
+        check_is_fitted(self, "k_")
+        scores = np.asarray(self.scores_, dtype=np.float64)
+        k = len(scores) if self.k_ == "all" else min(int(self.k_), len(scores))
+        mask = np.zeros(len(scores), dtype=bool)
+        if k:
+            # NaN scores (constant columns) rank last; a stable sort keeps ties in column order.
+            ranked = np.argsort(np.where(np.isnan(scores), -np.inf, scores), kind="mergesort")
+            mask[ranked[len(scores) - k:]] = True
+        return mask
 
     def _check_params(self, X, y):
-        k = getattr(self, "k_", self.k)
-        if k != "all" and k > X.shape[1]:
-            return
-        saved, self.k = self.k, k
-        try:
-            super()._check_params(X, y)
-        finally:
-            self.k = saved
+        pass  # k is checked by its constraints; more than the features means all of them
 
 
 class TextTsetlinPipeline(Pipeline):
@@ -1116,7 +1129,9 @@ def text_pipeline(max_features="auto", ngram_range="auto", min_df=2, **tm_params
     large vocabulary (see ``bench/RESULTS.md``). ``ngram_range="auto"`` uses words and word
     pairs from 20,000 training documents on (IMDb, 25,000: +1.6 points) and words alone below
     (bigrams cost 2.5-5 points on the 1,100-3,400-document MTSamples and Ohsumed, 0.4 on the
-    11,300 of 20 Newsgroups); the range used is ``named_steps["vectorizer"].ngram_range_``.
+    11,300 of 20 Newsgroups); the range used is ``named_steps["vectorizer"].ngram_range_``. It is
+    decided for each fit, so the folds of a cross-validation near 20,000 documents may use
+    another range than a fit on all of them; pass a range to compare like with like.
 
     >>> pipe = text_pipeline(max_features=50, min_df=1, n_clauses=20, threshold=10, specificity=3.0, seed=0)
     >>> texts = ["fever and cough", "cough and sore throat", "broken arm", "fracture of the arm"] * 20
