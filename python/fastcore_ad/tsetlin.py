@@ -67,7 +67,7 @@ from ._thermometer import Thermometer
 from ._memory import check_fits
 from .progress import progress
 
-__all__ = ["TsetlinMachine", "Rule", "text_pipeline", "FORMAT_VERSION", "demo", "load_mtsamples_sample"]
+__all__ = ["TsetlinMachine", "Rule", "text_pipeline", "TextTsetlinPipeline", "FORMAT_VERSION", "demo", "load_mtsamples_sample"]
 
 #: Version of the ``save`` file format (bumped on any incompatible change). Version 2 added the
 #: thermometer thresholds; version 1 files still load.
@@ -1103,7 +1103,9 @@ class _SelectAtMostK(SelectKBest):
 
 
 class TextTsetlinPipeline(Pipeline):
-    """CountVectorizer(binary) -> SelectKBest(chi2) -> TsetlinMachine, speaking in words."""
+    """CountVectorizer(binary) -> SelectKBest(chi2) -> TsetlinMachine, speaking in words: the
+    Pipeline that :func:`text_pipeline` builds, with ``feature_names()``, ``rules()`` and
+    ``explain(text)`` in terms of the selected words."""
 
     def feature_names(self):
         vec, sel = self.named_steps["vectorizer"], self.named_steps["select"]
