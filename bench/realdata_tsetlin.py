@@ -6,9 +6,10 @@
 
 TM: ``text_pipeline(seed=0)`` (binary unigrams, plus bigrams from 20,000 training documents on,
 seen in 2+ training documents, chi2-ranked vocabulary, machine sized from the data, early
-stopping on a held-out 10% of the training split), or the sizes given. Baselines, fitted on the training split only: tf-idf (sublinear tf)
-uni+bigrams with min_df=2 into ``LinearSVC(C=1)`` and ``LogisticRegression(C=10)``; counts
-(uni+bigrams, min_df=2) into ``MultinomialNB(alpha=0.1)``. Printed: accuracy, macro-F1 and fit
+stopping on a held-out 10% of the training split), or the sizes given. Baselines, fitted on
+the training split only: tf-idf (sublinear tf) uni+bigrams with min_df=2 into
+``LinearSVC(C=1)`` and ``LogisticRegression(C=10)``; counts (uni+bigrams, min_df=2) into
+``MultinomialNB(alpha=0.1)``. Printed: accuracy, macro-F1 and fit
 seconds per model; with ``--cv K`` also the TM's K-fold cross-validated accuracy on the
 training split (to choose a configuration without the test split); with ``--rules N`` the N
 heaviest rules of each class and the share of positive (present-word) literals among each

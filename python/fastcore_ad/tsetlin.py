@@ -1038,20 +1038,17 @@ class _AutoNgramVectorizer(CountVectorizer):
         return None if n_documents is None else _auto_ngram_range(n_documents)
 
     def _resolved(self):
-        """A shallow copy with a concrete range in place of "auto": transforming through it leaves
-        this object's parameters alone, so concurrent transforms are safe."""
+        """Self, or with "auto" a shallow copy holding the concrete range: transforming through
+        it leaves this object's parameters alone, so concurrent transforms are safe."""
+        if not isinstance(self.ngram_range, str):
+            return self
         view = copy.copy(self)
-        if isinstance(self.ngram_range, str):
-            view.ngram_range = getattr(self, "ngram_range_", None) or self._auto_range()
-            if view.ngram_range is None:
-                raise NotFittedError('ngram_range: "auto" is resolved by fit; fit the vectorizer first')
+        view.ngram_range = getattr(self, "ngram_range_", None) or self._auto_range()
+        if view.ngram_range is None:
+            raise NotFittedError('ngram_range: "auto" is resolved by fit; fit the vectorizer first')
         return view
 
-    def fit(self, raw_documents, y=None):
-        self.fit_transform(raw_documents)
-        return self
-
-    def fit_transform(self, raw_documents, y=None):
+    def fit_transform(self, raw_documents, y=None):  # CountVectorizer.fit calls this too
         if isinstance(raw_documents, str):
             raise ValueError("raw_documents: expected an iterable of texts, got one string")
         if not hasattr(raw_documents, "__len__"):
