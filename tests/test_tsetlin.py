@@ -638,3 +638,22 @@ def test_negation_cap_bounds_every_clause(rng, cap, budget):
     # 0 is "no negated literals".
     none = TsetlinMachine(20, 10, 4.0, seed=5, max_negated_literals=0).fit(X, y, epochs=2, progress_bar=False)
     assert none._config()["negated_literals"] is False and not none.action_[:, :, fw:].any()
+
+
+def test_speed_workload_bayes_limit_matches_a_fresh_draw(rng):
+    """The synthetic speed workload's Bayes-optimal accuracy (bench/tsetlin_workload.py), the
+    ceiling its accuracy figures are read against, agrees with the Bayes rule scored on a fresh
+    draw (ties scored 1/2), within 4 standard errors."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "bench", "tsetlin_workload.py")
+    spec = importlib.util.spec_from_file_location("tsetlin_workload", path)
+    workload = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(workload)
+    X, y = workload.make(40_000, seed=int(rng.integers(2**31)))
+    pred, ties = workload.bayes_rule(X)
+    drawn = np.mean(np.where(ties, 0.5, pred == y))
+    exact = workload.bayes_accuracy()
+    assert abs(drawn - exact) < 4 * np.sqrt(exact * (1 - exact) / len(y)), (drawn, exact)
+    # The indicative words' background presence matters: without it the limit would be 93.87%.
+    assert abs(workload.bayes_accuracy(density=0.0) - 0.9387) < 1e-4 and exact < 0.925
