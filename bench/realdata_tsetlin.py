@@ -13,7 +13,9 @@ the training split only: tf-idf (sublinear tf) uni+bigrams with min_df=2 into
 seconds per model; with ``--cv K`` also the TM's K-fold cross-validated accuracy on the
 training split (to choose a configuration without the test split); with ``--rules N`` the N
 heaviest rules of each class and the share of positive (present-word) literals among each
-class's 10 heaviest rules.
+class's 10 heaviest rules; with ``--ceiling`` also LinearSVC on the TM's own binary features and
+on every binary word (C picked by 3-fold CV on the training split): what a linear model gets
+from word presence alone, beside the tf-idf baselines.
 
 The data lives in ../shared/data (or FASTCORE_AD_DATA); the script exits with a message when it
 is absent. MTSamples has no official split, and most notes appear twice in it (under a document
@@ -118,6 +120,28 @@ def baselines(tr_text, ytr, te_text):
     return out
 
 
+def binary_ceiling(tr_text, ytr, te_text, features):
+    """(name, predictions, seconds) of LinearSVC on presence-only features: the fitted
+    vectorizer + selection of the TM (``features``) and every word seen in 2+ documents."""
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.svm import LinearSVC
+
+    out = []
+    every = CountVectorizer(binary=True, min_df=2)
+    for name, transform, fit_transform in [("LinearSVC on the TM's {} binary terms", features.transform,
+                                            features.transform),
+                                           ("LinearSVC on every binary word ({})", every.transform,
+                                            every.fit_transform)]:
+        t = time.perf_counter()
+        A = fit_transform(tr_text)
+        name = name.format(A.shape[1])
+        search = GridSearchCV(LinearSVC(), {"C": [0.01, 0.03, 0.1, 0.3]}, cv=3).fit(A, ytr)
+        out.append((f"{name} (C={search.best_params_['C']:g} by 3-fold CV)", search.predict(transform(te_text)),
+                    time.perf_counter() - t))
+    return out
+
+
 def positive_share(rules, classes, top=10):
     """Share of present-word literals among the ``top`` heaviest positive rules of each class."""
     pos = total = 0
@@ -145,6 +169,9 @@ def main():
     parser.add_argument("--stop-words", action="store_true", help="drop scikit-learn's English stop words")
     parser.add_argument("--rules", type=int, default=0, help="print the N heaviest rules of every class")
     parser.add_argument("--no-baselines", action="store_true")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also LinearSVC on presence-only features (the TM's terms, every word)")
+    parser.add_argument("--no-tm", action="store_true", help="baselines (and --ceiling) only, no TM training")
     parser.add_argument("--cv", type=int, help="also print the TM's K-fold CV accuracy on the training split")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -193,6 +220,13 @@ def main():
             scores.append(fold.score(list(texts[score_rows]), ytr[score_rows]))
         print(f"TM {args.cv}-fold CV accuracy on the training split: {np.mean(scores):.4f} "
               f"(folds {' '.join(f'{a:.4f}' for a in scores)})", flush=True)
+    if args.no_tm:
+        if args.ceiling:
+            features = make_pipeline()[:-1]
+            features.fit(tr_text, ytr)
+            for ceiling_name, ceiling_pred, ceiling_seconds in binary_ceiling(tr_text, ytr, te_text, features):
+                report(ceiling_name, ceiling_pred, ceiling_seconds)
+        return
     pipe = make_pipeline()
     t = time.perf_counter()
     pipe.fit(tr_text, ytr, tm__epochs=args.epochs, tm__progress_bar=False)
@@ -209,6 +243,9 @@ def main():
             f"{tm.n_features_in_} {'terms (uni+bigrams)' if pipe[0].ngram_range_ == (1, 2) else 'words'}, "
             f"{tm.epochs_} of {len(epochs)} epochs")
     acc = report(name, pred, seconds)
+    if args.ceiling:
+        for ceiling_name, ceiling_pred, ceiling_seconds in binary_ceiling(tr_text, ytr, te_text, pipe[:-1]):
+            report(ceiling_name, ceiling_pred, ceiling_seconds)
     if best:
         print(f"TM - best baseline: {100 * (acc - best):+.2f} points", flush=True)
     print("epoch seconds: " + " ".join(f"{e['seconds']:.1f}" for e in epochs), flush=True)
