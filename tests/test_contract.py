@@ -3,13 +3,17 @@ independent oracle (numpy / scikit-learn) or asserts the clear error that replac
 
 from __future__ import annotations
 
+import io
+import json
 import threading
+import zipfile
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from fastcore_ad import GaussianAD, _core, gaussian, musc
-from fastcore_ad.tsetlin import TsetlinMachine
+from fastcore_ad.tsetlin import TsetlinMachine, text_pipeline
 
 
 def _per_position_oracle(x, means, factors):
@@ -149,10 +153,60 @@ def _write(path, arrays):
     return path
 
 
+def _edit_meta(arrays, **changes):
+    meta = json.loads(str(arrays["meta"]))
+    for key, value in changes.items():
+        if key == "params":
+            meta["params"].update(value)
+        else:
+            meta[key] = value
+    arrays["meta"] = np.array(json.dumps(meta))
+
+
+def _write_short_member(path, arrays, name):
+    """An .npz whose member ``name`` declares its true shape but stores half of its bytes."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        for key, value in arrays.items():
+            buf = io.BytesIO()
+            if key == name:
+                header = {"descr": np.lib.format.dtype_to_descr(value.dtype), "fortran_order": False,
+                          "shape": value.shape}
+                np.lib.format.write_array_header_1_0(buf, header)
+                data = np.ascontiguousarray(value).tobytes()
+                buf.write(data[: len(data) // 2])
+            else:
+                np.lib.format.write_array(buf, np.asarray(value), allow_pickle=False)
+            archive.writestr(key + ".npy", buf.getvalue())
+
+
+META_DEFECTS = {
+    "seed_too_large": dict(seed_=2**70), "negative_seed": dict(seed_=-1), "epochs_not_int": dict(epochs_="a"),
+    "epochs_list": dict(epochs_=[1]), "threshold_too_large": dict(threshold_=2**64),
+    "odd_clauses": dict(n_clauses_=11), "bad_param": dict(params={"state_bits": 40}),
+}
+
+
 @pytest.mark.parametrize("defect", ["nan_weights", "huge_weights", "one_class", "duplicate_classes", "2d_classes",
-                                    "bits_past_features", "wrong_shape", "bomb"])
+                                    "bits_past_features", "wrong_shape", "bomb", "compressed", "short_member",
+                                    "unsorted_classes", "zero_weight", "flipped_polarity", "version_not_int",
+                                    "meta_not_json", *META_DEFECTS])
 def test_loading_a_defective_model_is_a_clear_error(defect, tmp_path, rng):
     model, arrays, _ = _saved_model(tmp_path, rng)
+    path = tmp_path / "bad.npz"
+    if defect in META_DEFECTS:
+        _edit_meta(arrays, **META_DEFECTS[defect])
+    elif defect == "unsorted_classes":
+        arrays["classes"] = arrays["classes"][::-1].copy()
+    elif defect == "zero_weight":
+        arrays["weights"] = arrays["weights"].copy()
+        arrays["weights"][0, 0] = 0
+    elif defect == "flipped_polarity":
+        arrays["weights"] = arrays["weights"].copy()
+        arrays["weights"][1, 1] = 3     # an odd clause votes against its class: weight <= -1
+    elif defect == "version_not_int":
+        arrays["version"] = np.array("abc")
+    elif defect == "meta_not_json":
+        arrays["meta"] = np.array("{not json")
     if defect == "nan_weights":
         arrays["weights"] = arrays["weights"].astype(np.float64)
         arrays["weights"].flat[0] = np.nan
@@ -172,14 +226,20 @@ def test_loading_a_defective_model_is_a_clear_error(defect, tmp_path, rng):
         arrays["action"] = arrays["action"][:, :-1]
     elif defect == "bomb":
         arrays["lower"] = np.zeros((1 << 27,), dtype=np.uint64)         # 1 GiB of zeros deflates to ~1 MB
-    path = tmp_path / "bad.npz"
-    if defect == "bomb":
+    if defect in ("bomb", "compressed"):
+        # "compressed": the genuine arrays, every shape consistent, but deflated; a small file
+        # could then hold a model of any size, so compressed members are refused.
         with open(path, "wb") as fh:
             np.savez_compressed(fh, **arrays)
+    elif defect == "short_member":
+        _write_short_member(path, arrays, "lower")
     else:
         _write(path, arrays)
     with pytest.raises(ValueError, match="bad.npz"):
         TsetlinMachine.load(path)
+    # The same arrays written as save() writes them load (the defect, not the writer, is refused).
+    if defect == "compressed":
+        assert TsetlinMachine.load(_write(tmp_path / "good.npz", arrays)).predict(np.zeros((1, 70), np.uint8)).shape == (1,)
 
 
 def test_truncated_and_flipped_model_files_are_value_errors(tmp_path, rng):
@@ -225,6 +285,11 @@ UNCLEAR_CALLS = [
     ("reg", TypeError, lambda: GaussianAD(reg="a").fit(np.ones((10, 3)) + np.eye(10, 3))),
     ("top_ratio", TypeError, lambda: musc.mutual_scores(np.zeros((3, 4, 2)), top_ratio=None)),
     ("k_list", TypeError, lambda: musc.rscin(np.arange(3.0), np.eye(3), k_list=None)),
+    ("threshold", ValueError, lambda: TsetlinMachine(10, 2**63).fit(np.eye(4, dtype=np.uint8), [0, 1, 0, 1])),
+    ("max_included_literals", ValueError,
+     lambda: TsetlinMachine(10, 5, max_included_literals=2**70).fit(np.eye(4, dtype=np.uint8), [0, 1, 0, 1])),
+    ("max_negated_literals", ValueError,
+     lambda: TsetlinMachine(10, 5, max_negated_literals=2**70).fit(np.eye(4, dtype=np.uint8), [0, 1, 0, 1])),
     ("ratio", ValueError, lambda: __import__("fastcore_ad").mia.min_k(np.zeros((2, 5)), ratio=[0.1, 0.2])),
     ("max_fpr", TypeError, lambda: __import__("fastcore_ad").metrics.tpr_at_fpr(np.arange(4.0), [0, 1, 0, 1],
                                                                                  max_fpr=True)),
@@ -244,3 +309,99 @@ def test_musc_takes_one_degree_as_a_number(rng):
     x = rng.normal(size=(3, 4, 4, 2))
     np.testing.assert_array_equal(MuSc(degrees=3).predict(x).patch_scores,
                                   MuSc(degrees=(3,)).predict(x).patch_scores)
+
+
+def test_labels_with_nan_none_or_unorderable_types_are_refused(rng):
+    X = (rng.random((40, 6)) < 0.4).astype(np.uint8)
+    for bad in (np.nan, None, float("inf")):
+        y = np.array([0.0, 1.0, bad, 1.0] * 10, dtype=object)
+        with pytest.raises(ValueError, match="y: contains NaN"):
+            TsetlinMachine(10, 5, 3.0, seed=0).fit(X, y, epochs=1, progress_bar=False)
+    mixed = np.array([1, "a"] * 20, dtype=object)
+    with pytest.raises(TypeError, match="y: labels of types"):
+        TsetlinMachine(10, 5, 3.0, seed=0).fit(X, mixed, epochs=1, progress_bar=False)
+    with pytest.raises(ValueError, match="classes: contains NaN"):
+        TsetlinMachine(10, 5, 3.0, seed=0).partial_fit(X, [0, 1] * 20, classes=[0, 1, np.nan])
+    # Object labels without NaN still work, and give the classes np.unique gives.
+    ok = np.array(["b", "a"] * 20, dtype=object)
+    assert TsetlinMachine(10, 5, 3.0, seed=0).fit(X, ok, epochs=1, progress_bar=False).classes_.tolist() == ["a", "b"]
+
+
+def _with_duplicates(rng, dense, pieces):
+    """``dense`` as a CSR matrix storing each non-zero as ``pieces`` entries (value / pieces)
+    in shuffled order: duplicated, unsorted indices."""
+    rows, cols = np.nonzero(dense)
+    rows, cols = np.repeat(rows, pieces), np.repeat(cols, pieces)
+    shuffled = rng.permutation(len(rows))
+    rows, cols = rows[shuffled], cols[shuffled]
+    by_row = np.argsort(rows, kind="stable")
+    indptr = np.r_[0, np.cumsum(np.bincount(rows, minlength=dense.shape[0]))]
+    data = dense[rows[by_row], cols[by_row]] / pieces
+    return sp.csr_matrix((data, cols[by_row], indptr), shape=dense.shape)
+
+
+def test_csr_duplicates_add_up_as_in_the_dense_matrix(rng):
+    """A CSR matrix with repeated (row, column) entries means their sum, as ``toarray()`` does:
+    the model equals the one trained on the dense matrix (counts, thermometer-encoded; and 0/1
+    stored as halves, binary once summed)."""
+    y = rng.integers(0, 2, 120)
+    counts = rng.binomial(3, 0.15, size=(120, 30)).astype(np.float64)
+    for dense, pieces in ((counts, 3), ((counts > 0).astype(np.float64), 2)):
+        dup = _with_duplicates(rng, dense, pieces)
+        assert not dup.has_canonical_format and dup.nnz == pieces * np.count_nonzero(dense)
+        np.testing.assert_allclose(dup.toarray(), dense)
+        dense_model = TsetlinMachine(10, 5, 3.0, seed=1).fit(dense, y, epochs=2, progress_bar=False)
+        sparse_model = TsetlinMachine(10, 5, 3.0, seed=1).fit(dup, y, epochs=2, progress_bar=False)
+        assert (sparse_model.thermometer_ is None) == (dense_model.thermometer_ is None) == (pieces == 2)
+        if dense_model.thermometer_ is not None:
+            np.testing.assert_array_equal(sparse_model.thermometer_.thresholds, dense_model.thermometer_.thresholds)
+        np.testing.assert_array_equal(sparse_model.action_, dense_model.action_)
+        np.testing.assert_array_equal(sparse_model.class_sums(dup), dense_model.class_sums(dense))
+        assert dup.nnz == pieces * np.count_nonzero(dense)  # the caller's matrix was not merged in place
+
+
+def test_refused_training_calls_leave_the_model_as_it_was(rng):
+    X = (rng.random((60, 8)) < 0.4).astype(np.uint8)
+    y = rng.integers(0, 2, 60)
+    fresh = TsetlinMachine(10, 5, 3.0, seed=3)
+    with pytest.raises(ValueError, match="not among classes"):
+        fresh.partial_fit(X, y, classes=[0, 7])
+    assert not fresh.__sklearn_is_fitted__()
+    fitted = TsetlinMachine(10, 5, 3.0, seed=3).fit(X, y, epochs=2, progress_bar=False)
+    before = (fitted.action_.copy(), fitted.weights_.copy(), fitted.epochs_)
+    for bad, match in (((X[:, :5], y), "validation_data: X has 5 features"), ((X, y[:-1]), "validation_data: y_val"),
+                       (X, "validation_data: expected a pair")):
+        with pytest.raises(ValueError, match=match):
+            fitted.fit(X, y, validation_data=bad, progress_bar=False)
+        np.testing.assert_array_equal(fitted.action_, before[0])
+        np.testing.assert_array_equal(fitted.weights_, before[1])
+        assert fitted.epochs_ == before[2]
+
+
+def test_prediction_errors_say_what_is_wrong(rng):
+    X = (rng.random((60, 8)) < 0.4).astype(np.uint8)
+    y = rng.integers(0, 2, 60)
+    tm = TsetlinMachine(10, 5, 3.0, seed=0).fit(X, y, epochs=1, progress_bar=False)
+    with pytest.raises(ValueError, match="fitted on 0/1 input"):
+        tm.predict(X * 2)
+    nan = X.astype(np.float64)
+    nan[0, 0] = np.nan
+    with pytest.raises(ValueError, match="X: contains NaN"):
+        tm.predict(nan)
+    with pytest.raises(ValueError, match="fitted on 0/1 input"):
+        tm.partial_fit(X * 3, y)
+    with pytest.raises(ValueError, match="labels are strings but classes_ are numbers"):
+        tm.score(X, y.astype(str))
+    assert tm.score(X, y.astype(np.float64)) == tm.score(X, y)
+    with pytest.raises(ValueError, match="booleanizer='auto'"):
+        TsetlinMachine(10, 5, 3.0, booleanizer="none").fit(X * 2, y, epochs=1, progress_bar=False)
+
+
+def test_text_pipeline_explains_one_text():
+    texts = ["fever and cough", "broken arm"] * 10
+    pipe = text_pipeline(max_features=10, min_df=1, n_clauses=10, threshold=5, specificity=3.0, seed=0)
+    pipe.fit(texts, ["resp", "ortho"] * 10, tm__epochs=2, tm__progress_bar=False)
+    assert pipe.explain("a cough")["prediction"] in ("resp", "ortho")
+    for bad in (["a cough"], None):
+        with pytest.raises(TypeError, match="text: expected one document"):
+            pipe.explain(bad)

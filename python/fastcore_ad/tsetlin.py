@@ -135,6 +135,56 @@ def _holdout(y_idx, fraction: float, seed):
     return train.astype(np.int64), held_out
 
 
+# Bounds that keep the kernels' integer arithmetic exact: 2T and T + |class sum| in 64 bits, and
+# literal budgets far beyond any model's literal count.
+_MAX_THRESHOLD = 2**62
+_MAX_LITERALS = 2**32
+
+
+def _checked_labels(y, name: str):
+    """1-D labels ``y`` that can be classes: no NaN, infinity or None (in float or object
+    arrays), not continuous, and of types that can be ordered (``np.unique`` sorts them)."""
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all():
+            raise ValueError(f"{name}: contains NaN or infinity")
+        check_classification_targets(y)  # continuous values are a regression target: "Unknown label type"
+    elif y.dtype.hasobject:
+        if any(v is None or (isinstance(v, (float, np.floating)) and not np.isfinite(v)) for v in y.tolist()):
+            raise ValueError(f"{name}: contains NaN, infinity or None")
+        try:
+            np.unique(y)
+        except TypeError:
+            kinds = sorted({type(v).__name__ for v in y.tolist()})
+            raise TypeError(f"{name}: labels of types {kinds} cannot be ordered; use one type") from None
+    return y
+
+
+def _check_validation_data(validation_data, n_features: int):
+    """``fit``'s ``validation_data``: a pair (X_val, y_val) with ``n_features`` columns and one
+    label per row; ValueError naming it otherwise."""
+    try:
+        X_val, y_val = validation_data
+    except (TypeError, ValueError):
+        raise ValueError("validation_data: expected a pair (X_val, y_val)") from None
+    try:
+        _, n, _, _ = _intake(X_val, n_features)
+        y_val = np.asarray(y_val)
+        if y_val.ndim != 1 or len(y_val) != n:
+            raise ValueError(f"y_val: expected {n} labels (one per row of X_val), got shape {y_val.shape}")
+        _checked_labels(y_val, "y_val")
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"validation_data: {exc}") from None
+
+
+def _label_kind(labels) -> str:
+    """"string" or "number" (bool included), from the dtype or, for object arrays, the values."""
+    if labels.dtype.kind in "US":
+        return "string"
+    if labels.dtype.hasobject:
+        return "string" if any(isinstance(v, (str, bytes)) for v in labels.tolist()) else "number"
+    return "number"
+
+
 def _take_rows(X, rows):
     """Rows of a CSR matrix or a dense (numpy / cupy) array."""
     if _is_sparse(X):
@@ -157,6 +207,10 @@ def _intake(X, n_features=None):
     if _is_sparse(X):
         check_shape(X.shape, "X")
         X, backend = (X.tocsr() if X.format != "csr" else X), "numpy"
+        if not X.has_canonical_format:
+            # Duplicate entries add up, as in the dense matrix; indices sorted. Never in place.
+            X = X.copy()
+            X.sum_duplicates()
         dtype = X.data.dtype
     else:
         X, backend = as_dense_array(X, "X")
@@ -188,10 +242,15 @@ def _check_finite(X):
         raise ValueError("X: contains NaN or infinity")
 
 
-def _binary_docs(X, backend):
+def _binary_docs(X, backend, fitted_on_bits=False):
     """Documents of 0/1 input, never densified: a packed uint64 array ``[n, ceil(f / 64)]``
-    (bit ``j % 64`` of word ``j // 64`` is feature j) or a CSR pair ``(indptr int64, indices int32)``."""
+    (bit ``j % 64`` of word ``j // 64`` is feature j) or a CSR pair ``(indptr int64, indices int32)``.
+    ``fitted_on_bits``: a model that chose no encoding because its training input was 0/1."""
     if not _all_binary(X):
+        _check_finite(X)
+        if fitted_on_bits:
+            raise ValueError("X: expected binary features (bool or 0/1): the model was fitted on 0/1 input, "
+                             "so it learnt no thresholds for other values")
         if _is_sparse(X):
             raise ValueError("X: expected binary features (0/1); binarise counts first, "
                              "e.g. CountVectorizer(binary=True), or use booleanizer='auto'")
@@ -204,11 +263,11 @@ def _binary_docs(X, backend):
     return np.ascontiguousarray(X.indptr, dtype=np.int64), np.ascontiguousarray(X.indices, dtype=np.int32)
 
 
-def _docs(X, encoder, backend):
+def _docs(X, encoder, backend, fitted_on_bits=False):
     """Rust-ready documents of intake ``X``: its bits under the thermometer ``encoder``, or
-    ``X`` itself when there is none (0/1 input)."""
+    ``X`` itself when there is none (0/1 input; ``fitted_on_bits`` as in ``_binary_docs``)."""
     if encoder is None:
-        return _binary_docs(X, backend)
+        return _binary_docs(X, backend, fitted_on_bits)
     _check_finite(X)
     if _is_sparse(X):
         return encoder.encode_csr(X)
@@ -409,7 +468,7 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
             if not self.coalesced and n_clauses % 2:
                 raise ValueError(f"n_clauses: must be even (half vote for, half against), got {n_clauses}")
         if not auto("threshold"):
-            integer("threshold", 1)
+            integer("threshold", 1, _MAX_THRESHOLD)
         bits = integer("state_bits", 2, 16)
         s = self.specificity
         if not auto("specificity"):
@@ -425,11 +484,11 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
         if self.negative_sampling not in ("focused", "uniform"):
             raise ValueError(f"negative_sampling: expected 'focused' or 'uniform', got {self.negative_sampling!r}")
         if self.max_included_literals is not None:
-            integer("max_included_literals", 1)
+            integer("max_included_literals", 1, _MAX_LITERALS)
         if not isinstance(self.negated_literals, (bool, np.bool_)):
             raise TypeError(f"negated_literals: expected True or False, got {self.negated_literals!r}")
         if self.max_negated_literals is not None:
-            integer("max_negated_literals", 0)
+            integer("max_negated_literals", 0, _MAX_LITERALS)
         if self.absorbing is not None:
             integer("absorbing", 0, 2 ** (bits - 1) - 1)
         p = self.clause_drop_p
@@ -466,6 +525,11 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
         """The thermometer encoder learnt at fit, or None when the input is used as it is."""
         return getattr(self, "thermometer_", None)
 
+    def _fitted_on_bits(self) -> bool:
+        """Whether the fitted model took its training input as it was because it was 0/1 (not
+        because ``booleanizer="none"`` asked for that)."""
+        return self.booleanizer == "auto" and self._encoder() is None
+
     def _n_bits(self) -> int:
         """The features the automata see: the encoded bits, or the input features."""
         encoder = self._encoder()
@@ -491,11 +555,7 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
                 raise ValueError(f"y: expected 1 dimension, got shape {y.shape}") from None
         if len(y) != n:
             raise ValueError(f"y: {len(y)} labels for {n} samples")
-        if y.dtype.kind == "f":
-            if not np.isfinite(y).all():
-                raise ValueError("y: contains NaN or infinity")
-            check_classification_targets(y)  # continuous values are a regression target: "Unknown label type"
-        return y
+        return _checked_labels(y, "y")
 
     def _encode(self, y):
         idx = np.searchsorted(self.classes_, y)
@@ -530,11 +590,7 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
         self.seed_ = int(self.seed) if self.seed is not None else int(np.random.SeedSequence().entropy % 2**63)
         self.epochs_ = 0
         cfg = self._config()
-        banks = 1 if cfg["coalesced"] else cfg["n_classes"]
-        words = banks * int(cfg["n_clauses"]) * 2 * ((int(cfg["n_features"]) + 63) // 64)
-        # Include + lower planes (8 bytes a word each), the byte-per-automaton training copy, weights.
-        check_fits(words * 8 * int(cfg["state_bits"]) + words * 64 + banks * int(cfg["n_clauses"]) * cfg["n_classes"] * 4,
-                   f"n_clauses={cfg['n_clauses']} x n_features={cfg['n_features']} (the model state)")
+        _check_state_fits(cfg)
         action, lower, weights = _core.tsetlin_initial_state(cfg)
         cfg = self._config()
         banks = 1 if cfg["coalesced"] else cfg["n_classes"]
@@ -547,7 +603,7 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
         """``(docs, target)``: the documents of intake ``X`` for the backend training runs on
         (``device``; "auto" follows X), on the host for the Rust kernels."""
         target = self._target_backend(backend)
-        docs = _docs(X, encoder, backend)
+        docs = _docs(X, encoder, backend, self.booleanizer == "auto" and encoder is None)
         return (_on_host(docs) if target == "numpy" else docs), target
 
     def _epoch(self, docs, y_idx, n, target="numpy", rows=None):
@@ -583,6 +639,8 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
                                    or epochs < 1):
             raise ValueError(f"epochs: must be a positive integer or None (stop early), got {epochs!r}")
         self._check_params()
+        if validation_data is not None:
+            _check_validation_data(validation_data, f)  # before training replaces the current model
         encoder = self._learn_encoder(X)
         docs, target = self._training_docs(X, encoder, backend)
         classes, y_idx = np.unique(y, return_inverse=True)
@@ -639,15 +697,20 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
         first = not self.__sklearn_is_fitted__()
         X, n, f, backend = _intake(X, None if first else self.n_features_in_)
         y = self._labels(y, n)
+        if classes is not None:
+            classes = np.unique(_checked_labels(column_or_1d(np.asarray(classes)), "classes"))
         if first:
             self._check_params()
+            if classes is not None and not np.isin(y, classes).all():
+                # Checked before anything is set, so a refused first call leaves the model unfitted.
+                raise ValueError(f"y: label {y[~np.isin(y, classes)][0]!r} is not among classes {list(classes)}")
+        elif classes is not None and not np.array_equal(classes, self.classes_):
+            raise ValueError("classes: differ from the classes of the first partial_fit call")
         encoder = self._learn_encoder(X) if first else self._encoder()
         docs, target = self._training_docs(X, encoder, backend)
         if first:
             self._start(y if classes is None else classes, f, encoder, n_samples=n)
             self.history_ = []
-        elif classes is not None and not np.array_equal(np.unique(np.asarray(classes)), self.classes_):
-            raise ValueError("classes: differ from the classes of the first partial_fit call")
         self._epoch(docs, self._encode(y), n, target)
         return self
 
@@ -670,7 +733,7 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
                                  f"{self.n_features_in_} features as input")
             return _distributed.map_method(self, "class_sums", X, len(self.classes_), np.int64)
         X, n, _, backend = _intake(X, self.n_features_in_)
-        docs = _docs(X, self._encoder(), backend)
+        docs = _docs(X, self._encoder(), backend, self._fitted_on_bits())
         target = self._target_backend(backend)
         if isinstance(docs, tuple) and target != "numpy":
             docs = _csr_to_packed(docs, n, self._n_bits())
@@ -698,6 +761,9 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
         """Mean accuracy of ``predict(X)`` against ``y``."""
         pred = self.predict(X)
         y = self._labels(y, len(pred))
+        if _label_kind(y) != _label_kind(self.classes_):
+            raise ValueError(f"y: labels are {_label_kind(y)}s but classes_ are {_label_kind(self.classes_)}s "
+                             f"({y.dtype} against {self.classes_.dtype}); no prediction could match")
         hits = (pred == y).astype(np.float64)
         if sample_weight is None:
             return float(hits.mean())
@@ -708,7 +774,7 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
         """Prediction-time clause outputs ``[n_samples, banks, n_clauses]`` (uint8)."""
         self._check_fitted()
         X, n, _, backend = _intake(X, self.n_features_in_)
-        docs = _on_host(_docs(X, self._encoder(), backend))  # clause outputs come from the CPU kernel
+        docs = _on_host(_docs(X, self._encoder(), backend, self._fitted_on_bits()))  # outputs come from the CPU kernel
         out = _core.tsetlin_clause_outputs(self._config(), self.action_, docs, self._n_jobs())
         return out.reshape(n, self.action_.shape[0], self.action_.shape[1])
 
@@ -845,16 +911,22 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
     def load(cls, path):
         """Read a model written by :meth:`save`.
 
-        The file is untrusted: nothing is unpickled, every array's declared shape and dtype is
-        checked against the model's parameters before the array is read (a small file cannot
-        inflate to gigabytes), and the arrays are validated (finite integer weights, 1-D unique
-        class labels, no include bits past ``n_features``, finite thresholds increasing within
-        each feature). Any defect is a ValueError naming the file.
+        The file is untrusted: nothing is unpickled; arrays must be stored uncompressed, as
+        ``save`` writes them, each holding exactly the bytes its header declares, and every
+        declared shape and dtype is checked against the model's parameters (and the memory they
+        imply against what is available) before any array is read, so a small file cannot
+        inflate to gigabytes. The contents are validated too: seed, epoch count and sizes in
+        range, finite integer weights with each clause's polarity (even clauses >= 1, odd ones
+        <= -1 per class), unique class labels in increasing order, no include bits past
+        ``n_features``, finite thresholds increasing within each feature. Any defect is a
+        ValueError naming the file (a MemoryError, naming it, for a model too large to hold).
         """
         try:
             return cls._load_checked(path)
-        except ValueError:
-            raise
+        except ValueError as exc:
+            if str(exc).startswith(f"{path}: "):
+                raise
+            raise ValueError(f"{path}: not a readable Tsetlin Machine file ({exc})") from None
         except (OSError, EOFError, KeyError, TypeError, zipfile.BadZipFile, json.JSONDecodeError,
                 RecursionError, OverflowError) as exc:
             if isinstance(exc, FileNotFoundError):
@@ -881,6 +953,10 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
             model.n_features_in_ = meta["n_features_in_"]
             model.seed_ = meta["seed_"]
             model.epochs_ = meta["epochs_"]
+            for name, high in (("seed_", 2**64 - 1), ("epochs_", 2**63 - 1)):
+                value = getattr(model, name)
+                if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+                    raise ValueError(f"{path}: {name} must be an integer in [0, {high}], got {value!r}")
             model._load_sizes(path, meta)
             if isinstance(model.n_features_in_, bool) or not isinstance(model.n_features_in_, int) or \
                     not 1 <= model.n_features_in_ <= 1 << 31:
@@ -895,9 +971,20 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
             classes = model.classes_
             if classes.ndim != 1 or len(classes) < 2 or len(set(classes.tolist())) != len(classes):
                 raise ValueError(f"{path}: classes must be 1-D, unique, at least 2 labels")
+            try:
+                ordered = np.array_equal(np.unique(classes), classes)
+            except TypeError:
+                ordered = False
+            if not ordered:
+                # Labels are looked up by binary search: class k's bank is the k-th smallest label.
+                raise ValueError(f"{path}: classes must be in increasing order")
             model.classes_ = classes
             model.thermometer_ = _read_thermometer(path, z, headers, model)
             cfg = model._config()
+            try:
+                _check_state_fits(cfg)
+            except MemoryError as exc:
+                raise MemoryError(f"{path}: {exc}") from None
             banks = 1 if cfg["coalesced"] else cfg["n_classes"]
             lw = 2 * ((cfg["n_features"] + 63) // 64)
             expected = {"action": (banks, cfg["n_clauses"], lw),
@@ -919,6 +1006,9 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
             raise ValueError(f"{path}: weights must be finite integers")
         if weights.size and (weights.min() < -(2**31) or weights.max() > 2**31 - 1):
             raise ValueError(f"{path}: weights outside the int32 range")
+        if not cfg["coalesced"] and ((weights[:, 0::2] < 1).any() or (weights[:, 1::2] > -1).any()):
+            # A class's even clauses vote for it and its odd ones against, weights never below 1.
+            raise ValueError(f"{path}: weights must be >= 1 on even clauses and <= -1 on odd ones")
         padding = _padding_mask(cfg["n_features"])
         fw = lw // 2
         if padding is not None and ((action[..., fw - 1] & padding).any() or (action[..., lw - 1] & padding).any()):
@@ -937,7 +1027,8 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
             if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
                 raise ValueError(f"{path}: {name} must be a number, got {value!r}")
             setattr(self, name + "_", kind(value))
-        if self.n_clauses_ < 1 or (not self.coalesced and self.n_clauses_ % 2) or self.threshold_ < 1 or \
+        if self.n_clauses_ < 1 or (not self.coalesced and self.n_clauses_ % 2) or \
+                not 1 <= self.threshold_ <= _MAX_THRESHOLD or \
                 not (np.isfinite(self.specificity_) and self.specificity_ >= 1.0):
             raise ValueError(f"{path}: n_clauses_, threshold_ or specificity_ out of range")
 
@@ -947,6 +1038,15 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
         if cfg["coalesced"]:
             return (banks * cfg["n_clauses"], cfg["n_classes"])
         return (banks, cfg["n_clauses"])
+
+
+def _check_state_fits(cfg: dict):
+    """MemoryError (naming the sizes) when the model state of ``cfg`` would not fit."""
+    banks = 1 if cfg["coalesced"] else cfg["n_classes"]
+    words = banks * int(cfg["n_clauses"]) * 2 * ((int(cfg["n_features"]) + 63) // 64)
+    # Include + lower planes (8 bytes a word each), the byte-per-automaton training copy, weights.
+    check_fits(words * 8 * int(cfg["state_bits"]) + words * 64 + banks * int(cfg["n_clauses"]) * cfg["n_classes"] * 4,
+               f"n_clauses={cfg['n_clauses']} x n_features={cfg['n_features']} (the model state)")
 
 
 def _read_thermometer(path, archive, headers, model):
@@ -988,13 +1088,23 @@ def _npz_headers(path) -> dict:
         for info in archive.infolist():
             if not info.filename.endswith(".npy"):
                 continue
+            name = info.filename[:-4]
+            if info.compress_type != zipfile.ZIP_STORED:
+                # save() stores arrays uncompressed; a compressed member could inflate a small
+                # file into gigabytes, so the bytes on disk must be the bytes read.
+                raise ValueError(f"{path}: array {name!r} is compressed; model files hold uncompressed arrays")
             with archive.open(info) as member:
                 version = np.lib.format.read_magic(member)
                 if version == (1, 0):
                     shape, _, dtype = np.lib.format.read_array_header_1_0(member)
                 else:
                     shape, _, dtype = np.lib.format.read_array_header_2_0(member)
-            out[info.filename[:-4]] = (tuple(shape), np.dtype(dtype))
+                data_bytes = info.file_size - member.tell()
+            shape, dtype = tuple(shape), np.dtype(dtype)
+            if not dtype.hasobject and data_bytes != int(np.prod(shape, dtype=object)) * dtype.itemsize:
+                raise ValueError(f"{path}: array {name!r} declares shape {shape} of {dtype} but stores "
+                                 f"{data_bytes} bytes")
+            out[name] = (shape, dtype)
     return out
 
 
@@ -1112,6 +1222,8 @@ class TextTsetlinPipeline(Pipeline):
         return self.named_steps["tm"].rules(feature_names=self.feature_names(), class_names=class_names)
 
     def explain(self, text, class_names=None):
+        if not isinstance(text, str):
+            raise TypeError(f"text: expected one document as a str, got {type(text).__name__}")
         x = self[:-1].transform([text])
         return self.named_steps["tm"].explain(x, feature_names=self.feature_names(), class_names=class_names)
 
