@@ -71,15 +71,23 @@ class Thermometer:
     @classmethod
     def learn(cls, X, max_bits: int) -> Thermometer:
         """Thresholds from finite training data: a dense 2-D numpy array or a scipy CSR matrix."""
-        per_feature = []
         if hasattr(X, "tocsr"):
             csc = X.tocsc()
-            for j in range(csc.shape[1]):
+            # Columns with nothing stored are all zeros: threshold 0 each, without a Python call
+            # per column (text and one-hot matrices have many of them).
+            counts = np.ones(csc.shape[1], dtype=np.int64)
+            found = {}
+            for j in np.flatnonzero(np.diff(csc.indptr)):
                 stored = np.sort(csc.data[csc.indptr[j]:csc.indptr[j + 1]].astype(np.float64))
-                per_feature.append(_column_thresholds(stored, csc.shape[0] - stored.size, max_bits))
-        else:
-            columns = np.sort(np.asarray(X, dtype=np.float64), axis=0)
-            per_feature = [_column_thresholds(columns[:, j], 0, max_bits) for j in range(columns.shape[1])]
+                found[j] = _column_thresholds(stored, csc.shape[0] - stored.size, max_bits)
+                counts[j] = len(found[j])
+            offsets = np.concatenate([[0], np.cumsum(counts)])
+            thresholds = np.zeros(int(offsets[-1]))
+            for j, cuts in found.items():
+                thresholds[offsets[j]:offsets[j + 1]] = cuts
+            return cls(thresholds + 0.0, counts)  # + 0.0: -0.0 reads as 0
+        columns = np.sort(np.asarray(X, dtype=np.float64), axis=0)
+        per_feature = [_column_thresholds(columns[:, j], 0, max_bits) for j in range(columns.shape[1])]
         counts = [len(t) for t in per_feature]
         return cls(np.concatenate(per_feature) + 0.0, counts)  # + 0.0: -0.0 reads as 0
 
