@@ -173,3 +173,32 @@ def test_fpr_at_tpr_zero_is_the_curve_origin(rng):
     fpr, tpr, _ = metrics.roc_curve(scores, labels)
     assert metrics.fpr_at_tpr(scores, labels, min_tpr=0) == 0.0 == fpr[tpr >= 0].min()
     assert metrics.evaluate(scores, labels, min_tprs=0.0)["fpr@tpr=0"] == 0.0
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+def test_integer_scores_beyond_float64_precision_keep_their_order(dtype, rng):
+    """Scores that differ only past 2**53 (float64 would merge them) are ranked as integers,
+    as scikit-learn ranks them; the F1 threshold is the exact score."""
+    n = int(rng.integers(4, 300))
+    base = np.int64(2**62) if dtype is np.int64 else np.uint64(2**63 + 2**62)
+    scores = (base + rng.integers(0, 8, n).astype(dtype)).astype(dtype)  # 8 values, one float64 value
+    labels = rng.integers(0, 2, n)
+    labels[:2] = [0, 1]
+    assert len(np.unique(scores.astype(np.float64))) == 1 < len(np.unique(scores))
+    assert metrics.auroc(scores, labels) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert metrics.average_precision(scores, labels) == pytest.approx(average_precision_score(labels, scores), abs=1e-12)
+    best, threshold = metrics.f1_max(scores, labels, return_threshold=True)
+    assert threshold in set(scores.tolist())
+    predicted = scores >= threshold
+    tp = np.count_nonzero(predicted & (labels == 1))
+    assert best == pytest.approx(2 * tp / (np.count_nonzero(predicted) + np.count_nonzero(labels)), abs=1e-12)
+    _, _, thresholds = metrics.roc_curve(scores, labels)
+    assert len(thresholds) == len(np.unique(scores)) + 1
+
+
+def test_evaluate_refuses_rates_that_name_the_same_key():
+    s, y = np.array([.9, .8, .7, .1, .5, .3]), np.array([1, 0, 1, 0, 0, 1])
+    with pytest.raises(ValueError, match="max_fprs: .* repeated keys"):
+        metrics.evaluate(s, y, max_fprs=(0.3333332, 0.3333334))
+    r = metrics.evaluate(s, y, max_fprs=(0.333, 0.334))
+    assert r["tpr@fpr=0.333"] == metrics.tpr_at_fpr(s, y, 0.333) and r["tpr@fpr=0.334"] == metrics.tpr_at_fpr(s, y, 0.334)

@@ -83,6 +83,29 @@ def test_exact_ties_give_zero_sigma_and_defined_scores(vocab):
     assert mia.min_k_plus_plus(logits, np.array([[0, 2, 0]]), ratio=1.0)[0] == 0.0
 
 
+@pytest.mark.parametrize("dtype, cutoff", [(np.float32, 88.0), (np.float64, 710.0)])
+def test_a_target_whose_probability_underflows_scores_below_every_finite_one(dtype, cutoff, rng):
+    """One token far above the rest: past the exponent range sigma is exactly 0, and a target
+    among the others must still rank below one just inside the range (never 0, never NaN)."""
+    vocab = int(rng.integers(3, 40))
+    gaps = np.array([cutoff - 2.0, cutoff, cutoff + 50.0])
+    logits = np.zeros((1, len(gaps), vocab), dtype=dtype)
+    top = rng.integers(0, vocab, len(gaps))
+    logits[0, np.arange(len(gaps)), top] = gaps
+    other = (top + 1) % vocab
+    stats = mia.token_stats(logits, other[None])
+    z = mia.normalised(stats.logp, stats.mu, stats.sigma)[0]
+    # Exact z for a vocabulary of one top token and vocab - 1 tokens `gap` below it:
+    # p = e^-gap / (1 + (vocab - 1) e^-gap), z = (logp - mu) / sigma ~ -gap / (gap sqrt(vocab - 1 p))
+    exact = -1.0 / np.sqrt(vocab - 1) * np.exp(gaps[0] / 2)
+    assert z[0] < -1e17 and np.isclose(z[0], exact, rtol=1e-2)
+    assert stats.sigma[0, 1:].max() == 0 and (z[1:] == -np.inf).all()
+    assert not np.isnan(z).any()
+    on_top = mia.token_stats(logits, top[None])
+    assert (mia.normalised(on_top.logp, on_top.mu, on_top.sigma)[0, 1:] == 0).all()
+    assert mia.min_k_plus_plus(logits, other[None], ratio=1.0)[0] == -np.inf
+
+
 def test_bfloat16_matches_float64_on_the_rounded_values(rng):
     ml_dtypes = pytest.importorskip("ml_dtypes")
     logits = random_logits(rng, (2, 6, 5003), np.float32, neg_inf_fraction=0.05).astype(ml_dtypes.bfloat16)

@@ -49,11 +49,19 @@ def _per_key(fn):
 
 
 def _prepare(scores, labels):
+    """``(scores, labels, values)``: float64 scores and 0/1 labels for the kernels. Integer
+    scores that float64 would round (beyond 2**53) become their dense ranks, which keep every
+    order and tie, and ``values`` maps a rank back to its score (None otherwise)."""
     scores, b1 = as_array(scores, "scores")
     labels, b2 = as_array(labels, "labels")
     # Metrics run in Rust: GPU inputs are brought to the host once.
     scores, labels = to_numpy(scores, b1), to_numpy(labels, b2)
-    scores = float_array(scores.reshape(-1) if scores.ndim else scores, "scores", ndim=1)
+    scores, values = scores.reshape(-1) if scores.ndim else scores, None
+    if scores.dtype.kind in "iu" and scores.size and \
+            max(abs(int(scores.min())), abs(int(scores.max()))) > 2**53:
+        values, ranks = np.unique(scores, return_inverse=True)
+        scores = ranks.reshape(-1).astype(np.float64)
+    scores = float_array(scores, "scores", ndim=1)
     labels = binary_labels(labels.reshape(-1), "labels")
     if scores.shape[0] != labels.shape[0]:
         raise ValueError(f"scores and labels differ in length: {scores.shape[0]} != {labels.shape[0]}")
@@ -61,7 +69,7 @@ def _prepare(scores, labels):
     if n_pos == 0 or n_pos == labels.shape[0]:
         only = "positive" if n_pos else "negative"
         raise ValueError(f"labels: only {only} samples are present; the metric needs both classes")
-    return scores, labels
+    return scores, labels, values
 
 
 def _check_rate(value: float, name: str) -> float:
@@ -81,8 +89,11 @@ def _summary(scores, labels, max_fprs=(), min_tprs=(), n_jobs=None):
         from . import _distributed  # noqa: PLC0415
 
         return _distributed.binary_summary(scores, labels, max_fprs, min_tprs)
-    scores, labels = _prepare(scores, labels)
-    return _core.binary_summary(scores, labels, [float(v) for v in max_fprs], [float(v) for v in min_tprs], n_jobs)
+    scores, labels, values = _prepare(scores, labels)
+    summary = _core.binary_summary(scores, labels, [float(v) for v in max_fprs], [float(v) for v in min_tprs], n_jobs)
+    if values is not None and np.isfinite(summary["f1_threshold"]):
+        summary["f1_threshold"] = values[int(summary["f1_threshold"])]  # the score the rank stands for
+    return summary
 
 
 @_per_key
@@ -145,15 +156,22 @@ def evaluate(scores, labels, *, max_fprs=(0.05, 0.01), min_tprs=(0.95,), n_jobs=
     min_tprs = [_check_rate(v, "min_tprs") for v in np.atleast_1d(min_tprs).tolist()]
     s = _summary(scores, labels, max_fprs, min_tprs, n_jobs)
     out = {"auroc": s["auroc"], "average_precision": s["average_precision"], "f1_max": s["f1_max"]}
-    out.update({f"tpr@fpr={v:g}": t for v, t in zip(max_fprs, s["tpr_at_fpr"])})
-    out.update({f"fpr@tpr={v:g}": f for v, f in zip(min_tprs, s["fpr_at_tpr"])})
+    for name, rates, results in (("tpr@fpr", max_fprs, s["tpr_at_fpr"]), ("fpr@tpr", min_tprs, s["fpr_at_tpr"])):
+        keys = [f"{name}={v:g}" for v in rates]
+        if len(set(keys)) != len(keys):
+            given = "max_fprs" if name == "tpr@fpr" else "min_tprs"
+            raise ValueError(f"{given}: {rates} give repeated keys {keys} (rates are named with 6 significant "
+                             "digits); pass rates that differ there")
+        out.update(zip(keys, results))
     return out
 
 
 def roc_curve(scores, labels, *, n_jobs=None):
     """(fpr, tpr, thresholds) at every distinct score, starting at (0, 0) with threshold +inf."""
-    scores, labels = _prepare(scores, labels)
+    scores, labels, values = _prepare(scores, labels)
     fps, tps, thresholds = _core.curve_counts(scores, labels, n_jobs)
+    if values is not None:  # ranks back to scores; float64 as the +inf start needs (rounded)
+        thresholds = values[thresholds.astype(np.int64)].astype(np.float64)
     n_pos = float(np.count_nonzero(labels))
     n_neg = float(labels.shape[0]) - n_pos
     fpr = np.concatenate([[0.0], fps / n_neg])

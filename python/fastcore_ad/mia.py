@@ -16,7 +16,10 @@ input and ``targets = input_ids[:, 1:]``: position t is scored by the logits at 
   with n scored tokens, k computed in float64 exactly as Python's ``int(n * ratio)``
 - Min-K%++: the same on ``(logp - mu) / sigma``. When ``sigma == 0`` (every token with nonzero
   probability is equally likely) the normalised value is defined as 0 if the target has nonzero
-  probability (then ``logp == mu``) and -inf if it has none; never NaN.
+  probability (then ``logp == mu``) and -inf if it has none; never NaN. ``sigma`` is also 0 when
+  every token but the top one lies beyond the exponent range below it (about 87 nats in float32
+  accumulation, 708 in float64): a target among them (``logp`` more than 1 nat below ``mu``) gets
+  -inf, the exact value being around -1e18 or beyond, as a direct ``(logp - mu) / sigma`` gives.
 
 The logits are read once (numpy: Rust kernel; cupy, or CUDA tensors through DLPack: CUDA
 kernel), in float32, float64, float16 or bfloat16 (``ml_dtypes.bfloat16`` or torch bf16).
@@ -241,15 +244,19 @@ def token_stats(logits, targets, mask=None, *, n_jobs=None, with_max=False):
 
 def normalised(logp, mu, sigma):
     """The Min-K%++ per-token score ``(logp - mu) / sigma``, with the ``sigma == 0`` rule of the
-    module docstring (0 when the target has nonzero probability, -inf otherwise).
+    module docstring (0 when the target has nonzero probability and ``logp == mu`` up to
+    rounding, -inf when it has none or lies more than 1 nat below ``mu``).
 
-    >>> normalised(np.array([-1.0, -2.0, -np.inf]), np.array([-1.5, -2.0, -2.0]), np.array([0.5, 0.0, 0.0])).tolist()
-    [1.0, 0.0, -inf]
+    >>> normalised(np.array([-1.0, -2.0, -np.inf, -88.0]), np.array([-1.5, -2.0, -2.0, 0.0]),
+    ...            np.array([0.5, 0.0, 0.0, 0.0])).tolist()
+    [1.0, 0.0, -inf, -inf]
     """
     xp = xp_of("cupy" if is_cupy(logp) else "numpy")
     diff = logp - mu
     safe = xp.where(sigma > 0, sigma, 1.0)
-    zero_sigma = xp.where(xp.isfinite(logp), 0.0, -xp.inf)
+    # sigma == 0 exactly means every token with nonzero probability has logp == mu; a target
+    # far below mu got there only because its probability underflowed in sigma's sum.
+    zero_sigma = xp.where(xp.isfinite(logp) & (diff >= -1.0), 0.0, -xp.inf)
     return xp.where(sigma > 0, diff / safe, zero_sigma)
 
 
