@@ -283,3 +283,33 @@ def test_distances_past_the_float64_range_are_an_error_not_inf():
         mahalanobis_per_position(np.full((1, 1, 2), 1e200), np.zeros((1, 2)), np.eye(2)[None])
     big = mahalanobis(np.float32([[1e38, 1e38]]), np.zeros(2, np.float32), np.eye(2, dtype=np.float32))
     np.testing.assert_allclose(big, [np.sqrt(2) * 1e38], rtol=1e-6)
+
+
+def test_nested_lists_of_rows_are_one_array_not_levels(rng):
+    """``fit(X.tolist())`` is ``fit(X)`` (scikit-learn's list input); a list of 2-D arrays stays a
+    list of levels; a model refuses the other kind with a message saying which it was fitted on."""
+    X, Y = rng.normal(size=(40, 3)), rng.normal(size=(7, 3))
+    model = GaussianAD().fit(X)
+    from_lists = GaussianAD().fit(X.tolist())
+    np.testing.assert_array_equal(from_lists.decision_function(Y.tolist()), model.decision_function(Y))
+    np.testing.assert_array_equal(model.decision_function(tuple(map(tuple, Y))), model.decision_function(Y))
+    with pytest.raises(ValueError, match="fitted on one array"):
+        model.decision_function([Y])
+    two = GaussianAD().fit([X, X[:, :2]])
+    np.testing.assert_allclose(two.decision_function([Y, Y[:, :2]]),
+                               model.decision_function(Y) + GaussianAD().fit(X[:, :2]).decision_function(Y[:, :2]))
+    with pytest.raises(ValueError, match="fitted on a list of feature levels"):
+        two.decision_function(Y)
+    with pytest.raises(ValueError, match="expected 2 feature level"):
+        two.decision_function([Y])
+
+
+def test_singular_covariance_advice_fits_the_estimator():
+    constant = np.ones((10, 3))
+    for covariance in ("ledoit_wolf", "oas"):
+        with pytest.raises(SingularCovarianceError, match=f"covariance='{covariance}' shrinks") as info:
+            GaussianAD(covariance=covariance).fit(constant)
+        assert "use a shrinkage estimator" not in str(info.value)
+    with pytest.raises(SingularCovarianceError, match="use a shrinkage estimator"):
+        GaussianAD(covariance="empirical").fit(constant)
+    assert np.isfinite(GaussianAD(reg=1e-3).fit(constant).decision_function(constant)).all()

@@ -251,14 +251,48 @@ class GaussianAD(FastcoreEstimator):
             raise TypeError(f"reg: expected a number, got {self.reg!r}")
         if not (0.0 <= float(self.reg) < float("inf")):
             raise ValueError(f"reg: must be finite and >= 0, got {self.reg}")
+        for name in ("contamination", "npca"):
+            value = getattr(self, name)
+            if (value is not None or name == "contamination") and (
+                    isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating))):
+                raise TypeError(f"{name}: expected a number, got {value!r}")
         if not (0.0 <= float(self.contamination) < 0.5):
             raise ValueError(f"contamination: must lie in [0, 0.5), got {self.contamination}")
         if self.npca is not None and not (0.0 < float(self.npca) < 1.0):
             raise ValueError(f"npca: must lie in (0, 1), got {self.npca}")
 
     @staticmethod
-    def _levels_of(X):
-        return list(X) if isinstance(X, (list, tuple)) else [X]
+    def _is_level_list(X) -> bool:
+        """Whether ``X`` is a list (or tuple) of feature levels, each an array of 2 or 4
+        dimensions, rather than one array written as nested lists of rows."""
+        if not isinstance(X, (list, tuple)):
+            return False
+        try:
+            return not X or np.ndim(X[0]) >= 2
+        except ValueError:  # ragged nested lists: taken as levels, whose intake names the defect
+            return True
+
+    @classmethod
+    def _levels_of(cls, X):
+        return list(X) if cls._is_level_list(X) else [X]
+
+    def _level_count_error(self, X, expected: int):
+        """The ValueError for ``X`` whose levels do not match the fitted ones."""
+        if self._is_level_list(X) != self._multi:
+            kind = "a list of feature levels" if self._multi else "one array (not a list of levels)"
+            return ValueError(f"X: the model was fitted on {kind}; pass the same kind")
+        return ValueError(f"X: expected {expected} feature level(s), got {len(self._levels_of(X))}")
+
+    def _singular_hint(self, exc):
+        """``exc`` with advice that fits the estimator in use: a shrinkage estimator already
+        shrinks, so the remedy left is ``reg`` (or features that vary)."""
+        message = str(exc)
+        generic = "or use a shrinkage estimator (covariance='ledoit_wolf' or 'oas')"
+        if self.covariance == "empirical" or generic not in message:
+            return exc
+        return SingularCovarianceError(message.replace(generic, (
+            f"(covariance={self.covariance!r} shrinks towards the average variance, which cannot help when "
+            "features do not vary or the shrinkage is 0, as with 2 samples)")))
 
     def _fit_problem(self, n: int, d: int, name: str):
         """The error that fitting ``n`` rows of ``d`` features would raise, else None."""
@@ -391,11 +425,10 @@ class GaussianAD(FastcoreEstimator):
         levels = self._levels_of(X)
         if not levels:
             raise ValueError("X: empty list of feature levels")
-        multi = isinstance(X, (list, tuple))
+        multi = self._is_level_list(X)
         stream = getattr(self, "_stream", None)
         if stream is not None and (len(levels) != len(stream) or multi != self._multi):
-            raise ValueError(f"X: expected {len(stream)} feature level(s) like the first partial_fit, "
-                             f"got {len(levels)}")
+            raise self._level_count_error(X, len(stream))
         self._multi = multi
         name = (lambda i: f"X[{i}]") if multi else (lambda i: "X")
         parts = [self._chunk_moments(level, name(i), None if stream is None else stream[i])
@@ -439,9 +472,12 @@ class GaussianAD(FastcoreEstimator):
         levels = self._levels_of(X)
         if not levels:
             raise ValueError("X: empty list of feature levels")
-        self._multi = isinstance(X, (list, tuple))
+        self._multi = self._is_level_list(X)
         self._stream = None  # fit starts over; partial_fit continues from here on
-        self.levels_ = [self._fit_level(level, i) for i, level in enumerate(levels)]
+        try:
+            self.levels_ = [self._fit_level(level, i) for i, level in enumerate(levels)]
+        except SingularCovarianceError as exc:
+            raise self._singular_hint(exc) from None
         _check_one_kind(lv.per_position for lv in self.levels_)
         features = [int(lv.mean.shape[-1]) for lv in self.levels_]
         self.n_features_in_ = features if self._multi else features[0]
@@ -518,8 +554,8 @@ class GaussianAD(FastcoreEstimator):
         """Mahalanobis distances (higher = more anomalous): ``[m]``, or ``[m, H, W]`` per position."""
         self._check_fitted()
         levels = self._levels_of(X)
-        if len(levels) != len(self.levels_) or isinstance(X, (list, tuple)) != self._multi:
-            raise ValueError(f"X: expected {len(self.levels_)} feature level(s), got {len(levels)}")
+        if len(levels) != len(self.levels_) or self._is_level_list(X) != self._multi:
+            raise self._level_count_error(X, len(self.levels_))
         total = None
         for i, (level, data) in enumerate(zip(self.levels_, levels)):
             s = self._score_level(level, data, i)

@@ -168,13 +168,18 @@ def _one_ratio(ratio) -> list[float]:
 
 
 def _ratios(ratios) -> list[float]:
-    values = [ratios] if np.isscalar(ratios) else list(ratios)
+    if np.ndim(ratios) == 0 and not isinstance(ratios, (str, bytes)) and ratios is not None:
+        values = [ratios.item() if isinstance(ratios, (np.ndarray, np.generic)) else ratios]
+    elif isinstance(ratios, (list, tuple, np.ndarray)):
+        values = list(np.asarray(ratios).reshape(-1).tolist()) if isinstance(ratios, np.ndarray) else list(ratios)
+    else:
+        raise TypeError(f"ratio: expected a number in (0, 1] or a list of them, got {ratios!r}")
     if not values:
         raise ValueError("ratio: give at least one ratio")
     out = []
     for r in values:
-        if isinstance(r, (bool, np.bool_)):
-            raise TypeError("ratio: expected a number in (0, 1], got a bool")
+        if isinstance(r, (bool, np.bool_)) or not isinstance(r, (int, float, np.integer, np.floating)):
+            raise TypeError(f"ratio: expected a number in (0, 1], got {r!r}")
         r = float(r)
         if not 0.0 < r <= 1.0:
             raise ValueError(f"ratio: must lie in (0, 1], got {r}")
