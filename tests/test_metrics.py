@@ -202,3 +202,10 @@ def test_evaluate_refuses_rates_that_name_the_same_key():
         metrics.evaluate(s, y, max_fprs=(0.3333332, 0.3333334))
     r = metrics.evaluate(s, y, max_fprs=(0.333, 0.334))
     assert r["tpr@fpr=0.333"] == metrics.tpr_at_fpr(s, y, 0.333) and r["tpr@fpr=0.334"] == metrics.tpr_at_fpr(s, y, 0.334)
+
+
+def test_length_mismatch_is_reported_before_converting_a_huge_input():
+    # 2**38 labels as a broadcast view: converting them first would ask for 256 GiB.
+    huge = np.broadcast_to(np.int64(1), (2**38,))
+    with pytest.raises(ValueError, match="differ in length: 4 != 274877906944"):
+        metrics.auroc(np.arange(4.0), huge)

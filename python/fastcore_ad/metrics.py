@@ -56,6 +56,8 @@ def _prepare(scores, labels):
     labels, b2 = as_array(labels, "labels")
     # Metrics run in Rust: GPU inputs are brought to the host once.
     scores, labels = to_numpy(scores, b1), to_numpy(labels, b2)
+    if scores.ndim and scores.size != labels.size:  # before any conversion copies a large input
+        raise ValueError(f"scores and labels differ in length: {scores.size} != {labels.size}")
     scores, values = scores.reshape(-1) if scores.ndim else scores, None
     if scores.dtype.kind in "iu" and scores.size and \
             max(abs(int(scores.min())), abs(int(scores.max()))) > 2**53:
