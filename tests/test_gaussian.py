@@ -298,7 +298,7 @@ def test_nested_lists_of_rows_are_one_array_not_levels(rng):
     two = GaussianAD().fit([X, X[:, :2]])
     np.testing.assert_allclose(two.decision_function([Y, Y[:, :2]]),
                                model.decision_function(Y) + GaussianAD().fit(X[:, :2]).decision_function(Y[:, :2]))
-    with pytest.raises(ValueError, match="fitted on a list of feature levels"):
+    with pytest.raises(ValueError, match="fitted on a list of 2 feature levels"):
         two.decision_function(Y)
     with pytest.raises(ValueError, match="expected 2 feature level"):
         two.decision_function([Y])

@@ -279,7 +279,7 @@ class GaussianAD(FastcoreEstimator):
     def _level_count_error(self, X, expected: int):
         """The ValueError for ``X`` whose levels do not match the fitted ones."""
         if self._is_level_list(X) != self._multi:
-            kind = "a list of feature levels" if self._multi else "one array (not a list of levels)"
+            kind = f"a list of {expected} feature levels" if self._multi else "one array (not a list of levels)"
             return ValueError(f"X: the model was fitted on {kind}; pass the same kind")
         return ValueError(f"X: expected {expected} feature level(s), got {len(self._levels_of(X))}")
 
