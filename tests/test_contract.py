@@ -408,3 +408,15 @@ def test_text_pipeline_explains_one_text():
     for bad in (["a cough"], None):
         with pytest.raises(TypeError, match="text: expected one document"):
             pipe.explain(bad)
+
+
+@pytest.mark.parametrize("n_jobs, error", [(0, ValueError), (True, TypeError), (np.bool_(False), TypeError)])
+def test_functions_take_n_jobs_under_the_estimators_rule(n_jobs, error):
+    """metrics and mia refuse what the estimators refuse (check_n_jobs): 0 threads, bools."""
+    mia = __import__("fastcore_ad").mia
+    calls = [lambda: __import__("fastcore_ad").metrics.auroc([0.1, 0.9, 0.5], [0, 1, 1], n_jobs=n_jobs),
+             lambda: mia.min_k(np.zeros((2, 5)), 0.5, n_jobs=n_jobs)]
+    for call in calls:
+        with pytest.raises(error, match="n_jobs"):
+            call()
+    assert __import__("fastcore_ad").metrics.auroc([0.1, 0.9, 0.5], [0, 1, 1], n_jobs=-1) == 1.0

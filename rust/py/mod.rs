@@ -3,7 +3,8 @@
 //! Tuple returns and long argument lists mirror the Python signatures, hence the two allows.
 #![allow(clippy::type_complexity, clippy::too_many_arguments)]
 
-use pyo3::exceptions::PyOverflowError;
+use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
+use pyo3::types::PyBool;
 use pyo3::prelude::*;
 
 pub mod arrays;
@@ -56,7 +57,16 @@ impl From<Threads> for i64 {
 
 impl<'py> FromPyObject<'py> for Threads {
     fn extract_bound(ob: &Bound<'py, PyAny>) -> PyResult<Self> {
+        // The estimators' rule (`check_n_jobs`): a bool is not a count, and 0 threads is no count.
+        if ob.is_instance_of::<PyBool>() {
+            return Err(PyTypeError::new_err(format!(
+                "n_jobs: expected None or a nonzero integer, got bool {ob}"
+            )));
+        }
         match ob.extract::<i64>() {
+            Ok(0) => Err(PyValueError::new_err(
+                "n_jobs: must be None or a nonzero integer (-1: every CPU, -2: all but one), got 0",
+            )),
             Ok(n) => Ok(Threads(n)),
             Err(e) if e.is_instance_of::<PyOverflowError>(ob.py()) => {
                 let negative = ob.lt(0)?;
