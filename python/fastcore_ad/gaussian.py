@@ -247,15 +247,12 @@ class GaussianAD(FastcoreEstimator):
         self._check_common_params()
         if self.covariance not in ("ledoit_wolf", "empirical", "oas"):
             raise ValueError(f"covariance: expected 'ledoit_wolf', 'empirical' or 'oas', got {self.covariance!r}")
-        if isinstance(self.reg, (bool, np.bool_)) or not isinstance(self.reg, (int, float, np.integer, np.floating)):
-            raise TypeError(f"reg: expected a number, got {self.reg!r}")
+        for name in ("reg", "contamination") + (() if self.npca is None else ("npca",)):
+            value = getattr(self, name)
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise TypeError(f"{name}: expected a number, got {value!r}")
         if not (0.0 <= float(self.reg) < float("inf")):
             raise ValueError(f"reg: must be finite and >= 0, got {self.reg}")
-        for name in ("contamination", "npca"):
-            value = getattr(self, name)
-            if (value is not None or name == "contamination") and (
-                    isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating))):
-                raise TypeError(f"{name}: expected a number, got {value!r}")
         if not (0.0 <= float(self.contamination) < 0.5):
             raise ValueError(f"contamination: must lie in [0, 0.5), got {self.contamination}")
         if self.npca is not None and not (0.0 < float(self.npca) < 1.0):

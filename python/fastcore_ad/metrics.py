@@ -65,8 +65,6 @@ def _prepare(scores, labels):
         scores = ranks.reshape(-1).astype(np.float64)
     scores = float_array(scores, "scores", ndim=1)
     labels = binary_labels(labels.reshape(-1), "labels")
-    if scores.shape[0] != labels.shape[0]:
-        raise ValueError(f"scores and labels differ in length: {scores.shape[0]} != {labels.shape[0]}")
     n_pos = int(np.count_nonzero(labels))
     if n_pos == 0 or n_pos == labels.shape[0]:
         only = "positive" if n_pos else "negative"

@@ -168,12 +168,12 @@ def _one_ratio(ratio) -> list[float]:
 
 
 def _ratios(ratios) -> list[float]:
-    if np.ndim(ratios) == 0 and not isinstance(ratios, (str, bytes)) and ratios is not None:
-        values = [ratios.item() if isinstance(ratios, (np.ndarray, np.generic)) else ratios]
-    elif isinstance(ratios, (list, tuple, np.ndarray)):
-        values = list(np.asarray(ratios).reshape(-1).tolist()) if isinstance(ratios, np.ndarray) else list(ratios)
+    if isinstance(ratios, (list, tuple)):
+        values = list(ratios)
+    elif isinstance(ratios, np.ndarray):
+        values = ratios.reshape(-1).tolist()
     else:
-        raise TypeError(f"ratio: expected a number in (0, 1] or a list of them, got {ratios!r}")
+        values = [ratios]  # one ratio; its type is checked below
     if not values:
         raise ValueError("ratio: give at least one ratio")
     out = []

@@ -149,12 +149,13 @@ def _checked_labels(y, name: str):
             raise ValueError(f"{name}: contains NaN or infinity")
         check_classification_targets(y)  # continuous values are a regression target: "Unknown label type"
     elif y.dtype.hasobject:
-        if any(v is None or (isinstance(v, (float, np.floating)) and not np.isfinite(v)) for v in y.tolist()):
+        values = y.tolist()
+        if any(v is None or (isinstance(v, (float, np.floating)) and not np.isfinite(v)) for v in values):
             raise ValueError(f"{name}: contains NaN, infinity or None")
         try:
             np.unique(y)
         except TypeError:
-            kinds = sorted({type(v).__name__ for v in y.tolist()})
+            kinds = sorted({type(v).__name__ for v in values})
             raise TypeError(f"{name}: labels of types {kinds} cannot be ordered; use one type") from None
     return y
 
@@ -701,9 +702,10 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
             classes = np.unique(_checked_labels(column_or_1d(np.asarray(classes)), "classes"))
         if first:
             self._check_params()
-            if classes is not None and not np.isin(y, classes).all():
+            unknown = np.zeros(0, dtype=bool) if classes is None else ~np.isin(y, classes)
+            if unknown.any():
                 # Checked before anything is set, so a refused first call leaves the model unfitted.
-                raise ValueError(f"y: label {y[~np.isin(y, classes)][0]!r} is not among classes {list(classes)}")
+                raise ValueError(f"y: label {y[unknown][0]!r} is not among classes {list(classes)}")
         elif classes is not None and not np.array_equal(classes, self.classes_):
             raise ValueError("classes: differ from the classes of the first partial_fit call")
         encoder = self._learn_encoder(X) if first else self._encoder()
