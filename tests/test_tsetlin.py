@@ -554,6 +554,12 @@ def test_auto_sizes_follow_the_documented_rule(rng):
     assert many.n_clauses_ == 2000  # the cap
     given = TsetlinMachine(30, 7, 2.5, seed=1).fit(X, y, epochs=1, progress_bar=False)
     assert (given.n_clauses_, given.threshold_, given.specificity_) == (30, 7, 2.5)
+    # From 20 classes on the margin widens to 3.6 x clauses; 19 classes and a coalesced pool keep 0.8.
+    for n_classes, coalesced, margin in ((20, False, 3.6), (19, False, 0.8), (20, True, 0.8)):
+        labels = np.arange(400) % n_classes
+        tm = TsetlinMachine(seed=1, coalesced=coalesced).fit(X, labels, epochs=1, progress_bar=False)
+        assert tm.n_clauses_ == want
+        assert tm.threshold_ == round(margin * want), (n_classes, coalesced)
 
 
 def test_fit_without_epochs_stops_early_and_keeps_the_best_epoch(rng):
