@@ -109,13 +109,13 @@ def _logits_array(logits):
     arr, backend = as_array(logits, "logits")
     xp = xp_of(backend)
     if half is None:
+        if arr.dtype.kind == "f" and not arr.dtype.isnative:
+            arr = arr.astype(arr.dtype.newbyteorder("="))  # big-endian floats: a native copy
         name = str(arr.dtype)
         if name == "bfloat16":
             half = "bfloat16"
         elif arr.dtype == np.float16:
             half = "float16"
-        elif arr.dtype.kind == "f" and arr.dtype.itemsize in (4, 8) and not arr.dtype.isnative:
-            arr = arr.astype(arr.dtype.newbyteorder("="))  # big-endian float32/64: native copy
         elif arr.dtype not in (np.float32, np.float64):
             raise TypeError(f"logits: expected float32, float64, float16 or bfloat16, got dtype {arr.dtype}")
     if arr.ndim != 3:
