@@ -215,6 +215,32 @@ def test_metrics_equal_in_memory_and_scikit_learn(client, rng, dtype, monkeypatc
     assert metrics.fpr_at_tpr(lazy_scores, lazy_labels, 0.9) == pytest.approx(metrics.fpr_at_tpr(scores, labels, 0.9))
 
 
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+def test_integer_scores_beyond_float64_precision_rank_exactly(client, rng, dtype, monkeypatch):
+    """Scores that differ only past 2**53 (float64 would merge them), and the extremes of the
+    type, are ranked as integers as in memory; the F1 threshold is the exact score."""
+    info = np.iinfo(dtype)
+    base = info.max - 40
+    scores = (base + rng.integers(0, 9, 3001).astype(dtype)).astype(dtype)
+    scores[rng.random(scores.size) < 0.02] = info.min
+    scores[rng.random(scores.size) < 0.02] = info.max
+    labels = rng.random(scores.size) < 0.4
+    assert len(np.unique(scores.astype(np.float64))) < len(np.unique(scores))
+    lazy = da.from_array(scores, chunks=457)
+    options = dict(max_fprs=(0.0, 0.1), min_tprs=(0.5,))
+    expected = metrics.evaluate(scores, labels, **options)
+    assert expected["auroc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    for per_range in (None, 500):  # one merged table; value ranges merged apart
+        if per_range:
+            monkeypatch.setattr(_distributed, "_SCORES_PER_RANGE", per_range)
+        actual = metrics.evaluate(lazy, labels, **options)
+        for key in expected:
+            assert actual[key] == pytest.approx(expected[key], rel=1e-12, abs=1e-15), (per_range, key)
+        best, threshold = metrics.f1_max(lazy, labels, return_threshold=True)
+        assert threshold == metrics.f1_max(scores, labels, return_threshold=True)[1]
+        assert int(threshold) in set(scores.tolist())
+
+
 def test_metrics_of_pixel_maps_and_score_dicts(client, rng):
     scores, labels = _tied_scores(rng, 6 * 20 * 20)
     maps, masks = scores.reshape(6, 20, 20), labels.reshape(6, 20, 20)

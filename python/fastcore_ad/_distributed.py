@@ -157,13 +157,27 @@ _SCORES_PER_RANGE = 1 << 22  # below this many scores per range, one merged tabl
 
 
 def _chunk_table(scores, labels):
+    """(distinct scores in decreasing order, positives, negatives at each). Integer scores
+    stay integers, so those that float64 would merge (beyond 2**53) keep their order."""
     scores, backend = as_array(scores, "scores")
     labels, label_backend = as_array(labels, "labels")
-    scores = float_array(to_numpy(scores, backend).reshape(-1), "scores", ndim=1)
+    scores = to_numpy(scores, backend).reshape(-1)
     labels = binary_labels(to_numpy(labels, label_backend).reshape(-1), "labels")
+    if scores.dtype.kind in "iu":
+        values, inverse = np.unique(scores, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        positives = np.bincount(inverse[labels == 1], minlength=values.size)
+        negatives = np.bincount(inverse[labels == 0], minlength=values.size)
+        return values[::-1], positives[::-1].astype(np.int64), negatives[::-1].astype(np.int64)
+    scores = float_array(scores, "scores", ndim=1)
     false_positives, true_positives, values = _core.curve_counts(scores, labels, None)
     return (values, np.diff(true_positives, prepend=0).astype(np.int64),
             np.diff(false_positives, prepend=0).astype(np.int64))
+
+
+def _decreasing(values):
+    """The order that sorts ``values`` decreasing (no negation: unsigned and INT64_MIN scores)."""
+    return np.argsort(values, kind="stable")[::-1]
 
 
 def _merge_tables(*tables):
@@ -171,7 +185,7 @@ def _merge_tables(*tables):
     values = np.concatenate([t[0] for t in tables])
     positives = np.concatenate([t[1] for t in tables])
     negatives = np.concatenate([t[2] for t in tables])
-    order = np.argsort(-values, kind="stable")
+    order = _decreasing(values)
     values, positives, negatives = values[order], positives[order], negatives[order]
     if not values.size:
         return values, positives, negatives
@@ -187,7 +201,9 @@ def _sample(table):
 def _split(table, splitters):
     """The table cut into ``len(splitters) + 1`` ranges: values above ``splitters[0]``, then
     each range down to the next splitter (a value equal to a splitter ends its range)."""
-    cuts = np.searchsorted(-table[0], -splitters, side="left")
+    # Positions in the increasing reversal: values above a splitter are the last ones there.
+    values = table[0]
+    cuts = values.size - np.searchsorted(values[::-1], splitters, side="right")
     bounds = [0, *cuts.tolist(), table[0].size]
     return [tuple(column[a:b] for column in table) for a, b in zip(bounds[:-1], bounds[1:])]
 
@@ -210,7 +226,7 @@ def _walk(table, above, totals, max_fprs, min_tprs):
     tpr, fpr = tp / p, fp / n
     return {"twice_area": float(((fp - previous_fp) * (tp + previous_tp)).sum()),
             "ap_sum": float(((tp - previous_tp)[gained] * (tp[gained] / (tp + fp)[gained])).sum()),
-            "f1": (float(f1[best]), float(values[best])) if f1.size and f1[best] > 0 else (0.0, float("inf")),
+            "f1": (float(f1[best]), values[best].item()) if f1.size and f1[best] > 0 else (0.0, float("inf")),
             "tpr_at_fpr": [float(tpr[fpr <= limit].max(initial=0.0)) for limit in max_fprs],
             "fpr_at_tpr": [float(fpr[tpr >= need].min(initial=0.0 if need <= 0.0 else 1.0)) for need in min_tprs]}
 
@@ -251,7 +267,9 @@ def binary_summary(scores, labels, max_fprs=(), min_tprs=()):
     tables = dask.persist(*tables)  # kept where they were computed, for the rounds below
     samples = np.concatenate(dask.compute(*[delayed(_sample)(t) for t in tables]))
     quantiles = np.linspace(0.0, 1.0, n_ranges + 1)[1:-1]
-    splitters = np.unique(np.quantile(samples, quantiles, method="inverted_cdf"))[::-1] if samples.size else samples
+    # Order statistics of the samples (exact for integer scores too), highest first.
+    ordered = np.sort(samples)
+    splitters = np.unique(ordered[(quantiles * (ordered.size - 1)).astype(np.int64)])[::-1] if samples.size else samples
     pieces = [dask.delayed(_split, pure=True, nout=splitters.size + 1)(t, splitters) for t in tables]
     ranges = dask.persist(*[delayed(_merge_tables)(*[piece[r] for piece in pieces])
                             for r in range(splitters.size + 1)])
