@@ -1,19 +1,60 @@
 //! The crate-owned rayon pools, one per requested thread count.
 //!
-//! `n_jobs` wins, then `FASTCORE_AD_NUM_THREADS`, then the number of logical CPUs. Pools are
-//! cached; after `fork()` the child's pool threads are gone, so `reset_after_fork` forgets the
-//! inherited pools (leaking them on purpose: dropping would join threads that do not exist).
+//! `n_jobs` wins, then `FASTCORE_AD_NUM_THREADS`, then the number of logical CPUs. The pools of
+//! the last few thread counts used are cached; an older one is dropped (its threads exit once
+//! no call runs in it), so a caller sweeping `n_jobs` does not pile up idle threads. After
+//! `fork()` the child's pool threads are gone, so `reset_after_fork` forgets the inherited
+//! pools (leaking them on purpose: dropping would join threads that do not exist).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
-type PoolMap = HashMap<usize, Arc<ThreadPool>>;
+/// Pools kept for reuse, the most recently used first in line to stay.
+const CACHED_POOLS: usize = 4;
 
-fn pools() -> &'static Mutex<PoolMap> {
-    static POOLS: OnceLock<Mutex<PoolMap>> = OnceLock::new();
-    POOLS.get_or_init(|| Mutex::new(HashMap::new()))
+/// Each cached pool with the tick of its last use.
+#[derive(Default)]
+struct PoolCache {
+    pools: HashMap<usize, (Arc<ThreadPool>, u64)>,
+    tick: u64,
+}
+
+impl PoolCache {
+    /// The pool of `threads` threads, started if needed (None if the OS refuses threads).
+    fn get(&mut self, threads: usize) -> Option<Arc<ThreadPool>> {
+        self.tick += 1;
+        if let Some((pool, used)) = self.pools.get_mut(&threads) {
+            *used = self.tick;
+            return Some(pool.clone());
+        }
+        let pool = Arc::new(
+            ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("fastcore-ad-{i}"))
+                .build()
+                .ok()?,
+        );
+        if self.pools.len() >= CACHED_POOLS {
+            let oldest = self.pools.iter().min_by_key(|(_, (_, used))| *used).map(|(&k, _)| k);
+            if let Some(k) = oldest {
+                // Calls still running in it hold their own handle; its threads exit after them.
+                self.pools.remove(&k);
+            }
+        }
+        self.pools.insert(threads, (pool.clone(), self.tick));
+        Some(pool)
+    }
+
+    fn len(&self) -> usize {
+        self.pools.len()
+    }
+}
+
+fn pools() -> &'static Mutex<PoolCache> {
+    static POOLS: OnceLock<Mutex<PoolCache>> = OnceLock::new();
+    POOLS.get_or_init(|| Mutex::new(PoolCache::default()))
 }
 
 /// Resolve the thread count: explicit `n_jobs` (<= 0 means "all CPUs"), then the environment.
@@ -43,26 +84,9 @@ pub fn resolve_threads(n_jobs: Option<i64>) -> usize {
 /// Run `f` inside the pool with the resolved number of threads.
 pub fn install<R: Send>(n_jobs: Option<i64>, f: impl FnOnce() -> R + Send) -> R {
     let threads = resolve_threads(n_jobs);
-    let pool = {
-        let mut map = match pools().lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        match map.get(&threads) {
-            Some(p) => Some(p.clone()),
-            None => match ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .thread_name(|i| format!("fastcore-ad-{i}"))
-                .build()
-            {
-                Ok(p) => {
-                    let p = Arc::new(p);
-                    map.insert(threads, p.clone());
-                    Some(p)
-                }
-                Err(_) => None,
-            },
-        }
+    let pool = match pools().lock() {
+        Ok(mut cache) => cache.get(threads),
+        Err(poisoned) => poisoned.into_inner().get(threads),
     };
     match pool {
         Some(p) => p.install(f),
@@ -77,7 +101,7 @@ pub fn reset_after_fork() {
         Ok(guard) => guard,
         Err(poisoned) => poisoned.into_inner(),
     };
-    for (_, pool) in map.drain() {
+    for (_, (pool, _)) in map.pools.drain() {
         std::mem::forget(pool);
     }
 }
@@ -89,4 +113,30 @@ pub fn available_memory() -> Option<usize> {
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
     kib.checked_mul(1024)
+}
+
+/// How many pools are cached now.
+pub fn cached_pools() -> usize {
+    match pools().lock() {
+        Ok(cache) => cache.len(),
+        Err(poisoned) => poisoned.into_inner().len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sweep_of_thread_counts_keeps_a_few_pools() {
+        for threads in 1..=(CACHED_POOLS + 3) {
+            let used = install(Some(threads as i64), rayon::current_num_threads);
+            assert_eq!(used, resolve_threads(Some(threads as i64)));
+        }
+        assert!(cached_pools() <= CACHED_POOLS);
+        // The most recent count is reused, not rebuilt.
+        let again = install(Some(2), rayon::current_num_threads);
+        assert_eq!(again, resolve_threads(Some(2)));
+        assert!(cached_pools() <= CACHED_POOLS);
+    }
 }
