@@ -122,7 +122,8 @@ impl Kernels {
     }
 
     /// Decrement, on the words whose summary bit is set, the automata `mask(w)` selects; the
-    /// include words and summary bits follow, and `visited(w)` is told of every such word.
+    /// include words and summary bits follow, and `excluded(w)` is told of every word whose
+    /// last include bit this clears.
     #[inline(always)]
     pub fn forget_included<M, V>(
         &self,
@@ -130,14 +131,14 @@ impl Kernels {
         lanes: &mut [Lane],
         summary: &mut [u64],
         mask: M,
-        visited: V,
+        excluded: V,
     ) where
         M: FnMut(usize) -> u64,
         V: FnMut(usize),
     {
         dispatch!(
             self,
-            forget_included(action, lanes, summary, self.half, mask, visited)
+            forget_included(action, lanes, summary, self.half, mask, excluded)
         )
     }
 
@@ -230,7 +231,7 @@ mod x86 {
         summary: &mut [u64],
         half: u8,
         mut mask: M,
-        mut visited: V,
+        mut excluded: V,
     ) where
         M: FnMut(usize) -> u64,
         V: FnMut(usize),
@@ -252,9 +253,9 @@ mod x86 {
                     action[w] = include;
                     if include == 0 {
                         *word &= !(1u64 << (w % 64));
+                        excluded(w);
                     }
                 }
-                visited(w);
             }
         }
     }
@@ -486,7 +487,7 @@ mod avx2 {
         summary: &mut [u64],
         half: u8,
         mut mask_of: M,
-        mut visited: V2,
+        mut excluded: V2,
     ) where
         M: FnMut(usize) -> u64,
         V2: FnMut(usize),
@@ -507,10 +508,10 @@ mod avx2 {
                         action[w] = include;
                         if include == 0 {
                             *word &= !(1u64 << (w % 64));
+                            excluded(w);
                         }
                     }
                 }
-                visited(w);
             }
         }
     }
@@ -750,7 +751,9 @@ mod tests {
                     |w| masks(9, w),
                     |w| seen.push(w),
                 );
-                assert_eq!(seen, (0..lw).collect::<Vec<_>>());
+                // Every word was marked included; those left without include bits are told.
+                let emptied: Vec<usize> = (0..lw).filter(|&w| act2[w] == 0).collect();
+                assert_eq!(seen, emptied);
                 for w in 0..lw {
                     let mut caught = lanes[w];
                     let mut forgotten = lanes[w];

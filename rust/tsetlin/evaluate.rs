@@ -23,17 +23,35 @@ pub(super) fn summarize(action: &[u64], summary: &mut [u64]) {
     }
 }
 
-/// `fires_training` reading only the include words the summary marks.
+/// Words after each clause's summary bits in training: the witness, an include word (index,
+/// bits) that made the clause output 0 on an earlier example. Most clauses output 0 and most
+/// do so again on the same word, so its bits, next to the summary, answer without reading
+/// the include plane; they are refreshed whenever feedback touches the clause.
+pub(super) const WITNESS_WORDS: usize = 2;
+
+/// `fires_training` reading only the include words the summary marks, the witness first (a
+/// new one is recorded); `summary` is the clause's summary bits followed by its witness.
 #[inline(always)]
-pub(super) fn fires_training_summarized(action: &[u64], summary: &[u64], literals: &[u64]) -> bool {
-    for (i, &bits) in summary.iter().enumerate() {
-        let mut bits = bits;
-        while bits != 0 {
-            let w = i * 64 + bits.trailing_zeros() as usize;
-            if action[w] & !literals[w] != 0 {
+pub(super) fn fires_training_witnessed(
+    action: &[u64],
+    summary: &mut [u64],
+    literals: &[u64],
+) -> bool {
+    let (bits, witness) = summary.split_at_mut(summary.len() - WITNESS_WORDS);
+    if witness[1] & !literals[witness[0] as usize] != 0 {
+        return false;
+    }
+    for (i, &word) in bits.iter().enumerate() {
+        let mut word = word;
+        while word != 0 {
+            let w = i * 64 + word.trailing_zeros() as usize;
+            let missing = action[w] & !literals[w];
+            if missing != 0 {
+                witness[0] = w as u64;
+                witness[1] = action[w];
                 return false;
             }
-            bits &= bits - 1;
+            word &= word - 1;
         }
     }
     true
@@ -333,5 +351,41 @@ pub(super) fn accumulate_sums(cfg: &Config, weights: &[i32], outputs: &[u8], row
                 .map(|(&o, &w)| if o != 0 { w as i64 } else { 0 })
                 .sum();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tsetlin::mix64;
+
+    /// The witness answers as the full test does, through include words that change between
+    /// examples as feedback changes them (the witness refreshed after each change).
+    #[test]
+    fn witnessed_evaluation_equals_the_full_test() {
+        let lw = 7;
+        let mut action = vec![0u64; lw];
+        let mut summary = vec![0u64; 1 + WITNESS_WORDS];
+        let mut outputs = [0usize; 2];
+        for step in 0..4000u64 {
+            // Sparse include words and literals with most bits set, so both outputs occur.
+            let w = (mix64(step) % lw as u64) as usize;
+            action[w] = mix64(step ^ 1) & mix64(step ^ 2) & mix64(step ^ 3) & mix64(step ^ 4);
+            summarize(&action, &mut summary[..1]);
+            let witness = summary[1] as usize;
+            summary[2] = action[witness];
+            let literals: Vec<u64> = (0..lw as u64)
+                .map(|i| !(mix64(step * 31 + i) & mix64(step * 37 + i) & mix64(step * 41 + i)))
+                .collect();
+            let fired = fires_training_witnessed(&action, &mut summary, &literals);
+            assert_eq!(fired, fires_training(&action, &literals), "step {step}");
+            outputs[fired as usize] += 1;
+            if !fired {
+                let witness = summary[1] as usize;
+                assert_ne!(summary[2] & !literals[witness], 0);
+                assert_eq!(summary[2], action[witness]);
+            }
+        }
+        assert!(outputs.iter().all(|&n| n > 100), "{outputs:?}");
     }
 }

@@ -68,7 +68,11 @@ const CURSORS_AT: usize = 4;
 const APPLIED_AT: usize = CURSORS_AT + 4 * MAX_DEFERRED;
 
 /// The header of one clause, bytes over whole lanes: byte 0 the number of queued steps, then
-/// their mask cursors (4 bytes each), then per word how many queued steps it has taken.
+/// their mask cursors (4 bytes each), then per word how many queued steps it took before its
+/// last include bit went (0 for the others). Only decrements are queued, so a word never
+/// regains an include bit within a queue: words that have one took every step, words that
+/// never had one took none, and only a word that lost its last one needs its count, written
+/// once, when that happens (so a step touches the header only there).
 pub(super) struct Deferred<'a>(&'a mut [Lane]);
 
 impl Deferred<'_> {
@@ -97,6 +101,26 @@ impl Deferred<'_> {
             rotation: packed >> 16,
         }
     }
+    /// The queued steps: how many, and their mask cursors.
+    fn steps(&self) -> (usize, [MaskCursor; MAX_DEFERRED]) {
+        let n = self.queued();
+        let mut cursors = [MaskCursor {
+            offset: 0,
+            rotation: 0,
+        }; MAX_DEFERRED];
+        for (j, c) in cursors.iter_mut().enumerate().take(n) {
+            *c = self.cursor(j);
+        }
+        (n, cursors)
+    }
+    /// The first queued step word `w` has not taken, its mark cleared for the next queue.
+    fn take_first(&mut self, w: usize) -> usize {
+        let first = self.get(APPLIED_AT + w);
+        if first != 0 {
+            self.set(APPLIED_AT + w, 0);
+        }
+        first as usize
+    }
     fn push(&mut self, cursor: MaskCursor) {
         let j = self.queued();
         let packed = (cursor.offset as u32) | (cursor.rotation << 16);
@@ -112,28 +136,15 @@ impl ByteStore {
     pub(super) fn catch_up(&self, fb: &Feedback, action: &[u64], cells: &mut [Lane]) {
         let (lanes, header) = cells.split_at_mut(self.lw);
         let mut deferred = Deferred(header);
-        let n = deferred.queued();
+        let (n, cursors) = deferred.steps();
         if n == 0 {
             return;
-        }
-        let mut cursors = [MaskCursor {
-            offset: 0,
-            rotation: 0,
-        }; MAX_DEFERRED];
-        for (j, c) in cursors.iter_mut().enumerate().take(n) {
-            *c = deferred.cursor(j);
         }
         self.kernels.catch_up(
             action,
             lanes,
             n,
-            |w| {
-                let first = deferred.get(APPLIED_AT + w);
-                if first != 0 {
-                    deferred.set(APPLIED_AT + w, 0);
-                }
-                first as usize
-            },
+            |w| deferred.take_first(w),
             |j, w| fb.valid_literals[w] & cursors[j].mask(&fb.forget_pool, w),
         );
         deferred.set(0, 0);

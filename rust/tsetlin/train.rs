@@ -6,7 +6,9 @@ use rayon::prelude::*;
 use super::automata::validate_state;
 use super::bytes::{Kernels, Lane};
 use super::config::{feature_masks, Config, Docs};
-use super::evaluate::{accumulate_sums, fires_training_summarized, summarize, DocScratch};
+use super::evaluate::{
+    accumulate_sums, fires_training_witnessed, summarize, DocScratch, WITNESS_WORDS,
+};
 use super::feedback::{Feedback, Kind};
 use super::random::{
     below, mask_pool, mix64, stream_key, stream_step, threshold32, MaskCursor, ROLE_DROP,
@@ -151,11 +153,13 @@ fn train_loop<S: Store>(
     let mut sums = vec![0i64; cfg.n_classes];
     let mut evaluated = vec![false; cfg.n_banks()];
     let sw = lw.div_ceil(64);
-    let mut summary = vec![0u64; total * sw];
+    // Per clause: the summary bits, then the witness (no word yet: index 0, bits 0).
+    let stride = sw + WITNESS_WORDS;
+    let mut summary = vec![0u64; total * stride];
     summary
-        .par_chunks_mut(sw)
+        .par_chunks_mut(stride)
         .zip(action.par_chunks(lw))
-        .for_each(|(s, a)| summarize(a, s));
+        .for_each(|(s, a)| summarize(a, &mut s[..sw]));
     let mut model = StateMut {
         action,
         cells,
@@ -255,31 +259,29 @@ fn banks_to_evaluate(cfg: &Config, target: usize, uniform_negative: usize, evalu
 
 /// Training-time outputs of the clauses of the evaluated banks, every needed bank in one
 /// parallel pass (a dropped clause outputs 0; other banks keep their old outputs, unread).
+/// Clauses keep a witness: the include word that last made them output 0.
 fn evaluate_banks(
     cfg: &Config,
     action: &[u64],
-    summary: &[u64],
+    summary: &mut [u64],
     literals: &[u64],
     dropped: &[bool],
     evaluated: &[bool],
     outputs: &mut [u8],
 ) {
     let lw = cfg.literal_words();
-    let sw = lw.div_ceil(64);
+    let stride = lw.div_ceil(64) + WITNESS_WORDS;
     let c_per = cfg.n_clauses;
     outputs
         .par_iter_mut()
         .zip(dropped)
+        .zip(summary.par_chunks_exact_mut(stride))
         .enumerate()
         .with_min_len(64)
-        .for_each(|(g, (o, &d))| {
+        .for_each(|(g, ((o, &d), s))| {
             if evaluated[g / c_per] {
-                *o = (!d
-                    && fires_training_summarized(
-                        &action[g * lw..(g + 1) * lw],
-                        &summary[g * sw..(g + 1) * sw],
-                        literals,
-                    )) as u8;
+                *o = (!d && fires_training_witnessed(&action[g * lw..(g + 1) * lw], s, literals))
+                    as u8;
             }
         });
 }
@@ -357,10 +359,15 @@ struct Trainer<'a, S> {
 }
 
 impl<S: Store> Trainer<'_, S> {
-    /// How the state is cut per clause: include words, cells and summary words.
+    /// How the state is cut per clause: include words, cells and summary words (with the
+    /// witness).
     fn cuts(&self) -> (usize, usize, usize) {
         let lw = self.cfg.literal_words();
-        (lw, self.store.cells_per_clause(lw), lw.div_ceil(64))
+        (
+            lw,
+            self.store.cells_per_clause(lw),
+            lw.div_ceil(64) + WITNESS_WORDS,
+        )
     }
 
     /// One example's feedback on the clauses it updates.
@@ -376,12 +383,12 @@ impl<S: Store> Trainer<'_, S> {
     /// probability; the sign of the updated class's weight decides the feedback type.
     fn feedback_shared_pool(&self, step: &ExampleFeedback, model: &mut StateMut<'_, S::Cell>) {
         let (cfg, fb, store) = (self.cfg, self.fb, self.store);
-        let (lw, per_clause, sw) = self.cuts();
+        let (lw, per_clause, stride) = self.cuts();
         model
             .action
             .par_chunks_exact_mut(lw)
             .zip(model.cells.par_chunks_exact_mut(per_clause))
-            .zip(model.summary.par_chunks_exact_mut(sw))
+            .zip(model.summary.par_chunks_exact_mut(stride))
             .zip(model.weights.par_chunks_exact_mut(cfg.n_classes))
             .enumerate()
             .with_min_len(16)
@@ -404,7 +411,9 @@ impl<S: Store> Trainer<'_, S> {
                     } else {
                         Kind::TypeII
                     };
-                    store.feedback(fb, kind, fired, act, low, summ, step.literals, cursor);
+                    let (bits, witness) = summ.split_at_mut(stride - WITNESS_WORDS);
+                    store.feedback(fb, kind, fired, act, low, bits, step.literals, cursor);
+                    refresh_witness(act, witness);
                     if fired && cfg.weighted {
                         *w = if u.role == ROLE_TARGET {
                             w.saturating_add(1)
@@ -442,16 +451,18 @@ impl<S: Store> Trainer<'_, S> {
                 let positive = *w > 0;
                 let type_one = positive == (u.role == ROLE_TARGET);
                 let kind = if type_one { Kind::TypeI } else { Kind::TypeII };
+                let (bits, witness) = clause.summary.split_at_mut(cuts.2 - WITNESS_WORDS);
                 store.feedback(
                     fb,
                     kind,
                     fired,
                     clause.action,
                     clause.cells,
-                    clause.summary,
+                    bits,
                     step.literals,
                     cursor,
                 );
+                refresh_witness(clause.action, witness);
                 if fired && cfg.weighted {
                     let magnitude = if type_one {
                         w.abs().saturating_add(1)
@@ -462,6 +473,13 @@ impl<S: Store> Trainer<'_, S> {
                 }
             });
     }
+}
+
+/// The witness of a clause whose include words feedback may have changed: its word's bits as
+/// they are now, so it never proves an output 0 that the clause no longer has.
+#[inline(always)]
+fn refresh_witness(action: &[u64], witness: &mut [u64]) {
+    witness[1] = action[witness[0] as usize];
 }
 
 /// Feedback probabilities of one example as exact fractions `num / (2T)`.
