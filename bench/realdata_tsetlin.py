@@ -161,6 +161,7 @@ def main():
     parser.add_argument("--epochs", type=int, help="fixed epochs (default: early stopping)")
     parser.add_argument("--max-features", type=int, help="vocabulary size (default: sized from the data)")
     parser.add_argument("--ngram", type=int, help="longest n-gram of the TM's vocabulary (default: by corpus size)")
+    parser.add_argument("--count-levels", help='bits "occurs at least c times", e.g. 1,2,4 (default: presence)')
     parser.add_argument("--coalesced", action="store_true")
     parser.add_argument("--positive-only", action="store_true", help="negated_literals=False")
     parser.add_argument("--max-literals", type=int, help="max_included_literals (default: no budget)")
@@ -203,8 +204,10 @@ def main():
             tm_params[key] = value
 
     def make_pipeline():
+        levels = tuple(int(c) for c in args.count_levels.split(",")) if args.count_levels else None
         pipe = text_pipeline(max_features=args.max_features or "auto",
-                             ngram_range="auto" if args.ngram is None else (1, args.ngram), **tm_params)
+                             ngram_range="auto" if args.ngram is None else (1, args.ngram),
+                             count_levels=levels, **tm_params)
         if args.stop_words:
             pipe.set_params(vectorizer__stop_words="english")
         return pipe
@@ -240,7 +243,9 @@ def main():
             f"{f', max_negated_literals={args.max_negated}' if args.max_negated is not None else ''}"
             f"{f', clause_drop_p={args.clause_drop:g}' if args.clause_drop else ''}"
             f"{', English stop words dropped' if args.stop_words else ''}), "
-            f"{tm.n_features_in_} {'terms (uni+bigrams)' if pipe[0].ngram_range_ == (1, 2) else 'words'}, "
+            f"{pipe.named_steps['select'].get_support().sum()} "
+            f"{'terms (uni+bigrams)' if pipe[0].ngram_range_ == (1, 2) else 'words'}"
+            f"{f' x count levels {args.count_levels}' if args.count_levels else ''}, "
             f"{tm.epochs_} of {len(epochs)} epochs")
     acc = report(name, pred, seconds)
     if args.ceiling:

@@ -295,6 +295,41 @@ def test_text_pipeline_speaks_words():
     assert why["prediction"] == "allergy"
 
 
+def test_count_levels_are_count_thresholds_of_the_binary_vocabulary(rng):
+    """``count_levels``: the vocabulary the binary pipeline picks (chi2 of presence), each term
+    then as the bits "count >= c" (a numpy oracle on the vectorizer's counts), named per level;
+    rules and explanations read those names, and the fitted pipeline pickles."""
+    words = [f"w{i}" for i in range(30)]
+    texts, labels = [], []
+    for d in range(120):
+        label = d % 2
+        counts = rng.poisson(0.4 + 1.5 * (np.arange(30) % 2 == label), 30)
+        texts.append(" ".join(w for w, c in zip(words, counts) for _ in range(c)) or "w0")
+        labels.append(["even", "odd"][label])
+    kwargs = dict(max_features=12, ngram_range=(1, 1), min_df=2, n_clauses=10, threshold=8, seed=0)
+    binary = text_pipeline(**kwargs).fit(texts, labels, tm__epochs=2, tm__progress_bar=False)
+    pipe = text_pipeline(count_levels=(1, 2, 4), **kwargs).fit(texts, labels, tm__epochs=2, tm__progress_bar=False)
+    chosen = list(binary.feature_names())
+    assert list(pipe.feature_names()) == chosen + [f"{w} (2+ times)" for w in chosen] + [f"{w} (4+ times)" for w in chosen]
+    counts = pipe[:2].transform(texts).toarray()  # counts of the chosen terms
+    assert counts.max() >= 4
+    want = np.hstack([(counts >= c) for c in (1, 2, 4)]).astype(np.uint8)
+    got = pipe[:-1].transform(texts)
+    assert got.dtype == np.uint8 and (got.toarray() == want).all()
+    assert pipe.named_steps["tm"].n_features_in_ == 3 * len(chosen)
+    names = set(pipe.feature_names())
+    assert all(r.feature_names[j] in names for r in pipe.rules() for j, _ in r.literals)
+    assert pipe.explain(texts[0])["prediction"] in ("even", "odd")
+    back = pickle.loads(pickle.dumps(pipe))
+    assert list(back.predict(texts)) == list(pipe.predict(texts))
+
+
+@pytest.mark.parametrize("levels", [(), (0, 1), (2, 1), (1, 1), (1.5,), (True,), "1,2", 3])
+def test_count_levels_must_be_increasing_whole_numbers(levels):
+    with pytest.raises(ValueError, match="count_levels"):
+        text_pipeline(count_levels=levels)
+
+
 def test_auto_ngram_range_follows_the_corpus_size(rng, monkeypatch):
     """``ngram_range="auto"``: the vocabulary is exactly CountVectorizer's with words, or with
     words and pairs from ``_BIGRAMS_FROM_DOCUMENTS`` documents on; transform uses the range
