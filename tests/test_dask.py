@@ -241,6 +241,18 @@ def test_integer_scores_beyond_float64_precision_rank_exactly(client, rng, dtype
         assert int(threshold) in set(scores.tolist())
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.int64])
+def test_empty_chunks_add_nothing_and_thresholds_match_memory(client, dtype):
+    scores = np.array([3, 1, 2, 5, 4, 0], dtype=dtype)
+    labels = np.array([1, 0, 0, 1, 1, 0])
+    lazy = da.from_array(scores, chunks=((3, 0, 3),))
+    assert metrics.auroc(lazy, labels) == pytest.approx(metrics.auroc(scores, labels), abs=1e-15)
+    best, threshold = metrics.f1_max(lazy, labels, return_threshold=True)
+    want_best, want_threshold = metrics.f1_max(scores, labels, return_threshold=True)
+    assert (best, threshold) == (want_best, want_threshold)
+    assert type(threshold) is type(float(want_threshold))  # a float, as in memory, below 2**53
+
+
 def test_metrics_of_pixel_maps_and_score_dicts(client, rng):
     scores, labels = _tied_scores(rng, 6 * 20 * 20)
     maps, masks = scores.reshape(6, 20, 20), labels.reshape(6, 20, 20)

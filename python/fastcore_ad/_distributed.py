@@ -163,6 +163,9 @@ def _chunk_table(scores, labels):
     labels, label_backend = as_array(labels, "labels")
     scores = to_numpy(scores, backend).reshape(-1)
     labels = binary_labels(to_numpy(labels, label_backend).reshape(-1), "labels")
+    if scores.size == 0:  # an empty chunk adds nothing
+        none = np.zeros(0, dtype=np.int64)
+        return scores.astype(np.float64 if scores.dtype.kind not in "iu" else scores.dtype), none, none
     if scores.dtype.kind in "iu":
         values, inverse = np.unique(scores, return_inverse=True)
         inverse = inverse.reshape(-1)
@@ -226,9 +229,16 @@ def _walk(table, above, totals, max_fprs, min_tprs):
     tpr, fpr = tp / p, fp / n
     return {"twice_area": float(((fp - previous_fp) * (tp + previous_tp)).sum()),
             "ap_sum": float(((tp - previous_tp)[gained] * (tp[gained] / (tp + fp)[gained])).sum()),
-            "f1": (float(f1[best]), values[best].item()) if f1.size and f1[best] > 0 else (0.0, float("inf")),
+            "f1": (float(f1[best]), _threshold(values[best])) if f1.size and f1[best] > 0 else (0.0, float("inf")),
             "tpr_at_fpr": [float(tpr[fpr <= limit].max(initial=0.0)) for limit in max_fprs],
             "fpr_at_tpr": [float(fpr[tpr >= need].min(initial=0.0 if need <= 0.0 else 1.0)) for need in min_tprs]}
+
+
+def _threshold(value):
+    """A score as the in-memory metrics report it: a float, or the exact integer where float64
+    would round it (beyond 2**53)."""
+    value = value.item()
+    return float(value) if not isinstance(value, int) or abs(value) <= 2**53 else value
 
 
 def _combine(parts, totals):
@@ -269,7 +279,8 @@ def binary_summary(scores, labels, max_fprs=(), min_tprs=()):
     quantiles = np.linspace(0.0, 1.0, n_ranges + 1)[1:-1]
     # Order statistics of the samples (exact for integer scores too), highest first.
     ordered = np.sort(samples)
-    splitters = np.unique(ordered[(quantiles * (ordered.size - 1)).astype(np.int64)])[::-1] if samples.size else samples
+    at = np.clip(np.ceil(quantiles * ordered.size).astype(np.int64) - 1, 0, None)  # numpy's "inverted_cdf"
+    splitters = np.unique(ordered[at])[::-1] if samples.size else samples
     pieces = [dask.delayed(_split, pure=True, nout=splitters.size + 1)(t, splitters) for t in tables]
     ranges = dask.persist(*[delayed(_merge_tables)(*[piece[r] for piece in pieces])
                             for r in range(splitters.size + 1)])
