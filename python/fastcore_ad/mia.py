@@ -109,19 +109,19 @@ def _logits_array(logits):
     arr, backend = as_array(logits, "logits")
     xp = xp_of(backend)
     if half is None:
-        if arr.dtype.kind == "f" and not arr.dtype.isnative:
-            arr = arr.astype(arr.dtype.newbyteorder("="))  # big-endian floats: a native copy
         name = str(arr.dtype)
         if name == "bfloat16":
             half = "bfloat16"
-        elif arr.dtype == np.float16:
+        elif arr.dtype.kind == "f" and arr.dtype.itemsize == 2:
             half = "float16"
-        elif arr.dtype not in (np.float32, np.float64):
+        elif arr.dtype.kind != "f" or arr.dtype.itemsize not in (4, 8):
             raise TypeError(f"logits: expected float32, float64, float16 or bfloat16, got dtype {arr.dtype}")
     if arr.ndim != 3:
         raise ValueError(f"logits: expected 3 dimensions [B, T, V], got shape {tuple(arr.shape)}")
     if arr.size == 0:
         raise ValueError(f"logits: empty array (shape {tuple(arr.shape)})")
+    if not arr.dtype.isnative:  # big-endian floats: a native copy, once the shape is known good
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     arr = xp.ascontiguousarray(arr)
     if half is not None:
         arr = arr.view(np.uint16)
