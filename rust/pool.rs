@@ -47,9 +47,6 @@ impl PoolCache {
         Some(pool)
     }
 
-    fn len(&self) -> usize {
-        self.pools.len()
-    }
 }
 
 fn pools() -> &'static Mutex<PoolCache> {
@@ -115,12 +112,14 @@ pub fn available_memory() -> Option<usize> {
     kib.checked_mul(1024)
 }
 
-/// How many pools are cached now.
-pub fn cached_pools() -> usize {
-    match pools().lock() {
-        Ok(cache) => cache.len(),
-        Err(poisoned) => poisoned.into_inner().len(),
-    }
+/// The thread counts whose pools are cached now, in increasing order.
+pub fn cached_thread_counts() -> Vec<usize> {
+    let mut counts: Vec<usize> = match pools().lock() {
+        Ok(cache) => cache.pools.keys().copied().collect(),
+        Err(poisoned) => poisoned.into_inner().pools.keys().copied().collect(),
+    };
+    counts.sort_unstable();
+    counts
 }
 
 #[cfg(test)]
@@ -128,15 +127,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_sweep_of_thread_counts_keeps_a_few_pools() {
-        for threads in 1..=(CACHED_POOLS + 3) {
-            let used = install(Some(threads as i64), rayon::current_num_threads);
-            assert_eq!(used, resolve_threads(Some(threads as i64)));
+    fn a_sweep_of_thread_counts_keeps_the_last_few_pools() {
+        // Distinct thread counts this machine resolves (requests are capped at 4 per CPU).
+        let mut used: Vec<usize> = Vec::new();
+        for request in 1..=(CACHED_POOLS as i64 + 3) {
+            let threads = install(Some(request), rayon::current_num_threads);
+            assert_eq!(threads, resolve_threads(Some(request)));
+            used.retain(|&t| t != threads);
+            used.push(threads);
         }
-        assert!(cached_pools() <= CACHED_POOLS);
-        // The most recent count is reused, not rebuilt.
-        let again = install(Some(2), rayon::current_num_threads);
-        assert_eq!(again, resolve_threads(Some(2)));
-        assert!(cached_pools() <= CACHED_POOLS);
+        // Reusing an older count makes it the most recent, so it stays and another goes.
+        let again = used[used.len().saturating_sub(CACHED_POOLS)];
+        assert_eq!(install(Some(again as i64), rayon::current_num_threads), again);
+        used.retain(|&t| t != again);
+        used.push(again);
+        // A count evicted earlier comes back: the least recently used goes, not `again`.
+        if used.len() > CACHED_POOLS {
+            let back = used[0];
+            assert_eq!(install(Some(back as i64), rayon::current_num_threads), back);
+            used.remove(0);
+            used.push(back);
+        }
+        let mut want: Vec<usize> = used[used.len().saturating_sub(CACHED_POOLS)..].to_vec();
+        want.sort_unstable();
+        assert_eq!(cached_thread_counts(), want);
+        assert!(want.contains(&again));
     }
 }
