@@ -324,6 +324,17 @@ def test_count_levels_are_count_thresholds_of_the_binary_vocabulary(rng):
     assert list(back.predict(texts)) == list(pipe.predict(texts))
 
 
+def test_count_levels_take_any_sequence_of_whole_numbers():
+    texts = ["pain pain knee", "knee", "rash rash rash", "rash"] * 10
+    labels = ["ortho", "ortho", "derm", "derm"] * 10
+    names = []
+    for levels in ([1, 2], np.array([1, 2]), range(1, 3)):
+        pipe = text_pipeline(count_levels=levels, max_features=5, min_df=1, n_clauses=4, threshold=4, seed=0)
+        pipe.fit(texts, labels, tm__epochs=1, tm__progress_bar=False)
+        names.append(list(pipe.feature_names()))
+    assert names[0] == names[1] == names[2] and "rash (2+ times)" in names[0]
+
+
 @pytest.mark.parametrize("levels", [(), (0, 1), (2, 1), (1, 1), (1.5,), (True,), "1,2", 3])
 def test_count_levels_must_be_increasing_whole_numbers(levels):
     with pytest.raises(ValueError, match="count_levels"):
