@@ -7,7 +7,7 @@
 //! pools (leaking them on purpose: dropping would join threads that do not exist).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
@@ -81,10 +81,7 @@ pub fn resolve_threads(n_jobs: Option<i64>) -> usize {
 /// Run `f` inside the pool with the resolved number of threads.
 pub fn install<R: Send>(n_jobs: Option<i64>, f: impl FnOnce() -> R + Send) -> R {
     let threads = resolve_threads(n_jobs);
-    let pool = match pools().lock() {
-        Ok(mut cache) => cache.get(threads),
-        Err(poisoned) => poisoned.into_inner().get(threads),
-    };
+    let pool = lock_cache().get(threads);
     match pool {
         Some(p) => p.install(f),
         // A pool that cannot start threads still gives a correct (sequential) answer.
@@ -92,13 +89,39 @@ pub fn install<R: Send>(n_jobs: Option<i64>, f: impl FnOnce() -> R + Send) -> R 
     }
 }
 
-/// Forget the pools inherited through `fork()`; called from Python's `os.register_at_fork`.
-pub fn reset_after_fork() {
-    let mut map = match pools().lock() {
+thread_local! {
+    /// The cache lock held by the forking thread across `fork()` (see `before_fork`).
+    static HELD_ACROSS_FORK: std::cell::RefCell<Option<MutexGuard<'static, PoolCache>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn lock_cache() -> MutexGuard<'static, PoolCache> {
+    match pools().lock() {
         Ok(guard) => guard,
         Err(poisoned) => poisoned.into_inner(),
-    };
-    for (_, (pool, _)) in map.pools.drain() {
+    }
+}
+
+/// Take the cache lock before `fork()`, so the child never inherits it held by a thread that
+/// does not exist there (it would wait forever); released by `after_fork_in_parent` and
+/// `reset_after_fork`, which run in the forking thread.
+pub fn before_fork() {
+    let guard = lock_cache();
+    HELD_ACROSS_FORK.with(|held| *held.borrow_mut() = Some(guard));
+}
+
+/// Release the lock `before_fork` took.
+pub fn after_fork_in_parent() {
+    HELD_ACROSS_FORK.with(|held| held.borrow_mut().take());
+}
+
+/// Forget the pools inherited through `fork()`; called in the child (from Python's
+/// `os.register_at_fork`), with the lock `before_fork` took or, without it, taking it.
+pub fn reset_after_fork() {
+    let mut cache = HELD_ACROSS_FORK
+        .with(|held| held.borrow_mut().take())
+        .unwrap_or_else(lock_cache);
+    for (_, (pool, _)) in cache.pools.drain() {
         std::mem::forget(pool);
     }
 }
@@ -114,10 +137,7 @@ pub fn available_memory() -> Option<usize> {
 
 /// The thread counts whose pools are cached now, in increasing order.
 pub fn cached_thread_counts() -> Vec<usize> {
-    let mut counts: Vec<usize> = match pools().lock() {
-        Ok(cache) => cache.pools.keys().copied().collect(),
-        Err(poisoned) => poisoned.into_inner().pools.keys().copied().collect(),
-    };
+    let mut counts: Vec<usize> = lock_cache().pools.keys().copied().collect();
     counts.sort_unstable();
     counts
 }

@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 import subprocess
 import sys
 
@@ -62,6 +63,55 @@ def test_kernels_work_in_a_forked_child():
     got = os.read(read, 100).decode()
     os.close(read)
     assert status == 0 and float(got) == expect
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_fork_while_other_threads_start_pools():
+    """Threads keep asking for pools of new sizes while the main thread forks: no child may
+    inherit the pool cache's lock held by a thread that does not exist there (it would hang)."""
+    import threading
+
+    scores = np.random.default_rng(1).random(20_000)
+    labels = np.arange(20_000) % 2
+    expect = metrics.auroc(scores, labels)
+    stop = threading.Event()
+
+    def churn(offset):
+        n = 0
+        while not stop.is_set():
+            metrics.auroc(scores, labels, n_jobs=1 + (n + offset) % 8)  # pools built and dropped
+            n += 1
+
+    threads = [threading.Thread(target=churn, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(20):
+            read, write = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    os.write(write, repr(metrics.auroc(scores, labels, n_jobs=3)).encode())
+                finally:
+                    os._exit(0)
+            os.close(write)
+            deadline = time.monotonic() + 30
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    break
+                if time.monotonic() > deadline:
+                    os.kill(pid, 9)
+                    os.waitpid(pid, 0)
+                    pytest.fail("a forked child hung")
+                time.sleep(0.01)
+            got = os.read(read, 100).decode()
+            os.close(read)
+            assert status == 0 and float(got) == expect
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
 
 
 class DLPackOnly:

@@ -43,8 +43,10 @@ __all__ = [
 ]
 
 if hasattr(_os, "register_at_fork"):
-    # rayon's threads do not survive fork(): the child starts fresh pools.
-    _os.register_at_fork(after_in_child=_core.reset_after_fork)
+    # rayon's threads do not survive fork(): the child starts fresh pools. The pool cache's lock
+    # is held across the fork, so no other thread can hold it there.
+    _os.register_at_fork(before=_core.before_fork, after_in_parent=_core.after_fork_in_parent,
+                         after_in_child=_core.reset_after_fork)
 
 
 def info() -> dict:

@@ -26,10 +26,24 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     patchcore::register(m)?;
     tsetlin::register(m)?;
     cuda::register(m)?;
+    m.add_function(wrap_pyfunction!(py_before_fork, m)?)?;
+    m.add_function(wrap_pyfunction!(py_after_fork_in_parent, m)?)?;
     m.add_function(wrap_pyfunction!(py_reset_after_fork, m)?)?;
     m.add_function(wrap_pyfunction!(py_resolve_threads, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
+}
+
+/// Hold the thread-pool cache across fork(); registered with os.register_at_fork.
+#[pyfunction(name = "before_fork")]
+fn py_before_fork() {
+    crate::pool::before_fork();
+}
+
+/// Release what before_fork held, in the parent.
+#[pyfunction(name = "after_fork_in_parent")]
+fn py_after_fork_in_parent() {
+    crate::pool::after_fork_in_parent();
 }
 
 /// Forget thread pools inherited through fork(); registered with os.register_at_fork.
