@@ -37,7 +37,11 @@ impl PoolCache {
                 .ok()?,
         );
         if self.pools.len() >= CACHED_POOLS {
-            let oldest = self.pools.iter().min_by_key(|(_, (_, used))| *used).map(|(&k, _)| k);
+            let oldest = self
+                .pools
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(&k, _)| k);
             if let Some(k) = oldest {
                 // Calls still running in it hold their own handle; its threads exit after them.
                 self.pools.remove(&k);
@@ -46,7 +50,6 @@ impl PoolCache {
         self.pools.insert(threads, (pool.clone(), self.tick));
         Some(pool)
     }
-
 }
 
 fn pools() -> &'static Mutex<PoolCache> {
@@ -158,7 +161,10 @@ mod tests {
         }
         // Reusing an older count makes it the most recent, so it stays and another goes.
         let again = used[used.len().saturating_sub(CACHED_POOLS)];
-        assert_eq!(install(Some(again as i64), rayon::current_num_threads), again);
+        assert_eq!(
+            install(Some(again as i64), rayon::current_num_threads),
+            again
+        );
         used.retain(|&t| t != again);
         used.push(again);
         // A count evicted earlier comes back: the least recently used goes, not `again`.

@@ -163,10 +163,7 @@ def _chunk_table(scores, labels):
     labels, label_backend = as_array(labels, "labels")
     scores = to_numpy(scores, backend).reshape(-1)
     labels = binary_labels(to_numpy(labels, label_backend).reshape(-1), "labels")
-    if scores.size == 0:  # an empty chunk adds nothing
-        none = np.zeros(0, dtype=np.int64)
-        return scores.astype(np.float64 if scores.dtype.kind not in "iu" else scores.dtype), none, none
-    if scores.dtype.kind in "iu":
+    if scores.dtype.kind in "iu" or scores.size == 0:  # an empty chunk gives an empty table
         values, inverse = np.unique(scores, return_inverse=True)
         inverse = inverse.reshape(-1)
         positives = np.bincount(inverse[labels == 1], minlength=values.size)
@@ -178,17 +175,12 @@ def _chunk_table(scores, labels):
             np.diff(false_positives, prepend=0).astype(np.int64))
 
 
-def _decreasing(values):
-    """The order that sorts ``values`` decreasing (no negation: unsigned and INT64_MIN scores)."""
-    return np.argsort(values, kind="stable")[::-1]
-
-
 def _merge_tables(*tables):
     """One table from several (equal values summed), in decreasing order."""
     values = np.concatenate([t[0] for t in tables])
     positives = np.concatenate([t[1] for t in tables])
     negatives = np.concatenate([t[2] for t in tables])
-    order = _decreasing(values)
+    order = np.argsort(values, kind="stable")[::-1]  # decreasing, without negating unsigned or INT64_MIN
     values, positives, negatives = values[order], positives[order], negatives[order]
     if not values.size:
         return values, positives, negatives

@@ -1320,20 +1320,18 @@ def text_pipeline(max_features="auto", ngram_range="auto", min_df=2, count_level
     >>> pipe.named_steps["vectorizer"].ngram_range_
     (1, 1)
     """
-    if count_levels is None:
-        return TextTsetlinPipeline([
-            ("vectorizer", _AutoNgramVectorizer(binary=True, ngram_range=ngram_range, min_df=min_df)),
-            ("select", _SelectAtMostK(chi2, k=max_features)),
-            ("tm", TsetlinMachine(**tm_params)),
-        ])
-    if not isinstance(count_levels, (str, bytes)) and hasattr(count_levels, "__iter__"):
-        count_levels = tuple(c.item() if isinstance(c, np.generic) else c for c in count_levels)
-    levels = _CountLevels(count_levels)
-    levels._levels()  # a bad value fails here, not after the vocabulary is built
+    levels = None
+    if count_levels is not None:
+        iterable = not isinstance(count_levels, (str, bytes)) and hasattr(count_levels, "__iter__")
+        levels = _CountLevels(tuple(count_levels) if iterable else count_levels)
+        levels._levels()  # a bad value fails here, not after the vocabulary is built
+    # With count levels the vocabulary counts, and is still ranked by presence.
+    steps = [("vectorizer", _AutoNgramVectorizer(binary=levels is None, ngram_range=ngram_range, min_df=min_df)),
+             ("select", _SelectAtMostK(chi2 if levels is None else _presence_chi2, k=max_features))]
+    if levels is not None:
+        steps.append(("levels", levels))
     return TextTsetlinPipeline([
-        ("vectorizer", _AutoNgramVectorizer(binary=False, ngram_range=ngram_range, min_df=min_df)),
-        ("select", _SelectAtMostK(_presence_chi2, k=max_features)),
-        ("levels", levels),
+        *steps,
         ("tm", TsetlinMachine(**tm_params)),
     ])
 
