@@ -11,7 +11,8 @@ the training split only: tf-idf (sublinear tf) uni+bigrams with min_df=2 into
 ``LinearSVC(C=1)`` and ``LogisticRegression(C=10)``; counts (uni+bigrams, min_df=2) into
 ``MultinomialNB(alpha=0.1)``. Printed: accuracy, macro-F1 and fit
 seconds per model; with ``--cv K`` also the TM's K-fold cross-validated accuracy on the
-training split (to choose a configuration without the test split); with ``--rules N`` the N
+training split (to choose a configuration without the test split); with ``--estimators M`` a vote
+of M machines (``TsetlinEnsemble``, seeds seed, seed + 1, ...); with ``--rules N`` the N
 heaviest rules of each class and the share of positive (present-word) literals among each
 class's 10 heaviest rules; with ``--ceiling`` also LinearSVC on the TM's own binary features and
 on every binary word (C picked by 3-fold CV on the training split): what a linear model gets
@@ -173,6 +174,8 @@ def main():
     parser.add_argument("--ceiling", action="store_true",
                         help="also LinearSVC on presence-only features (the TM's terms, every word)")
     parser.add_argument("--no-tm", action="store_true", help="baselines (and --ceiling) only, no TM training")
+    parser.add_argument("--estimators", type=int, default=1,
+                        help="a vote of this many machines (seeds seed, seed + 1, ...; default 1)")
     parser.add_argument("--cv", type=int, help="also print the TM's K-fold CV accuracy on the training split")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -207,7 +210,7 @@ def main():
         levels = tuple(int(c) for c in args.count_levels.split(",")) if args.count_levels else None
         pipe = text_pipeline(max_features=args.max_features or "auto",
                              ngram_range="auto" if args.ngram is None else (1, args.ngram),
-                             count_levels=levels, **tm_params)
+                             count_levels=levels, n_estimators=args.estimators, **tm_params)
         if args.stop_words:
             pipe.set_params(vectorizer__stop_words="english")
         return pipe
@@ -235,9 +238,10 @@ def main():
     pipe.fit(tr_text, ytr, tm__epochs=args.epochs, tm__progress_bar=False)
     pred = pipe.predict(te_text)
     seconds = time.perf_counter() - t
-    tm = pipe.named_steps["tm"]
+    machines = getattr(pipe.named_steps["tm"], "estimators_", [pipe.named_steps["tm"]])
+    tm = machines[0]
     epochs = tm.history_
-    name = (f"TsetlinMachine({tm.n_clauses_} clauses{' pool' if args.coalesced else '/class'}, T={tm.threshold_}, "
+    name = (f"{f'{len(machines)} x ' if len(machines) > 1 else ''}TsetlinMachine({tm.n_clauses_} clauses{' pool' if args.coalesced else '/class'}, T={tm.threshold_}, "
             f"s={tm.specificity_:g}{', positive literals only' if args.positive_only else ''}"
             f"{f', max_included_literals={args.max_literals}' if args.max_literals else ''}"
             f"{f', max_negated_literals={args.max_negated}' if args.max_negated is not None else ''}"
@@ -246,7 +250,7 @@ def main():
             f"{pipe.named_steps['select'].get_support().sum()} "
             f"{'terms (uni+bigrams)' if pipe[0].ngram_range_ == (1, 2) else 'words'}"
             f"{f' x count levels {args.count_levels}' if args.count_levels else ''}, "
-            f"{tm.epochs_} of {len(epochs)} epochs")
+            f"{'/'.join(str(m.epochs_) for m in machines)} of {'/'.join(str(len(m.history_)) for m in machines)} epochs")
     acc = report(name, pred, seconds)
     if args.ceiling:
         for ceiling_name, ceiling_pred, ceiling_seconds in binary_ceiling(tr_text, ytr, te_text, pipe[:-1]):
@@ -256,6 +260,8 @@ def main():
     print("epoch seconds: " + " ".join(f"{e['seconds']:.1f}" for e in epochs), flush=True)
     if args.rules:
         rules = pipe.rules(class_names=class_names)
+        if len(machines) > 1:
+            rules = [r for _, r in rules]
         print(f"present-word share of the literals of the 10 heaviest rules per class: "
               f"{positive_share(rules, tm.classes_):.3f}", flush=True)
         for label in tm.classes_:

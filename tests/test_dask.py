@@ -19,7 +19,7 @@ cloudpickle = pytest.importorskip("cloudpickle")
 from sklearn.covariance import OAS, EmpiricalCovariance, LedoitWolf  # noqa: E402
 from sklearn.metrics import average_precision_score, roc_auc_score  # noqa: E402
 
-from fastcore_ad import GaussianAD, TsetlinMachine, _distributed, metrics, mia, musc  # noqa: E402
+from fastcore_ad import GaussianAD, TsetlinEnsemble, TsetlinMachine, _distributed, metrics, mia, musc  # noqa: E402
 from fastcore_ad.gaussian import mahalanobis, mahalanobis_per_position  # noqa: E402
 
 # The workers are other processes: they receive this module's helpers by value.
@@ -325,6 +325,17 @@ def test_tsetlin_prediction_on_row_chunks(client, rng):
         np.testing.assert_array_equal(result.compute(), getattr(model, method)(X))
     with pytest.raises(ValueError, match="X has 5 features"):
         model.predict(da.ones((4, 5)))
+
+
+def test_tsetlin_ensemble_prediction_on_row_chunks(client, rng):
+    X = rng.integers(0, 2, size=(240, 24), dtype=np.uint8)
+    y = np.array(["a", "b", "c"])[(X[:, 0] ^ X[:, 1]) + (X[:, 2] & X[:, 3])]
+    vote = TsetlinEnsemble(TsetlinMachine(n_clauses=20, threshold=10, seed=0), n_estimators=3).fit(X, y)
+    lazy = da.from_array(X, chunks=(50, 24))
+    for method in ("votes", "decision_function", "predict"):
+        result = getattr(vote, method)(lazy)
+        assert isinstance(result, da.Array)
+        np.testing.assert_array_equal(result.compute(), getattr(vote, method)(X))
 
 
 @pytest.mark.parametrize("sparse_type", ["csr_matrix", "csr_array"])

@@ -8,8 +8,9 @@ import pickle
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from sklearn.exceptions import NotFittedError
 
-from fastcore_ad import TsetlinMachine, _core
+from fastcore_ad import TsetlinEnsemble, TsetlinMachine, _core
 from fastcore_ad import tsetlin as tsetlin_module
 from fastcore_ad.tsetlin import Rule, text_pipeline
 
@@ -371,8 +372,6 @@ def test_auto_ngram_range_follows_the_corpus_size(rng, monkeypatch):
 
 
 def test_auto_ngram_vectorizer_edges(monkeypatch):
-    from sklearn.exceptions import NotFittedError
-
     vec_class = type(text_pipeline().named_steps["vectorizer"])
     texts = ["rash after penicillin", "fracture of the arm", "penicillin rash again", "arm in a cast"] * 5
     with pytest.raises(NotFittedError, match="ngram_range"):
@@ -709,3 +708,150 @@ def test_speed_workload_bayes_limit_matches_a_fresh_draw(rng):
     assert abs(drawn - exact) < 4 * np.sqrt(exact * (1 - exact) / len(y)), (drawn, exact)
     # The indicative words' background presence matters: without it the limit would be 93.87%.
     assert abs(workload.bayes_accuracy(density=0.0) - 0.9387) < 1e-4 and exact < 0.925
+
+
+# ------------------------------------------------------------------------------------------------
+# Ensembles of machines
+
+
+def _machines_oracle(X, y, Xq, seeds, **params):
+    """Independently fitted machines with `seeds`: their class sums over their thresholds, added."""
+    votes = 0.0
+    for s in seeds:
+        tm = TsetlinMachine(**params, seed=s).fit(X, y, epochs=3, progress_bar=False)
+        votes = votes + tm.class_sums(Xq).astype(np.float64) / tm.threshold_
+    return votes
+
+
+@pytest.mark.parametrize("n_estimators", [1, 3])
+def test_ensemble_votes_are_its_machines_sums_over_their_thresholds(rng, n_estimators):
+    X, y = _text_like(rng, n=500, f=80)
+    three = np.array(["a", "b", "c"])[y + (X[:, 20] & (y == 0))]  # three classes too
+    base = int(rng.integers(0, 2**32))
+    for labels in (y, three):
+        vote = TsetlinEnsemble(TsetlinMachine(30, 12, 3.0, seed=base), n_estimators=n_estimators)
+        vote.fit(X, labels, epochs=3, progress_bar=False)
+        assert [m.seed for m in vote.estimators_] == [base + i for i in range(n_estimators)] and vote.seed_ == base
+        expected = _machines_oracle(X, labels, X, [base + i for i in range(n_estimators)], n_clauses=30,
+                                    threshold=12, specificity=3.0)
+        np.testing.assert_array_equal(vote.votes(X), expected)
+        np.testing.assert_array_equal(vote.predict(X), np.unique(labels)[np.argmax(expected, axis=1)])
+        margin = vote.decision_function(X)
+        if len(vote.classes_) == 2:
+            np.testing.assert_array_equal(margin, expected[:, 1] - expected[:, 0])
+        else:
+            np.testing.assert_array_equal(margin, expected)
+        assert vote.score(X, labels) == np.mean(vote.predict(X) == labels)
+    if n_estimators == 1:
+        alone = TsetlinMachine(30, 12, 3.0, seed=base).fit(X, three, epochs=3, progress_bar=False)
+        np.testing.assert_array_equal(vote.predict(X), alone.predict(X))
+
+
+def test_ensemble_ties_go_to_the_first_class_and_seeds_wrap(rng):
+    X, y = _text_like(rng, n=200, f=40)
+    vote = TsetlinEnsemble(TsetlinMachine(10, 5, 3.0, seed=2**64 - 1), n_estimators=2).fit(X, y, epochs=1,
+                                                                                          progress_bar=False)
+    assert [m.seed for m in vote.estimators_] == [2**64 - 1, 0]
+    empty = np.zeros((3, 40), dtype=np.uint8)
+    for m in vote.estimators_:
+        m.action_[...] = 0  # no clause includes anything: every sum 0, a tie
+    assert list(vote.predict(empty)) == [vote.classes_[0]] * 3
+    drawn = TsetlinEnsemble(TsetlinMachine(10, 5, 3.0), n_estimators=3).fit(X, y, epochs=1, progress_bar=False)
+    assert [m.seed_ for m in drawn.estimators_] == [(drawn.seed_ + i) % 2**64 for i in range(3)]
+
+
+def test_ensemble_save_load_and_hostile_folders(rng, tmp_path):
+    import json
+
+    X, y = _text_like(rng, n=300, f=70)
+    labels = np.array(["neg", "pos"])[y]
+    vote = TsetlinEnsemble(TsetlinMachine(20, 8, 3.0, seed=5), n_estimators=3).fit(X, labels, epochs=2,
+                                                                                  progress_bar=False)
+    folder = tmp_path / "vote"
+    vote.save(folder)
+    back = TsetlinEnsemble.load(folder)
+    np.testing.assert_array_equal(back.votes(X), vote.votes(X))
+    assert back.n_estimators == 3 and back.estimator.seed == 5 and back.seed_ == 5
+    assert list(back.predict(X)) == list(pickle.loads(pickle.dumps(vote)).predict(X))
+    manifest = json.loads((folder / "ensemble.json").read_text())
+
+    def broken(name, change):
+        bad = tmp_path / name
+        import shutil
+
+        shutil.copytree(folder, bad)
+        change(bad)
+        return bad
+
+    cases = [
+        ("not_json", lambda d: (d / "ensemble.json").write_text("{nope")),
+        ("huge", lambda d: (d / "ensemble.json").write_text(" " * 5000 + json.dumps(manifest))),
+        ("format", lambda d: (d / "ensemble.json").write_text(json.dumps({**manifest, "format": "x"}))),
+        ("count", lambda d: (d / "ensemble.json").write_text(json.dumps({**manifest, "n_estimators": 10**9}))),
+        ("bool", lambda d: (d / "ensemble.json").write_text(json.dumps({**manifest, "n_estimators": True}))),
+        ("seed", lambda d: (d / "ensemble.json").write_text(json.dumps({**manifest, "seed_": -1}))),
+        ("list", lambda d: (d / "ensemble.json").write_text("[1, 2]")),
+        ("swapped", lambda d: os.replace(d / "machine_0.npz", d / "machine_1.npz")
+         or vote.estimators_[1].save(d / "machine_0.npz")),
+    ]
+    for name, change in cases:
+        with pytest.raises(ValueError, match=name):
+            TsetlinEnsemble.load(broken(name, change))
+    other = TsetlinEnsemble(TsetlinMachine(22, 8, 3.0, seed=6), n_estimators=2).fit(X, labels, epochs=1,
+                                                                                   progress_bar=False)
+    stranger = broken("stranger", lambda d: other.estimators_[0].save(d / "machine_1.npz"))
+    with pytest.raises(ValueError, match="machine_1.npz does not belong"):
+        TsetlinEnsemble.load(stranger)
+    with pytest.raises(FileNotFoundError):
+        TsetlinEnsemble.load(broken("missing", lambda d: os.remove(d / "machine_2.npz")))
+    with pytest.raises(FileNotFoundError, match="no ensemble.json"):
+        TsetlinEnsemble.load(tmp_path)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(n_estimators=0), ValueError, "n_estimators"),
+    (dict(n_estimators=10**6), ValueError, "n_estimators"),
+    (dict(n_estimators=True), TypeError, "n_estimators"),
+    (dict(n_estimators=2.0), TypeError, "n_estimators"),
+    (dict(estimator="tm"), TypeError, "estimator"),
+    (dict(estimator=TsetlinMachine(n_clauses=3)), ValueError, "n_clauses"),
+])
+def test_ensemble_bad_parameters(kwargs, error, match):
+    X = np.eye(8, dtype=np.uint8)
+    with pytest.raises(error, match=match):
+        TsetlinEnsemble(**kwargs).fit(X, [0, 1] * 4, epochs=1, progress_bar=False)
+    if "n_estimators" in kwargs:
+        with pytest.raises(error, match=match):
+            text_pipeline(n_estimators=kwargs["n_estimators"])  # at once, before any vocabulary
+
+
+def test_failed_ensemble_fit_keeps_the_fitted_machines(rng):
+    X, y = _text_like(rng, n=200, f=40)
+    vote = TsetlinEnsemble(TsetlinMachine(10, 5, 3.0, seed=1), n_estimators=2).fit(X, y, epochs=1,
+                                                                                  progress_bar=False)
+    before = vote.votes(X)
+    with pytest.raises(ValueError, match="y"):
+        vote.fit(X, y[:-1], epochs=1, progress_bar=False)
+    np.testing.assert_array_equal(vote.votes(X), before)
+    with pytest.raises(NotFittedError):
+        TsetlinEnsemble().predict(X)
+
+
+def test_text_pipeline_of_an_ensemble():
+    texts = ["rash after penicillin", "fracture of the arm", "penicillin rash again", "arm in a cast"] * 10
+    labels = ["allergy", "ortho", "allergy", "ortho"] * 10
+    pipe = text_pipeline(max_features=20, n_clauses=10, threshold=5, seed=0, n_estimators=3)
+    pipe.fit(texts, labels, tm__epochs=3, tm__progress_bar=False)
+    vote = pipe.named_steps["tm"]
+    assert isinstance(vote, TsetlinEnsemble) and [m.seed for m in vote.estimators_] == [0, 1, 2]
+    assert pipe.score(texts, labels) == 1.0
+    rules = pipe.rules()
+    assert {i for i, _ in rules} <= {0, 1, 2} and str(rules[0][1]).startswith("IF ")
+    shares = [r.weight / vote.estimators_[i].threshold_ for i, r in rules]
+    assert shares == sorted(shares, reverse=True)
+    why = pipe.explain("penicillin rash")
+    assert why["prediction"] == "allergy" and len(why["machines"]) == 3
+    assert why["votes"]["allergy"] == pytest.approx(sum(p["class_sums"]["allergy"] / m.threshold_
+                                                        for p, m in zip(why["machines"], vote.estimators_)))
+    back = pickle.loads(pickle.dumps(pipe))
+    assert list(back.predict(texts)) == list(pipe.predict(texts))

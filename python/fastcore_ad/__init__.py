@@ -17,7 +17,7 @@ from .gaussian import GaussianAD, mahalanobis
 from .musc import MuSc
 from .patchcore import PatchCore, knn
 from .class_gaussian import ClassGaussian
-from .tsetlin import TsetlinMachine
+from .tsetlin import TsetlinEnsemble, TsetlinMachine
 from . import features
 
 __version__ = _core.__version__
@@ -38,6 +38,7 @@ __all__ = [
     "ClassGaussian",
     "tsetlin",
     "TsetlinMachine",
+    "TsetlinEnsemble",
     "features",
     "info",
 ]
