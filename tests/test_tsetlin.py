@@ -830,9 +830,11 @@ def test_failed_ensemble_fit_keeps_the_fitted_machines(rng):
     vote = TsetlinEnsemble(TsetlinMachine(10, 5, 3.0, seed=1), n_estimators=2).fit(X, y, epochs=1,
                                                                                   progress_bar=False)
     before = vote.votes(X)
+    vote.set_params(estimator__seed=7)
     with pytest.raises(ValueError, match="y"):
         vote.fit(X, y[:-1], epochs=1, progress_bar=False)
     np.testing.assert_array_equal(vote.votes(X), before)
+    assert vote.seed_ == 1 and [m.seed_ for m in vote.estimators_] == [1, 2]
     with pytest.raises(NotFittedError):
         TsetlinEnsemble().predict(X)
 

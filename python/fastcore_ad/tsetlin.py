@@ -1084,18 +1084,18 @@ class TsetlinEnsemble(ClassifierMixin, FastcoreEstimator):
         return template
 
     def _members(self):
-        """Unfitted copies of the estimator with the seeds ``s, s + 1, ...`` (modulo 2**64)."""
+        """The first seed and unfitted copies of the estimator with the seeds ``s, s + 1, ...``
+        (modulo 2**64)."""
         template = self._check_params()
         base = template.seed
         base = int(np.random.SeedSequence().entropy % 2**63) if base is None else int(base)
-        self.seed_ = base
-        return [clone(template).set_params(seed=(base + i) % 2**64) for i in range(int(self.n_estimators))]
+        return base, [clone(template).set_params(seed=(base + i) % 2**64) for i in range(int(self.n_estimators))]
 
     def fit(self, X, y, epochs=None, *, validation_data=None, progress_bar=True):
         """Fit every machine on (X, y) with :meth:`TsetlinMachine.fit`'s arguments (without
         ``epochs`` each stops early on its own held-out split, drawn from its own seed); returns
         self. The machines are in ``estimators_``."""
-        members = self._members()
+        base, members = self._members()
         bar = progress(members, total=len(members), desc="Tsetlin machines",
                        enabled=progress_bar and len(members) > 1)
         fitted = []
@@ -1108,7 +1108,8 @@ class TsetlinEnsemble(ClassifierMixin, FastcoreEstimator):
                            f"n_estimators={len(members)} machines of {kept / 2**20:.3g} MiB each")
         if hasattr(bar, "close"):
             bar.close()
-        self.estimators_ = fitted
+        # Set together, only once every machine has fitted: a failed fit keeps the previous vote.
+        self.estimators_, self.seed_ = fitted, base
         self.classes_ = fitted[0].classes_
         self.n_features_in_ = fitted[0].n_features_in_
         return self
