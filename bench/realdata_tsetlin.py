@@ -252,6 +252,9 @@ def main():
             f"{f' x count levels {args.count_levels}' if args.count_levels else ''}, "
             f"{'/'.join(str(m.epochs_) for m in machines)} of {'/'.join(str(len(m.history_)) for m in machines)} epochs")
     acc = report(name, pred, seconds)
+    if len(machines) > 1:
+        te_bits = pipe[:-1].transform(te_text)
+        print("each machine alone: " + " ".join(f"{m.score(te_bits, yte):.4f}" for m in machines), flush=True)
     if args.ceiling:
         for ceiling_name, ceiling_pred, ceiling_seconds in binary_ceiling(tr_text, ytr, te_text, pipe[:-1]):
             report(ceiling_name, ceiling_pred, ceiling_seconds)
