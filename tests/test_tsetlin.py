@@ -818,6 +818,11 @@ def test_ensemble_save_load_and_hostile_folders(rng, tmp_path):
         TsetlinEnsemble.load(broken("missing", lambda d: os.remove(d / "machine_2.npz")))
     with pytest.raises(FileNotFoundError, match="no ensemble.json"):
         TsetlinEnsemble.load(tmp_path)
+    with pytest.raises(ValueError, match="not a saved TsetlinEnsemble folder"):
+        TsetlinEnsemble.load(folder / "machine_0.npz")  # a file, not a folder
+    with pytest.raises(ValueError, match="not a saved TsetlinEnsemble folder"):
+        TsetlinEnsemble.load(broken("manifest_dir", lambda d: os.remove(d / "ensemble.json")
+                                    or os.mkdir(d / "ensemble.json")))
 
 
 @pytest.mark.parametrize("kwargs, error, match", [

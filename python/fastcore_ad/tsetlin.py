@@ -1189,6 +1189,8 @@ class TsetlinEnsemble(ClassifierMixin, FastcoreEstimator):
                 raw = fh.read(_MAX_MANIFEST_BYTES + 1)
         except FileNotFoundError:
             raise FileNotFoundError(f"{path}: no {_ENSEMBLE_MANIFEST} (not a saved TsetlinEnsemble)") from None
+        except OSError as exc:  # a file where the folder should be, a manifest that is a folder, ...
+            raise ValueError(f"{path}: not a saved TsetlinEnsemble folder ({type(exc).__name__}: {exc})") from None
         if len(raw) > _MAX_MANIFEST_BYTES:
             raise ValueError(f"{path}: {_ENSEMBLE_MANIFEST} is over {_MAX_MANIFEST_BYTES} bytes")
         try:
