@@ -664,6 +664,27 @@ def test_tsetlin_fit_on_the_cuda_backend_is_the_cpu_model(rng, options):
     assert on_cpu.action_.any()
 
 
+def test_tsetlin_ensemble_on_the_cuda_backend_is_the_cpu_vote(rng):
+    X = (rng.random((50, 70)) < 0.3).astype(np.uint8)
+    y = rng.integers(0, 3, 50)
+    X[:, 5] = y == 2
+    seed = int(rng.integers(0, 2**62))
+
+    def vote():
+        machine = tsetlin.TsetlinMachine(n_clauses=10, threshold=5, specificity=3.0, seed=seed)
+        fitted = tsetlin.TsetlinEnsemble(machine, n_estimators=2).fit(X, y, epochs=2, progress_bar=False)
+        return fitted, fitted.votes(X)
+
+    with cuda_backend() as runtime:
+        on_cuda, cuda_votes = vote()
+    assert {e.split("<")[0] for e, _, _ in runtime.launches} >= {"tsetlin_train_feedback", "tsetlin_class_sums"}
+    on_cpu, cpu_votes = vote()
+    for a, b in zip(on_cuda.estimators_, on_cpu.estimators_):
+        for name in ("action_", "lower_", "weights_"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    np.testing.assert_array_equal(np.asarray(cuda_votes), cpu_votes)
+
+
 BAD_INPUTS = [
     (lambda: gaussian.mahalanobis(np.zeros((3, 4)), np.zeros(5), np.eye(4)), ValueError, "mean"),
     (lambda: gaussian.mahalanobis(np.full((3, 4), np.nan), np.zeros(4), np.eye(4)), ValueError, "x"),
