@@ -553,19 +553,6 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
 
     # -- training --------------------------------------------------------------------------
 
-    def _labels(self, y, n):
-        if y is None:
-            raise ValueError("y: TsetlinMachine requires y to be passed, but the target y is None")
-        y = np.asarray(y)
-        if y.ndim != 1:
-            try:
-                y = column_or_1d(y, warn=True)  # [n, 1] with a DataConversionWarning, as scikit-learn
-            except ValueError:
-                raise ValueError(f"y: expected 1 dimension, got shape {y.shape}") from None
-        if len(y) != n:
-            raise ValueError(f"y: {len(y)} labels for {n} samples")
-        return _checked_labels(y, "y")
-
     def _encode(self, y):
         idx = np.searchsorted(self.classes_, y)
         idx = np.clip(idx, 0, len(self.classes_) - 1)
@@ -643,7 +630,7 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
         ``history_`` records every epoch's seconds and validation accuracy.
         """
         X, n, f, backend = _intake(X)
-        y = self._labels(y, n)
+        y = _checked_y(y, n)
         if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer))
                                    or epochs < 1):
             raise ValueError(f"epochs: must be a positive integer or None (stop early), got {epochs!r}")
@@ -705,7 +692,7 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
         """
         first = not self.__sklearn_is_fitted__()
         X, n, f, backend = _intake(X, None if first else self.n_features_in_)
-        y = self._labels(y, n)
+        y = _checked_y(y, n)
         if classes is not None:
             classes = np.unique(_checked_labels(column_or_1d(np.asarray(classes)), "classes"))
         if first:
@@ -1249,9 +1236,24 @@ def _top_class(classes, scores):
     return classes[np.argmax(scores, axis=1)]
 
 
+def _checked_y(y, n):
+    """``y`` as 1-D labels of ``n`` samples, checked (the one intake of every fit and score)."""
+    if y is None:
+        raise ValueError("y: TsetlinMachine requires y to be passed, but the target y is None")
+    y = np.asarray(y)
+    if y.ndim != 1:
+        try:
+            y = column_or_1d(y, warn=True)  # [n, 1] with a DataConversionWarning, as scikit-learn
+        except ValueError:
+            raise ValueError(f"y: expected 1 dimension, got shape {y.shape}") from None
+    if len(y) != n:
+        raise ValueError(f"y: {len(y)} labels for {n} samples")
+    return _checked_labels(y, "y")
+
+
 def _accuracy(model, pred, y, sample_weight):
     """Mean accuracy of the predictions ``pred`` of ``model`` (which has ``classes_``) against ``y``."""
-    y = TsetlinMachine._labels(model, y, len(pred))
+    y = _checked_y(y, len(pred))
     if _label_kind(y) != _label_kind(model.classes_):
         raise ValueError(f"y: labels are {_label_kind(y)}s but classes_ are {_label_kind(model.classes_)}s "
                          f"({y.dtype} against {model.classes_.dtype}); no prediction could match")
