@@ -356,7 +356,42 @@ class Rule:
 # The estimator
 
 
-class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
+class _ScoredClassifier(ClassifierMixin):
+    """``decision_function``, ``predict`` and ``score`` from per-class scores ``_scores(X)``
+    (``[n_samples, n_classes]``: a machine's class sums, an ensemble's votes)."""
+
+    def decision_function(self, X):
+        """scikit-learn's decision values: for two classes the margin ``[n_samples]`` (class 1's
+        score minus class 0's; > 0 exactly when ``predict`` gives ``classes_[1]``), else the
+        per-class scores ``[n_samples, n_classes]`` (a machine's int64 :meth:`class_sums`, an
+        ensemble's float64 ``votes``)."""
+        scores = self._scores(X)  # checks fitted first
+        return scores[:, 1] - scores[:, 0] if len(self.classes_) == 2 else scores
+
+    def predict(self, X):
+        """The class with the largest score (ties go to the first class in ``classes_``); lazy for
+        dask input."""
+        scores = self._scores(X)
+        if is_dask(scores):
+            return scores.argmax(axis=1).map_blocks(self.classes_.take, dtype=self.classes_.dtype)
+        if is_cupy(scores):
+            scores = scores.get()
+        return self.classes_[np.argmax(scores, axis=1)]
+
+    def score(self, X, y, sample_weight=None):
+        """Mean accuracy of ``predict(X)`` against ``y``."""
+        pred = np.asarray(self.predict(X))
+        y = _checked_y(y, len(pred))
+        if _label_kind(y) != _label_kind(self.classes_):
+            raise ValueError(f"y: labels are {_label_kind(y)}s but classes_ are {_label_kind(self.classes_)}s "
+                             f"({y.dtype} against {self.classes_.dtype}); no prediction could match")
+        hits = (pred == y).astype(np.float64)
+        if sample_weight is None:
+            return float(hits.mean())
+        return float(np.average(hits, weights=np.asarray(sample_weight, dtype=np.float64)))
+
+
+class TsetlinMachine(_ScoredClassifier, FastcoreEstimator):
     """A multi-class Tsetlin Machine with a scikit-learn estimator interface.
 
     Parameters
@@ -738,21 +773,8 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
         sums = kernels(target).tsetlin_class_sums(self._config(), self.action_, self.weights_, docs, self._n_jobs())
         return to_backend(sums[:, : len(self.classes_)], backend)
 
-    def decision_function(self, X):
-        """scikit-learn's decision values (int64): for two classes the margin ``[n_samples]``
-        (class 1's sum minus class 0's; > 0 exactly when ``predict`` gives ``classes_[1]``),
-        else the class sums ``[n_samples, n_classes]``. See :meth:`class_sums`."""
-        sums = self.class_sums(X)  # checks fitted first
-        return _margin(self.classes_, sums)
-
-    def predict(self, X):
-        """The class with the largest class sum (ties go to the first class in ``classes_``)."""
-        sums = self.class_sums(X)
-        return _top_class(self.classes_, sums)
-
-    def score(self, X, y, sample_weight=None):
-        """Mean accuracy of ``predict(X)`` against ``y``."""
-        return _accuracy(self, self.predict(X), y, sample_weight)
+    def _scores(self, X):
+        return self.class_sums(X)
 
     @_serialised
     def clause_outputs(self, X):
@@ -1025,7 +1047,7 @@ class TsetlinMachine(ClassifierMixin, FastcoreEstimator):
         return (banks, cfg["n_clauses"])
 
 
-class TsetlinEnsemble(ClassifierMixin, FastcoreEstimator):
+class TsetlinEnsemble(_ScoredClassifier, FastcoreEstimator):
     """Independent Tsetlin Machines voting together: ``n_estimators`` copies of ``estimator``
     (a :class:`TsetlinMachine`; default ``TsetlinMachine()``), trained on the same data with the
     seeds ``s, s + 1, ...`` (``s`` the estimator's ``seed``, drawn once when it is None). Each
@@ -1111,20 +1133,8 @@ class TsetlinEnsemble(ClassifierMixin, FastcoreEstimator):
             votes = part if votes is None else votes + part
         return votes
 
-    def decision_function(self, X):
-        """scikit-learn's decision values: for two classes the margin ``[n_samples]`` (class 1's
-        vote minus class 0's), else the votes ``[n_samples, n_classes]``. See :meth:`votes`."""
-        votes = self.votes(X)  # checks fitted first
-        return _margin(self.classes_, votes)
-
-    def predict(self, X):
-        """The class with the largest vote (ties go to the first class in ``classes_``)."""
-        votes = self.votes(X)
-        return _top_class(self.classes_, votes)
-
-    def score(self, X, y, sample_weight=None):
-        """Mean accuracy of ``predict(X)`` against ``y``."""
-        return _accuracy(self, self.predict(X), y, sample_weight)
+    def _scores(self, X):
+        return self.votes(X)
 
     def rules(self, feature_names=None, class_names=None):
         """Every machine's rules (:meth:`TsetlinMachine.rules`), heaviest first, each as
@@ -1221,21 +1231,6 @@ def _check_n_estimators(m):
         raise ValueError(f"n_estimators: must be in [1, {_MAX_ESTIMATORS}], got {m}")
 
 
-def _margin(classes, scores):
-    """scikit-learn's decision values from per-class scores: class 1's minus class 0's for two
-    classes, else the scores."""
-    return scores[:, 1] - scores[:, 0] if len(classes) == 2 else scores
-
-
-def _top_class(classes, scores):
-    """The label of the largest score per row (ties: the first), for numpy, cupy or dask scores."""
-    if is_dask(scores):
-        return scores.argmax(axis=1).map_blocks(classes.take, dtype=classes.dtype)
-    if is_cupy(scores):
-        scores = scores.get()
-    return classes[np.argmax(scores, axis=1)]
-
-
 def _checked_y(y, n):
     """``y`` as 1-D labels of ``n`` samples, checked (the one intake of every fit and score)."""
     if y is None:
@@ -1249,18 +1244,6 @@ def _checked_y(y, n):
     if len(y) != n:
         raise ValueError(f"y: {len(y)} labels for {n} samples")
     return _checked_labels(y, "y")
-
-
-def _accuracy(model, pred, y, sample_weight):
-    """Mean accuracy of the predictions ``pred`` of ``model`` (which has ``classes_``) against ``y``."""
-    y = _checked_y(y, len(pred))
-    if _label_kind(y) != _label_kind(model.classes_):
-        raise ValueError(f"y: labels are {_label_kind(y)}s but classes_ are {_label_kind(model.classes_)}s "
-                         f"({y.dtype} against {model.classes_.dtype}); no prediction could match")
-    hits = (np.asarray(pred) == y).astype(np.float64)
-    if sample_weight is None:
-        return float(hits.mean())
-    return float(np.average(hits, weights=np.asarray(sample_weight, dtype=np.float64)))
 
 
 def _check_state_fits(cfg: dict):
