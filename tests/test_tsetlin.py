@@ -856,6 +856,70 @@ def test_failed_ensemble_fit_keeps_the_fitted_machines(rng):
         TsetlinEnsemble().predict(X)
 
 
+def test_ensemble_partial_fit_is_its_machines_partial_fits(rng):
+    X, y = _text_like(rng, n=300, f=60)
+    three = np.array(["a", "b", "c"])[y + (X[:, 20] & (y == 0))]
+    base = int(rng.integers(0, 2**32))
+    for labels in (y, three):
+        classes = np.unique(labels)
+        halves = (slice(0, 150), slice(150, 300))
+        first = halves[0] if len(classes) == 2 else np.flatnonzero(labels != classes[-1])[:100]
+        vote = TsetlinEnsemble(TsetlinMachine(20, 8, 3.0, seed=base), n_estimators=3)
+        vote.partial_fit(X[first], labels[first], classes=classes)  # the first batch may lack a label
+        for _ in range(2):
+            vote.partial_fit(X[halves[1]], labels[halves[1]])
+        expected = 0.0
+        for i in range(3):
+            tm = TsetlinMachine(20, 8, 3.0, seed=base + i).partial_fit(X[first], labels[first], classes=classes)
+            for _ in range(2):
+                tm.partial_fit(X[halves[1]], labels[halves[1]])
+            expected = expected + tm.class_sums(X).astype(np.float64) / tm.threshold_
+        np.testing.assert_array_equal(vote.votes(X), expected)
+        assert list(vote.classes_) == list(classes) and vote.seed_ == base and vote.n_features_in_ == 60
+    # fit, then more passes: each machine continues from its fitted state
+    vote = TsetlinEnsemble(TsetlinMachine(20, 8, 3.0, seed=base), n_estimators=2).fit(X, y, epochs=2,
+                                                                                     progress_bar=False)
+    vote.partial_fit(X, y)
+    expected = 0.0
+    for i in range(2):
+        tm = TsetlinMachine(20, 8, 3.0, seed=base + i).fit(X, y, epochs=2, progress_bar=False).partial_fit(X, y)
+        expected = expected + tm.class_sums(X).astype(np.float64) / tm.threshold_
+    np.testing.assert_array_equal(vote.votes(X), expected)
+
+
+def test_ensemble_partial_fit_refusals_and_interruptions(rng, monkeypatch):
+    X, y = _text_like(rng, n=200, f=40)
+    vote = TsetlinEnsemble(TsetlinMachine(10, 5, 3.0, seed=3), n_estimators=3)
+    with pytest.raises(ValueError, match="y"):
+        vote.partial_fit(X, y[:-1])
+    with pytest.raises(ValueError, match="not among classes"):
+        vote.partial_fit(X, y, classes=[0])
+    with pytest.raises(NotFittedError):
+        vote.predict(X)  # a refused first call leaves it unfitted
+    vote.partial_fit(X, y)
+    before = vote.votes(X)
+    with pytest.raises(ValueError, match="features"):
+        vote.partial_fit(X[:, :30], y)  # refused by the first machine before anything changes
+    with pytest.raises(ValueError, match="classes"):
+        vote.partial_fit(X, y, classes=[0, 1, 2])
+    np.testing.assert_array_equal(vote.votes(X), before)
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(vote.estimators_[1], "partial_fit", stop)
+    with pytest.raises(KeyboardInterrupt):
+        vote.partial_fit(X, y)  # machine 0 has had its pass, 1 and 2 have not
+    monkeypatch.undo()
+    assert vote.predict(X).shape == (200,)  # it still votes
+    with pytest.raises(RuntimeError, match="machines 1-2 are one pass behind"):
+        vote.partial_fit(X, y)
+    vote.fit(X, y, epochs=1, progress_bar=False)
+    vote.partial_fit(X, y)  # fit starts again
+    restored = pickle.loads(pickle.dumps(vote))
+    np.testing.assert_array_equal(restored.partial_fit(X, y).votes(X), vote.partial_fit(X, y).votes(X))
+
+
 def test_text_pipeline_of_an_ensemble():
     texts = ["rash after penicillin", "fracture of the arm", "penicillin rash again", "arm in a cast"] * 10
     labels = ["allergy", "ortho", "allergy", "ortho"] * 10

@@ -1111,17 +1111,60 @@ class TsetlinEnsemble(_ScoredClassifier, FastcoreEstimator):
         for m in bar:
             fitted.append(m.fit(X, y, epochs, validation_data=validation_data, progress_bar=progress_bar))
             if len(fitted) == 1 and len(members) > 1:
-                # The first machine shows what each one keeps; the others must fit beside it.
-                kept = sum(a.nbytes for a in (m.action_, m.lower_, m.weights_))
-                check_fits((len(members) - 1) * kept + m.action_.nbytes * 64 // 8,
-                           f"n_estimators={len(members)} machines of {kept / 2**20:.3g} MiB each")
+                _check_members_fit(m, len(members))
         if hasattr(bar, "close"):
             bar.close()
         # Set together, only once every machine has fitted: a failed fit keeps the previous vote.
-        self.estimators_, self.seed_ = fitted, base
-        self.classes_ = fitted[0].classes_
-        self.n_features_in_ = fitted[0].n_features_in_
+        self._adopt(fitted, base)
         return self
+
+    def partial_fit(self, X, y, classes=None):
+        """One pass of every machine over (X, y) (:meth:`TsetlinMachine.partial_fit`),
+        continuing from their current states; the first call starts the machines from the seeds
+        ``s, s + 1, ...`` and needs ``classes`` unless ``y`` holds every label. Returns self.
+
+        A first call that fails leaves the ensemble as it was. A later call interrupted between
+        machines (an exception, Ctrl-C) leaves the first machines one pass ahead of the others;
+        such an ensemble still votes, but refuses further ``partial_fit`` calls until ``fit``.
+
+        >>> import numpy as np
+        >>> from fastcore_ad.tsetlin import TsetlinEnsemble, TsetlinMachine
+        >>> X = np.random.default_rng(0).integers(0, 2, size=(400, 8), dtype=np.uint8)
+        >>> y = X[:, 0] & ~X[:, 1] & 1
+        >>> vote = TsetlinEnsemble(TsetlinMachine(20, 10, 3.0, seed=1), n_estimators=2)
+        >>> for _ in range(10):
+        ...     vote = vote.partial_fit(X, y, classes=[0, 1])
+        >>> vote.score(X, y) > 0.95
+        True
+        """
+        first = not self.__sklearn_is_fitted__()
+        if first:
+            base, members = self._members()
+            passes = [0] * len(members)
+        else:
+            members, base = self.estimators_, self.seed_
+            passes = list(getattr(self, "_passes", [0] * len(members)))
+            if len(set(passes)) > 1:
+                behind = passes.index(min(passes))
+                raise RuntimeError(f"partial_fit: an earlier call was interrupted after machine {behind - 1}, "
+                                   f"so machines {behind}-{len(members) - 1} are one pass behind; call fit "
+                                   f"to start again")
+            self._passes = passes  # counted as it goes, for the next call should this one stop part way
+        for i, m in enumerate(members):
+            m.partial_fit(X, y, classes)
+            passes[i] += 1
+            if first and i == 0 and len(members) > 1:
+                _check_members_fit(m, len(members))
+        if first:
+            self._adopt(members, base)
+            self._passes = passes
+        return self
+
+    def _adopt(self, machines, base):
+        self.estimators_, self.seed_ = machines, base
+        self.classes_ = machines[0].classes_
+        self.n_features_in_ = machines[0].n_features_in_
+        self._passes = [0] * len(machines)
 
     def votes(self, X):
         """The votes ``[n_samples, n_classes]`` (float64): every machine's class sums divided by
@@ -1222,6 +1265,14 @@ class TsetlinEnsemble(_ScoredClassifier, FastcoreEstimator):
         model.estimators_, model.seed_ = members, seed_
         model.classes_, model.n_features_in_ = first.classes_, first.n_features_in_
         return model
+
+
+def _check_members_fit(first, n_members):
+    """MemoryError unless ``n_members - 1`` more machines the size of the fitted ``first`` fit:
+    the first machine shows what each one keeps."""
+    kept = sum(a.nbytes for a in (first.action_, first.lower_, first.weights_))
+    check_fits((n_members - 1) * kept + first.action_.nbytes * 64 // 8,
+               f"n_estimators={n_members} machines of {kept / 2**20:.3g} MiB each")
 
 
 def _check_n_estimators(m):
