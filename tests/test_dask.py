@@ -330,12 +330,14 @@ def test_tsetlin_prediction_on_row_chunks(client, rng):
 def test_tsetlin_ensemble_prediction_on_row_chunks(client, rng):
     X = rng.integers(0, 2, size=(240, 24), dtype=np.uint8)
     y = np.array(["a", "b", "c"])[(X[:, 0] ^ X[:, 1]) + (X[:, 2] & X[:, 3])]
-    vote = TsetlinEnsemble(TsetlinMachine(n_clauses=20, threshold=10, seed=0), n_estimators=3).fit(X, y)
     lazy = da.from_array(X, chunks=(50, 24))
-    for method in ("votes", "decision_function", "predict"):
-        result = getattr(vote, method)(lazy)
-        assert isinstance(result, da.Array)
-        np.testing.assert_array_equal(result.compute(), getattr(vote, method)(X))
+    for per_machine in (None, 0.5):  # every machine on all columns, or each on its own half
+        vote = TsetlinEnsemble(TsetlinMachine(n_clauses=20, threshold=10, seed=0), n_estimators=3,
+                               features_per_machine=per_machine).fit(X, y)
+        for method in ("votes", "decision_function", "predict"):
+            result = getattr(vote, method)(lazy)
+            assert isinstance(result, da.Array)
+            np.testing.assert_array_equal(result.compute(), getattr(vote, method)(X))
 
 
 @pytest.mark.parametrize("sparse_type", ["csr_matrix", "csr_array"])

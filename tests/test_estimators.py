@@ -27,7 +27,8 @@ SMALL_TM = dict(n_clauses=20, threshold=10, specificity=3.0, seed=0)
 
 
 @parametrize_with_checks([GaussianAD(progress=False), TsetlinMachine(**SMALL_TM),
-                          TsetlinEnsemble(TsetlinMachine(**SMALL_TM), n_estimators=2)])
+                          TsetlinEnsemble(TsetlinMachine(**SMALL_TM), n_estimators=2),
+                          TsetlinEnsemble(TsetlinMachine(**SMALL_TM), n_estimators=2, features_per_machine=0.5)])
 def test_scikit_learn_estimator_checks(estimator, check):
     check(estimator)
 

@@ -920,6 +920,100 @@ def test_ensemble_partial_fit_refusals_and_interruptions(rng, monkeypatch):
     np.testing.assert_array_equal(restored.partial_fit(X, y).votes(X), vote.partial_fit(X, y).votes(X))
 
 
+@pytest.mark.parametrize("per_machine", [0.4, 25])
+def test_random_subspace_vote_is_its_machines_on_their_columns(rng, per_machine, tmp_path):
+    X, y = _text_like(rng, n=300, f=60)
+    three = np.array(["a", "b", "c"])[y + (X[:, 20] & (y == 0))]
+    base = int(rng.integers(0, 2**32))
+    k = 24 if per_machine == 0.4 else 25
+    for labels in (y, three):
+        vote = TsetlinEnsemble(TsetlinMachine(20, 8, 3.0, seed=base), 3, features_per_machine=per_machine)
+        vote.fit(X, labels, epochs=2, progress_bar=False)
+        subsets = vote.feature_subsets_
+        assert vote.n_features_in_ == 60 and [len(c) for c in subsets] == [k] * 3
+        for cols in subsets:
+            assert np.all(np.diff(cols) > 0) and cols.min() >= 0 and cols.max() < 60
+        assert len({tuple(c) for c in subsets}) == 3  # each machine its own columns
+        expected = 0.0
+        for i, cols in enumerate(subsets):
+            tm = TsetlinMachine(20, 8, 3.0, seed=base + i).fit(X[:, cols], labels, epochs=2, progress_bar=False)
+            expected = expected + tm.class_sums(X[:, cols]).astype(np.float64) / tm.threshold_
+        np.testing.assert_array_equal(vote.votes(X), expected)
+        np.testing.assert_array_equal(vote.votes(sp.csr_matrix(X)), expected)
+        np.testing.assert_array_equal(vote.predict(X.tolist()), np.unique(labels)[np.argmax(expected, axis=1)])
+    # The same seed draws the same columns; rules and explain speak of X's columns.
+    again = TsetlinEnsemble(TsetlinMachine(20, 8, 3.0, seed=base), 3, features_per_machine=per_machine)
+    again.fit(X, three, epochs=1, progress_bar=False)
+    assert all(np.array_equal(a, b) for a, b in zip(again.feature_subsets_, subsets))
+    names = [f"w{j}" for j in range(60)]
+    for i, rule in vote.rules(feature_names=names)[:20]:
+        assert {j for j, _ in rule.literals} <= set(vote.feature_subsets_[i].tolist())
+        assert all(f"w{j}" in str(rule) for j, _ in rule.literals)
+    for doc in X[:10]:
+        why = vote.explain(doc, feature_names=names)
+        for part in why["machines"]:
+            assert all(r.fires(doc) for r in part["rules"])  # global literals, tested on the whole row
+        assert why["prediction"] == vote.predict(doc[None, :])[0]
+    with pytest.raises(ValueError, match="X has 59 features, but TsetlinEnsemble is expecting 60"):
+        vote.predict(X[:, :59])
+    with pytest.raises(ValueError, match="feature_names"):
+        vote.rules(feature_names=names[:-1])
+    vote.partial_fit(X, three)  # more passes keep each machine on its columns
+    with pytest.raises(ValueError, match="X has 59 features"):
+        vote.partial_fit(X[:, :59], three)
+    vote.save(tmp_path / "vote")
+    back = TsetlinEnsemble.load(tmp_path / "vote")
+    assert back.features_per_machine == per_machine
+    np.testing.assert_array_equal(back.votes(X), vote.votes(X))
+    assert all(np.array_equal(a, b) for a, b in zip(back.feature_subsets_, vote.feature_subsets_))
+    import json
+
+    manifest = json.loads((tmp_path / "vote" / "ensemble.json").read_text())
+    for name, change, match in [("bad_fraction", {"features_per_machine": 1.5}, "features_per_machine"),
+                                ("bad_kind", {"features_per_machine": "half"}, "features_per_machine"),
+                                ("too_wide", {"n_features_in": 20}, "more than|not the"),
+                                ("wrong_width", {"n_features_in": 70}, "not the|do not match"),
+                                ("digest", {"feature_subsets_sha256": "0" * 64}, "do not match"),
+                                ("no_width", {"n_features_in": None}, "n_features_in")]:
+        import shutil
+
+        bad = tmp_path / name
+        shutil.copytree(tmp_path / "vote", bad)
+        (bad / "ensemble.json").write_text(json.dumps({**manifest, **change}))
+        with pytest.raises(ValueError, match=match):
+            TsetlinEnsemble.load(bad)
+
+
+@pytest.mark.parametrize("value, error", [(0, ValueError), (-3, ValueError), (0.0, ValueError), (1.5, ValueError),
+                                          (True, TypeError), ("half", TypeError), (61, ValueError)])
+def test_features_per_machine_refusals(rng, value, error):
+    X, y = _text_like(rng, n=60, f=60)
+    with pytest.raises(error, match="features_per_machine"):
+        TsetlinEnsemble(TsetlinMachine(10, 5, 3.0, seed=0), 2, features_per_machine=value).fit(
+            X, y, epochs=1, progress_bar=False)
+    if value != 61:
+        with pytest.raises(error, match="features_per_machine"):
+            text_pipeline(n_estimators=2, features_per_machine=value)
+    with pytest.raises(ValueError, match="X: expected 2 dimensions"):
+        TsetlinEnsemble(TsetlinMachine(10, 5, 3.0, seed=0), 2, features_per_machine=0.5).fit(X[0], y[:1], epochs=1)
+
+
+def test_text_pipeline_of_a_random_subspace_vote():
+    texts = ["rash after penicillin", "fracture of the arm", "penicillin rash again", "arm in a cast"] * 10
+    labels = ["allergy", "ortho", "allergy", "ortho"] * 10
+    pipe = text_pipeline(max_features=20, min_df=1, n_clauses=10, threshold=5, seed=0, features_per_machine=0.5)
+    pipe.fit(texts, labels, tm__epochs=3, tm__progress_bar=False)
+    vote = pipe.named_steps["tm"]
+    n_words = len(pipe.feature_names())
+    assert isinstance(vote, TsetlinEnsemble) and len(vote.estimators_) == 1 and vote.n_features_in_ == n_words
+    assert len(vote.feature_subsets_[0]) == n_words // 2
+    words = set(pipe.feature_names())
+    for i, rule in pipe.rules():
+        used = {pipe.feature_names()[j] for j, _ in rule.literals}
+        assert used <= words and used <= {pipe.feature_names()[j] for j in vote.feature_subsets_[i]}
+    assert pipe.explain("rash after penicillin")["prediction"] == pipe.predict(["rash after penicillin"])[0]
+
+
 def test_text_pipeline_of_an_ensemble():
     texts = ["rash after penicillin", "fracture of the arm", "penicillin rash again", "arm in a cast"] * 10
     labels = ["allergy", "ortho", "allergy", "ortho"] * 10
