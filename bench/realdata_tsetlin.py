@@ -12,7 +12,8 @@ the training split only: tf-idf (sublinear tf) uni+bigrams with min_df=2 into
 ``MultinomialNB(alpha=0.1)``. Printed: accuracy, macro-F1 and fit
 seconds per model; with ``--cv K`` also the TM's K-fold cross-validated accuracy on the
 training split (to choose a configuration without the test split); with ``--estimators M`` a vote
-of M machines (``TsetlinEnsemble``, seeds seed, seed + 1, ...); with ``--rules N`` the N
+of M machines (``TsetlinEnsemble``, seeds seed, seed + 1, ...; ``--features-per-machine F``: each
+on its own random fraction F of the vocabulary); with ``--rules N`` the N
 heaviest rules of each class and the share of positive (present-word) literals among each
 class's 10 heaviest rules; with ``--ceiling`` also linear models on the TM's own binary features
 and on every binary word (a plain LinearSVC and an NB-scaled one, C picked by 3-fold CV on the
@@ -215,6 +216,8 @@ def main():
     parser.add_argument("--ceiling", action="store_true",
                         help="also plain and NB-scaled LinearSVC on presence-only features (the TM's terms, every word)")
     parser.add_argument("--no-tm", action="store_true", help="baselines (and --ceiling) only, no TM training")
+    parser.add_argument("--features-per-machine", type=float,
+                        help="each machine of the vote reads this fraction of the vocabulary, its own random part")
     parser.add_argument("--estimators", type=int, default=1,
                         help="a vote of this many machines (seeds seed, seed + 1, ...; default 1)")
     parser.add_argument("--cv", type=int, help="also print the TM's K-fold CV accuracy on the training split")
@@ -251,7 +254,8 @@ def main():
         levels = tuple(int(c) for c in args.count_levels.split(",")) if args.count_levels else None
         pipe = text_pipeline(max_features=args.max_features or "auto",
                              ngram_range="auto" if args.ngram is None else (1, args.ngram),
-                             count_levels=levels, n_estimators=args.estimators, **tm_params)
+                             count_levels=levels, n_estimators=args.estimators,
+                             features_per_machine=args.features_per_machine, **tm_params)
         if args.stop_words:
             pipe.set_params(vectorizer__stop_words="english")
         return pipe
@@ -295,7 +299,9 @@ def main():
     acc = report(name, pred, seconds)
     if len(machines) > 1:
         te_bits = pipe[:-1].transform(te_text)
-        print("each machine alone: " + " ".join(f"{m.score(te_bits, yte):.4f}" for m in machines), flush=True)
+        subsets = pipe.named_steps["tm"].feature_subsets_ or [slice(None)] * len(machines)
+        print("each machine alone: " + " ".join(f"{m.score(te_bits[:, cols], yte):.4f}"
+                                                for m, cols in zip(machines, subsets)), flush=True)
     if args.ceiling:
         for ceiling_name, ceiling_pred, ceiling_seconds in binary_ceiling(tr_text, ytr, te_text, pipe[:-1]):
             report(ceiling_name, ceiling_pred, ceiling_seconds)
