@@ -817,10 +817,7 @@ class TsetlinMachine(_ScoredClassifier, FastcoreEstimator):
         ``class_sums`` for it.
         """
         self._check_fitted()
-        if feature_names is not None:
-            feature_names = tuple(str(n) for n in feature_names)
-            if len(feature_names) != self.n_features_in_:
-                raise ValueError(f"feature_names: {len(feature_names)} names for {self.n_features_in_} features")
+        feature_names = _checked_names(feature_names, self.n_features_in_)
         if class_names is not None:
             class_names = list(class_names)
             if len(class_names) != len(self.classes_):
