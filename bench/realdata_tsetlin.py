@@ -218,6 +218,9 @@ def main():
     parser.add_argument("--no-tm", action="store_true", help="baselines (and --ceiling) only, no TM training")
     parser.add_argument("--features-per-machine", type=float,
                         help="each machine of the vote reads this fraction of the vocabulary, its own random part")
+    parser.add_argument("--features-per-class", type=int,
+                        help="one binary model per class, each on its class's K chi2-best terms of the "
+                             "whole vocabulary (TsetlinOneVsRest)")
     parser.add_argument("--estimators", type=int, default=1,
                         help="a vote of this many machines (seeds seed, seed + 1, ...; default 1)")
     parser.add_argument("--cv", type=int, help="also print the TM's K-fold CV accuracy on the training split")
@@ -255,7 +258,8 @@ def main():
         pipe = text_pipeline(max_features=args.max_features or "auto",
                              ngram_range="auto" if args.ngram is None else (1, args.ngram),
                              count_levels=levels, n_estimators=args.estimators,
-                             features_per_machine=args.features_per_machine, **tm_params)
+                             features_per_machine=args.features_per_machine,
+                             features_per_class=args.features_per_class, **tm_params)
         if args.stop_words:
             pipe.set_params(vectorizer__stop_words="english")
         return pipe
@@ -283,10 +287,17 @@ def main():
     pipe.fit(tr_text, ytr, tm__epochs=args.epochs, tm__progress_bar=False)
     pred = pipe.predict(te_text)
     seconds = time.perf_counter() - t
-    machines = getattr(pipe.named_steps["tm"], "estimators_", [pipe.named_steps["tm"]])
+    members = getattr(pipe.named_steps["tm"], "estimators_", [pipe.named_steps["tm"]])
+    if args.features_per_class:  # one model per class, each a machine or a vote of machines
+        machines = [m for member in members for m in getattr(member, "estimators_", [member])]
+    else:
+        machines = members
     tm = machines[0]
     epochs = tm.history_
-    name = (f"{f'{len(machines)} x ' if len(machines) > 1 else ''}TsetlinMachine({tm.n_clauses_} clauses{' pool' if args.coalesced else '/class'}, T={tm.threshold_}, "
+    per_class = (f"one-vs-rest, {args.features_per_class} terms per class, "
+                 f"{f'{args.estimators} x ' if args.estimators > 1 else ''}" if args.features_per_class else
+                 f"{f'{len(machines)} x ' if len(machines) > 1 else ''}")
+    name = (f"{per_class}TsetlinMachine({tm.n_clauses_} clauses{' pool' if args.coalesced else '/class'}, T={tm.threshold_}, "
             f"s={tm.specificity_:g}{', positive literals only' if args.positive_only else ''}"
             f"{f', max_included_literals={args.max_literals}' if args.max_literals else ''}"
             f"{f', max_negated_literals={args.max_negated}' if args.max_negated is not None else ''}"
@@ -297,7 +308,7 @@ def main():
             f"{f' x count levels {args.count_levels}' if args.count_levels else ''}, "
             f"{'/'.join(str(m.epochs_) for m in machines)} of {'/'.join(str(len(m.history_)) for m in machines)} epochs")
     acc = report(name, pred, seconds)
-    if len(machines) > 1:
+    if len(machines) > 1 and not args.features_per_class:
         te_bits = pipe[:-1].transform(te_text)
         subsets = pipe.named_steps["tm"].feature_subsets_ or [slice(None)] * len(machines)
         print("each machine alone: " + " ".join(f"{m.score(te_bits[:, cols], yte):.4f}"
@@ -310,11 +321,11 @@ def main():
     print("epoch seconds: " + " ".join(f"{e['seconds']:.1f}" for e in epochs), flush=True)
     if args.rules:
         rules = pipe.rules(class_names=class_names)
-        if len(machines) > 1:
+        if len(machines) > 1 and not args.features_per_class:
             rules = [r for _, r in rules]
         print(f"present-word share of the literals of the 10 heaviest rules per class: "
-              f"{positive_share(rules, tm.classes_):.3f}", flush=True)
-        for label in tm.classes_:
+              f"{positive_share(rules, pipe.classes_):.3f}", flush=True)
+        for label in pipe.classes_:
             for rule in [r for r in rules if r.class_label == label and r.weight > 0][: args.rules]:
                 print(f"  {rule}", flush=True)
 

@@ -19,7 +19,7 @@ cloudpickle = pytest.importorskip("cloudpickle")
 from sklearn.covariance import OAS, EmpiricalCovariance, LedoitWolf  # noqa: E402
 from sklearn.metrics import average_precision_score, roc_auc_score  # noqa: E402
 
-from fastcore_ad import GaussianAD, TsetlinEnsemble, TsetlinMachine, _distributed, metrics, mia, musc  # noqa: E402
+from fastcore_ad import GaussianAD, TsetlinEnsemble, TsetlinMachine, TsetlinOneVsRest, _distributed, metrics, mia, musc  # noqa: E402
 from fastcore_ad.gaussian import mahalanobis, mahalanobis_per_position  # noqa: E402
 
 # The workers are other processes: they receive this module's helpers by value.
@@ -338,6 +338,21 @@ def test_tsetlin_ensemble_prediction_on_row_chunks(client, rng):
             result = getattr(vote, method)(lazy)
             assert isinstance(result, da.Array)
             np.testing.assert_array_equal(result.compute(), getattr(vote, method)(X))
+
+
+def test_tsetlin_one_vs_rest_on_row_chunks(client, rng):
+    X = rng.integers(0, 2, size=(240, 24), dtype=np.uint8)
+    y = np.array(["a", "b", "c"])[(X[:, 0] ^ X[:, 1]) + (X[:, 2] & X[:, 3])]
+    lazy = da.from_array(X, chunks=(50, 24))
+    ovr = TsetlinOneVsRest(TsetlinMachine(n_clauses=20, threshold=10, seed=0), features_per_class=6).fit(X, y)
+    for method in ("votes", "decision_function", "predict"):
+        result = getattr(ovr, method)(lazy)
+        assert isinstance(result, da.Array)
+        np.testing.assert_array_equal(result.compute(), getattr(ovr, method)(X))
+    # Fitted on the chunks, the columns are counted on the cluster: the same model.
+    lazy_fit = TsetlinOneVsRest(TsetlinMachine(n_clauses=20, threshold=10, seed=0), features_per_class=6).fit(lazy, y)
+    assert all(np.array_equal(a, b) for a, b in zip(lazy_fit.feature_columns_, ovr.feature_columns_))
+    np.testing.assert_array_equal(lazy_fit.votes(X), ovr.votes(X))
 
 
 @pytest.mark.parametrize("sparse_type", ["csr_matrix", "csr_array"])

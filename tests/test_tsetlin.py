@@ -1032,3 +1032,216 @@ def test_text_pipeline_of_an_ensemble():
                                                         for p, m in zip(why["machines"], vote.estimators_)))
     back = pickle.loads(pickle.dumps(pipe))
     assert list(back.predict(texts)) == list(pipe.predict(texts))
+
+
+# ------------------------------------------------------------------------------------------------
+# One binary model per class on the class's own columns
+
+
+def _chi2_columns(X, hit, k):
+    """The oracle's columns: scikit-learn's chi2 of the presence bits against `hit`, the k
+    largest (ties to the lower column, NaN last), sorted."""
+    from sklearn.feature_selection import chi2
+
+    scores, _ = chi2((np.asarray(X) != 0).astype(np.float64), hit.astype(int))
+    scores = np.where(np.isnan(scores), -np.inf, scores)
+    order = sorted(range(len(scores)), key=lambda j: (-scores[j], j))
+    return np.sort(order[:k])
+
+
+def _ovr_data(rng, n=240):
+    X, y = _text_like(rng, n=n, f=40, words=6)
+    three = np.where(y == 1, "c", np.where(X[:, 0] == 1, "b", "a"))
+    X[:, 30] = X[:, 3]  # a tie with an indicative column
+    X[:, 31] = X[:, 25]  # a tie with a noise column
+    X[:, 39] = 0  # no document: its chi2 is NaN
+    return X, y, three
+
+
+@pytest.mark.parametrize("k", [None, 1, 7, 40])
+def test_one_vs_rest_is_binary_machines_on_their_classes_columns(rng, k):
+    from fastcore_ad import TsetlinOneVsRest
+
+    X, y, three = _ovr_data(rng)
+    base = int(rng.integers(0, 2**32))
+    for labels in (y, three):
+        ovr = TsetlinOneVsRest(TsetlinMachine(20, 8, 3.0, seed=base), features_per_class=k)
+        ovr.fit(X, labels, epochs=2, progress_bar=False)
+        classes = np.unique(labels)
+        np.testing.assert_array_equal(ovr.classes_, classes)
+        expected = np.zeros((len(X), len(classes)))
+        for j, c in enumerate(classes):
+            hit = (labels == c).astype(np.int64)
+            cols = np.arange(40) if k is None else _chi2_columns(X, hit, k)
+            if k is None:
+                assert ovr.feature_columns_ is None
+            else:
+                np.testing.assert_array_equal(ovr.feature_columns_[j], cols)
+            tm = TsetlinMachine(20, 8, 3.0, seed=base + j).fit(X[:, cols], hit, epochs=2, progress_bar=False)
+            assert ovr.estimators_[j].seed == base + j
+            sums = tm.class_sums(X[:, cols]).astype(np.float64)
+            expected[:, j] = (sums[:, 1] - sums[:, 0]) / tm.threshold_
+        np.testing.assert_array_equal(ovr.votes(X), expected)
+        np.testing.assert_array_equal(ovr.votes(sp.csr_matrix(X)), expected)
+        np.testing.assert_array_equal(ovr.predict(X.tolist()), classes[np.argmax(expected, axis=1)])
+        if len(classes) == 2:
+            np.testing.assert_array_equal(ovr.decision_function(X), expected[:, 1] - expected[:, 0])
+        # Sparse and list input choose the same columns.
+        again = TsetlinOneVsRest(TsetlinMachine(20, 8, 3.0, seed=base), features_per_class=k)
+        for same in (sp.csr_matrix(X), X.tolist()):
+            again.fit(same, labels, epochs=2, progress_bar=False)
+            np.testing.assert_array_equal(again.votes(X), expected)
+
+
+def test_one_vs_rest_column_ties_and_empty_columns(rng):
+    from fastcore_ad import TsetlinOneVsRest
+
+    X, y, _ = _ovr_data(rng)
+    ovr = TsetlinOneVsRest(TsetlinMachine(10, 5, 3.0, seed=0), features_per_class=39).fit(
+        X, y, epochs=1, progress_bar=False)
+    for cols in ovr.feature_columns_:
+        assert 39 not in cols  # the column no document uses is the one left out
+    X2 = np.zeros((8, 3), dtype=np.uint8)
+    X2[:, 1] = X2[:, 2] = [1, 1, 1, 1, 0, 0, 0, 0]  # two equal columns: the lower one wins
+    fit = TsetlinOneVsRest(TsetlinMachine(10, 5, 3.0, seed=0), features_per_class=1).fit(
+        X2, [0, 0, 0, 0, 1, 1, 1, 1], epochs=1, progress_bar=False)
+    assert [c.tolist() for c in fit.feature_columns_] == [[1], [1]]
+
+
+def test_one_vs_rest_of_ensembles_is_their_votes(rng):
+    from fastcore_ad import TsetlinOneVsRest
+
+    X, _, three = _ovr_data(rng)
+    base = int(rng.integers(0, 2**32))
+    ovr = TsetlinOneVsRest(TsetlinEnsemble(TsetlinMachine(20, 8, 3.0, seed=base), 2, features_per_machine=0.5),
+                           features_per_class=12).fit(X, three, epochs=2, progress_bar=False)
+    expected = []
+    for j, c in enumerate(np.unique(three)):
+        hit = (three == c).astype(np.int64)
+        cols = _chi2_columns(X, hit, 12)
+        vote = TsetlinEnsemble(TsetlinMachine(20, 8, 3.0, seed=base + 2 * j), 2, features_per_machine=0.5)
+        v = vote.fit(X[:, cols], hit, epochs=2, progress_bar=False).votes(X[:, cols])
+        expected.append(v[:, 1] - v[:, 0])
+        assert [m.seed for m in ovr.estimators_[j].estimators_] == [base + 2 * j, base + 2 * j + 1]
+    np.testing.assert_array_equal(ovr.votes(X), np.stack(expected, axis=1))
+    names = [f"w{j}" for j in range(40)]
+    rules = ovr.rules(feature_names=names)
+    for rule in rules:
+        j = int(np.searchsorted(ovr.classes_, rule.class_label))
+        assert {f for f, _ in rule.literals} <= set(ovr.feature_columns_[j].tolist())
+    for doc in X[:5]:
+        why = ovr.explain(doc, feature_names=names)
+        assert all(r.fires(doc) for r in why["rules"])
+        assert why["prediction"] == ovr.predict(doc[None, :])[0]
+
+
+def test_one_vs_rest_rules_add_up_to_the_votes(rng):
+    from fastcore_ad import TsetlinOneVsRest
+
+    X, _, three = _ovr_data(rng)
+    ovr = TsetlinOneVsRest(TsetlinMachine(20, 8, 3.0, seed=5), features_per_class=10).fit(
+        X, three, epochs=3, progress_bar=False)
+    names = [f"w{j}" for j in range(40)]
+    rules = ovr.rules(feature_names=names, class_names=["A", "B", "C"])
+    shares = [r.weight / ovr.estimators_[int(np.searchsorted(ovr.classes_, r.class_label))].threshold_
+              for r in rules]
+    assert shares == sorted(shares, reverse=True)
+    assert {r.class_name for r in rules} <= {"A", "B", "C"} and any(r.weight < 0 for r in rules)
+    votes = ovr.votes(X)
+    for i, doc in enumerate(X[:30]):
+        why = ovr.explain(doc, feature_names=names)
+        assert all(r.fires(doc) for r in why["rules"])
+        assert why["rules"] == [r for r in ovr.rules(feature_names=names) if r.fires(doc)]
+        for j, c in enumerate(ovr.classes_):
+            total = sum(r.weight for r in why["rules"] if r.class_label == c)
+            assert total == pytest.approx(votes[i, j] * ovr.estimators_[j].threshold_)
+            assert why["votes"][c] == votes[i, j]
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"features_per_class": 0}, ValueError, "features_per_class"),
+    ({"features_per_class": -2}, ValueError, "features_per_class"),
+    ({"features_per_class": True}, TypeError, "features_per_class"),
+    ({"features_per_class": 2.5}, TypeError, "features_per_class"),
+    ({"features_per_class": "all"}, TypeError, "features_per_class"),
+    ({"estimator": "machine"}, TypeError, "estimator"),
+    ({"estimator": TsetlinMachine(n_clauses=3)}, ValueError, "n_clauses"),
+])
+def test_one_vs_rest_bad_parameters(rng, kwargs, error, match):
+    from fastcore_ad import TsetlinOneVsRest
+
+    X, y, _ = _ovr_data(rng, n=40)
+    with pytest.raises(error, match=match):
+        TsetlinOneVsRest(**kwargs).fit(X, y, epochs=1, progress_bar=False)
+    if "features_per_class" in kwargs:
+        with pytest.raises(error, match=match):
+            text_pipeline(**kwargs)
+
+
+def test_one_vs_rest_refusals(rng):
+    from fastcore_ad import TsetlinOneVsRest
+
+    X, y, three = _ovr_data(rng, n=60)
+    model = TsetlinOneVsRest(TsetlinMachine(10, 5, 3.0, seed=0), features_per_class=5)
+    with pytest.raises(NotFittedError):
+        model.predict(X)
+    with pytest.raises(ValueError, match="one class only"):
+        model.fit(X, np.zeros(60, dtype=int), epochs=1, progress_bar=False)
+    with pytest.raises(ValueError, match="y: 59 labels for 60 samples"):
+        model.fit(X, y[:59], epochs=1, progress_bar=False)
+    with pytest.raises(ValueError, match="X: expected 2 dimensions"):
+        model.fit(X[0], y[:1], epochs=1)
+    with pytest.raises(ValueError, match="validation_data: labels"):
+        model.fit(X, three, epochs=1, validation_data=(X, np.full(60, "z")), progress_bar=False)
+    nan = X.astype(np.float64)
+    nan[3, 4] = np.nan
+    with pytest.raises(ValueError, match="NaN|finite"):
+        model.fit(nan, y, epochs=1, progress_bar=False)
+    for bad, match in ((X - 0.5, "negative values"), (X.astype(str), "ranks numbers")):
+        with pytest.raises(ValueError, match=match):
+            model.fit(bad, y, epochs=1, progress_bar=False)
+    with pytest.raises(ValueError, match="NaN"):
+        model.fit(sp.csr_matrix(nan), y, epochs=1, progress_bar=False)
+    assert not hasattr(model, "estimators_")  # refused fits leave nothing half-fitted
+    model.fit(X, three, epochs=1, validation_data=(X, three), progress_bar=False)
+    before = model.votes(X)
+    with pytest.raises(ValueError):
+        model.fit(nan, three, epochs=1, progress_bar=False)
+    np.testing.assert_array_equal(model.votes(X), before)  # a failed fit keeps the previous model
+    with pytest.raises(ValueError, match="X has 39 features, but TsetlinOneVsRest is expecting 40"):
+        model.predict(X[:, :39])
+    with pytest.raises(ValueError, match="feature_names"):
+        model.rules(feature_names=["w"] * 39)
+    with pytest.raises(ValueError, match="class_names"):
+        model.rules(class_names=["a", "b"])
+    with pytest.raises(ValueError, match="x: expected one document"):
+        model.explain(X[:2])
+    # Per-class counts of an absurd width are refused before they are allocated.
+    huge = sp.csr_matrix((np.ones(4), (np.arange(4), [0, 1, 2, 3])), shape=(4, 2**45))
+    with pytest.raises(MemoryError, match="per-class term counts"):
+        TsetlinOneVsRest(features_per_class=5).fit(huge, [0, 1, 0, 1], epochs=1, progress_bar=False)
+
+
+def test_text_pipeline_one_model_per_class():
+    from fastcore_ad import TsetlinOneVsRest
+
+    texts = ["rash after penicillin", "fracture of the arm", "penicillin rash again", "arm in a cast",
+             "cough and fever", "fever with a cough"] * 10
+    labels = ["allergy", "ortho", "allergy", "ortho", "resp", "resp"] * 10
+    pipe = text_pipeline(min_df=1, n_clauses=10, threshold=5, seed=0, features_per_class=3)
+    pipe.fit(texts, labels, tm__epochs=5, tm__progress_bar=False)
+    ovr = pipe.named_steps["tm"]
+    assert isinstance(ovr, TsetlinOneVsRest) and [m.seed for m in ovr.estimators_] == [0, 1, 2]
+    words = pipe.feature_names()
+    assert len(words) == len({w for w in " ".join(texts).split() if len(w) > 1})  # "auto": every term
+    assert pipe.score(texts, labels) == 1.0
+    for rule in pipe.rules():
+        j = list(ovr.classes_).index(rule.class_label)
+        assert {words[f] for f, _ in rule.literals} <= {words[f] for f in ovr.feature_columns_[j]}
+    assert "penicillin" in {words[f] for f in ovr.feature_columns_[0]}
+    assert pipe.explain("penicillin rash")["prediction"] == "allergy"
+    back = pickle.loads(pickle.dumps(pipe))
+    assert list(back.predict(texts)) == list(pipe.predict(texts))
+    vote = text_pipeline(min_df=1, n_clauses=10, threshold=5, seed=0, features_per_class=3, n_estimators=2)
+    vote.fit(texts, labels, tm__epochs=5, tm__progress_bar=False)
+    assert [[m.seed for m in e.estimators_] for e in vote.named_steps["tm"].estimators_] == [[0, 1], [2, 3], [4, 5]]

@@ -17,7 +17,7 @@ from .gaussian import GaussianAD, mahalanobis
 from .musc import MuSc
 from .patchcore import PatchCore, knn
 from .class_gaussian import ClassGaussian
-from .tsetlin import TsetlinEnsemble, TsetlinMachine
+from .tsetlin import TsetlinEnsemble, TsetlinMachine, TsetlinOneVsRest
 from . import features
 
 __version__ = _core.__version__
@@ -39,6 +39,7 @@ __all__ = [
     "tsetlin",
     "TsetlinMachine",
     "TsetlinEnsemble",
+    "TsetlinOneVsRest",
     "features",
     "info",
 ]

@@ -69,7 +69,7 @@ from ._thermometer import Thermometer
 from ._memory import check_fits
 from .progress import progress
 
-__all__ = ["TsetlinMachine", "TsetlinEnsemble", "Rule", "text_pipeline", "TextTsetlinPipeline", "FORMAT_VERSION", "demo", "load_mtsamples_sample"]
+__all__ = ["TsetlinMachine", "TsetlinEnsemble", "TsetlinOneVsRest", "Rule", "text_pipeline", "TextTsetlinPipeline", "FORMAT_VERSION", "demo", "load_mtsamples_sample"]
 
 #: Version of the ``save`` file format (bumped on any incompatible change). Version 2 added the
 #: thermometer thresholds; version 1 files still load.
@@ -1163,7 +1163,7 @@ class TsetlinEnsemble(_ScoredClassifier, FastcoreEstimator):
         else:
             members, base, subsets = self.estimators_, self.seed_, self.feature_subsets_
             if subsets is not None:
-                self._check_width(X)
+                _check_fitted_width(self, X)
             passes = list(getattr(self, "_passes", [0] * len(members)))
             if len(set(passes)) > 1:
                 behind = passes.index(min(passes))
@@ -1200,19 +1200,13 @@ class TsetlinEnsemble(_ScoredClassifier, FastcoreEstimator):
         k = _subset_size(self.features_per_machine, width)
         return width, _feature_subsets(base, int(self.n_estimators), width, k)
 
-    def _check_width(self, X):
-        width = _width(X, "X")
-        if width != self.n_features_in_:
-            raise ValueError(f"X has {width} features, but TsetlinEnsemble is expecting "
-                             f"{self.n_features_in_} features as input")
-
     def votes(self, X):
         """The votes ``[n_samples, n_classes]`` (float64): every machine's class sums divided by
         its ``threshold_``, added. Lazy for dask input, cupy for cupy input, as the machines'."""
         self._check_fitted()
         subsets = getattr(self, "feature_subsets_", None)
         if subsets is not None:
-            self._check_width(X)
+            _check_fitted_width(self, X)
         votes = None
         for i, m in enumerate(self.estimators_):
             part = m.class_sums(_columns(X, _subset(subsets, i), "X")) / float(m.threshold_)
@@ -1350,6 +1344,308 @@ class TsetlinEnsemble(_ScoredClassifier, FastcoreEstimator):
         return model
 
 
+class TsetlinOneVsRest(_ScoredClassifier, FastcoreEstimator):
+    """One binary Tsetlin Machine per class, "this class or not", each reading its own class's
+    vocabulary: the ``features_per_class`` columns of X whose presence (``x != 0``) is most
+    associated with the class by chi2 (scikit-learn's ``chi2`` of the presence bits against
+    ``y == class``; ties go to the lower column, columns no document uses come last). A class's
+    vote is its machine's margin, class sums divided by ``threshold_`` (``"class"`` minus
+    ``"not class"``); ``predict`` takes the class with the largest vote.
+
+    ``estimator`` is the binary model each class gets: a :class:`TsetlinMachine` (default
+    ``TsetlinMachine()``, sized from the data) or a :class:`TsetlinEnsemble`. Class ``j``
+    (of ``classes_``) gets the seed ``s + j`` (an ensemble of ``M`` machines the seeds
+    ``s + j M, ..., s + j M + M - 1``), ``s`` the estimator's seed, drawn once when None.
+    ``features_per_class`` None gives every class all columns; an integer needs finite,
+    non-negative X (words, counts, tf-idf), as presence means nothing for signed values.
+
+    Why: a multi-class machine reads one vocabulary for every class, and on corpora with many
+    small classes a larger vocabulary adds more literals to sort out than signal. Giving each
+    class a short list of its own words keeps every machine small and lets the classes together
+    read a large vocabulary: on Ohsumed (23 classes) one machine per class on its 250 best words
+    of the whole vocabulary scores about 0.645, against 0.6077 for the default multi-class
+    machine (``bench/RESULTS.md``). ``rules`` and ``explain`` speak of the columns of X.
+
+    >>> import numpy as np
+    >>> from fastcore_ad.tsetlin import TsetlinMachine, TsetlinOneVsRest
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.integers(0, 2, size=(600, 12), dtype=np.uint8)
+    >>> y = np.where(X[:, 0] & ~X[:, 1] & 1, "a", np.where(X[:, 2] == 1, "b", "c"))
+    >>> ovr = TsetlinOneVsRest(TsetlinMachine(20, 10, 3.0, seed=1), features_per_class=4)
+    >>> ovr.fit(X, y, epochs=10).score(X, y) > 0.95
+    True
+    >>> [cols.tolist() for cols in ovr.feature_columns_]   # the words that decide each class
+    [[0, 1, 3, 8], [0, 1, 2, 9], [0, 1, 2, 11]]
+    >>> print(ovr.rules(feature_names=[f"w{j}" for j in range(12)])[0])
+    IF w2 AND NOT w0 THEN b (weight 10)
+    """
+
+    _fitted_attribute = "estimators_"
+
+    def __init__(self, estimator=None, features_per_class=None):
+        self.estimator = estimator
+        self.features_per_class = features_per_class
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        template = self.estimator
+        seed = template.seed if isinstance(template, TsetlinMachine) else (
+            None if template is None or template.estimator is None else template.estimator.seed)
+        tags.non_deterministic = seed is None
+        return tags
+
+    def _check_params(self):
+        if self.estimator is not None and not isinstance(self.estimator, (TsetlinMachine, TsetlinEnsemble)):
+            raise TypeError(f"estimator: expected a TsetlinMachine, a TsetlinEnsemble or None, "
+                            f"got {type(self.estimator).__name__}")
+        k = self.features_per_class
+        if k is not None:
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+                raise TypeError(f"features_per_class: expected None or an integer, got {type(k).__name__}")
+            if k < 1:
+                raise ValueError(f"features_per_class: must be >= 1, got {k}")
+        template = TsetlinMachine() if self.estimator is None else self.estimator
+        template._check_params()
+        return template
+
+    def _members(self, n_classes):
+        """The first seed and an unfitted copy of the estimator per class, seeded apart."""
+        template = self._check_params()
+        if isinstance(template, TsetlinEnsemble):
+            inner = TsetlinMachine() if template.estimator is None else template.estimator
+            base, step = inner.seed, int(template.n_estimators)
+        else:
+            inner, base, step = template, template.seed, 1
+        base = int(np.random.SeedSequence().entropy % 2**63) if base is None else int(base)
+        members = []
+        for j in range(n_classes):
+            seeded = clone(inner).set_params(seed=(base + j * step) % 2**64)
+            members.append(seeded if template is inner else clone(template).set_params(estimator=seeded))
+        return base, members
+
+    def fit(self, X, y, epochs=None, *, validation_data=None, progress_bar=True):
+        """Fit one binary model per class on (X[:, its columns], y == class), with
+        :meth:`TsetlinMachine.fit`'s arguments (``validation_data`` as ``(X, y)`` with the labels
+        of y); returns self. The models are in ``estimators_``, their columns in
+        ``feature_columns_``."""
+        self._check_params()
+        X = _array_like(X, "X")
+        width, n = _width(X, "X"), _n_rows(X)
+        if n < 1 or width < 1:
+            what = "sample(s)" if n < 1 else "feature(s)"
+            raise ValueError(f"X: 0 {what} (shape={(n, width)}) while a minimum of 1 is required.")
+        y = _checked_y(y, n)
+        classes, y_idx = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(f"y: one class only ({classes[0]!r}); TsetlinOneVsRest needs at least 2 classes")
+        held = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data: expected a pair (X, y)")
+            yv = _checked_y(validation_data[1], _n_rows(_array_like(validation_data[0], "validation_data")))
+            unknown = np.setdiff1d(yv, classes)
+            if len(unknown):
+                raise ValueError(f"validation_data: labels {unknown[:5].tolist()} are not in y")
+            held = (_array_like(validation_data[0], "validation_data"), yv)
+        columns = None
+        if self.features_per_class is not None:
+            columns = _class_columns(X, y_idx, len(classes), min(int(self.features_per_class), width))
+        base, members = self._members(len(classes))
+        bar = progress(members, total=len(members), desc="Tsetlin one-vs-rest classes", enabled=progress_bar)
+        fitted = []
+        for j, m in enumerate(bar):
+            cols = _subset(columns, j)
+            member_held = None if held is None else (_columns(held[0], cols, "validation_data"),
+                                                     (held[1] == classes[j]).astype(np.int64))
+            fitted.append(m.fit(_columns(X, cols, "X"), (y == classes[j]).astype(np.int64), epochs,
+                                validation_data=member_held, progress_bar=False))
+            if j == 0:
+                check_fits((len(members) - 1) * _kept_bytes(m), f"{len(members)} classes of "
+                           f"{_kept_bytes(m) / 2**20:.3g} MiB each")
+        if hasattr(bar, "close"):
+            bar.close()
+        # Set together once every class has fitted: a failed fit keeps the previous model.
+        self.estimators_, self.seed_, self.classes_ = fitted, base, classes
+        self.n_features_in_, self.feature_columns_ = width, columns
+        return self
+
+
+    def votes(self, X):
+        """The votes ``[n_samples, n_classes]`` (float64): each class's margin, its model's
+        ``"class"`` minus ``"not class"`` sums over ``threshold_`` (for an ensemble, its
+        ``votes``). Lazy for dask input, cupy for cupy input."""
+        self._check_fitted()
+        X = _array_like(X, "X")
+        _check_fitted_width(self, X)
+        parts = []
+        for j, m in enumerate(self.estimators_):
+            v = _binary_votes(m, _columns(X, _subset(self.feature_columns_, j), "X"))
+            parts.append(v[:, 1] - v[:, 0])
+        if is_dask(parts[0]):
+            import dask.array as da  # noqa: PLC0415
+
+            return da.stack(parts, axis=1)
+        return xp_of("cupy" if is_cupy(parts[0]) else "numpy").stack(parts, axis=1)
+
+    def _scores(self, X):
+        return self.votes(X)
+
+    def rules(self, feature_names=None, class_names=None):
+        """Every class model's rules read for the class: a rule of ``"class"`` keeps its weight,
+        one of ``"not class"`` votes against the class and has its weight negated. Each is a
+        :class:`Rule` over the columns of X whose ``class_label`` is the class, heaviest share
+        of the vote (weight over its machine's ``threshold_``) first."""
+        self._check_fitted()
+        names = _checked_names(feature_names, self.n_features_in_)
+        labels = self._class_names(class_names)
+        scored = [(self._class_rule(rule, j, names, labels), threshold)
+                  for j, m in enumerate(self.estimators_) for rule, threshold in _binary_rules(m)]
+        return _by_share(scored)
+
+    def explain(self, x, feature_names=None, class_names=None):
+        """Why one document gets its prediction: ``{"prediction": label, "votes": {label: float},
+        "rules": [the rules that fire, as :meth:`rules` gives them]}``."""
+        self._check_fitted()
+        names = _checked_names(feature_names, self.n_features_in_)
+        labels = self._class_names(class_names)
+        row = x.tocsr() if _is_sparse(x) else np.asarray(x)
+        row = row[None, :] if not _is_sparse(row) and row.ndim == 1 else row
+        if row.ndim != 2 or row.shape[0] != 1 or row.shape[1] != self.n_features_in_:
+            raise ValueError(f"x: expected one document of {self.n_features_in_} features, got shape {row.shape}")
+        votes = np.asarray(self.votes(row))[0]
+        fired = [(self._class_rule(rule, j, names, labels), threshold) for j, m in enumerate(self.estimators_)
+                 for rule, threshold in _binary_rules(m, _columns(row, _subset(self.feature_columns_, j), "x"))]
+        return {"prediction": self.classes_[int(np.argmax(votes))],
+                "votes": {label: float(v) for label, v in zip(self.classes_, votes)},
+                "rules": _by_share(fired)}
+
+    def _class_names(self, class_names):
+        if class_names is None:
+            return None
+        class_names = list(class_names)
+        if len(class_names) != len(self.classes_):
+            raise ValueError(f"class_names: {len(class_names)} names for {len(self.classes_)} classes")
+        return class_names
+
+    def _class_rule(self, rule, j, names, labels):
+        """A binary model's rule (over class j's columns) as a rule of class j over X."""
+        cols = _subset(self.feature_columns_, j)
+        literals = rule.literals if cols is None else tuple((int(cols[f]), neg) for f, neg in rule.literals)
+        weight = rule.weight if rule.class_label == 1 else -rule.weight
+        return dataclasses.replace(rule, class_label=self.classes_[j], weight=weight, literals=literals,
+                                   feature_names=names, class_name=None if labels is None else labels[j])
+
+
+def _array_like(X, name):
+    """X itself when it has a shape (numpy, scipy.sparse, cupy, dask), else as a numpy array."""
+    if getattr(X, "shape", None) is not None:
+        return X
+    try:
+        return np.asarray(X)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name}: not a 2-D array of numbers ({exc})") from None
+
+
+def _class_columns(X, y_idx, n_classes, k):
+    """Each class's ``k`` columns with the largest chi2 of presence against "this class", sorted."""
+    counts = _class_presence_counts(X, y_idx, n_classes)
+    n = len(y_idx)
+    per_class = np.bincount(y_idx, minlength=n_classes)
+    total = counts.sum(axis=0)
+    columns = []
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for j in range(n_classes):
+            # scikit-learn's chi2 with the binary target: observed and expected counts of the
+            # documents holding the term, "not class" row then "class" row, in its order of operations.
+            inside = per_class[j] / n
+            outside = (n - per_class[j]) / n
+            expected_out, expected_in = outside * total, inside * total
+            score = (total - counts[j] - expected_out) ** 2 / expected_out + (counts[j] - expected_in) ** 2 / expected_in
+            score = np.where(np.isnan(score), -np.inf, score)
+            columns.append(np.sort(np.argsort(-score, kind="stable")[:k]))
+    return columns
+
+
+def _class_presence_counts(X, y_idx, n_classes):
+    """``[n_classes, n_features]`` float64: how many documents of each class have ``x != 0``.
+    Presence ranks words and counts (and tf-idf); X must be finite and non-negative."""
+    width = _width(X, "X")
+    check_fits(n_classes * width * 8, f"per-class term counts of {n_classes} classes x {width} features")
+    if is_dask(X):
+        import dask.array as da  # noqa: PLC0415
+
+        onehot = da.from_array(np.eye(n_classes)[y_idx], chunks=(X.chunks[0], n_classes))
+        counts, low, finite = da.compute(onehot.T @ (X != 0).astype(np.float64), X.min(), da.isfinite(X).all())
+        _check_presence_input(float(low), bool(finite))
+        return np.asarray(counts)
+    if _is_sparse(X):
+        import scipy.sparse as sp  # noqa: PLC0415
+
+        bits = X.tocsr().copy()
+        values = bits.data
+        bits.data = (values != 0).astype(np.float64)
+        onehot = sp.csr_matrix((np.ones(len(y_idx)), (y_idx, np.arange(len(y_idx)))), shape=(n_classes, len(y_idx)))
+        counts = np.asarray((onehot @ bits).todense(), dtype=np.float64)
+    elif is_cupy(X):
+        xp = xp_of("cupy")
+        values = X
+        counts = (xp.asarray(np.eye(n_classes)[y_idx]).T @ (X != 0).astype(np.float64)).get()
+    else:
+        values = np.asarray(X)
+        counts = np.stack([np.count_nonzero(values[y_idx == j], axis=0)
+                           for j in range(n_classes)]).astype(np.float64)
+    if values.dtype.kind not in "biuf":
+        raise ValueError(f"X: features_per_class ranks numbers, got dtype {values.dtype}")
+    if values.size:
+        xp = xp_of("cupy" if is_cupy(values) else "numpy")
+        _check_presence_input(float(values.min()), bool(xp.isfinite(values).all()))
+    return counts
+
+
+def _check_presence_input(low, finite):
+    if not finite:
+        raise ValueError("X: contains NaN or infinity")
+    if low < 0:
+        raise ValueError(f"X: features_per_class ranks columns by presence (x != 0), for non-negative words, "
+                         f"counts or tf-idf; X holds negative values (min {low:g})")
+
+
+def _binary_votes(model, X):
+    """A binary model's per-class scores over its threshold(s)."""
+    if isinstance(model, TsetlinEnsemble):
+        return model.votes(X)
+    return model.class_sums(X) / float(model.threshold_)
+
+
+def _binary_rules(model, x=None):
+    """``(Rule, threshold of its machine)`` of a binary model, every rule or (given one document
+    ``x``) those that fire."""
+    machines = model.estimators_ if isinstance(model, TsetlinEnsemble) else [model]
+    subsets = getattr(model, "feature_subsets_", None) if isinstance(model, TsetlinEnsemble) else None
+    out = []
+    for i, m in enumerate(machines):
+        cols = _subset(subsets, i)
+        if x is None:
+            rules = m.rules()
+        else:
+            rules = m.explain(_columns(x, cols, "x"))["rules"]
+        if cols is not None:
+            rules = [_global_rule(r, cols, None) for r in rules]
+        out += [(r, m.threshold_) for r in rules]
+    return out
+
+
+def _by_share(rules_and_thresholds):
+    """The rules, largest share of their machine's vote (weight over threshold) first."""
+    return [rule for rule, t in sorted(rules_and_thresholds, key=lambda item: -item[0].weight / item[1])]
+
+
+def _kept_bytes(model):
+    machines = model.estimators_ if isinstance(model, TsetlinEnsemble) else [model]
+    return sum(a.nbytes for m in machines for a in (m.action_, m.lower_, m.weights_))
+
+
 def _check_members_fit(first, n_members):
     """MemoryError unless ``n_members - 1`` more machines the size of the fitted ``first`` fit:
     the first machine shows what each one keeps."""
@@ -1397,6 +1693,13 @@ def _subsets_digest(subsets):
 
 def _subset(subsets, i):
     return None if subsets is None else subsets[i]
+
+
+def _check_fitted_width(model, X):
+    width = _width(X, "X")
+    if width != model.n_features_in_:
+        raise ValueError(f"X has {width} features, but {type(model).__name__} is expecting "
+                         f"{model.n_features_in_} features as input")
 
 
 def _n_rows(X):
@@ -1711,7 +2014,7 @@ class TextTsetlinPipeline(Pipeline):
 
 
 def text_pipeline(max_features="auto", ngram_range="auto", min_df=2, count_levels=None, n_estimators=1,
-                  features_per_machine=None, **tm_params):
+                  features_per_machine=None, features_per_class=None, **tm_params):
     """The text classifier of Berge et al. (2019) as a scikit-learn Pipeline: binary
     bag-of-words (n-grams of ``ngram_range`` seen in at least ``min_df`` documents) -> the
     ``max_features`` best by chi2 -> :class:`TsetlinMachine` (``tm_params``; by default sized
@@ -1742,6 +2045,12 @@ def text_pipeline(max_features="auto", ngram_range="auto", min_df=2, count_level
     ``features_per_machine`` (a fraction or a count) gives each machine of the vote its own random
     part of the vocabulary (:class:`TsetlinEnsemble`).
 
+    ``features_per_class`` (an integer) makes the last step a :class:`TsetlinOneVsRest`: one
+    binary model per class (the machine, or the vote above) on the class's own chi2-best terms,
+    and ``max_features="auto"`` then keeps every term, so that each class picks from the whole
+    vocabulary. Its ``rules()`` give each rule for its class, with negative weights for the
+    rules that vote against it.
+
     >>> pipe = text_pipeline(max_features=50, min_df=1, n_clauses=20, threshold=10, specificity=3.0, seed=0)
     >>> texts = ["fever and cough", "cough and sore throat", "broken arm", "fracture of the arm"] * 20
     >>> labels = ["resp", "resp", "ortho", "ortho"] * 20
@@ -1756,6 +2065,10 @@ def text_pipeline(max_features="auto", ngram_range="auto", min_df=2, count_level
         levels = _CountLevels(tuple(count_levels) if iterable else count_levels)
         levels._levels()  # a bad value fails here, not after the vocabulary is built
     # With count levels the vocabulary counts, and is still ranked by presence.
+    if features_per_class is not None:
+        # Checked here, not after the vocabulary is built; each class then ranks every term.
+        TsetlinOneVsRest(features_per_class=features_per_class)._check_params()
+        max_features = "all" if isinstance(max_features, str) and max_features == "auto" else max_features
     steps = [("vectorizer", _AutoNgramVectorizer(binary=levels is None, ngram_range=ngram_range, min_df=min_df)),
              ("select", _SelectAtMostK(chi2 if levels is None else _presence_chi2, k=max_features))]
     if levels is not None:
@@ -1764,10 +2077,10 @@ def text_pipeline(max_features="auto", ngram_range="auto", min_df=2, count_level
     _check_n_estimators(n_estimators)  # here, not after the vocabulary is built
     _check_features_per_machine(features_per_machine)
     alone = n_estimators == 1 and features_per_machine is None
-    return TextTsetlinPipeline([
-        *steps,
-        ("tm", machine if alone else TsetlinEnsemble(machine, n_estimators, features_per_machine)),
-    ])
+    model = machine if alone else TsetlinEnsemble(machine, n_estimators, features_per_machine)
+    if features_per_class is not None:
+        model = TsetlinOneVsRest(model, features_per_class)
+    return TextTsetlinPipeline([*steps, ("tm", model)])
 
 
 # ------------------------------------------------------------------------------------------------
