@@ -1245,3 +1245,82 @@ def test_text_pipeline_one_model_per_class():
     vote = text_pipeline(min_df=1, n_clauses=10, threshold=5, seed=0, features_per_class=3, n_estimators=2)
     vote.fit(texts, labels, tm__epochs=5, tm__progress_bar=False)
     assert [[m.seed for m in e.estimators_] for e in vote.named_steps["tm"].estimators_] == [[0, 1], [2, 3], [4, 5]]
+
+
+def test_one_vs_rest_save_load_and_hostile_folders(rng, tmp_path):
+    import shutil
+
+    from fastcore_ad import TsetlinOneVsRest
+
+    X, y, three = _ovr_data(rng, n=120)
+    machine = TsetlinMachine(10, 5, 3.0, seed=7)
+    models = {"words": TsetlinOneVsRest(machine, features_per_class=6).fit(X, three, epochs=2, progress_bar=False),
+              "all": TsetlinOneVsRest(machine).fit(X, y, epochs=2, progress_bar=False),
+              "votes": TsetlinOneVsRest(TsetlinEnsemble(machine, 2, features_per_machine=0.5), features_per_class=8)
+              .fit(X, three, epochs=2, progress_bar=False)}
+    for name, model in models.items():
+        model.save(tmp_path / name)
+        back = TsetlinOneVsRest.load(tmp_path / name)
+        np.testing.assert_array_equal(back.votes(X), model.votes(X))
+        np.testing.assert_array_equal(back.classes_, model.classes_)
+        assert back.get_params(deep=True).keys() == model.get_params(deep=True).keys()
+        assert repr(back) == repr(model)
+        assert back.rules() == model.rules()
+    saved = tmp_path / "words"
+
+    def damaged(name, **change):
+        bad = tmp_path / name
+        shutil.copytree(saved, bad)
+        with np.load(saved / "one_vs_rest.npz", allow_pickle=False) as z:
+            arrays = {key: z[key] for key in z.files}
+        arrays.update(change)
+        with open(bad / "one_vs_rest.npz", "wb") as fh:
+            np.savez(fh, **{k: v for k, v in arrays.items() if v is not None})
+        return bad
+
+    import json
+
+    with np.load(saved / "one_vs_rest.npz", allow_pickle=False) as z:
+        meta, columns = json.loads(str(z["meta"])), z["columns"]
+    wide = columns.copy()
+    wide[0, -1] = 40
+    unsorted = columns.copy()
+    unsorted[1, :2] = unsorted[1, 1::-1]
+    cases = [("format", {"format": np.array("something else")}, "format"),
+             ("out_of_range", {"columns": wide}, "increasing, in"),
+             ("unsorted", {"columns": unsorted}, "increasing, in"),
+             ("narrow", {"columns": columns[:, :5]}, "do not match"),
+             ("float_columns", {"columns": columns.astype(np.float64)}, "int64"),
+             ("no_columns", {"columns": None}, "do not match"),
+             ("object_classes", {"classes": np.array([1, "a", None], dtype=object)}, "not a saved|classes"),
+             ("one_class", {"classes": np.array(["a"])}, "classes"),
+             ("meta", {"meta": np.array(json.dumps({**meta, "seed_": -1}))}, "seed_"),
+             ("members", {"meta": np.array(json.dumps({**meta, "members": "pickle"}))}, "machines or ensembles"),
+             ("seed", {"meta": np.array(json.dumps({**meta, "seed_": meta["seed_"] + 1}))}, "does not belong"),
+             ("width", {"meta": np.array(json.dumps({**meta, "n_features_in": 30}))}, "increasing, in")]
+    for name, change, match in cases:
+        with pytest.raises(ValueError, match=match):
+            TsetlinOneVsRest.load(damaged(name, **change))
+    # A class file from another model, a missing one, a missing manifest, junk.
+    foreign = tmp_path / "foreign"
+    shutil.copytree(saved, foreign)
+    shutil.copy(tmp_path / "all" / "class_0.npz", foreign / "class_1.npz")
+    with pytest.raises(ValueError, match="class_1 does not belong"):
+        TsetlinOneVsRest.load(foreign)
+    (foreign / "class_1.npz").unlink()
+    with pytest.raises((ValueError, FileNotFoundError)):
+        TsetlinOneVsRest.load(foreign)
+    with pytest.raises(FileNotFoundError, match="not a saved TsetlinOneVsRest"):
+        TsetlinOneVsRest.load(tmp_path / "nowhere")
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "one_vs_rest.npz").write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(ValueError, match="not a saved TsetlinOneVsRest"):
+        TsetlinOneVsRest.load(junk)
+    labels = np.array(["x", "y"] * 60, dtype=object)  # strings held as objects save as strings
+    objects = TsetlinOneVsRest(machine).fit(X, labels, epochs=1, progress_bar=False)
+    objects.save(tmp_path / "objects")
+    assert list(TsetlinOneVsRest.load(tmp_path / "objects").predict(X)) == list(objects.predict(X))
+    mixed = np.array([("a", 1), ("b", 2)] * 60, dtype=[("name", "U1"), ("n", "i8")])
+    with pytest.raises((TypeError, ValueError)):
+        TsetlinOneVsRest(machine).fit(X, mixed, epochs=1, progress_bar=False).save(tmp_path / "mixed")

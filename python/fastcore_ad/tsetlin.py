@@ -145,6 +145,8 @@ _MAX_ESTIMATORS = 1000
 _ENSEMBLE_FORMAT = "fastcore_ad.tsetlin_ensemble"
 _ENSEMBLE_MANIFEST = "ensemble.json"
 _MAX_MANIFEST_BYTES = 4096
+_OVR_FORMAT = "fastcore_ad.tsetlin_one_vs_rest"
+_OVR_MANIFEST = "one_vs_rest.npz"
 
 
 def _checked_labels(y, name: str):
@@ -1519,6 +1521,110 @@ class TsetlinOneVsRest(_ScoredClassifier, FastcoreEstimator):
         return {"prediction": self.classes_[int(np.argmax(votes))],
                 "votes": {label: float(v) for label, v in zip(self.classes_, votes)},
                 "rules": _by_share(fired)}
+
+    def save(self, path):
+        """Write the model to the folder ``path`` (created if needed): ``one_vs_rest.npz``
+        (format name, version, JSON metadata, ``classes`` and, with ``features_per_class``,
+        ``columns`` int64 ``[n_classes, k]``; no pickle inside) and each class's model, a
+        :meth:`TsetlinMachine.save` file ``class_0.npz``, ... or a :meth:`TsetlinEnsemble.save`
+        folder ``class_0``, ..."""
+        self._check_fitted()
+        classes = self.classes_
+        if classes.dtype.kind == "O":  # strings or numbers held as objects (pandas) are saved as such
+            plain = np.array(classes.tolist())
+            classes = plain if plain.dtype.kind in "biufU" and np.array_equal(plain, classes) else classes
+        if classes.dtype.kind not in "biufU":
+            raise TypeError("save: class labels must be numbers or strings to be saved without pickle; "
+                            "use pickle for other label types")
+        os.makedirs(path, exist_ok=True)
+        manifest_path = os.path.join(path, _OVR_MANIFEST)
+        if os.path.exists(manifest_path):
+            os.remove(manifest_path)  # written last: a save cut short leaves nothing loadable
+        ensembles = isinstance(self.estimators_[0], TsetlinEnsemble)
+        for j, m in enumerate(self.estimators_):
+            m.save(os.path.join(path, f"class_{j}" if ensembles else f"class_{j}.npz"))
+        template = self._check_params()
+        seed = (template.estimator.seed if template.estimator is not None else None) if ensembles else template.seed
+        k = self.features_per_class
+        meta = {"seed": None if seed is None else int(seed), "seed_": int(self.seed_),
+                "n_features_in": int(self.n_features_in_), "members": "ensemble" if ensembles else "machine",
+                "features_per_class": None if k is None else int(k)}
+        arrays = {"classes": classes}
+        if self.feature_columns_ is not None:
+            arrays["columns"] = np.stack(self.feature_columns_).astype(np.int64)
+        with open(manifest_path, "wb") as fh:
+            np.savez(fh, format=np.array(_OVR_FORMAT), version=np.array(1), meta=np.array(json.dumps(meta)), **arrays)
+
+    @classmethod
+    def load(cls, path):
+        """Read a model written by :meth:`save`. The folder is untrusted: nothing is unpickled,
+        array shapes are checked before reading, each class's model goes through its own
+        ``load``, and the models must agree with the manifest (binary, columns, parameters and
+        seeds); any defect is a ValueError naming the folder."""
+        manifest_path = os.path.join(os.fspath(path), _OVR_MANIFEST)
+        if not os.path.isfile(manifest_path):
+            raise FileNotFoundError(f"{path}: no {_OVR_MANIFEST} (not a saved TsetlinOneVsRest)")
+        try:
+            headers = _npz_headers(manifest_path)
+            small = all(k in headers and int(np.prod(headers[k][0])) <= 1 << 16 for k in ("format", "version", "meta"))
+            if not small:
+                raise ValueError("format, version or meta missing or oversized")
+            with np.load(manifest_path, allow_pickle=False) as z:
+                if str(z["format"]) != _OVR_FORMAT or int(z["version"]) != 1:
+                    raise ValueError(f"format {_OVR_FORMAT!r} version 1 expected")
+                meta = json.loads(str(z["meta"]))
+                classes_shape, classes_dtype = headers.get("classes", ((), np.dtype(object)))
+                if len(classes_shape) != 1 or not 2 <= classes_shape[0] <= 1 << 20 or \
+                        classes_dtype.kind not in "biufU":
+                    raise ValueError("classes must be a 1-D array of at least 2 numbers or strings")
+                classes = z["classes"]
+                columns = None
+                if "columns" in headers:
+                    shape, dtype = headers["columns"]
+                    if dtype != np.dtype("<i8") or len(shape) != 2 or shape[0] != len(classes) or shape[1] > 1 << 31:
+                        raise ValueError(f"columns: int64 [{len(classes)}, k] expected, got {dtype} {shape}")
+                    columns = z["columns"]
+        except (OSError, zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}: {_OVR_MANIFEST} is not a saved TsetlinOneVsRest ({exc})") from None
+        except ValueError as exc:
+            raise ValueError(f"{path}: {_OVR_MANIFEST}: {exc}") from None
+        if not isinstance(meta, dict) or meta.get("members") not in ("machine", "ensemble"):
+            raise ValueError(f"{path}: {_OVR_MANIFEST} metadata must say whether the classes hold machines or ensembles")
+        for name, high, optional in (("seed", 2**64 - 1, True), ("seed_", 2**64 - 1, False),
+                                     ("n_features_in", 2**31, False), ("features_per_class", 2**31, True)):
+            v = meta.get(name)
+            if not (v is None and optional) and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= high):
+                raise ValueError(f"{path}: {_OVR_MANIFEST} field {name!r} must be an integer in [0, {high}], got {v!r}")
+        width, k = meta["n_features_in"], meta["features_per_class"]
+        if (k is None) != (columns is None) or (k is not None and columns.shape[1] != min(k, width)) or width < 1:
+            raise ValueError(f"{path}: the columns do not match features_per_class={k} of {width} features")
+        if columns is not None and (columns.min() < 0 or columns.max() >= width or np.any(np.diff(columns, axis=1) <= 0)):
+            raise ValueError(f"{path}: each class's columns must be increasing, in [0, {width})")
+        ensembles = meta["members"] == "ensemble"
+        members = [TsetlinEnsemble.load(os.path.join(os.fspath(path), f"class_{j}")) if ensembles else
+                   TsetlinMachine.load(os.path.join(os.fspath(path), f"class_{j}.npz")) for j in range(len(classes))]
+        first = members[0]
+        step = len(first.estimators_) if ensembles else 1
+        reads = width if columns is None else columns.shape[1]
+
+        def settings(m):
+            machine = m.estimators_[0] if ensembles else m
+            params = {key: v for key, v in machine.get_params().items() if key != "seed"}
+            return params, (len(m.estimators_), m.features_per_machine) if ensembles else None
+
+        for j, m in enumerate(members):
+            if (not np.array_equal(m.classes_, [0, 1]) or m.n_features_in_ != reads or settings(m) != settings(first)
+                    or m.seed_ != (meta["seed_"] + j * step) % 2**64):
+                raise ValueError(f"{path}: class_{j} does not belong with this model (binary 0/1 labels, "
+                                 f"{reads} features, class_0's parameters and seed {meta['seed_']} + {j * step} expected)")
+        params, vote = settings(first)
+        machine = TsetlinMachine(**params, seed=meta["seed"])
+        template = TsetlinEnsemble(machine, vote[0], vote[1]) if ensembles else machine
+        model = cls(template, k)
+        model.estimators_, model.seed_, model.classes_ = members, meta["seed_"], classes
+        model.n_features_in_ = width
+        model.feature_columns_ = None if columns is None else list(columns)
+        return model
 
     def _class_names(self, class_names):
         if class_names is None:
