@@ -98,6 +98,14 @@ def load_dataset(name):
     return train, test, names
 
 
+def epochs_kept(machines):
+    """"8 of 11 epochs" per machine, or the ranges when there are many machines."""
+    kept, run = [m.epochs_ for m in machines], [len(m.history_) for m in machines]
+    if len(machines) <= 12:
+        return f"{'/'.join(map(str, kept))} of {'/'.join(map(str, run))} epochs"
+    return f"{min(kept)}-{max(kept)} of {min(run)}-{max(run)} epochs ({len(machines)} machines)"
+
+
 def baselines(tr_text, ytr, te_text):
     """(name, predictions, seconds) of the three linear baselines."""
     from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
@@ -306,7 +314,7 @@ def main():
             f"{pipe.named_steps['select'].get_support().sum()} "
             f"{'terms (uni+bigrams)' if pipe[0].ngram_range_ == (1, 2) else 'words'}"
             f"{f' x count levels {args.count_levels}' if args.count_levels else ''}, "
-            f"{'/'.join(str(m.epochs_) for m in machines)} of {'/'.join(str(len(m.history_)) for m in machines)} epochs")
+            f"{epochs_kept(machines)}")
     acc = report(name, pred, seconds)
     if len(machines) > 1 and not args.features_per_class:
         te_bits = pipe[:-1].transform(te_text)
