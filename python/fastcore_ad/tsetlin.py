@@ -1395,9 +1395,8 @@ class TsetlinOneVsRest(_ScoredClassifier, FastcoreEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         template = self.estimator
-        seed = template.seed if isinstance(template, TsetlinMachine) else (
-            None if template is None or template.estimator is None else template.estimator.seed)
-        tags.non_deterministic = seed is None
+        machine = getattr(template, "estimator", None) if isinstance(template, TsetlinEnsemble) else template
+        tags.non_deterministic = getattr(machine, "seed", None) is None
         return tags
 
     def _check_params(self):
@@ -1474,7 +1473,6 @@ class TsetlinOneVsRest(_ScoredClassifier, FastcoreEstimator):
         self.estimators_, self.seed_, self.classes_ = fitted, base, classes
         self.n_features_in_, self.feature_columns_ = width, columns
         return self
-
 
     def votes(self, X):
         """The votes ``[n_samples, n_classes]`` (float64): each class's margin, its model's
@@ -1593,13 +1591,16 @@ class TsetlinOneVsRest(_ScoredClassifier, FastcoreEstimator):
             raise ValueError(f"{path}: {_OVR_MANIFEST}: {exc}") from None
         if not isinstance(meta, dict) or meta.get("members") not in ("machine", "ensemble"):
             raise ValueError(f"{path}: {_OVR_MANIFEST} metadata must say whether the classes hold machines or ensembles")
-        for name, high, optional in (("seed", 2**64 - 1, True), ("seed_", 2**64 - 1, False),
-                                     ("n_features_in", 2**31, False), ("features_per_class", 2**31, True)):
+        for name, low, high, optional in (("seed", 0, 2**64 - 1, True), ("seed_", 0, 2**64 - 1, False),
+                                          ("n_features_in", 1, 2**31, False), ("features_per_class", 1, 2**31, True)):
             v = meta.get(name)
-            if not (v is None and optional) and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= high):
-                raise ValueError(f"{path}: {_OVR_MANIFEST} field {name!r} must be an integer in [0, {high}], got {v!r}")
+            if not (v is None and optional) and (isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high):
+                raise ValueError(f"{path}: {_OVR_MANIFEST} field {name!r} must be an integer in [{low}, {high}], "
+                                 f"got {v!r}")
+        if not np.all(classes[1:] > classes[:-1]):
+            raise ValueError(f"{path}: the classes must be distinct and sorted, as fit leaves them")
         width, k = meta["n_features_in"], meta["features_per_class"]
-        if (k is None) != (columns is None) or (k is not None and columns.shape[1] != min(k, width)) or width < 1:
+        if (k is None) != (columns is None) or (k is not None and columns.shape[1] != min(k, width)):
             raise ValueError(f"{path}: the columns do not match features_per_class={k} of {width} features")
         if columns is not None and (columns.min() < 0 or columns.max() >= width or np.any(np.diff(columns, axis=1) <= 0)):
             raise ValueError(f"{path}: each class's columns must be increasing, in [0, {width})")
