@@ -820,10 +820,7 @@ class TsetlinMachine(_ScoredClassifier, FastcoreEstimator):
         """
         self._check_fitted()
         feature_names = _checked_names(feature_names, self.n_features_in_)
-        if class_names is not None:
-            class_names = list(class_names)
-            if len(class_names) != len(self.classes_):
-                raise ValueError(f"class_names: {len(class_names)} names for {len(self.classes_)} classes")
+        class_names = _checked_class_names(class_names, len(self.classes_))
         literals = self._clause_literals()
         encoder = self._encoder()
         rules = []
@@ -1242,10 +1239,7 @@ class TsetlinEnsemble(_ScoredClassifier, FastcoreEstimator):
             parts = [m.explain(x, feature_names, class_names) for m in self.estimators_]
         else:
             names = _checked_names(feature_names, self.n_features_in_)
-            row = x.tocsr() if _is_sparse(x) else np.asarray(x)
-            row = row[None, :] if not _is_sparse(row) and row.ndim == 1 else row
-            if row.ndim != 2 or row.shape[0] != 1 or row.shape[1] != self.n_features_in_:
-                raise ValueError(f"x: expected one document of {self.n_features_in_} features, got shape {row.shape}")
+            row = _one_document(x, self.n_features_in_)
             parts = [m.explain(row[:, subsets[i]], None, class_names) for i, m in enumerate(self.estimators_)]
             for part, cols in zip(parts, subsets):
                 part["rules"] = [_global_rule(r, cols, names) for r in part["rules"]]
@@ -1447,11 +1441,12 @@ class TsetlinOneVsRest(_ScoredClassifier, FastcoreEstimator):
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data: expected a pair (X, y)")
-            yv = _checked_y(validation_data[1], _n_rows(_array_like(validation_data[0], "validation_data")))
+            Xv = _array_like(validation_data[0], "validation_data")
+            yv = _checked_y(validation_data[1], _n_rows(Xv))
             unknown = np.setdiff1d(yv, classes)
             if len(unknown):
                 raise ValueError(f"validation_data: labels {unknown[:5].tolist()} are not in y")
-            held = (_array_like(validation_data[0], "validation_data"), yv)
+            held = (Xv, yv)
         columns = None
         if self.features_per_class is not None:
             columns = _class_columns(X, y_idx, len(classes), min(int(self.features_per_class), width))
@@ -1501,7 +1496,7 @@ class TsetlinOneVsRest(_ScoredClassifier, FastcoreEstimator):
         of the vote (weight over its machine's ``threshold_``) first."""
         self._check_fitted()
         names = _checked_names(feature_names, self.n_features_in_)
-        labels = self._class_names(class_names)
+        labels = _checked_class_names(class_names, len(self.classes_))
         scored = [(self._class_rule(rule, j, names, labels), threshold)
                   for j, m in enumerate(self.estimators_) for rule, threshold in _binary_rules(m)]
         return _by_share(scored)
@@ -1511,11 +1506,8 @@ class TsetlinOneVsRest(_ScoredClassifier, FastcoreEstimator):
         "rules": [the rules that fire, as :meth:`rules` gives them]}``."""
         self._check_fitted()
         names = _checked_names(feature_names, self.n_features_in_)
-        labels = self._class_names(class_names)
-        row = x.tocsr() if _is_sparse(x) else np.asarray(x)
-        row = row[None, :] if not _is_sparse(row) and row.ndim == 1 else row
-        if row.ndim != 2 or row.shape[0] != 1 or row.shape[1] != self.n_features_in_:
-            raise ValueError(f"x: expected one document of {self.n_features_in_} features, got shape {row.shape}")
+        labels = _checked_class_names(class_names, len(self.classes_))
+        row = _one_document(x, self.n_features_in_)
         votes = np.asarray(self.votes(row))[0]
         fired = [(self._class_rule(rule, j, names, labels), threshold) for j, m in enumerate(self.estimators_)
                  for rule, threshold in _binary_rules(m, _columns(row, _subset(self.feature_columns_, j), "x"))]
@@ -1629,14 +1621,6 @@ class TsetlinOneVsRest(_ScoredClassifier, FastcoreEstimator):
         model.n_features_in_ = width
         model.feature_columns_ = None if columns is None else list(columns)
         return model
-
-    def _class_names(self, class_names):
-        if class_names is None:
-            return None
-        class_names = list(class_names)
-        if len(class_names) != len(self.classes_):
-            raise ValueError(f"class_names: {len(class_names)} names for {len(self.classes_)} classes")
-        return class_names
 
     def _class_rule(self, rule, j, names, labels):
         """A binary model's rule (over class j's columns) as a rule of class j over X."""
@@ -1759,7 +1743,7 @@ def _kept_bytes(model):
 def _check_members_fit(first, n_members):
     """MemoryError unless ``n_members - 1`` more machines the size of the fitted ``first`` fit:
     the first machine shows what each one keeps."""
-    kept = sum(a.nbytes for a in (first.action_, first.lower_, first.weights_))
+    kept = _kept_bytes(first)
     check_fits((n_members - 1) * kept + first.action_.nbytes * 64 // 8,
                f"n_estimators={n_members} machines of {kept / 2**20:.3g} MiB each")
 
@@ -1849,6 +1833,24 @@ def _checked_names(feature_names, width):
     if len(names) != width:
         raise ValueError(f"feature_names: {len(names)} names for {width} features")
     return names
+
+
+def _checked_class_names(class_names, n_classes):
+    if class_names is None:
+        return None
+    class_names = list(class_names)
+    if len(class_names) != n_classes:
+        raise ValueError(f"class_names: {len(class_names)} names for {n_classes} classes")
+    return class_names
+
+
+def _one_document(x, width):
+    """``x`` (1-D, a 1-row 2-D array or a 1-row sparse matrix) as one row of ``width`` features."""
+    row = x.tocsr() if _is_sparse(x) else np.asarray(x)
+    row = row[None, :] if not _is_sparse(row) and row.ndim == 1 else row
+    if row.ndim != 2 or row.shape[0] != 1 or row.shape[1] != width:
+        raise ValueError(f"x: expected one document of {width} features, got shape {row.shape}")
+    return row
 
 
 def _global_rule(rule, cols, names):
