@@ -1317,7 +1317,9 @@ def test_one_vs_rest_save_load_and_hostile_folders(rng, tmp_path):
              ("meta", {"meta": np.array(json.dumps({**meta, "seed_": -1}))}, "seed_"),
              ("members", {"meta": np.array(json.dumps({**meta, "members": "pickle"}))}, "machines or ensembles"),
              ("seed", {"meta": np.array(json.dumps({**meta, "seed_": meta["seed_"] + 1}))}, "does not belong"),
-             ("width", {"meta": np.array(json.dumps({**meta, "n_features_in": 30}))}, "increasing, in")]
+             # a width that leaves the last column outside X
+             ("width", {"meta": np.array(json.dumps({**meta, "n_features_in": int(columns.max())}))},
+              "increasing, in")]
     for name, change, match in cases:
         with pytest.raises(ValueError, match=match):
             TsetlinOneVsRest.load(damaged(name, **change))
