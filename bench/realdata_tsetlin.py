@@ -6,7 +6,9 @@
 
 TM: ``text_pipeline(seed=0)`` (binary unigrams, plus bigrams from 20,000 training documents on,
 seen in 2+ training documents, chi2-ranked vocabulary, machine sized from the data, early
-stopping on a held-out 10% of the training split), or the sizes given. Baselines, fitted on
+stopping on a held-out 10% of the training split; from 20 classes on, one vote of three machines
+per class, each class on the terms of the whole vocabulary significantly associated with it, with
+count levels 1, 2, 4), or the settings given. Baselines, fitted on
 the training split only: tf-idf (sublinear tf) uni+bigrams with min_df=2 into
 ``LinearSVC(C=1)`` and ``LogisticRegression(C=10)``; counts (uni+bigrams, min_df=2) into
 ``MultinomialNB(alpha=0.1)``. Printed: accuracy, macro-F1 and fit
@@ -203,6 +205,11 @@ def positive_share(rules, classes, top=10):
     return pos / max(total, 1)
 
 
+def per_class_rule(text):
+    """--features-per-class: "auto", "none" or a count."""
+    return None if text == "none" else text if text == "auto" else int(text)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
@@ -212,7 +219,9 @@ def main():
     parser.add_argument("--epochs", type=int, help="fixed epochs (default: early stopping)")
     parser.add_argument("--max-features", type=int, help="vocabulary size (default: sized from the data)")
     parser.add_argument("--ngram", type=int, help="longest n-gram of the TM's vocabulary (default: by corpus size)")
-    parser.add_argument("--count-levels", help='bits "occurs at least c times", e.g. 1,2,4 (default: presence)')
+    parser.add_argument("--count-levels", default="auto",
+                        help='bits "occurs at least c times", e.g. 1,2,4; none: presence; auto (default): '
+                             '1,2,4 from 20 classes on, else presence')
     parser.add_argument("--coalesced", action="store_true")
     parser.add_argument("--positive-only", action="store_true", help="negated_literals=False")
     parser.add_argument("--max-literals", type=int, help="max_included_literals (default: no budget)")
@@ -226,11 +235,13 @@ def main():
     parser.add_argument("--no-tm", action="store_true", help="baselines (and --ceiling) only, no TM training")
     parser.add_argument("--features-per-machine", type=float,
                         help="each machine of the vote reads this fraction of the vocabulary, its own random part")
-    parser.add_argument("--features-per-class", type=int,
-                        help="one binary model per class, each on its class's K chi2-best terms of the "
-                             "whole vocabulary (TsetlinOneVsRest)")
-    parser.add_argument("--estimators", type=int, default=1,
-                        help="a vote of this many machines (seeds seed, seed + 1, ...; default 1)")
+    parser.add_argument("--features-per-class", type=per_class_rule, default="auto",
+                        help="K: one binary model per class, each on its class's K chi2-best terms of the "
+                             "whole vocabulary (TsetlinOneVsRest); none: one multi-class model; auto "
+                             "(default): one model per class on its significant terms from 20 classes on")
+    parser.add_argument("--estimators", type=lambda t: t if t == "auto" else int(t), default="auto",
+                        help="a vote of this many machines (seeds seed, seed + 1, ...); auto (default): 3 "
+                             "per class from 20 classes on, else 1")
     parser.add_argument("--cv", type=int, help="also print the TM's K-fold CV accuracy on the training split")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -238,7 +249,7 @@ def main():
         sys.exit("no ../shared/data (set FASTCORE_AD_DATA): skipped")
     from sklearn.metrics import f1_score
 
-    from fastcore_ad.tsetlin import text_pipeline
+    from fastcore_ad.tsetlin import TsetlinOneVsRest, text_pipeline
 
     (tr_text, ytr), (te_text, yte), class_names = load_dataset(args.dataset)
     print(f"{args.dataset}: {len(tr_text)} train / {len(te_text)} test documents, {len(np.unique(ytr))} classes",
@@ -262,7 +273,8 @@ def main():
             tm_params[key] = value
 
     def make_pipeline():
-        levels = tuple(int(c) for c in args.count_levels.split(",")) if args.count_levels else None
+        levels = (args.count_levels if args.count_levels == "auto" else None if args.count_levels == "none"
+                  else tuple(int(c) for c in args.count_levels.split(",")))
         pipe = text_pipeline(max_features=args.max_features or "auto",
                              ngram_range="auto" if args.ngram is None else (1, args.ngram),
                              count_levels=levels, n_estimators=args.estimators,
@@ -295,15 +307,22 @@ def main():
     pipe.fit(tr_text, ytr, tm__epochs=args.epochs, tm__progress_bar=False)
     pred = pipe.predict(te_text)
     seconds = time.perf_counter() - t
-    members = getattr(pipe.named_steps["tm"], "estimators_", [pipe.named_steps["tm"]])
-    if args.features_per_class:  # one model per class, each a machine or a vote of machines
+    final = pipe.named_steps["tm"]
+    one_vs_rest = isinstance(final, TsetlinOneVsRest)
+    members = getattr(final, "estimators_", [final])
+    if one_vs_rest:  # one model per class, each a machine or a vote of machines
         machines = [m for member in members for m in getattr(member, "estimators_", [member])]
+        sizes = [len(c) for c in final.feature_columns_] if final.feature_columns_ is not None else [0]
+        read = (f"{sizes[0]}" if min(sizes) == max(sizes) else
+                f"{min(sizes)}-{max(sizes)} (median {int(np.median(sizes))}, significant)")
     else:
         machines = members
     tm = machines[0]
     epochs = tm.history_
-    per_class = (f"one-vs-rest, {args.features_per_class} terms per class, "
-                 f"{f'{args.estimators} x ' if args.estimators > 1 else ''}" if args.features_per_class else
+    levels_step = pipe.named_steps.get("levels")
+    levels_used = levels_step.levels_ if levels_step is not None else (1,)
+    per_class = (f"one-vs-rest, {read} terms per class, "
+                 f"{f'{len(machines) // len(members)} x ' if len(machines) > len(members) else ''}" if one_vs_rest else
                  f"{f'{len(machines)} x ' if len(machines) > 1 else ''}")
     name = (f"{per_class}TsetlinMachine({tm.n_clauses_} clauses{' pool' if args.coalesced else '/class'}, T={tm.threshold_}, "
             f"s={tm.specificity_:g}{', positive literals only' if args.positive_only else ''}"
@@ -313,10 +332,10 @@ def main():
             f"{', English stop words dropped' if args.stop_words else ''}), "
             f"{pipe.named_steps['select'].get_support().sum()} "
             f"{'terms (uni+bigrams)' if pipe[0].ngram_range_ == (1, 2) else 'words'}"
-            f"{f' x count levels {args.count_levels}' if args.count_levels else ''}, "
+            f"{' x count levels ' + ','.join(map(str, levels_used)) if len(levels_used) > 1 else ''}, "
             f"{epochs_kept(machines)}")
     acc = report(name, pred, seconds)
-    if len(machines) > 1 and not args.features_per_class:
+    if len(machines) > 1 and not one_vs_rest:
         te_bits = pipe[:-1].transform(te_text)
         subsets = pipe.named_steps["tm"].feature_subsets_ or [slice(None)] * len(machines)
         print("each machine alone: " + " ".join(f"{m.score(te_bits[:, cols], yte):.4f}"
@@ -329,7 +348,7 @@ def main():
     print("epoch seconds: " + " ".join(f"{e['seconds']:.1f}" for e in epochs), flush=True)
     if args.rules:
         rules = pipe.rules(class_names=class_names)
-        if len(machines) > 1 and not args.features_per_class:
+        if len(machines) > 1 and not one_vs_rest:
             rules = [r for _, r in rules]
         print(f"present-word share of the literals of the 10 heaviest rules per class: "
               f"{positive_share(rules, pipe.classes_):.3f}", flush=True)
