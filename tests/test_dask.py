@@ -350,9 +350,11 @@ def test_tsetlin_one_vs_rest_on_row_chunks(client, rng):
         assert isinstance(result, da.Array)
         np.testing.assert_array_equal(result.compute(), getattr(ovr, method)(X))
     # Fitted on the chunks, the columns are counted on the cluster: the same model.
-    lazy_fit = TsetlinOneVsRest(TsetlinMachine(n_clauses=20, threshold=10, seed=0), features_per_class=6).fit(lazy, y)
-    assert all(np.array_equal(a, b) for a, b in zip(lazy_fit.feature_columns_, ovr.feature_columns_))
-    np.testing.assert_array_equal(lazy_fit.votes(X), ovr.votes(X))
+    for k in (6, "auto"):
+        here = TsetlinOneVsRest(TsetlinMachine(n_clauses=20, threshold=10, seed=0), features_per_class=k).fit(X, y)
+        lazy_fit = TsetlinOneVsRest(TsetlinMachine(n_clauses=20, threshold=10, seed=0), features_per_class=k).fit(lazy, y)
+        assert all(np.array_equal(a, b) for a, b in zip(lazy_fit.feature_columns_, here.feature_columns_))
+        np.testing.assert_array_equal(lazy_fit.votes(X), here.votes(X))
 
 
 @pytest.mark.parametrize("sparse_type", ["csr_matrix", "csr_array"])

@@ -1318,6 +1318,7 @@ def test_text_pipeline_decides_one_model_per_class_from_20_classes(rng):
     assert "levels" not in vote.named_steps and vote.feature_names().tolist() == words
     back = pickle.loads(pickle.dumps(pipe.fit(texts, labels, tm__epochs=1, tm__progress_bar=False)))
     assert list(back.predict(texts)) == list(pipe.predict(texts))
+    assert list(clone(pipe).fit_predict(texts, labels, tm__epochs=1, tm__progress_bar=False)) == list(pipe.predict(texts))
     with pytest.raises(TypeError, match="n_estimators"):
         text_pipeline(n_estimators="many")
     with pytest.raises(ValueError, match="machines_per_class"):
