@@ -1316,6 +1316,13 @@ def test_text_pipeline_decides_one_model_per_class_from_20_classes(rng):
     vote.fit(texts, labels, tm__epochs=1, tm__progress_bar=False)
     assert all(len(m.estimators_) == 2 for m in vote.named_steps["tm"].estimators_)
     assert "levels" not in vote.named_steps and vote.feature_names().tolist() == words
+    halves = text_pipeline(min_df=1, n_clauses=10, threshold=5, seed=seed, features_per_machine=0.5)
+    assert halves.get_params()["machines_per_class"] == 1
+    for target, want in ((labels, TsetlinOneVsRest), (few, TsetlinEnsemble), (labels, TsetlinOneVsRest)):
+        step = halves.fit(texts, target, tm__epochs=1, tm__progress_bar=False).named_steps["tm"]
+        assert type(step) is want
+        ensemble = step.estimators_[0] if want is TsetlinOneVsRest else step
+        assert ensemble.features_per_machine == 0.5 and len(ensemble.estimators_) == 1
     back = pickle.loads(pickle.dumps(pipe.fit(texts, labels, tm__epochs=1, tm__progress_bar=False)))
     assert list(back.predict(texts)) == list(pipe.predict(texts))
     assert list(clone(pipe).fit_predict(texts, labels, tm__epochs=1, tm__progress_bar=False)) == list(pipe.predict(texts))

@@ -2254,8 +2254,9 @@ def text_pipeline(max_features="auto", ngram_range="auto", min_df=2, count_level
     count_levels=(1, 2, 4), n_estimators=5`` scores 0.8864, 0.83 below LinearSVC (each step
     chosen by cross-validation on the training split; ``bench/RESULTS.md``).
     ``features_per_machine`` (a fraction or a count) gives each machine of the vote its own random
-    part of the vocabulary (:class:`TsetlinEnsemble`). ``"auto"`` (the default) is 3 machines
-    per class in the many-class recipe below and one machine otherwise.
+    part of the vocabulary (:class:`TsetlinEnsemble`). ``n_estimators="auto"`` (the default) is
+    a vote of 3 machines per class in the many-class recipe below (one machine per class when
+    ``features_per_machine`` is given) and one machine otherwise.
 
     ``features_per_class`` (an integer) makes the last step a :class:`TsetlinOneVsRest`: one
     binary model per class (the machine, or the vote above) on the class's own chi2-best terms,
@@ -2297,7 +2298,8 @@ def text_pipeline(max_features="auto", ngram_range="auto", min_df=2, count_level
     # With count levels the vocabulary counts, and is still ranked by presence.
     machines_per_class = 1
     if isinstance(n_estimators, str) and n_estimators == "auto":
-        n_estimators, machines_per_class = 1, _MANY_CLASS_MACHINES if decide else 1
+        n_estimators = 1
+        machines_per_class = _MANY_CLASS_MACHINES if decide and features_per_machine is None else 1
     elif isinstance(n_estimators, str):
         raise TypeError(f"n_estimators: expected an integer or 'auto', got {n_estimators!r}")
     if per_class_count:
