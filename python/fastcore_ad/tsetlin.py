@@ -1889,11 +1889,11 @@ def _global_rule(rule, cols, names):
                                feature_names=names)
 
 
-def _check_n_estimators(m):
+def _check_n_estimators(m, name="n_estimators"):
     if isinstance(m, bool) or not isinstance(m, (int, np.integer)):
-        raise TypeError(f"n_estimators: expected an integer, got {type(m).__name__}")
+        raise TypeError(f"{name}: expected an integer, got {type(m).__name__}")
     if not 1 <= m <= _MAX_ESTIMATORS:
-        raise ValueError(f"n_estimators: must be in [1, {_MAX_ESTIMATORS}], got {m}")
+        raise ValueError(f"{name}: must be in [1, {_MAX_ESTIMATORS}], got {m}")
 
 
 def _checked_y(y, n):
@@ -2178,9 +2178,7 @@ class TextTsetlinPipeline(Pipeline):
 
     def fit(self, X, y=None, **params):
         if self.one_vs_rest_from is not None:
-            m = self.machines_per_class
-            if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or not 1 <= m <= _MAX_ESTIMATORS:
-                raise ValueError(f"machines_per_class: expected an integer in [1, {_MAX_ESTIMATORS}], got {m!r}")
+            _check_n_estimators(self.machines_per_class, "machines_per_class")
             try:
                 n_classes = len(np.unique(np.asarray(y)))
             except TypeError:
