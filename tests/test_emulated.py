@@ -685,6 +685,37 @@ def test_tsetlin_ensemble_on_the_cuda_backend_is_the_cpu_vote(rng):
     np.testing.assert_array_equal(np.asarray(cuda_votes), cpu_votes)
 
 
+@pytest.mark.parametrize("vote, features_per_class", [(1, 7), (2, "auto")])
+def test_tsetlin_one_vs_rest_on_the_cuda_backend_is_the_cpu_vote(rng, vote, features_per_class):
+    X = (rng.random((60, 80)) < 0.25).astype(np.uint8)
+    y = rng.integers(0, 4, 60)
+    X[:, 2], X[:, 9] = y == 1, y == 3
+    seed = int(rng.integers(0, 2**62))
+
+    def vote_of():
+        machine = tsetlin.TsetlinMachine(n_clauses=8, threshold=5, specificity=3.0, seed=seed)
+        model = machine if vote == 1 else tsetlin.TsetlinEnsemble(machine, n_estimators=vote)
+        fitted = tsetlin.TsetlinOneVsRest(model, features_per_class=features_per_class).fit(
+            X, y, epochs=2, progress_bar=False)
+        return fitted, fitted.votes(X)
+
+    with cuda_backend() as runtime:
+        on_cuda, cuda_votes = vote_of()
+    assert {e.split("<")[0] for e, _, _ in runtime.launches} >= {"tsetlin_train_feedback", "tsetlin_class_sums"}
+    on_cpu, cpu_votes = vote_of()
+    for got, want in zip(on_cuda.feature_columns_, on_cpu.feature_columns_):
+        np.testing.assert_array_equal(got, want)
+    machines = [(a, b) for a, b in zip(on_cuda.estimators_, on_cpu.estimators_)]
+    if vote > 1:
+        machines = [pair for a, b in machines for pair in zip(a.estimators_, b.estimators_)]
+    assert len(machines) == 4 * vote
+    for a, b in machines:
+        for name in ("action_", "lower_", "weights_"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    np.testing.assert_array_equal(np.asarray(cuda_votes), cpu_votes)
+    assert any(m.action_.any() for _, m in machines)
+
+
 BAD_INPUTS = [
     (lambda: gaussian.mahalanobis(np.zeros((3, 4)), np.zeros(5), np.eye(4)), ValueError, "mean"),
     (lambda: gaussian.mahalanobis(np.full((3, 4), np.nan), np.zeros(4), np.eye(4)), ValueError, "x"),
