@@ -664,6 +664,21 @@ def test_tsetlin_fit_on_the_cuda_backend_is_the_cpu_model(rng, options):
     assert on_cpu.action_.any()
 
 
+def _fitted_on_both_backends(fit):
+    """``fit()`` -> (model, votes), run on the CUDA backend (emulated) and then on the CPU."""
+    with cuda_backend() as runtime:
+        on_cuda = fit()
+    assert {e.split("<")[0] for e, _, _ in runtime.launches} >= {"tsetlin_train_feedback", "tsetlin_class_sums"}
+    return on_cuda, fit()
+
+
+def _assert_same_machines(pairs):
+    for a, b in pairs:
+        for name in ("action_", "lower_", "weights_"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert any(b.action_.any() for _, b in pairs)
+
+
 def test_tsetlin_ensemble_on_the_cuda_backend_is_the_cpu_vote(rng):
     X = (rng.random((50, 70)) < 0.3).astype(np.uint8)
     y = rng.integers(0, 3, 50)
@@ -675,13 +690,8 @@ def test_tsetlin_ensemble_on_the_cuda_backend_is_the_cpu_vote(rng):
         fitted = tsetlin.TsetlinEnsemble(machine, n_estimators=2).fit(X, y, epochs=2, progress_bar=False)
         return fitted, fitted.votes(X)
 
-    with cuda_backend() as runtime:
-        on_cuda, cuda_votes = vote()
-    assert {e.split("<")[0] for e, _, _ in runtime.launches} >= {"tsetlin_train_feedback", "tsetlin_class_sums"}
-    on_cpu, cpu_votes = vote()
-    for a, b in zip(on_cuda.estimators_, on_cpu.estimators_):
-        for name in ("action_", "lower_", "weights_"):
-            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    (on_cuda, cuda_votes), (on_cpu, cpu_votes) = _fitted_on_both_backends(vote)
+    _assert_same_machines(list(zip(on_cuda.estimators_, on_cpu.estimators_)))
     np.testing.assert_array_equal(np.asarray(cuda_votes), cpu_votes)
 
 
@@ -699,21 +709,15 @@ def test_tsetlin_one_vs_rest_on_the_cuda_backend_is_the_cpu_vote(rng, vote, feat
             X, y, epochs=2, progress_bar=False)
         return fitted, fitted.votes(X)
 
-    with cuda_backend() as runtime:
-        on_cuda, cuda_votes = vote_of()
-    assert {e.split("<")[0] for e, _, _ in runtime.launches} >= {"tsetlin_train_feedback", "tsetlin_class_sums"}
-    on_cpu, cpu_votes = vote_of()
-    for got, want in zip(on_cuda.feature_columns_, on_cpu.feature_columns_):
+    (on_cuda, cuda_votes), (on_cpu, cpu_votes) = _fitted_on_both_backends(vote_of)
+    for got, want in zip(on_cuda.feature_columns_, on_cpu.feature_columns_, strict=True):
         np.testing.assert_array_equal(got, want)
-    machines = [(a, b) for a, b in zip(on_cuda.estimators_, on_cpu.estimators_)]
+    pairs = list(zip(on_cuda.estimators_, on_cpu.estimators_))
     if vote > 1:
-        machines = [pair for a, b in machines for pair in zip(a.estimators_, b.estimators_)]
-    assert len(machines) == 4 * vote
-    for a, b in machines:
-        for name in ("action_", "lower_", "weights_"):
-            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+        pairs = [pair for a, b in pairs for pair in zip(a.estimators_, b.estimators_)]
+    assert len(pairs) == 4 * vote
+    _assert_same_machines(pairs)
     np.testing.assert_array_equal(np.asarray(cuda_votes), cpu_votes)
-    assert any(m.action_.any() for _, m in machines)
 
 
 BAD_INPUTS = [
