@@ -643,6 +643,22 @@ FIT_OPTIONS = [
 ]
 
 
+def _fitted_on_both_backends(fit):
+    """``fit()`` run on the CUDA backend (emulated), then on the CPU: both results, after checking
+    that the training and prediction kernels were launched."""
+    with cuda_backend() as runtime:
+        on_cuda = fit()
+    assert {e.split("<")[0] for e, _, _ in runtime.launches} >= {"tsetlin_train_feedback", "tsetlin_class_sums"}
+    return on_cuda, fit()
+
+
+def _assert_same_machines(pairs):
+    for a, b in pairs:
+        for name in ("action_", "lower_", "weights_"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert any(b.action_.any() for _, b in pairs)
+
+
 @pytest.mark.parametrize("options", FIT_OPTIONS)
 def test_tsetlin_fit_on_the_cuda_backend_is_the_cpu_model(rng, options):
     X = (rng.random((60, 75)) < 0.3).astype(np.uint8)
@@ -658,25 +674,7 @@ def test_tsetlin_fit_on_the_cuda_backend_is_the_cpu_model(rng, options):
     with cuda_backend() as runtime:
         on_cuda = train()
     assert {e.split("<")[0] for e, _, _ in runtime.launches} >= {"tsetlin_train_evaluate", "tsetlin_train_feedback"}
-    on_cpu = train()
-    for name in ("action_", "lower_", "weights_"):
-        np.testing.assert_array_equal(getattr(on_cuda, name), getattr(on_cpu, name), err_msg=name)
-    assert on_cpu.action_.any()
-
-
-def _fitted_on_both_backends(fit):
-    """``fit()`` -> (model, votes), run on the CUDA backend (emulated) and then on the CPU."""
-    with cuda_backend() as runtime:
-        on_cuda = fit()
-    assert {e.split("<")[0] for e, _, _ in runtime.launches} >= {"tsetlin_train_feedback", "tsetlin_class_sums"}
-    return on_cuda, fit()
-
-
-def _assert_same_machines(pairs):
-    for a, b in pairs:
-        for name in ("action_", "lower_", "weights_"):
-            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
-    assert any(b.action_.any() for _, b in pairs)
+    _assert_same_machines([(on_cuda, train())])
 
 
 def test_tsetlin_ensemble_on_the_cuda_backend_is_the_cpu_vote(rng):
