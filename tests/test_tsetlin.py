@@ -615,6 +615,50 @@ def test_default_pipeline_on_ohsumed_is_one_vote_per_class():
     assert pipe.score(test_texts, test_labels) >= 0.66
 
 
+def _bench_module(name):
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "bench", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_latest_postings_of_20_newsgroups_are_each_groups_highest_numbers():
+    """The late hold-out of ``bench/realdata_tsetlin.py --late-holdout``: per newsgroup, the 10%
+    of training postings with the highest message numbers. At least 99% of each group's test
+    postings are numbered above the median of its earlier training postings: numbers follow
+    time, the premise that makes the latest ones the training postings nearest the test period."""
+    import gzip
+    import json
+
+    from .conftest import data_dir
+
+    folder = data_dir()
+    if folder is None or not os.path.isfile(os.path.join(folder, "20newsgroups", "train.jsonl.gz")):
+        pytest.skip("20newsgroups is not in ../shared/data (or FASTCORE_AD_DATA): the check reads its message numbers")
+
+    def numbered(split):
+        with gzip.open(os.path.join(folder, "20newsgroups", f"{split}.jsonl.gz"), "rt", encoding="utf-8") as fh:
+            rows = [json.loads(line) for line in fh]
+        return np.array([r["label"] for r in rows]), np.array([r["id"] for r in rows])
+
+    bench = _bench_module("realdata_tsetlin")
+    latest = bench.latest_postings(0.1)
+    labels, numbers = numbered("train")
+    test_labels, test_numbers = numbered("test")
+    assert latest.shape == labels.shape
+    for group in np.unique(labels):
+        late, early = numbers[(labels == group) & latest], numbers[(labels == group) & ~latest]
+        assert len(late) == round(0.1 * (len(late) + len(early))) >= 1
+        assert late.min() > early.max()
+        assert np.mean(test_numbers[test_labels == group] > np.median(early)) >= 0.99
+    for bad in (0.0, 1.0, -0.1):
+        with pytest.raises(ValueError, match="late-holdout"):
+            bench.latest_postings(bad)
+
+
 # ------------------------------------------------------------------------------------------------
 # Sizes from the data, early stopping
 
@@ -725,12 +769,7 @@ def test_speed_workload_bayes_limit_matches_a_fresh_draw(rng):
     """The synthetic speed workload's Bayes-optimal accuracy (bench/tsetlin_workload.py), the
     ceiling its accuracy figures are read against, agrees with the Bayes rule scored on a fresh
     draw (ties scored 1/2), within 4 standard errors."""
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(__file__), "..", "bench", "tsetlin_workload.py")
-    spec = importlib.util.spec_from_file_location("tsetlin_workload", path)
-    workload = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(workload)
+    workload = _bench_module("tsetlin_workload")
     X, y = workload.make(40_000, seed=int(rng.integers(2**31)))
     pred, ties = workload.bayes_rule(X)
     drawn = np.mean(np.where(ties, 0.5, pred == y))
