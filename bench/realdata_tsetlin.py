@@ -288,7 +288,8 @@ def main():
         ytr, yte = ytr[~latest], ytr[latest]
         print(f"late hold-out: fit on {len(tr_text)} earlier postings, scored on the latest {len(te_text)} "
               f"({args.late_holdout:g} of each newsgroup); the test split is not used", flush=True)
-    print(f"{args.dataset}: {len(tr_text)} train / {len(te_text)} test documents, {len(np.unique(ytr))} classes",
+    scored = "held-out" if args.late_holdout is not None else "test"
+    print(f"{args.dataset}: {len(tr_text)} train / {len(te_text)} {scored} documents, {len(np.unique(ytr))} classes",
           flush=True)
     print("| model | accuracy | macro-F1 | fit + predict s |\n| --- | --- | --- | --- |", flush=True)
 
