@@ -556,7 +556,8 @@ def test_cuda_device_without_a_gpu_is_a_clear_error(rng):
 # Real text: the default pipeline on R8
 
 
-def _corpus(name, split):
+def _rows(name, split):
+    """The records of a corpus split in ../shared/data, or a skip with the reason."""
     import gzip
     import json
 
@@ -567,7 +568,11 @@ def _corpus(name, split):
     if path is None or not os.path.isfile(path):
         pytest.skip(f"{name} is not in ../shared/data (or FASTCORE_AD_DATA): the real-text check needs it")
     with gzip.open(path, "rt", encoding="utf-8") as fh:
-        rows = [json.loads(line) for line in fh]
+        return [json.loads(line) for line in fh]
+
+
+def _corpus(name, split):
+    rows = _rows(name, split)
     return [r["text"] for r in rows], np.array([r["label"] for r in rows])
 
 
@@ -630,24 +635,14 @@ def test_latest_postings_of_20_newsgroups_are_each_groups_highest_numbers():
     of training postings with the highest message numbers. At least 99% of each group's test
     postings are numbered above the median of its earlier training postings: numbers follow
     time, the premise that makes the latest ones the training postings nearest the test period."""
-    import gzip
-    import json
-
-    from .conftest import data_dir
-
-    folder = data_dir()
-    if folder is None or not os.path.isfile(os.path.join(folder, "20newsgroups", "train.jsonl.gz")):
-        pytest.skip("20newsgroups is not in ../shared/data (or FASTCORE_AD_DATA): the check reads its message numbers")
-
     def numbered(split):
-        with gzip.open(os.path.join(folder, "20newsgroups", f"{split}.jsonl.gz"), "rt", encoding="utf-8") as fh:
-            rows = [json.loads(line) for line in fh]
+        rows = _rows("20newsgroups", split)
         return np.array([r["label"] for r in rows]), np.array([r["id"] for r in rows])
 
-    bench = _bench_module("realdata_tsetlin")
-    latest = bench.latest_postings(0.1)
     labels, numbers = numbered("train")
     test_labels, test_numbers = numbered("test")
+    bench = _bench_module("realdata_tsetlin")
+    latest = bench.latest_postings(0.1)
     assert latest.shape == labels.shape
     for group in np.unique(labels):
         late, early = numbers[(labels == group) & latest], numbers[(labels == group) & ~latest]
