@@ -390,6 +390,38 @@ def test_auto_ngram_vectorizer_edges(monkeypatch):
     assert vec.ngram_range_ == (1, 2) and vec.transform(["rash after"]).sum() == 3
 
 
+
+def test_text_pipeline_names_bad_documents_and_arguments():
+    texts = ["rash after penicillin", "fracture of the arm", "penicillin rash again", "arm in a cast"] * 5
+    labels = [0, 1, 0, 1] * 5
+    small = {"n_clauses": 10, "threshold": 5, "seed": 0}
+    fitted = text_pipeline(**small).fit(texts, labels, tm__epochs=2, tm__progress_bar=False)
+    for bad, kind in ((None, "NoneType"), (3, "int"), (2.5, "float")):
+        docs = texts[:3] + [bad] + texts[4:]
+        with pytest.raises(TypeError, match=f"raw_documents: item 3 is {kind}, expected str or bytes"):
+            text_pipeline(**small).fit(docs, labels)
+        with pytest.raises(TypeError, match=f"raw_documents: item 3 is {kind}"):
+            fitted.predict(docs)
+    # bytes, numpy strings and a generator read as the same texts
+    want = fitted.predict(texts)
+    assert (fitted.predict([t.encode() for t in texts]) == want).all()
+    assert (fitted.predict(np.array(texts)) == want).all()
+    again = text_pipeline(**small).fit((t for t in texts), labels, tm__epochs=2, tm__progress_bar=False)
+    assert (again.predict(texts) == want).all()
+    with pytest.raises(ValueError, match="raw_documents: 1 document"):
+        text_pipeline(**small).fit(["rash after penicillin"], [0])
+    with pytest.raises(ValueError, match="y: 19 labels for 20 documents"):
+        text_pipeline(**small).fit(texts, labels[:-1])
+    for bad in (0, -3, 1.5, True, None, "most"):
+        with pytest.raises(ValueError, match="max_features"):
+            text_pipeline(max_features=bad)
+    for bad in ((0, 1), (2, 1), (1,), [1, 2], (1.0, 2), (True, 2)):
+        with pytest.raises(ValueError, match="ngram_range"):
+            text_pipeline(ngram_range=bad)
+    # set_params reaches the vectorizer past text_pipeline's checks: it checks again at fit
+    with pytest.raises(ValueError, match="ngram_range"):
+        text_pipeline(**small).set_params(vectorizer__ngram_range=(0, 2)).fit(texts, labels)
+
 def test_chi2_selection_equals_select_k_best_and_leaves_k_alone(rng):
     """The pipeline's selector picks SelectKBest's columns (ties and constant columns included),
     keeps every column when k exceeds them, and never rewrites ``k`` (concurrent transforms)."""

@@ -2009,6 +2009,32 @@ def _auto_ngram_range(n_documents: int) -> tuple[int, int]:
     return (1, 2) if n_documents >= _BIGRAMS_FROM_DOCUMENTS else (1, 1)
 
 
+def _check_ngram_range(ngram_range):
+    """``"auto"`` or ``(min_n, max_n)`` with ``1 <= min_n <= max_n`` (a 0-gram is no term)."""
+    if isinstance(ngram_range, str):
+        return  # "auto"; any other string fails the vectorizer's own constraints
+    pair = isinstance(ngram_range, tuple) and len(ngram_range) == 2
+    whole = pair and all(isinstance(n, Integral) and not isinstance(n, bool) for n in ngram_range)
+    if not whole or not 1 <= ngram_range[0] <= ngram_range[1]:
+        raise ValueError(f"ngram_range: expected 'auto' or a tuple (min_n, max_n) with 1 <= min_n <= max_n, "
+                         f"got {ngram_range!r}")
+
+
+def _checked_documents(raw_documents, content=True):
+    """The documents as a sized sequence: not one string, and (``content``: the documents are
+    the texts themselves) every item a str or bytes, so a stray None is named, not met deep in
+    the tokenizer."""
+    if isinstance(raw_documents, (str, bytes)):
+        raise ValueError("raw_documents: expected an iterable of texts, got one string")
+    if not hasattr(raw_documents, "__len__"):
+        raw_documents = list(raw_documents)
+    if content:
+        for i, doc in enumerate(raw_documents):
+            if not isinstance(doc, (str, bytes)):
+                raise TypeError(f"raw_documents: item {i} is {type(doc).__name__}, expected str or bytes")
+    return raw_documents
+
+
 class _AutoNgramVectorizer(CountVectorizer):
     """CountVectorizer whose ``ngram_range`` may be "auto" (word analyzer only): resolved at fit
     from the number of training documents, or from the longest term of a given ``vocabulary``,
@@ -2040,11 +2066,13 @@ class _AutoNgramVectorizer(CountVectorizer):
         return view
 
     def fit_transform(self, raw_documents, y=None):  # CountVectorizer.fit calls this too
-        if isinstance(raw_documents, str):
-            raise ValueError("raw_documents: expected an iterable of texts, got one string")
-        if not hasattr(raw_documents, "__len__"):
-            raw_documents = list(raw_documents)
+        raw_documents = _checked_documents(raw_documents, self.input == "content")
         self._validate_params()  # before "auto" is replaced by the range it stands for
+        _check_ngram_range(self.ngram_range)
+        n = len(raw_documents)
+        if isinstance(self.min_df, Integral) and self.min_df > n:
+            raise ValueError(f"raw_documents: {n} document(s), fewer than min_df={self.min_df} "
+                             f"(the documents a term must appear in to be kept)")
         auto = isinstance(self.ngram_range, str)
         resolved = self._auto_range(len(raw_documents)) if auto else tuple(self.ngram_range)
         saved, self.ngram_range = self.ngram_range, resolved
@@ -2056,6 +2084,7 @@ class _AutoNgramVectorizer(CountVectorizer):
         return out
 
     def transform(self, raw_documents):
+        raw_documents = _checked_documents(raw_documents, self.input == "content")
         return CountVectorizer.transform(self._resolved(), raw_documents)
 
     def build_analyzer(self):
@@ -2177,6 +2206,11 @@ class TextTsetlinPipeline(Pipeline):
             self.machines_per_class = machines_per_class
 
     def fit(self, X, y=None, **params):
+        if not isinstance(X, (str, bytes)):
+            if not hasattr(X, "__len__"):
+                X = list(X)  # a generator: counted here, then read by the vectorizer
+            if y is not None and hasattr(y, "__len__") and len(y) != len(X):
+                raise ValueError(f"y: {len(y)} labels for {len(X)} documents")
         if self.one_vs_rest_from is not None:
             _check_n_estimators(self.machines_per_class, "machines_per_class")
             try:
@@ -2281,8 +2315,13 @@ def text_pipeline(max_features="auto", ngram_range="auto", min_df=2, count_level
     >>> pipe.named_steps["vectorizer"].ngram_range_
     (1, 1)
     """
+    # The arguments are checked here, not after the vocabulary is built.
+    if not (isinstance(max_features, str) and max_features in ("auto", "all")) and (
+            isinstance(max_features, bool) or not isinstance(max_features, Integral) or max_features < 1):
+        raise ValueError(f"max_features: expected 'auto', 'all' or an integer >= 1, got {max_features!r}")
+    _check_ngram_range(ngram_range)
     if features_per_class is not None:
-        # Checked here, not after the vocabulary is built; each class then ranks every term.
+        # Each class then ranks every term.
         TsetlinOneVsRest(features_per_class=features_per_class)._check_params()
     per_class_count = features_per_class is not None and not isinstance(features_per_class, str)
     decide = features_per_class is not None and not per_class_count  # from the classes, at fit
