@@ -1398,6 +1398,59 @@ def test_text_pipeline_decides_one_model_per_class_from_20_classes(rng):
         clone(pipe).set_params(machines_per_class=0).fit(texts, labels)
 
 
+def test_damaged_model_archives_are_value_errors(rng, tmp_path):
+    """Random byte changes and truncations of a saved machine and of a one-vs-rest manifest,
+    and an archive that claims a zip version no reader has: each either loads or is a
+    ValueError naming the path, never a zipfile error escaping (EOFError, NotImplementedError)."""
+    import shutil
+    import struct
+
+    from fastcore_ad import TsetlinOneVsRest
+
+    X, _, three = _ovr_data(rng, n=120)
+    machine = TsetlinMachine(10, 5, 3.0, seed=3).fit(X, three, epochs=1, progress_bar=False)
+    machine.save(tmp_path / "tm.npz")
+    TsetlinOneVsRest(TsetlinMachine(10, 5, 3.0, seed=3), features_per_class=6).fit(
+        X, three, epochs=1, progress_bar=False).save(tmp_path / "ovr")
+    targets = {"tm": (tmp_path / "tm.npz", tmp_path / "tm.npz", TsetlinMachine),
+               "ovr": (tmp_path / "ovr", tmp_path / "ovr" / "one_vs_rest.npz", TsetlinOneVsRest)}
+
+    def damaged(kind, change):
+        saved, member, cls = targets[kind]
+        bad = tmp_path / f"bad-{kind}"
+        shutil.rmtree(bad, ignore_errors=True)
+        if saved.is_dir():
+            shutil.copytree(saved, bad)
+        raw = change(bytearray(member.read_bytes()))
+        (bad / member.name if saved.is_dir() else bad).write_bytes(bytes(raw))
+        return bad, cls
+
+    def version_99(raw):  # every central directory entry needs zip version 9.9 to extract
+        at = raw.find(b"PK\x01\x02")
+        while at >= 0:
+            raw[at + 6:at + 8] = struct.pack("<H", 99)
+            at = raw.find(b"PK\x01\x02", at + 4)
+        return raw
+
+    def random_damage(raw):
+        for at in rng.integers(0, len(raw), rng.integers(1, 7)):
+            raw[at] = rng.integers(0, 256)
+        return raw[: rng.integers(0, len(raw))] if rng.random() < 0.3 else raw
+
+    for kind in targets:
+        bad, cls = damaged(kind, version_99)
+        with pytest.raises(ValueError, match=f"{bad}: .*NotImplementedError"):
+            cls.load(bad)
+        refused = 0
+        for _ in range(150):
+            bad, cls = damaged(kind, random_damage)
+            try:
+                cls.load(bad).predict(X)
+            except ValueError as exc:
+                assert str(exc).startswith(f"{bad}: "), exc
+                refused += 1
+        assert refused > 100, f"{kind}: only {refused} of 150 damaged files refused"
+
 def test_one_vs_rest_save_load_and_hostile_folders(rng, tmp_path):
     import shutil
 

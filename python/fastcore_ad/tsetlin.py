@@ -940,8 +940,7 @@ class TsetlinMachine(_ScoredClassifier, FastcoreEstimator):
             if str(exc).startswith(f"{path}: "):
                 raise
             raise ValueError(f"{path}: not a readable Tsetlin Machine file ({exc})") from None
-        except (OSError, EOFError, KeyError, TypeError, zipfile.BadZipFile, json.JSONDecodeError,
-                RecursionError, OverflowError) as exc:
+        except _UNREADABLE_NPZ as exc:
             if isinstance(exc, FileNotFoundError):
                 raise
             raise ValueError(f"{path}: not a readable Tsetlin Machine file ({type(exc).__name__}: {exc})") from None
@@ -1599,8 +1598,9 @@ class TsetlinOneVsRest(_ScoredClassifier, FastcoreEstimator):
                         raise ValueError(f"columns: int64 [{int(counts.sum())}] (the column_counts' sum) expected, "
                                          f"got {dtype} {shape}")
                     columns = np.split(z["columns"], np.cumsum(counts)[:-1])
-        except (OSError, zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-            raise ValueError(f"{path}: {_OVR_MANIFEST} is not a saved TsetlinOneVsRest ({exc})") from None
+        except _UNREADABLE_NPZ as exc:
+            raise ValueError(f"{path}: {_OVR_MANIFEST} is not a saved TsetlinOneVsRest "
+                             f"({type(exc).__name__}: {exc})") from None
         except ValueError as exc:
             raise ValueError(f"{path}: {_OVR_MANIFEST}: {exc}") from None
         if not isinstance(meta, dict) or meta.get("members") not in ("machine", "ensemble"):
@@ -1950,6 +1950,14 @@ def _padding_mask(n_features: int):
     """The bits of the last feature word that lie past ``n_features`` (None when none do)."""
     used = n_features % 64
     return None if used == 0 else np.uint64(~((1 << used) - 1) & (2**64 - 1))
+
+
+# What reading a damaged .npz raises besides ValueError: zipfile's errors (BadZipFile;
+# NotImplementedError for a made-up zip version or method; RuntimeError for an encryption flag),
+# truncation (EOFError), a missing member (KeyError), and header or JSON fields of the wrong
+# kind, size or depth (TypeError, OverflowError, RecursionError).
+_UNREADABLE_NPZ = (OSError, EOFError, KeyError, TypeError, NotImplementedError, RuntimeError,
+                   zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, OverflowError)
 
 
 def _npz_headers(path) -> dict:
