@@ -50,8 +50,9 @@ class _LegacyPickler(pickle.Pickler):
         return obj.pid if isinstance(obj, _StorageToken) else None
 
 
-def _write_legacy(state, storages, monkeypatch):
-    """state: {name: _FakeTensor}; storages: {key: 1-d numpy array}. Returns the file bytes."""
+def _fake_torch(monkeypatch):
+    """Stand-ins for torch and torch._utils in sys.modules, so that the pickler can name the
+    globals a checkpoint refers to; returns the torch stand-in."""
     torch_module = types.ModuleType("torch")
     utils_module = types.ModuleType("torch._utils")
 
@@ -66,6 +67,12 @@ def _write_legacy(state, storages, monkeypatch):
         setattr(torch_module, name, cls)
     monkeypatch.setitem(sys.modules, "torch", torch_module)
     monkeypatch.setitem(sys.modules, "torch._utils", utils_module)
+    return torch_module
+
+
+def _write_legacy(state, storages, monkeypatch):
+    """state: {name: _FakeTensor}; storages: {key: 1-d numpy array}. Returns the file bytes."""
+    torch_module = _fake_torch(monkeypatch)
     buffer = io.BytesIO()
     pickle.dump(0x1950A86A20F9469CFC6C, buffer, protocol=2)
     pickle.dump(1001, buffer, protocol=2)
@@ -195,6 +202,108 @@ def test_a_storage_larger_than_the_file_is_refused_before_reading(tmp_path, monk
     with pytest.raises(ValueError, match="truncated"):
         load_torch_file(path, use_torch=False)
 
+
+
+def _write_zip(state, storages, monkeypatch):
+    """The zip flavour: the state pickled as archive/data.pkl, storage k as archive/data/k."""
+    import zipfile
+
+    torch_module = _fake_torch(monkeypatch)
+    for t in state.values():
+        t.storage = (t.storage[0], getattr(torch_module, t.storage[1]), *t.storage[2:])
+    pkl = io.BytesIO()
+    _LegacyPickler(pkl, protocol=2).dump(collections.OrderedDict(state))
+    monkeypatch.delitem(sys.modules, "torch")
+    monkeypatch.delitem(sys.modules, "torch._utils")
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("archive/data.pkl", pkl.getvalue())
+        for key, array in storages.items():
+            archive.writestr(f"archive/data/{key}", np.ascontiguousarray(array).tobytes())
+    return out.getvalue()
+
+
+def _small_state(rng):
+    state = collections.OrderedDict(w=_FakeTensor("1", "FloatStorage", 8, 0, (2, 4), (4, 1)),
+                                    b=_FakeTensor("2", "LongStorage", 3, 0, (3,), (1,)))
+    return state, {"1": rng.normal(size=8).astype(np.float32), "2": rng.integers(-9, 9, 3).astype(np.int64)}
+
+
+def test_damaged_torch_files_are_value_errors(tmp_path, monkeypatch, rng):
+    """Random byte changes and truncations of a legacy and a zip checkpoint: each file either
+    loads or is a ValueError naming it, never a zipfile, pickle or attribute error."""
+    state, storages = _small_state(rng)
+    good = {"legacy": _write_legacy(state, storages, monkeypatch)}
+    state, _ = _small_state(rng)
+    good["zip"] = _write_zip(state, storages, monkeypatch)
+    for kind, raw in good.items():
+        path = tmp_path / f"good-{kind}.pt"
+        path.write_bytes(raw)
+        back = load_torch_file(path, use_torch=False)
+        np.testing.assert_array_equal(back["w"], storages["1"].reshape(2, 4))
+        np.testing.assert_array_equal(back["b"], storages["2"])
+        refused = 0
+        for trial in range(400):
+            damaged = bytearray(raw)
+            for at in rng.integers(0, len(raw), rng.integers(1, 7)):
+                damaged[at] = rng.integers(0, 256)
+            if trial % 4 == 0:
+                damaged = damaged[: rng.integers(0, len(raw))]
+            path = tmp_path / f"damaged-{kind}.pt"
+            path.write_bytes(bytes(damaged))
+            try:
+                load_torch_file(path, use_torch=False)
+            except ValueError as exc:
+                assert str(exc).startswith(f"{path}: "), exc
+                refused += 1
+        assert refused > 200, f"{kind}: only {refused} of 400 damaged files refused"
+
+
+@pytest.mark.parametrize("payload", ["bytes8", "unicode8", "memo"])
+def test_declared_lengths_and_memo_indices_are_checked_before_allocating(tmp_path, payload):
+    """A few bytes can declare 8 GiB (a counted opcode) or a memo index of two billion, which
+    the unpickler would allocate before reading: refused first, with no such allocation."""
+    import tracemalloc
+    import zipfile
+
+    body = {"bytes8": b"\x8e" + struct.pack("<Q", 1 << 33) + b"abc",
+            "unicode8": b"\x8d" + struct.pack("<Q", 1 << 33) + b"abc",
+            "memo": b"}r" + struct.pack("<I", 1 << 31) + b"."}[payload]
+    path = tmp_path / "crafted.pt"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x04" + body)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="crafted.pt: "):
+            load_torch_file(path, use_torch=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"{peak} bytes allocated"
+
+
+def test_tensor_views_stay_inside_their_storage(tmp_path, monkeypatch, rng):
+    """Sizes, strides and offsets come from the file: a negative stride would read before the
+    storage and a zero stride would repeat one element into terabytes; both are refused before
+    any element is read, and an empty size gives an empty array."""
+    data = rng.normal(size=8).astype(np.float32)
+
+    def load(offset, size, stride):
+        state = collections.OrderedDict(w=_FakeTensor("1", "FloatStorage", 8, offset, size, stride))
+        path = tmp_path / "view.pth"
+        path.write_bytes(_write_legacy(state, {"1": data}, monkeypatch))
+        return load_torch_file(path, use_torch=False)["w"]
+
+    np.testing.assert_array_equal(load(1, (3, 2), (1, 3)), np.lib.stride_tricks.as_strided(
+        data[1:], shape=(3, 2), strides=(4, 12)))
+    assert load(0, (0, 5), (5, 1)).shape == (0, 5)
+    assert load(7, (), ()) == data[7]
+    for offset, size, stride in ((7, (4,), (-2,)), (-1, (2,), (1,)), (0, (-2,), (1,)), (0, (2, 2), (1,)),
+                                 (0, (2.0,), (1,)), (8, (), ()), (0, (3,), (4,))):
+        with pytest.raises(ValueError, match="view.pth: .*tensor"):
+            load(offset, size, stride)
+    with pytest.raises(MemoryError, match="view.pth: tensor of size"):
+        load(0, (1 << 20, 1 << 20), (0, 0))
 
 # --- forward pass against the reference ------------------------------------------------------
 

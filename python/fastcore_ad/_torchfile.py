@@ -10,12 +10,17 @@ import collections
 import importlib.util
 import io
 import pickle
+import pickletools
 import struct
+import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ._memory import check_fits
 
 _STORAGE_DTYPES = {
     "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
@@ -89,8 +94,25 @@ class _PlainUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError("torch file headers hold no persistent ids")
 
 
+def _scanned(stream):
+    """The stream, once the pickle that starts at its position has been walked opcode by opcode
+    and found whole. The C unpickler allocates what a counted opcode declares before reading it
+    (a few bytes can declare terabytes) and grows its memo to the largest index it is given, so
+    every declared length must be backed by bytes that are there (pickletools reads them from
+    the in-memory stream, which returns at most what it holds), and every memo index must be at
+    most the number of opcodes before it, as a pickler numbers them."""
+    start = stream.tell()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pickletools' complaints about a damaged string's escapes
+        for count, (opcode, arg, at) in enumerate(pickletools.genops(stream)):
+            if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT") and not 0 <= int(arg) <= count:
+                raise ValueError(f"pickle memo index {arg} at byte {at} is out of sequence")
+    stream.seek(start)
+    return stream
+
+
 def _plain_record(stream):
-    return _PlainUnpickler(stream).load()
+    return _PlainUnpickler(_scanned(stream)).load()
 
 
 def _remaining_bytes(stream) -> int | None:
@@ -103,16 +125,30 @@ def _remaining_bytes(stream) -> int | None:
         return None
 
 
+def _whole(values) -> bool:
+    return all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)
+
+
 def _materialize(obj, storages):
     if isinstance(obj, _TensorRef):
         if obj.storage_key not in storages:
             raise ValueError(f"tensor refers to missing storage {obj.storage_key!r}")
         flat = storages[obj.storage_key].view(obj.dtype)
+        # Sizes, strides and offset are read as the file gives them: negative strides would
+        # reach before the storage, and a zero stride can repeat one element into any size.
+        if not _whole((obj.offset, *obj.size, *obj.stride)) or len(obj.size) != len(obj.stride):
+            raise ValueError(f"tensor size {obj.size}, stride {obj.stride} and offset {obj.offset} must be "
+                             f"non-negative integers, one stride per dimension")
         if not obj.size:
+            if obj.offset >= flat.shape[0]:
+                raise ValueError(f"scalar tensor at {obj.offset} lies past its storage of {flat.shape[0]} elements")
             return flat[obj.offset].copy()
+        if 0 in obj.size:
+            return np.empty(obj.size, dtype=flat.dtype)
         last = obj.offset + sum((n - 1) * s for n, s in zip(obj.size, obj.stride))
-        if obj.offset < 0 or last >= flat.shape[0]:
+        if last >= flat.shape[0]:
             raise ValueError(f"tensor of size {obj.size} runs past its storage of {flat.shape[0]} elements")
+        check_fits(int(np.prod(obj.size, dtype=object)) * flat.itemsize, f"tensor of size {obj.size}")
         base = flat[obj.offset:]
         view = np.lib.stride_tricks.as_strided(
             base, shape=obj.size, strides=tuple(s * flat.itemsize for s in obj.stride), writeable=False)
@@ -134,7 +170,7 @@ def _load_legacy(stream) -> dict:
     sys_info = _plain_record(stream)
     if not isinstance(sys_info, dict) or not sys_info.get("little_endian", True):
         raise ValueError("big-endian torch files are not supported")
-    state = _StateDictUnpickler(stream).load()
+    state = _StateDictUnpickler(_scanned(stream)).load()
     keys = _plain_record(stream)
     if not isinstance(keys, (list, tuple)):
         raise ValueError("torch file: the storage keys record is not a list")
@@ -170,21 +206,21 @@ def _load_legacy(stream) -> dict:
     return _materialize(state, storages)
 
 
-def _load_zip(path) -> dict:
-    with zipfile.ZipFile(path) as archive:
+def _load_zip(stream) -> dict:
+    with zipfile.ZipFile(stream) as archive:
         names = archive.namelist()
         pkl = next((n for n in names if n.endswith("/data.pkl") or n == "data.pkl"), None)
         if pkl is None:
-            raise ValueError(f"{path}: zip file without data.pkl is not a torch file")
+            raise ValueError("zip file without data.pkl is not a torch file")
         prefix = pkl[: -len("data.pkl")]
-        state = _StateDictUnpickler(io.BytesIO(archive.read(pkl))).load()
+        state = _StateDictUnpickler(_scanned(io.BytesIO(archive.read(pkl)))).load()
         storages = {}
 
         def gather(obj):
             if isinstance(obj, _TensorRef) and obj.storage_key not in storages:
                 name = f"{prefix}data/{obj.storage_key}"
                 if name not in names:
-                    raise ValueError(f"{path}: tensor refers to missing storage {obj.storage_key!r}")
+                    raise ValueError(f"tensor refers to missing storage {obj.storage_key!r}")
                 info = archive.getinfo(name)
                 # A stored entry inflates to at most its declared size; refuse entries that would
                 # inflate far past their compressed size (a zip bomb) before reading them.
@@ -219,10 +255,25 @@ def load_torch_file(path, *, use_torch="auto") -> dict:
 
         state = torch.load(str(path), map_location="cpu", weights_only=True)
         return collections.OrderedDict((k, v.detach().cpu().numpy()) for k, v in state.items())
+    # In memory, so that no declared length makes a read allocate more than the file holds.
+    stream = io.BytesIO(path.read_bytes())
     try:
-        if zipfile.is_zipfile(path):
-            return _load_zip(path)
-        with open(path, "rb") as stream:
-            return _load_legacy(stream)
-    except (pickle.UnpicklingError, EOFError, struct.error) as exc:
-        raise ValueError(f"{path}: not a readable torch state dict ({exc})") from exc
+        if zipfile.is_zipfile(stream):
+            return _load_zip(stream)
+        stream.seek(0)
+        return _load_legacy(stream)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    except MemoryError as exc:
+        raise MemoryError(f"{path}: {exc}") from None
+    except _UNREADABLE as exc:
+        raise ValueError(f"{path}: not a readable torch state dict ({type(exc).__name__}: {exc})") from None
+
+
+# What a damaged or crafted file raises on its way through zipfile and the unpicklers: bad
+# archives (BadZipFile; NotImplementedError for unknown versions, methods and flags;
+# RuntimeError for encryption; OSError for offsets before the start; zlib.error), truncation,
+# and opcodes applied to objects of the wrong kind (AttributeError, TypeError, IndexError, ...).
+_UNREADABLE = (pickle.UnpicklingError, EOFError, struct.error, zipfile.BadZipFile, NotImplementedError,
+               RuntimeError, OSError, zlib.error, AttributeError, TypeError, KeyError, IndexError,
+               OverflowError)
