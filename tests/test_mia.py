@@ -442,6 +442,29 @@ def test_bad_values_and_texts():
         mia.lowercase_ratio([1.0], [1.0, 2.0])
     with pytest.raises(ValueError, match="reference"):
         mia.reference_ratio([1.0], [1.0, 2.0])
+    # losses: real, finite, one per sequence; the argument at fault is named
+    ratios = {"zlib": lambda a, b: mia.zlib_ratio(a, ["one"] * len(np.atleast_1d(a))),
+              "lowercase": mia.lowercase_ratio, "reference": mia.reference_ratio}
+    for name, ratio in ratios.items():
+        for bad, error in (([np.nan], ValueError), ([1.0 + 2.0j], TypeError), (np.array(["1.0"]), TypeError),
+                           (np.array([1.0], dtype=object), TypeError), (np.ones((1, 1)), ValueError),
+                           (np.zeros(0), ValueError)):
+            with pytest.raises(error, match="loss_values: "):
+                ratio(bad, [2.0] * max(1, len(np.atleast_1d(bad))))
+            if name != "zlib":
+                second = f"{name}_loss_values: "
+                with pytest.raises(error, match=second):
+                    ratio([2.0] * max(1, len(np.atleast_1d(bad))), bad)
+    assert mia.lowercase_ratio(np.float64(2.0), [3.0]).tolist() == [1.5]  # one sequence, as a scalar
+    # a zero-probability token gives an infinite loss: a score while the other loss is finite,
+    # undefined (not NaN) when both are infinite
+    assert mia.zlib_ratio([np.inf], ["one"]).tolist() == [-np.inf]
+    assert mia.lowercase_ratio([np.inf, 2.0], [3.0, np.inf]).tolist() == [0.0, np.inf]
+    assert mia.reference_ratio([np.inf, 2.0], [3.0, np.inf]).tolist() == [-np.inf, np.inf]
+    with pytest.raises(ValueError, match="infinite at sequence 1 in both"):
+        mia.lowercase_ratio([2.0, np.inf], [3.0, np.inf])
+    with pytest.raises(ValueError, match="infinite at sequence 0 in both"):
+        mia.reference_ratio([np.inf], [np.inf])
 
 
 # ---------------------------------------------------------------------------------------------

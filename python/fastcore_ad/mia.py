@@ -359,6 +359,31 @@ def _texts(texts, name: str) -> list[str]:
     return out
 
 
+def _losses(values, name: str) -> np.ndarray:
+    """Per-sequence losses as a 1-D float64 array: numbers only (no complex, strings or objects),
+    one per sequence, at least one, no NaN (+inf is the loss of a sequence with a
+    zero-probability token)."""
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"{name}: expected real numbers, got dtype {arr.dtype}")
+    if arr.ndim > 1:
+        raise ValueError(f"{name}: expected one loss per sequence [B], got shape {arr.shape}")
+    arr = arr.astype(np.float64).reshape(-1)
+    if arr.size == 0:
+        raise ValueError(f"{name}: no losses")
+    if np.isnan(arr).any():
+        raise ValueError(f"{name}: contains NaN at sequence {int(np.argmax(np.isnan(arr)))}")
+    return arr
+
+
+def _defined(result, names: str) -> np.ndarray:
+    """``result``, unless two infinite losses made one of its values NaN."""
+    if np.isnan(result).any():
+        raise ValueError(f"{names}: infinite at sequence {int(np.argmax(np.isnan(result)))} in both, "
+                         f"which leaves the score undefined")
+    return result
+
+
 def zlib_ratio(loss_values, texts):
     """Log-likelihood per zlib-compressed byte, ``-loss / len(zlib.compress(text))`` (UTF-8),
     ``[B]``. Higher = more likely member (low loss on text that compresses poorly).
@@ -366,7 +391,7 @@ def zlib_ratio(loss_values, texts):
     >>> zlib_ratio(np.array([2.0]), ["abc"]).round(4).tolist()
     [-0.1818]
     """
-    values = np.asarray(loss_values, dtype=np.float64).reshape(-1)
+    values = _losses(loss_values, "loss_values")
     texts = _texts(texts, "texts")
     if len(texts) != values.shape[0]:
         raise ValueError(f"texts: expected {values.shape[0]} texts (one per loss), got {len(texts)}")
@@ -380,13 +405,14 @@ def lowercase_ratio(loss_values, lowercase_loss_values):
     >>> lowercase_ratio([2.0], [3.0]).tolist()
     [1.5]
     """
-    a = np.asarray(loss_values, dtype=np.float64).reshape(-1)
-    b = np.asarray(lowercase_loss_values, dtype=np.float64).reshape(-1)
+    a = _losses(loss_values, "loss_values")
+    b = _losses(lowercase_loss_values, "lowercase_loss_values")
     if a.shape != b.shape:
         raise ValueError(f"lowercase_loss_values: expected {a.shape[0]} values, got {b.shape[0]}")
     if (a == 0).any():
         raise ValueError("loss_values: a zero loss makes the ratio undefined")
-    return b / a
+    with np.errstate(invalid="ignore"):  # inf / inf is reported by _defined
+        return _defined(b / a, "loss_values and lowercase_loss_values")
 
 
 def reference_ratio(loss_values, reference_loss_values):
@@ -397,11 +423,12 @@ def reference_ratio(loss_values, reference_loss_values):
     >>> reference_ratio([2.0], [3.5]).tolist()
     [1.5]
     """
-    a = np.asarray(loss_values, dtype=np.float64).reshape(-1)
-    b = np.asarray(reference_loss_values, dtype=np.float64).reshape(-1)
+    a = _losses(loss_values, "loss_values")
+    b = _losses(reference_loss_values, "reference_loss_values")
     if a.shape != b.shape:
         raise ValueError(f"reference_loss_values: expected {a.shape[0]} values, got {b.shape[0]}")
-    return b - a
+    with np.errstate(invalid="ignore"):  # inf - inf is reported by _defined
+        return _defined(b - a, "loss_values and reference_loss_values")
 
 
 # ---------------------------------------------------------------------------------------------
