@@ -191,6 +191,28 @@ def test_detect_usage_errors(tmp_path, rng, tiny_backbone, capsys):
     assert "no such folder" in capsys.readouterr().err
 
 
+def test_detect_checks_memory_and_weights_before_the_work(tmp_path, rng, monkeypatch, capsys):
+    """An --image-size whose images or features cannot fit is a usage error naming the need,
+    found before the images are resized or the features computed; a --weights file that is
+    not a checkpoint is a usage error too, not a traceback."""
+    from fastcore_ad import _memory
+
+    _write_folder(tmp_path / "test", rng, 3)
+    folder, out = str(tmp_path / "test"), str(tmp_path / "out")
+    assert cli.main(["detect", folder, "--out", out, "--image-size", "1000000"]) == 2
+    assert "load_images: 3 image(s) of 1000000 x 1000000 pixels: needs" in capsys.readouterr().err
+    not_weights = tmp_path / "notes.txt"
+    not_weights.write_text("not a checkpoint")
+    assert cli.main(["detect", folder, "--out", out, "--image-size", "48", "--weights", str(not_weights)]) == 2
+    assert "error: --weights: " in capsys.readouterr().err
+    # 50 MB free: 400 x 400 images load (3 MB), their features do not (about 120 MB)
+    model = EfficientNetLite0(reference.random_state(np.random.default_rng(7)), backend="numpy", progress=False)
+    monkeypatch.setattr(features, "backbone", lambda *a, **k: model)
+    monkeypatch.setattr(_memory, "available_bytes", lambda: 50 << 20)
+    assert cli.main(["detect", folder, "--out", out, "--image-size", "400"]) == 2
+    assert "features of 3 image(s) at 400 x 400 pixels: needs" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(not HAS_MUSC, reason="fastcore_ad.musc is not part of this build")
 def test_detect_musc_zero_shot(tmp_path, tiny_backbone):
     rng = np.random.default_rng(0)  # fixed draw, as in the gaussian case above

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ._images import LoadedImages, _as_rgb, _check_size, _resize_image, load_images, resize_maps
+from ._memory import check_fits
 from ._torchfile import load_torch_file
 from .progress import progress
 
@@ -332,6 +333,11 @@ class EfficientNetLite0:
         if grid is None:
             grid = native[int(np.argmin(strides))]
         grid = _check_size(grid, "grid")
+        # The maps returned, and one batch's activations: at most 64 float32 values per input
+        # pixel (the widest stage holds 96 channels at half resolution, a few buffers at once).
+        kept = sum(n * grid[0] * grid[1] * self.channels[level] for level in layers) if maps else 0
+        working = min(n, self.batch_size) * size[0] * size[1] * 64
+        check_fits(4 * (kept + working), f"features of {n} image(s) at {size[0]} x {size[1]} pixels")
         out_maps = [np.empty((n, *grid, self.channels[level]), np.float32) for level in layers] if maps else None
         out_pooled = [np.empty((n, self.channels[level]), np.float32) for level in pooled_layers] if pooled else None
         needed = tuple(dict.fromkeys((layers if maps else ()) + (pooled_layers if pooled else ())))

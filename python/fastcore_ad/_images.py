@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._memory import check_fits
 from .maps import _linear_taps, smooth
 from .progress import progress
 
@@ -224,6 +225,8 @@ def load_images(source, image_size=224, *, pattern=None, grayscale_to_rgb=True, 
         files = [Path(p) for p in source]
         if not files:
             raise ValueError("source: empty list of files")
+    # The resized images, and their stacked copy at the end.
+    check_fits(2 * len(files) * size[0] * size[1] * 3, f"load_images: {len(files)} image(s) of {size[0]} x {size[1]} pixels")
     images, paths, sizes, skipped = [], [], [], []
     for path in progress(files, total=len(files), desc="load images", enabled=progress_bar and len(files) > 50):
         try:

@@ -104,9 +104,12 @@ def _scanned(stream):
     start = stream.tell()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pickletools' complaints about a damaged string's escapes
-        for count, (opcode, arg, at) in enumerate(pickletools.genops(stream)):
-            if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT") and not 0 <= int(arg) <= count:
-                raise ValueError(f"pickle memo index {arg} at byte {at} is out of sequence")
+        try:
+            for count, (opcode, arg, at) in enumerate(pickletools.genops(stream)):
+                if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT") and not 0 <= int(arg) <= count:
+                    raise ValueError(f"memo index {arg} at byte {at} is out of sequence")
+        except ValueError as exc:
+            raise ValueError(f"not a torch checkpoint, or a damaged one (pickle: {exc})") from None
     stream.seek(start)
     return stream
 

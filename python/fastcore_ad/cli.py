@@ -187,7 +187,7 @@ def _detect(args) -> int:
         train = None
         if args.train:
             train = timed("load", features.load_images, args.train, size, pattern=args.train_pattern)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, MemoryError) as exc:
         raise _UsageError(str(exc)) from None
     for loaded in (test, train):
         for path, reason in (loaded.skipped if loaded else []):
@@ -201,22 +201,27 @@ def _detect(args) -> int:
         model = features.backbone(args.weights)
     except WeightsNotFoundError as exc:
         raise _UsageError(str(exc)) from None
+    except (ValueError, OSError) as exc:  # a file that is not the weights of EfficientNet-Lite0
+        raise _UsageError(f"--weights: {exc}") from None
     try:
         os.makedirs(os.path.join(args.out, "overlays"), exist_ok=True)
     except OSError as exc:
         raise _UsageError(f"--out: cannot create {args.out!r} ({exc.strerror or exc})") from None
 
-    test_features = timed("features", model.extract, test, args.layers, size, pooled=False)
-    if args.method == "gaussian":
-        train_features = timed("features", model.extract, train, args.layers, size, pooled=False)
-        scores, maps = timed("scoring", pipeline.per_position_gaussian, train_features.concatenated(),
-                             test_features.concatenated(), (size, size), sigma=args.sigma)
-    elif args.method == "patchcore":
-        train_features = timed("features", model.extract, train, args.layers, size, pooled=False)
-        scores, maps = timed("scoring", pipeline.patchcore, train_features.maps, test_features.maps, (size, size),
-                             sigma=args.sigma)
-    else:
-        scores, maps = timed("scoring", pipeline.musc_zero_shot, test_features.maps, (size, size), sigma=args.sigma)
+    try:
+        test_features = timed("features", model.extract, test, args.layers, size, pooled=False)
+        if args.method == "gaussian":
+            train_features = timed("features", model.extract, train, args.layers, size, pooled=False)
+            scores, maps = timed("scoring", pipeline.per_position_gaussian, train_features.concatenated(),
+                                 test_features.concatenated(), (size, size), sigma=args.sigma)
+        elif args.method == "patchcore":
+            train_features = timed("features", model.extract, train, args.layers, size, pooled=False)
+            scores, maps = timed("scoring", pipeline.patchcore, train_features.maps, test_features.maps, (size, size),
+                                 sigma=args.sigma)
+        else:
+            scores, maps = timed("scoring", pipeline.musc_zero_shot, test_features.maps, (size, size), sigma=args.sigma)
+    except MemoryError as exc:  # checked before allocating: the folder or --image-size is too large here
+        raise _UsageError(f"{exc}; try a smaller --image-size or fewer images") from None
 
     order = np.argsort(-scores, kind="stable")
     csv_path = os.path.join(args.out, "scores.csv")
