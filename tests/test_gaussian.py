@@ -313,3 +313,27 @@ def test_singular_covariance_advice_fits_the_estimator():
     with pytest.raises(SingularCovarianceError, match="use a shrinkage estimator"):
         GaussianAD(covariance="empirical").fit(constant)
     assert np.isfinite(GaussianAD(reg=1e-3).fit(constant).decision_function(constant)).all()
+
+
+def test_fits_whose_matrices_cannot_fit_are_refused_before_allocating(rng, monkeypatch):
+    """A few rows of many features imply d x d matrices: with 10 MiB free, 2,000 features (five
+    32 MB matrices) or 300 features at 16 positions are a MemoryError naming X, raised before
+    the core allocates anything (a failed allocation there would abort the process)."""
+    from fastcore_ad import ClassGaussian, _memory
+
+    wide = rng.normal(size=(3, 2000)).astype(np.float32)
+    maps = rng.normal(size=(3, 4, 4, 300)).astype(np.float32)
+    small = rng.normal(size=(40, 6))
+    monkeypatch.setattr(_memory, "available_bytes", lambda: 10 << 20)
+    with pytest.raises(MemoryError, match="X: a Gaussian over 2000 features: needs"):
+        GaussianAD(covariance="ledoit_wolf").fit(wide)
+    with pytest.raises(MemoryError, match="X: Gaussians over 300 features at 16 positions: needs"):
+        GaussianAD(covariance="ledoit_wolf").fit(maps)
+    with pytest.raises(MemoryError, match=r"X\[1\]: a Gaussian over 2000 features"):
+        GaussianAD(covariance="ledoit_wolf").fit([small, wide])
+    for tied, what in ((True, "a tied covariance"), (False, "2 covariances")):
+        with pytest.raises(MemoryError, match=f"X: {what} over 2000 features: needs"):
+            ClassGaussian(tied=tied).fit(np.vstack([wide, wide]), [0, 0, 0, 1, 1, 1])
+    # what fits still fits, and gives the plain numpy estimate
+    model = GaussianAD(covariance="empirical").fit(small)
+    np.testing.assert_allclose(model.covariance_, np.cov(small, rowvar=False, bias=True), rtol=1e-10, atol=1e-12)

@@ -22,7 +22,8 @@ import numpy as np
 from . import _core
 from ._base import FastcoreEstimator, as_dense_array, check_shape
 from ._dispatch import float_array, kernels, to_backend, xp_of
-from .gaussian import _factor_layout, _power_of_two_scale
+from ._memory import check_fits
+from .gaussian import _factor_layout, _fit_bytes, _power_of_two_scale
 
 __all__ = ["ClassGaussian"]
 
@@ -110,6 +111,10 @@ class ClassGaussian(FastcoreEstimator):
             raise ValueError(f"y: need at least 2 classes, got {len(self.classes_)} class(es)")
         counts = np.bincount(codes, minlength=len(self.classes_))
         d = X.shape[1]
+        # One fit at a time; each class's covariance and factor kept, and stacked once (untied).
+        kept = 1 if self.tied else len(self.classes_)
+        check_fits(_fit_bytes(X.shape[0], d) + 2 * 2 * kept * 8 * d * d,
+                   f"X: {'a tied covariance' if self.tied else f'{kept} covariances'} over {d} features")
         self.means_ = np.zeros((len(self.classes_), d))
         np.add.at(self.means_, codes, X)
         self.means_ /= counts[:, None]

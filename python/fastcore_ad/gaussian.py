@@ -15,11 +15,14 @@ True
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from . import _core
 from ._base import FastcoreEstimator, NotFittedError, as_dense_array, check_shape
 from ._dispatch import float_array, is_dask, kernels, same_backend, to_backend, xp_of
+from ._memory import check_fits
 from ._moments import OVERFLOW, GaussianMoments
 from .progress import progress
 
@@ -39,6 +42,12 @@ def _factor_layout(factors, xp) -> str:
 
 
 _SAFE_EXPONENT = 64  # features within 2**+-64 fit every moment the estimators form (4th powers too)
+
+
+def _fit_bytes(n: int, d: int) -> int:
+    """Peak bytes of one Gaussian fit of ``n`` rows of ``d`` features in the Rust core: the
+    centred rows and five d x d float64 matrices (covariance, Cholesky work, factor)."""
+    return 8 * (n * d + 5 * d * d)
 
 
 def _power_of_two_scale(X) -> float:
@@ -301,6 +310,20 @@ class GaussianAD(FastcoreEstimator):
                 "use covariance='ledoit_wolf' or 'oas', or reg > 0")
         return None
 
+    def _check_fit_memory(self, n: int, d: int, positions: int | None, itemsize: int, name: str):
+        """MemoryError before a fit whose d x d matrices cannot fit (see ``_fit_bytes``): one
+        fit per thread at a time for feature maps, whose covariances and factors are kept (and
+        copied once when their chunks are joined); ``npca``'s eigendecomposition adds two more."""
+        per_fit = _fit_bytes(n, d)
+        if positions is None:
+            need = per_fit + (16 * d * d if self.npca is not None else 0)
+            what = f"{name}: a Gaussian over {d} features"
+        else:
+            kept = 2 * 2 * positions * (d * d + d) * itemsize
+            need = kept + min(positions, os.cpu_count() or 1) * per_fit
+            what = f"{name}: Gaussians over {d} features at {positions} positions"
+        check_fits(need, what)
+
     def _fit_level(self, X, index: int) -> _Level:
         name = f"X[{index}]" if self._multi else "X"
         if is_dask(X):  # per-chunk statistics on the workers, merged exactly (see _distributed)
@@ -314,6 +337,7 @@ class GaussianAD(FastcoreEstimator):
         problem = self._fit_problem(n, d, name)
         if problem is not None:
             raise problem
+        self._check_fit_memory(n, d, None if X.ndim == 2 else X.shape[1] * X.shape[2], X.itemsize, name)
         scale = _power_of_two_scale(X)
         if scale != 1.0:
             X = X * X.dtype.type(scale)
@@ -348,6 +372,7 @@ class GaussianAD(FastcoreEstimator):
         problem = self._fit_problem(n, d, name)
         if problem is not None:
             raise problem
+        self._check_fit_memory(0, d, None if spatial is None else int(np.prod(spatial)), np.dtype(dtype).itemsize, name)
         mean, cov, shrinkage, factor = moments.finish(self.covariance, float(self.reg) * scale * scale)
         mean, cov, factor = mean / scale, cov / (scale * scale), factor * scale
         if spatial is not None:
