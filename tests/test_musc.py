@@ -361,3 +361,25 @@ def test_large_sigma_smooths_without_one_pass_per_tap(rng):
     plain = result.anomaly_maps(16)
     np.testing.assert_allclose(result.anomaly_maps(16, sigma=7.5),
                                scipy_ndimage.gaussian_filter(plain, sigma=(0, 7.5, 7.5), mode="reflect"), rtol=1e-5, atol=1e-6)
+
+
+def test_cpu_scoring_keeps_its_minima_within_free_memory(rng, monkeypatch):
+    """Without max_memory the CPU kernels keep half the free memory's worth of per-pair minima
+    at once (query images in chunks, the same scores), and refuse, before allocating, a problem
+    in which one query image's minima cannot fit."""
+    from fastcore_ad import _memory
+
+    x = rng.normal(size=(30, 200, 3)).astype(np.float32)
+    bank = rng.normal(size=(25, 200, 3)).astype(np.float32)
+    want, want_bank = musc.mutual_scores(x), musc.scores_against_bank(x, bank)
+    # 30 x 200 float32 minima per query image: 24 KB; 60 KB free makes chunks of one image
+    monkeypatch.setattr(_memory, "available_bytes", lambda: 60_000)
+    np.testing.assert_array_equal(musc.mutual_scores(x), want)
+    np.testing.assert_array_equal(musc.scores_against_bank(x, bank), want_bank)
+    monkeypatch.setattr(_memory, "available_bytes", lambda: 19_000)
+    with pytest.raises(MemoryError, match="patches: one image's minima against 30 images of 200 patches"):
+        musc.mutual_scores(x)
+    with pytest.raises(MemoryError, match="queries: one image's minima against a bank of 25 images"):
+        musc.scores_against_bank(x, bank)
+    monkeypatch.setattr(_memory, "available_bytes", lambda: 30_000)
+    np.testing.assert_array_equal(musc.scores_against_bank(x, bank), want_bank)  # 20 KB per query fits

@@ -73,6 +73,19 @@ def _check_memory(max_memory):
     return min(value, 2**63 - 1)  # more than any machine holds; keeps it a 64-bit size
 
 
+def _host_budget(max_memory, backend: str, per_query: int, what: str):
+    """The bytes of per-pair minima the CPU kernels keep at once: ``max_memory``, else half the
+    memory free now, so that the query images go in chunks instead of all at once (the result
+    is the same). One query image's minima must fit: a MemoryError naming them otherwise,
+    before the kernel allocates (a failed allocation there would abort the process)."""
+    if backend != "numpy":
+        return max_memory  # cupy reports its own out-of-memory errors
+    from ._memory import available_bytes, check_fits  # noqa: PLC0415
+
+    check_fits(per_query, what)
+    return max_memory if max_memory is not None else max(1, available_bytes() // 2)
+
+
 def _distance_scale(arrays, xp) -> float:
     """A power of two that keeps squared distances inside the float range, else 1.
 
@@ -130,7 +143,8 @@ def mutual_scores(patches, top_ratio=0.3, *, aligned=False, window=1, return_pai
     For every image i, patch p and other image j, ``a(i, p, j) = min_q ||z_ip - z_jq||``; the
     score is the mean of the ``k = max(1, int((N-1) * top_ratio))`` smallest ``a(i, p, .)``.
     Exact Euclidean distances for any input (not only unit vectors); ``max_memory`` bounds the
-    bytes of per-pair minima kept at once.
+    bytes of per-pair minima kept at once (None: on the CPU, half the memory free now; one
+    query image's minima must fit, else a MemoryError before any work).
 
     ``aligned=True`` (``[N, H, W, C]`` input) takes the minimum only over the patches q within
     ``window`` grid cells of p's position in image j (parts that sit at the same place in every
@@ -180,6 +194,9 @@ def mutual_scores(patches, top_ratio=0.3, *, aligned=False, window=1, return_pai
                                                           top_ratio, int(window), n_jobs)
         out = _unscaled(out, scale, "patches")
         return (out, minima) if return_pair_minima else out
+    n, p = int(x.shape[0]), int(x.shape[1])
+    max_memory = _host_budget(max_memory, backend, n * p * x.itemsize,
+                              f"patches: one image's minima against {n} images of {p} patches")
     scale = _distance_scale([x], xp_of(backend))
     out = kernels(backend).musc_mutual_scores(x * x.dtype.type(scale) if scale != 1.0 else x, top_ratio, max_memory,
                                               n_jobs)
@@ -268,6 +285,7 @@ def scores_against_bank(queries, bank, top_ratio=0.3, *, max_memory=None, n_jobs
 
     The same statistic as :func:`mutual_scores` with the bank's images as the references
     (``k = max(1, int(Nb * top_ratio))``); a query image is never compared with itself.
+    ``max_memory`` as in :func:`mutual_scores` (None: on the CPU, half the memory free now).
 
     >>> import numpy as np
     >>> bank = np.zeros((2, 3, 4)); query = np.zeros((1, 3, 4)); query[0, 0, 0] = 2.0
@@ -294,6 +312,9 @@ def scores_against_bank(queries, bank, top_ratio=0.3, *, max_memory=None, n_jobs
         raise ValueError(f"bank: expected {q.shape[-1]} channels like the queries, got {b.shape[-1]}")
     top_ratio = _check_ratio(top_ratio)
     max_memory = _check_memory(max_memory)
+    nb, p = int(b.shape[0]), int(q.shape[1])
+    max_memory = _host_budget(max_memory, qb, nb * p * q.itemsize,
+                              f"queries: one image's minima against a bank of {nb} images ({p} patches each)")
     scale = _distance_scale([q, b], xp_of(qb))
     if scale != 1.0:
         q, b = q * q.dtype.type(scale), b * b.dtype.type(scale)
@@ -404,7 +425,8 @@ class MuSc(FastcoreEstimator):
     device : {"auto", "cpu", "cuda"}
         "auto" runs where the features live (numpy: Rust, cupy: CUDA); "cpu" / "cuda" move them.
     max_memory : int or None
-        Bytes of per-pair minima held at once (None: no limit).
+        Bytes of per-pair minima held at once (None: on the CPU, half the memory free when
+        scoring starts; on the GPU, no limit).
     progress : bool
         Show a progress bar over the (layer, degree) passes for long runs.
     aligned, window : bool, int
