@@ -31,6 +31,14 @@ class ComplexDataError(TypeError, ValueError):
     scikit-learn's (its checks expect ``ValueError("Complex data not supported")``)."""
 
 
+def check_text_items(texts, name: str) -> None:
+    """TypeError naming the first item of ``texts`` that is not a str or bytes, so a stray None
+    or number is reported where it sits, not met deep in a tokenizer."""
+    for i, text in enumerate(texts):
+        if not isinstance(text, (str, bytes)):
+            raise TypeError(f"{name}: item {i} is {type(text).__name__}, expected str or bytes")
+
+
 def check_n_jobs(n_jobs):
     """The one ``n_jobs`` rule: None (``FASTCORE_AD_NUM_THREADS``, else every CPU) or a nonzero
     integer; -1 means every CPU, -2 all but one, and so on. A request past the CPU count (or

@@ -43,6 +43,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _core
+from ._base import check_text_items
 from ._dispatch import as_array, binary_labels, is_cupy, is_dask, kernels, to_backend, xp_of
 from .progress import progress
 
@@ -349,14 +350,9 @@ def loss(logp, mask=None):
 
 
 def _texts(texts, name: str) -> list[str]:
-    if isinstance(texts, (str, bytes)):
-        texts = [texts]
-    out = []
-    for t in texts:
-        if not isinstance(t, (str, bytes)):
-            raise TypeError(f"{name}: expected strings, got {type(t).__name__}")
-        out.append(t)
-    return out
+    texts = [texts] if isinstance(texts, (str, bytes)) else list(texts)
+    check_text_items(texts, name)
+    return texts
 
 
 def _losses(values, name: str) -> np.ndarray:

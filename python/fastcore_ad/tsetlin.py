@@ -64,7 +64,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from . import _core
-from ._base import ComplexDataError, FastcoreEstimator, as_dense_array, check_shape
+from ._base import ComplexDataError, FastcoreEstimator, as_dense_array, check_shape, check_text_items
 from ._dispatch import is_cupy, is_dask, kernels, to_backend, xp_of
 from ._thermometer import Thermometer
 from ._memory import check_fits
@@ -2030,16 +2030,13 @@ def _check_ngram_range(ngram_range):
 
 def _checked_documents(raw_documents, content=True):
     """The documents as a sized sequence: not one string, and (``content``: the documents are
-    the texts themselves) every item a str or bytes, so a stray None is named, not met deep in
-    the tokenizer."""
+    the texts themselves) every item a str or bytes."""
     if isinstance(raw_documents, (str, bytes)):
         raise ValueError("raw_documents: expected an iterable of texts, got one string")
     if not hasattr(raw_documents, "__len__"):
         raw_documents = list(raw_documents)
     if content:
-        for i, doc in enumerate(raw_documents):
-            if not isinstance(doc, (str, bytes)):
-                raise TypeError(f"raw_documents: item {i} is {type(doc).__name__}, expected str or bytes")
+        check_text_items(raw_documents, "raw_documents")
     return raw_documents
 
 
