@@ -143,7 +143,9 @@ def _patchcore_oracle(train, test, ratio, b, seed, locality=3):
         neighbours = np.lexsort((np.arange(len(bank)), bank_d))[:b]
         to_n = np.sqrt(((te[i * h * w + p] - bank[neighbours]) ** 2).sum(-1))
         s = patch[i, p]
-        scores.append((1 - np.exp(s) / np.exp(to_n).sum()) * s)
+        # With m* as its only neighbour the softmax is 1: no re-weighting then.
+        weight = 1 - np.exp(s) / np.exp(to_n).sum() if len(neighbours) >= 2 else 1.0
+        scores.append(weight * s)
     return np.array(scores), patch.reshape(n, h, w)
 
 
@@ -184,5 +186,25 @@ def test_patchcore_projection_levels_and_errors(rng):
         PatchCore(locality=2).fit(train)
     with pytest.raises(RuntimeError, match="not fitted"):
         PatchCore().predict(train)
-    with pytest.raises(ValueError, match="channels"):
+    with pytest.raises(ValueError, match=r"fitted on 2 level\(s\) of 6, 5 channels, got 1 level\(s\) of 6"):
         model.predict(train[0])
+    # Swapped levels, or the same channels in one array, would read the bank's columns wrongly.
+    swapped = [rng.normal(size=(2, 4, 4, 5)), rng.normal(size=(2, 8, 8, 6))]
+    with pytest.raises(ValueError, match="got 2 level"):
+        model.predict(swapped)
+    with pytest.raises(ValueError, match="got 1 level"):
+        model.predict(rng.normal(size=(2, 8, 8, 11)))
+
+
+def test_patchcore_scores_without_re_weighting_when_one_neighbour(rng):
+    from fastcore_ad import PatchCore
+
+    train, test = rng.normal(size=(3, 5, 5, 4)), rng.normal(size=(2, 5, 5, 4))
+    test[1, 1, 1] += 5.0
+    one = PatchCore(coreset_ratio=0.5, projection_dim=None, num_neighbors=1, seed=0).fit(train).predict(test)
+    np.testing.assert_array_equal(one.image_scores, one.patch_scores.reshape(2, -1).max(axis=1))
+    assert one.image_scores[1] > one.image_scores[0] > 0
+    # A bank of one vector (every training patch equal) has no second neighbour either.
+    flat = PatchCore(projection_dim=None, seed=0).fit(np.ones((2, 3, 3, 4))).predict(test)
+    np.testing.assert_array_equal(flat.image_scores, flat.patch_scores.reshape(2, -1).max(axis=1))
+    assert (flat.image_scores > 0).all()

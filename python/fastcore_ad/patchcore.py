@@ -151,7 +151,7 @@ class PatchCore(FastcoreEstimator):
         as they are). The bank keeps the full-dimension vectors.
     num_neighbors : int
         Bank neighbours of the most anomalous patch's nearest bank vector used to re-weight the
-        image score (the paper's b).
+        image score (the paper's b); 1 scores the images without re-weighting.
     locality : odd int
         Neighbourhood of the local aggregation (the LNAMD box of :func:`fastcore_ad.musc.lnamd`).
     seed : int or None
@@ -197,7 +197,8 @@ class PatchCore(FastcoreEstimator):
         self._check_common_params()
 
     def _patches(self, features, what):
-        """Aggregated patch vectors ``[N, H, W, C_total]`` of one array or a list of levels."""
+        """Aggregated patch vectors ``[N, H, W, C_total]`` of one array or a list of levels, and
+        the channels of each level (a prediction must bring the levels the bank was built from)."""
         from .musc import lnamd  # noqa: PLC0415
 
         multi = isinstance(features, (list, tuple))
@@ -227,13 +228,13 @@ class PatchCore(FastcoreEstimator):
             resized.append(lv)
         dtype = np.result_type(*[lv.dtype for lv in resized])
         out = xp.ascontiguousarray(xp.concatenate([lv.astype(dtype, copy=False) for lv in resized], axis=3))
-        return out, backend
+        return out, backend, tuple(int(lv.shape[3]) for lv in levels)
 
     def fit(self, features, y=None):
         """Build the memory bank from normal images' features (``[N, H, W, C]`` or a list of
         levels, resized to the largest grid and concatenated); ``y`` is ignored."""
         self._check_params()
-        patches, backend = self._patches(features, "features")
+        patches, backend, level_channels = self._patches(features, "features")
         n, h, w, c = patches.shape
         flat = patches.reshape(n * h * w, c)
         xp = xp_of(backend)
@@ -248,6 +249,7 @@ class PatchCore(FastcoreEstimator):
                                                progress_bar=False)
         self.memory_bank_ = xp.ascontiguousarray(flat[self.coreset_indices_])
         self.n_features_in_ = int(c)
+        self.level_channels_ = level_channels
         self.patch_grid_ = (int(h), int(w))
         return self
 
@@ -255,12 +257,20 @@ class PatchCore(FastcoreEstimator):
         """Score new images: a :class:`PatchCoreResult`. The image score is the largest patch
         score re-weighted as in the paper: with ``p*`` the most anomalous patch and ``m*`` its
         nearest bank vector, ``s = (1 - exp(|p* - m*|) / sum_{m in N_b(m*)} exp(|p* - m|)) * |p* - m*|``
-        over the ``num_neighbors`` bank neighbours ``N_b`` of ``m*`` (``m*`` included)."""
+        over the ``num_neighbors`` bank neighbours ``N_b`` of ``m*`` (``m*`` included). With
+        fewer than two such neighbours (``num_neighbors=1``, or a bank of one vector) the softmax
+        would be 1 and every score 0, so the image score is ``|p* - m*|`` itself.
+
+        ``features`` must hold the levels of :meth:`fit`, in the same order and with the same
+        channels each: the bank's columns are those levels side by side."""
         self._check_fitted()
-        patches, backend = self._patches(features, "features")
+        patches, backend, level_channels = self._patches(features, "features")
         n, h, w, c = patches.shape
-        if c != self.n_features_in_:
-            raise ValueError(f"features: expected {self.n_features_in_} channels in total, got {c}")
+        fitted = tuple(getattr(self, "level_channels_", (self.n_features_in_,)))
+        if level_channels != fitted:
+            def described(channels):
+                return f"{len(channels)} level(s) of {', '.join(map(str, channels))} channels"
+            raise ValueError(f"features: the model was fitted on {described(fitted)}, got {described(level_channels)}")
         xp = xp_of(backend)
         bank = to_backend(self.memory_bank_, backend).astype(patches.dtype, copy=False)
         flat = patches.reshape(n * h * w, c)
@@ -271,14 +281,17 @@ class PatchCore(FastcoreEstimator):
         rows = xp.arange(n) * (h * w) + worst
         star = flat[rows]                                   # the most anomalous patch of each image
         m_star = nearest[rows, 0]
-        b = min(int(self.num_neighbors), int(bank.shape[0]))
-        _, neighbours = knn(bank[m_star], bank, b, n_jobs=self._n_jobs())
-        # Distances of p* to the neighbours of m*, then the weight 1 - softmax at m* (stable form).
-        diffs = star[:, None, :].astype(np.float64) - bank[neighbours].astype(np.float64)
-        to_neighbours = xp.sqrt((diffs ** 2).sum(axis=2))
         s_star = per_image[xp.arange(n), worst].astype(np.float64)
-        log_den = xp.log(xp.exp(to_neighbours - s_star[:, None]).sum(axis=1))
-        weight = 1.0 - xp.exp(-log_den)
+        b = min(int(self.num_neighbors), int(bank.shape[0]))
+        weight = xp.ones(n)
+        if b >= 2:
+            _, neighbours = knn(bank[m_star], bank, b, n_jobs=self._n_jobs())
+            # Distances of p* to the neighbours of m*, then the weight 1 - softmax at m* (stable form).
+            diffs = star[:, None, :].astype(np.float64) - bank[neighbours].astype(np.float64)
+            to_neighbours = xp.sqrt((diffs ** 2).sum(axis=2))
+            log_den = xp.log(xp.exp(to_neighbours - s_star[:, None]).sum(axis=1))
+            # Rounding can take 1 - softmax a hair below 0; a score is a distance, never negative.
+            weight = xp.maximum(1.0 - xp.exp(-log_den), 0.0)
         image_scores = weight * s_star
         return PatchCoreResult(image_scores, patch_scores, image_size)
 
