@@ -1451,6 +1451,77 @@ def test_damaged_model_archives_are_value_errors(rng, tmp_path):
                 refused += 1
         assert refused > 100, f"{kind}: only {refused} of 150 damaged files refused"
 
+
+def _rewritten(src, dst, members, compress=None):
+    """A copy of the archive ``src`` at ``dst`` with ``members`` (name -> array) replaced or added."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(src) as z:
+        raw = {name: z.read(name) for name in z.namelist()}
+    for name, array in members.items():
+        buf = io.BytesIO()
+        np.lib.format.write_array(buf, array, allow_pickle=False)
+        raw[name] = buf.getvalue()
+    with zipfile.ZipFile(dst, "w") as z:
+        for name, data in raw.items():
+            z.writestr(name, data, compress_type=compress if name in members else zipfile.ZIP_STORED)
+    return dst
+
+
+def test_model_files_convert_byte_order_and_refuse_shadow_members(rng, tmp_path):
+    """A big-endian file (np.savez on such a host) loads as the same model; a member that np.load
+    would read in place of a checked array, or a version that is not a positive integer, is refused."""
+    import zipfile
+
+    X, y = _text_like(rng, n=200, f=64, words=6)  # 64 features: no padding bits to catch a misread
+    model = TsetlinMachine(20, 10, 3.0, seed=2).fit(X, y, epochs=3, progress_bar=False)
+    model.save(tmp_path / "tm.npz")
+    big = _rewritten(tmp_path / "tm.npz", tmp_path / "big.npz",
+                     {"action.npy": model.action_.astype(">u8"), "lower.npy": model.lower_.astype(">u8")})
+    back = TsetlinMachine.load(big)
+    np.testing.assert_array_equal(back.lower_, model.lower_)
+    np.testing.assert_array_equal(back.class_sums(X), model.class_sums(X))
+    # "lower" without ".npy", compressed: np.load would read it instead of the checked "lower.npy".
+    shadow = _rewritten(tmp_path / "tm.npz", tmp_path / "shadow.npz",
+                        {"lower": np.zeros(5_000_000, np.uint64)}, compress=zipfile.ZIP_DEFLATED)
+    assert shadow.stat().st_size < 100_000
+    with pytest.raises(ValueError, match=f"{shadow}: unexpected archive member 'lower'"):
+        TsetlinMachine.load(shadow)
+    for version, why in ((np.float64(1.5), "one integer"), (np.array("2"), "one integer"),
+                         (np.int64(-5), "not a version"), (np.array([1, 2]), "one integer")):
+        bad = _rewritten(tmp_path / "tm.npz", tmp_path / "version.npz", {"version.npy": np.asarray(version)})
+        with pytest.raises(ValueError, match=f"{bad}: .*{why}"):
+            TsetlinMachine.load(bad)
+
+
+@pytest.mark.parametrize("flag", ["weighted", "boost_true_positive", "coalesced", "negated_literals"])
+def test_switches_must_be_booleans(flag, rng):
+    X, y = _text_like(rng, n=40, f=10, words=3)
+    with pytest.raises(TypeError, match=f"{flag}: expected True or False, got 'no'"):
+        TsetlinMachine(20, 10, 3.0, **{flag: "no"}).fit(X, y, epochs=1, progress_bar=False)
+
+
+def test_score_checks_sample_weight(rng):
+    X, y = _text_like(rng, n=60, f=10, words=3)
+    model = TsetlinMachine(20, 10, 3.0, seed=0).fit(X, y, epochs=2, progress_bar=False)
+    w = rng.random(60)
+    assert model.score(X, y, sample_weight=w) == pytest.approx(np.average(model.predict(X) == y, weights=w))
+    for bad in (np.ones(3), np.zeros(60), np.full(60, np.nan), -np.ones(60), ["a"] * 60):
+        with pytest.raises((ValueError, TypeError), match="sample_weight"):
+            model.score(X, y, sample_weight=bad)
+
+
+def test_refused_validation_labels_leave_the_fitted_model(rng):
+    X, y = _text_like(rng, n=120, f=30, words=5)
+    model = TsetlinMachine(20, 10, 3.0, seed=1).fit(X, y, epochs=4, progress_bar=False)
+    state = (model.epochs_, model.action_.copy(), model.lower_.copy())
+    with pytest.raises(ValueError, match="validation_data: y_val: labels are strings but y's are numbers"):
+        model.fit(X, y, epochs=4, validation_data=(X, y.astype(str)), progress_bar=False)
+    assert model.epochs_ == state[0]
+    np.testing.assert_array_equal(model.action_, state[1])
+    np.testing.assert_array_equal(model.lower_, state[2])
+
 def test_one_vs_rest_save_load_and_hostile_folders(rng, tmp_path):
     import shutil
 

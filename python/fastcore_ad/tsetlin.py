@@ -176,9 +176,9 @@ def _checked_labels(y, name: str):
     return y
 
 
-def _check_validation_data(validation_data, n_features: int):
+def _check_validation_data(validation_data, n_features: int, y):
     """``fit``'s ``validation_data``: a pair (X_val, y_val) with ``n_features`` columns and one
-    label per row; ValueError naming it otherwise."""
+    label per row, of the kind of ``y`` (strings or numbers); ValueError naming it otherwise."""
     try:
         X_val, y_val = validation_data
     except (TypeError, ValueError):
@@ -189,6 +189,8 @@ def _check_validation_data(validation_data, n_features: int):
         if y_val.ndim != 1 or len(y_val) != n:
             raise ValueError(f"y_val: expected {n} labels (one per row of X_val), got shape {y_val.shape}")
         _checked_labels(y_val, "y_val")
+        if _label_kind(y_val) != _label_kind(y):
+            raise ValueError(f"y_val: labels are {_label_kind(y_val)}s but y's are {_label_kind(y)}s")
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"validation_data: {exc}") from None
 
@@ -400,7 +402,15 @@ class _ScoredClassifier(ClassifierMixin):
         hits = (pred == y).astype(np.float64)
         if sample_weight is None:
             return float(hits.mean())
-        return float(np.average(hits, weights=np.asarray(sample_weight, dtype=np.float64)))
+        try:
+            weights = np.asarray(sample_weight, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError("sample_weight: expected one number per row") from None
+        if weights.shape != hits.shape:
+            raise ValueError(f"sample_weight: expected shape {hits.shape} (one per row), got {weights.shape}")
+        if not np.isfinite(weights).all() or (weights < 0).any() or not weights.sum() > 0:
+            raise ValueError("sample_weight: must be finite, non-negative and not all zero")
+        return float(np.average(hits, weights=weights))
 
 
 class TsetlinMachine(_ScoredClassifier, FastcoreEstimator):
@@ -541,8 +551,9 @@ class TsetlinMachine(_ScoredClassifier, FastcoreEstimator):
             raise ValueError(f"negative_sampling: expected 'focused' or 'uniform', got {self.negative_sampling!r}")
         if self.max_included_literals is not None:
             integer("max_included_literals", 1, _MAX_LITERALS)
-        if not isinstance(self.negated_literals, (bool, np.bool_)):
-            raise TypeError(f"negated_literals: expected True or False, got {self.negated_literals!r}")
+        for flag in ("weighted", "boost_true_positive", "coalesced", "negated_literals"):
+            if not isinstance(getattr(self, flag), (bool, np.bool_)):
+                raise TypeError(f"{flag}: expected True or False, got {getattr(self, flag)!r}")
         if self.max_negated_literals is not None:
             integer("max_negated_literals", 0, _MAX_LITERALS)
         if self.absorbing is not None:
@@ -683,7 +694,7 @@ class TsetlinMachine(_ScoredClassifier, FastcoreEstimator):
             raise ValueError(f"epochs: must be a positive integer or None (stop early), got {epochs!r}")
         self._check_params()
         if validation_data is not None:
-            _check_validation_data(validation_data, f)  # before training replaces the current model
+            _check_validation_data(validation_data, f, y)  # before training replaces the current model
         encoder = self._learn_encoder(X)
         docs, target = self._training_docs(X, encoder, backend)
         classes, y_idx = np.unique(y, return_inverse=True)
@@ -954,7 +965,11 @@ class TsetlinMachine(_ScoredClassifier, FastcoreEstimator):
                     raise ValueError(f"{path}: not a fastcore_ad Tsetlin Machine file")
             if str(z["format"]) != _FORMAT_NAME:
                 raise ValueError(f"{path}: not a fastcore_ad Tsetlin Machine file")
+            if headers["version"][0] != () or headers["version"][1].kind not in "iu":
+                raise ValueError(f"{path}: the format version must be one integer")
             version = int(z["version"])
+            if version < 1:
+                raise ValueError(f"{path}: format version {version} is not a version")
             if version > FORMAT_VERSION:
                 raise ValueError(f"{path}: format version {version} is newer than this library's {FORMAT_VERSION}")
             meta = json.loads(str(z["meta"]))
@@ -1011,8 +1026,9 @@ class TsetlinMachine(_ScoredClassifier, FastcoreEstimator):
                     raise ValueError(f"{path}: array {key!r} must hold 64-bit words")
             if headers["weights"][1].kind not in "iuf":
                 raise ValueError(f"{path}: weights must be numbers")
-            action = np.ascontiguousarray(z["action"]).view(np.uint64)
-            lower = np.ascontiguousarray(z["lower"]).view(np.uint64)
+            # A cast, not a view: a big-endian file's words must be converted, not reread.
+            action = np.asarray(z["action"]).astype(np.uint64)
+            lower = np.asarray(z["lower"]).astype(np.uint64)
             weights = np.asarray(z["weights"])
         if weights.dtype.kind == "f" and not (np.isfinite(weights).all() and (weights == np.round(weights)).all()):
             raise ValueError(f"{path}: weights must be finite integers")
@@ -1965,8 +1981,11 @@ def _npz_headers(path) -> dict:
     out = {}
     with zipfile.ZipFile(os.fspath(path)) as archive:
         for info in archive.infolist():
-            if not info.filename.endswith(".npy"):
-                continue
+            # np.load reads a member named "lower" before "lower.npy": any member that is not a
+            # checked array, or a second member of one name, could stand in for a checked one.
+            if not info.filename.endswith(".npy") or info.filename[:-4] in out:
+                raise ValueError(f"{path}: unexpected archive member {info.filename!r}; model files hold "
+                                 "one .npy array per name")
             name = info.filename[:-4]
             if info.compress_type != zipfile.ZIP_STORED:
                 # save() stores arrays uncompressed; a compressed member could inflate a small
