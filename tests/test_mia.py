@@ -520,6 +520,26 @@ def test_loss_rejects_nan_at_scored_positions():
     assert mia.loss(logp, mask=np.array([1])).tolist() == [1.0]  # masked NaN is fine
 
 
+def test_masked_positions_stay_nan_through_normalised(rng):
+    logits = rng.normal(size=(1, 4, 6))
+    stats = mia.token_stats(logits, np.array([[1, 2, 0, 0]]), mask=np.array([2]))
+    z = mia.normalised(stats.logp, stats.mu, stats.sigma)
+    assert np.isnan(z[0, 2:]).all() and np.isfinite(z[0, :2]).all()
+    with pytest.raises(ValueError, match="NaN"):
+        mia.min_k(z, 0.5)  # a forgotten mask is caught, as for logp
+    want = np.sort((stats.logp[0, :2] - stats.mu[0, :2]) / stats.sigma[0, :2])[:1].mean()
+    assert mia.min_k(z, 0.5, mask=np.array([2]))[0] == pytest.approx(want)
+    assert np.isnan(mia.normalised(np.array([-1.0]), np.array([-1.5]), np.array([np.nan]))[0])
+
+
+def test_dc_pdd_counts_near_the_float64_limit():
+    # f = [1e308 + 1, 1e308 + 1, 1, 3] / (2e308 + 4): token 1 has frequency 1/2.
+    got = mia.dc_pdd(np.log([0.5]), np.array([1]), np.array([1e308, 1e308, 0, 2]), a=10.0)
+    assert got == pytest.approx(0.5 * -np.log(0.5), rel=1e-12)
+    with pytest.raises(TypeError, match="token_id_arrays: expected integer id arrays"):
+        mia.token_frequencies(2, 3)
+
+
 def test_ratios_sharing_a_key_are_rejected(rng):
     logits = rng.normal(size=(2, 5, 7))
     targets = rng.integers(0, 7, (2, 5))

@@ -253,9 +253,9 @@ def normalised(logp, mu, sigma):
     module docstring (0 when the target has nonzero probability and ``logp == mu`` up to
     rounding, -inf when it has none or lies more than 1 nat below ``mu``).
 
-    >>> normalised(np.array([-1.0, -2.0, -np.inf, -88.0]), np.array([-1.5, -2.0, -2.0, 0.0]),
-    ...            np.array([0.5, 0.0, 0.0, 0.0])).tolist()
-    [1.0, 0.0, -inf, -inf]
+    >>> normalised(np.array([-1.0, -2.0, -np.inf, -88.0, np.nan]), np.array([-1.5, -2.0, -2.0, 0.0, 0.0]),
+    ...            np.array([0.5, 0.0, 0.0, 0.0, 1.0])).tolist()
+    [1.0, 0.0, -inf, -inf, nan]
     """
     xp = xp_of("cupy" if is_cupy(logp) else "numpy")
     diff = logp - mu
@@ -263,7 +263,9 @@ def normalised(logp, mu, sigma):
     # sigma == 0 exactly means every token with nonzero probability has logp == mu; a target
     # far below mu got there only because its probability underflowed in sigma's sum.
     zero_sigma = xp.where(xp.isfinite(logp) & (diff >= -1.0), 0.0, -xp.inf)
-    return xp.where(sigma > 0, diff / safe, zero_sigma)
+    out = xp.where(sigma > 0, diff / safe, zero_sigma)
+    # A NaN (a masked position of token_stats) stays NaN, so that min_k refuses it unmasked.
+    return xp.where(xp.isnan(logp) | xp.isnan(mu) | xp.isnan(sigma), xp.nan, out)
 
 
 def _values_2d(values, name: str):
@@ -502,6 +504,9 @@ def token_frequencies(token_id_arrays, vocab_size):
             isinstance(token_id_arrays, (list, tuple)) and token_id_arrays
             and all(isinstance(v, (int, np.integer)) for v in token_id_arrays)):
         token_id_arrays = [token_id_arrays]
+    if isinstance(token_id_arrays, (str, bytes)) or not hasattr(token_id_arrays, "__iter__"):
+        raise TypeError("token_id_arrays: expected integer id arrays (one per document) or one array, "
+                        f"got {type(token_id_arrays).__name__}")
     counts = np.zeros(vocab_size, dtype=np.int64)
     for index, ids in enumerate(token_id_arrays):
         arr = np.asarray(to_backend(as_array(ids, "token_id_arrays")[0], "numpy")).reshape(-1)
@@ -543,7 +548,13 @@ def dc_pdd(logp, targets, counts, a=0.01, mask=None):
             or not (np.isfinite(a) and a > 0):
         raise ValueError(f"a: must be a positive number, got {a!r}")
     c = _counts(counts)
-    freq = (c + 1.0) / (c.sum() + c.shape[0])
+    total = c.sum() + c.shape[0]
+    if not np.isfinite(total):
+        # Counts near the float64 limit: the same frequencies from counts scaled by their largest.
+        top = c.max()
+        freq = (c / top + 1.0 / top) / ((c / top).sum() + c.shape[0] / top)
+    else:
+        freq = (c + 1.0) / total
     lp, backend, single = _host_rows("logp", logp)
     tg_arr, _ = as_array(targets, "targets")
     tg = np.asarray(to_backend(tg_arr, "numpy"))
