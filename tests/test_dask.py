@@ -286,6 +286,22 @@ def test_aupro_with_chunks_along_images(client, rng, max_fpr):
     np.testing.assert_allclose(pro, expected_pro, rtol=1e-9, atol=1e-12)
 
 
+def test_pro_curve_tail_where_the_budget_rounds_below_an_integer(client, rng):
+    # 13/45 * 45 rounds just below 13: a budget computed as a product dropped the last point.
+    masks = np.zeros((1, 5, 10), bool)
+    masks[0, 0, :5] = True
+    maps = rng.permutation(50).astype(float).reshape(1, 5, 10)
+    for max_fpr in (13 / 45, 0.3, 0.1):
+        fpr, pro = metrics.pro_curve(da.from_array(maps, chunks=(1, 5, 10)), masks, max_fpr)
+        want_fpr, want_pro = metrics.pro_curve(maps, masks, max_fpr)
+        np.testing.assert_array_equal(fpr, want_fpr)
+        np.testing.assert_array_equal(pro, want_pro)
+    order = rng.permutation(100).reshape(2, 5, 10)
+    two = np.concatenate([masks, masks])
+    assert metrics.aupro(da.from_array(order + 2**62, chunks=(1, 5, 10)), two) == pytest.approx(
+        metrics.aupro(order.astype(np.float64), two), rel=1e-12)
+
+
 # ------------------------------------------------------------------------------------------------
 # Membership scores and the Tsetlin Machine
 

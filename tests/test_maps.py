@@ -217,3 +217,20 @@ def test_cupy_maps_equal_numpy_maps(rng):
         got = maps.anomaly_maps(cp.asarray(grid), (56, 72), sigma)
         assert isinstance(got, cp.ndarray) and got.dtype == np.float32
         np.testing.assert_allclose(got.get(), maps.anomaly_maps(grid, (56, 72), sigma), rtol=1e-5, atol=1e-6)
+
+
+def test_absurd_sizes_and_sigmas_are_named_errors_before_allocating():
+    grid = np.ones((1, 3, 3))
+    for call in (lambda: maps.smooth(grid, 1e308), lambda: maps.smooth(grid, 2.0, truncate=1e308),
+                 lambda: maps.anomaly_maps(grid, 8, sigma=1e308)):
+        with pytest.raises(ValueError, match="sigma: .* taps per side"):
+            call()
+    with pytest.raises(MemoryError, match="size: 1 map"):
+        maps.upsample(grid, (10**12, 10**12))
+    with pytest.raises(MemoryError, match="size: 1 map"):
+        maps.upsample(grid, (1, 2**63))
+    with pytest.raises(MemoryError, match="image_size"):
+        maps.anomaly_maps(grid, (10**7, 10), sigma=1.0)  # the dense 10**7 x 10**7 smoothing matrix
+    with pytest.raises(TypeError, match="align_corners: expected True or False, got 'no'"):
+        maps.upsample(grid, 6, align_corners="no")
+    assert maps.upsample(grid.astype(np.float16), 6).dtype == np.float32  # as the docstring says

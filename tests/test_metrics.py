@@ -139,6 +139,45 @@ def test_aupro_errors():
         metrics.aupro(np.full((1, 3, 3), np.nan), np.ones((1, 3, 3), bool))
 
 
+def test_aupro_of_integer_maps_beyond_float64_keeps_their_order(rng):
+    masks = np.zeros((2, 6, 6), bool)
+    masks[0, 1:3, 1:3] = masks[1, 3:5, 0:4] = True
+    order = rng.permutation(72).reshape(2, 6, 6)
+    for max_fpr in (0.3, 1.0):
+        want = metrics.aupro(order.astype(np.float64), masks, max_fpr)
+        # float64 would round every value to 2**62: all ties.
+        assert metrics.aupro(order + 2**62, masks, max_fpr) == want
+        np.testing.assert_array_equal(metrics.pro_curve(order + 2**62, masks, max_fpr)[1],
+                                      metrics.pro_curve(order.astype(np.float64), masks, max_fpr)[1])
+
+
+def test_scores_and_labels_pair_by_shape_and_huge_integer_views_fail_fast():
+    with pytest.raises(ValueError, match=r"differ in shape: \(2, 3\) != \(3, 2\)"):
+        metrics.auroc(np.arange(6.0).reshape(2, 3), np.array([[0, 1], [0, 1], [0, 1]]))
+    # A column of labels pairs with a row of scores.
+    assert metrics.auroc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([[0], [0], [1], [1]])) == 0.75
+    # 2**40 integer scores from a broadcast view: a MemoryError before scanning them.
+    n = 2**40
+    with pytest.raises(MemoryError, match="scores"):
+        metrics.auroc(np.broadcast_to(np.int64(7), (n,)), np.broadcast_to(np.uint8(1), (n,)))
+
+
+def test_n_jobs_is_checked_on_every_path():
+    da = pytest.importorskip("dask.array")
+    scores, labels = np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])
+    maps = np.arange(9.0).reshape(1, 3, 3)
+    masks = maps > 5
+    for s, y, m, k in ((scores, labels, maps, masks), (da.from_array(scores), labels, da.from_array(maps), masks)):
+        with pytest.raises(ValueError, match="n_jobs"):
+            metrics.auroc(s, y, n_jobs=0)
+        with pytest.raises(TypeError, match="n_jobs"):
+            metrics.evaluate(s, y, n_jobs="x")
+        with pytest.raises(ValueError, match="n_jobs"):
+            metrics.aupro(m, k, n_jobs=0)
+        with pytest.raises(ValueError, match="n_jobs"):
+            metrics.pro_curve(m, k, n_jobs=0)
+
+
 def test_huge_thread_count_is_capped_not_spawned():
     # n_jobs=10**6 used to try to start a million OS threads (the call never returned).
     scores, labels = np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])

@@ -301,12 +301,18 @@ def _walk_whole(table, max_fprs, min_tprs):
 def _pro_chunk_table(maps, masks, budget):
     """(descending distinct values, normal pixels, sum of 1 / region size of anomalous pixels)
     of whole images, plus their region count; values below the point where this chunk alone
-    passes ``budget`` normal pixels are dropped (the whole data passes it no later)."""
+    passes the false-positive ``budget`` are dropped (the whole data passes it no later)."""
     from scipy import ndimage  # noqa: PLC0415
 
     maps, backend = as_array(maps, "anomaly_maps")
     masks, mask_backend = as_array(masks, "masks")
-    maps = float_array(to_numpy(maps, backend), "anomaly_maps", ndim=3) + 0  # -0.0 and 0.0 tie
+    maps = to_numpy(maps, backend)
+    if maps.dtype.kind in "iu":
+        # Exact integers: float64 would merge values beyond 2**53 that the in-memory curve keeps
+        # apart (it ranks them); the merge below sorts any dtype.
+        maps = np.asarray(maps)
+    else:
+        maps = float_array(maps, "anomaly_maps", ndim=3) + 0  # -0.0 and 0.0 tie
     masks = binary_labels(to_numpy(masks, mask_backend), "masks").astype(bool)
     weights = np.zeros(maps.shape, dtype=np.float64)
     regions = 0
@@ -324,16 +330,20 @@ def _pro_chunk_table(maps, masks, budget):
 
 
 def _prune(table, budget):
+    """The rows of ``table`` that the walk can reach: ``budget = (max_fpr, normal pixels)``, and
+    a value is kept while the normal pixels above it, as a rate computed as the walk computes
+    it, do not pass ``max_fpr`` (a product ``max_fpr * n`` rounds differently)."""
     values, normal, overlap = table
+    max_fpr, n_ok = budget
     above = np.cumsum(normal) - normal  # normal pixels strictly above each value
-    keep = int(np.searchsorted(above, budget, side="right"))
+    keep = int(np.searchsorted(above / max(n_ok, 1), max_fpr, side="right"))
     return values[:keep], normal[:keep], overlap[:keep]
 
 
 def _merge_pro_tables(budget, *parts):
     tables, regions = [p[0] for p in parts], sum(p[1] for p in parts)
     values, normal, overlap = (np.concatenate([t[k] for t in tables]) for k in range(3))
-    order = np.argsort(-values, kind="stable")
+    order = np.argsort(values, kind="stable")[::-1]  # descending; -values would wrap integers
     values, normal, overlap = values[order], normal[order], overlap[order]
     starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
     merged = (values[starts], np.add.reduceat(normal, starts), np.add.reduceat(overlap, starts))
@@ -354,7 +364,7 @@ def pro_curve(anomaly_maps, masks, max_fpr):
     maps, masks = rows_only(maps), rows_only(masks)
     _, (maps, masks) = da.core.unify_chunks(maps, "ihw", masks, "ihw")
     n_ok = int(dask.compute((masks == 0).sum())[0])
-    budget = max_fpr * n_ok
+    budget = (max_fpr, n_ok)
     table = dask.delayed(_pro_chunk_table, pure=True)
     parts = [table(m, k, budget) for m, k in zip(maps.to_delayed().ravel(), masks.to_delayed().ravel())]
     merged = tree_reduce(parts, functools.partial(_merge_pro_tables, budget))

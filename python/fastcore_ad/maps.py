@@ -42,6 +42,7 @@ import numbers
 import numpy as np
 
 from ._dispatch import as_array, float_array, xp_of
+from ._memory import check_fits
 
 __all__ = ["ALIGN_CORNERS", "MAX_RADIUS", "MODE", "MODES", "TRUNCATE", "anomaly_maps", "smooth", "upsample"]
 
@@ -88,11 +89,30 @@ def _check_smoothing(sigma, mode, truncate):
             or not 0.0 < float(truncate) < float("inf"):
         raise ValueError(f"truncate: must be a finite number > 0 (sigmas), got {truncate!r}")
     truncate = float(truncate)
-    radius = int(truncate * sigma + 0.5)
+    reach = truncate * sigma + 0.5  # a float first: a huge product is inf, which int() refuses
+    if not reach <= MAX_RADIUS + 1:
+        raise ValueError(f"sigma: {sigma:g} pixels needs a kernel of {reach:.3g} taps per side (truncate={truncate:g}); "
+                         f"at most {MAX_RADIUS} are held, i.e. sigma <= {(MAX_RADIUS - 0.5) / truncate:g}")
+    radius = int(reach)
     if radius > MAX_RADIUS:
         raise ValueError(f"sigma: {sigma:g} pixels needs a kernel of {radius} taps per side (truncate={truncate:g}); "
                          f"at most {MAX_RADIUS} are held, i.e. sigma <= {(MAX_RADIUS - 0.5) / truncate:g}")
     return sigma, mode, truncate, radius
+
+
+def _check_align_corners(align_corners) -> bool:
+    if not isinstance(align_corners, (bool, np.bool_)):
+        raise TypeError(f"align_corners: expected True or False, got {align_corners!r}")
+    return bool(align_corners)
+
+
+def _check_output_fits(x, size, smoothing: bool, name: str):
+    """The matrices (float64), the intermediate and the output that ``size`` implies, against
+    available memory before any of them exists."""
+    (n, h, w), (height, width) = x.shape, size
+    matrices = height * h + width * w + (height * height + width * width if smoothing else 0)
+    maps = n * height * (w + width)
+    check_fits(8 * matrices + x.dtype.itemsize * maps, f"{name}: {n} map(s) of {height} x {width} pixels")
 
 
 def _check_maps(maps, name):
@@ -188,8 +208,9 @@ def _apply(maps, rows, columns, backend):
 
 def _matrices(grid, size, sigma, align_corners, mode, truncate):
     (h, w), (height, width) = grid, size
-    rows = _upsample_matrix(height, h, bool(align_corners))
-    columns = _upsample_matrix(width, w, bool(align_corners))
+    align_corners = _check_align_corners(align_corners)
+    rows = _upsample_matrix(height, h, align_corners)
+    columns = _upsample_matrix(width, w, align_corners)
     if sigma is not None:
         sigma, mode, _, radius = _check_smoothing(sigma, mode, truncate)
         rows = _smoothing_matrix(height, sigma, mode, radius) @ rows
@@ -207,7 +228,8 @@ def upsample(maps, size, *, align_corners=ALIGN_CORNERS):
 
     ``align_corners=False`` (the default): half-pixel centres, border values held past the
     outermost centres; ``True``: the outermost cells land on the outermost pixels. float32
-    and float64 maps keep their dtype (others become float64); cupy maps stay on the GPU.
+    and float64 maps keep their dtype (float16 becomes float32, other types float64); cupy maps
+    stay on the GPU. The memory that ``size`` implies is checked first (a MemoryError naming it).
 
     >>> import numpy as np
     >>> upsample(np.array([[1.0, 3.0]]), (1, 4)).tolist()
@@ -217,6 +239,7 @@ def upsample(maps, size, *, align_corners=ALIGN_CORNERS):
     """
     x, backend, single = _check_maps(maps, "maps")
     size = _check_size(size, "size")
+    _check_output_fits(x, size, False, "size")
     rows, columns = _matrices(x.shape[1:], size, None, align_corners, MODE, TRUNCATE)
     out = _apply(x, rows, columns, backend)
     return out[0] if single else out
@@ -240,6 +263,7 @@ def smooth(maps, sigma, *, mode=MODE, truncate=TRUNCATE):
     x, backend, single = _check_maps(maps, "maps")
     sigma, mode, _, radius = _check_smoothing(sigma, mode, truncate)
     height, width = x.shape[1:]
+    _check_output_fits(x, (height, width), True, "maps")
     out = _apply(x, _smoothing_matrix(height, sigma, mode, radius), _smoothing_matrix(width, sigma, mode, radius),
                  backend)
     return out[0] if single else out
@@ -265,6 +289,7 @@ def anomaly_maps(grid_scores, image_size, sigma=None, *, align_corners=ALIGN_COR
     """
     x, backend, single = _check_maps(grid_scores, "grid_scores")
     size = _check_size(image_size, "image_size")
+    _check_output_fits(x, size, sigma is not None, "image_size")
     rows, columns = _matrices(x.shape[1:], size, sigma, align_corners, mode, truncate)
     out = _apply(x, rows, columns, backend)
     return out[0] if single else out

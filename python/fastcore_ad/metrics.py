@@ -1,9 +1,12 @@
 """Evaluation metrics for anomaly and membership detection, computed in Rust from one sort.
 
-Higher scores mean "more anomalous" (or "more likely a member"). Labels are bool or 0/1.
-Every function also accepts a dict of score arrays (as returned by
-:func:`fastcore_ad.mia.score_logits`) and then returns a dict with one value per key. The
-ranking metrics also take dask arrays: per-chunk counts per distinct score, merged exactly.
+Higher scores mean "more anomalous" (or "more likely a member"). Labels are bool or 0/1,
+of the shape of the scores (a column ``[n, 1]`` pairs with ``[n]``). The ranking metrics
+(``auroc`` to ``evaluate``) also accept a dict of score arrays (as returned by
+:func:`fastcore_ad.mia.score_logits`) and then return a dict with one value per key. They and
+the PRO metrics also take dask arrays: per-chunk counts per distinct score, merged exactly; the
+counts and curve points equal the in-memory ones, and sums of many terms (AUROC, AP, AUPRO) may
+differ from them in the last bits, from the order of the additions.
 
 >>> import numpy as np
 >>> from fastcore_ad import metrics
@@ -22,7 +25,9 @@ import functools
 import numpy as np
 
 from . import _core
+from ._base import check_n_jobs
 from ._dispatch import as_array, binary_labels, float_array, is_dask, to_numpy
+from ._memory import check_fits
 
 __all__ = [
     "auroc",
@@ -58,11 +63,10 @@ def _prepare(scores, labels):
     scores, labels = to_numpy(scores, b1), to_numpy(labels, b2)
     if scores.ndim and scores.size != labels.size:  # before any conversion copies a large input
         raise ValueError(f"scores and labels differ in length: {scores.size} != {labels.size}")
-    scores, values = scores.reshape(-1) if scores.ndim else scores, None
-    if scores.dtype.kind in "iu" and scores.size and \
-            max(abs(int(scores.min())), abs(int(scores.max()))) > 2**53:
-        values, ranks = np.unique(scores, return_inverse=True)
-        scores = ranks.reshape(-1).astype(np.float64)
+    if scores.ndim and _squeezed(scores.shape) != _squeezed(labels.shape):
+        raise ValueError(f"scores and labels differ in shape: {scores.shape} != {labels.shape}; "
+                         "their elements would be paired by position")
+    scores, values = _exact_order(scores.reshape(-1) if scores.ndim else scores, "scores")
     scores = float_array(scores, "scores", ndim=1)
     labels = binary_labels(labels.reshape(-1), "labels")
     n_pos = int(np.count_nonzero(labels))
@@ -70,6 +74,23 @@ def _prepare(scores, labels):
         only = "positive" if n_pos else "negative"
         raise ValueError(f"labels: only {only} samples are present; the metric needs both classes")
     return scores, labels, values
+
+
+def _squeezed(shape) -> tuple:
+    return tuple(n for n in shape if n != 1)
+
+
+def _exact_order(x, name):
+    """``(x, values)``: integers that float64 would round (beyond 2**53) become their dense
+    ranks, which keep every order and tie, and ``values`` maps a rank back (None otherwise)."""
+    if x.dtype.kind not in "iu" or not x.size:
+        return x, None
+    # Before the scan of x: a broadcast view can stand for terabytes of values.
+    check_fits(int(x.size) * 8, f"{name} (a contiguous float64 copy of shape {tuple(x.shape)})")
+    if max(abs(int(x.min())), abs(int(x.max()))) <= 2**53:
+        return x, None
+    values, ranks = np.unique(x, return_inverse=True)
+    return ranks.reshape(x.shape).astype(np.float64), values
 
 
 def _check_rate(value: float, name: str) -> float:
@@ -85,6 +106,7 @@ def _check_rate(value: float, name: str) -> float:
 
 
 def _summary(scores, labels, max_fprs=(), min_tprs=(), n_jobs=None):
+    check_n_jobs(n_jobs)
     if is_dask(scores) or is_dask(labels):  # exact: merged per-chunk tables of score counts
         from . import _distributed  # noqa: PLC0415
 
@@ -187,7 +209,7 @@ def _prepare_maps(anomaly_maps, masks, max_fpr):
         maps = maps[None]
     if masks.ndim == 2:
         masks = masks[None]
-    maps = float_array(maps, "anomaly_maps", ndim=3)
+    maps = float_array(_exact_order(maps, "anomaly_maps")[0], "anomaly_maps", ndim=3)
     if masks.shape != maps.shape:
         raise ValueError(f"anomaly_maps and masks differ in shape: {maps.shape} != {masks.shape}")
     masks = binary_labels(masks, "masks")
@@ -216,17 +238,19 @@ def aupro(anomaly_maps, masks, max_fpr=0.3, *, n_jobs=None) -> float:
     >>> aupro(masks.astype(float), masks)
     1.0
     """
+    check_n_jobs(n_jobs)
     if is_dask(anomaly_maps) or is_dask(masks):  # tables of per-chunk counts, merged (chunks along images)
         from . import _distributed  # noqa: PLC0415
 
         max_fpr = _check_positive_rate(max_fpr)
-        return _distributed.partial_area(*_distributed.pro_curve(anomaly_maps, masks, max_fpr), max_fpr) / max_fpr
+        return float(_distributed.partial_area(*_distributed.pro_curve(anomaly_maps, masks, max_fpr), max_fpr) / max_fpr)
     maps, masks, max_fpr = _prepare_maps(anomaly_maps, masks, max_fpr)
     return _core.aupro(maps, masks, max_fpr, n_jobs)
 
 
 def pro_curve(anomaly_maps, masks, max_fpr=1.0, *, n_jobs=None):
     """(fpr, pro) points of the PRO curve up to the first point past ``max_fpr``."""
+    check_n_jobs(n_jobs)
     if is_dask(anomaly_maps) or is_dask(masks):
         from . import _distributed  # noqa: PLC0415
 
