@@ -260,6 +260,39 @@ def test_16_bit_images_are_scaled_by_their_range_not_saturated(tmp_path):
     assert pixels.tolist() == [[0, 0, 1, 4, 128, 255]]
 
 
+def _grayscale_tiff(path, width, height, bits, sample_format, data: bytes):
+    """A one-strip, uncompressed little-endian grayscale TIFF with the given BitsPerSample and
+    SampleFormat (1 unsigned, 2 signed): depths that Pillow cannot write."""
+    import struct
+
+    tags = [(256, 4, width), (257, 4, height), (258, 3, bits), (259, 3, 1), (262, 3, 1), (273, 4, 0),
+            (277, 3, 1), (278, 4, height), (279, 4, len(data)), (339, 3, sample_format)]
+    data_at = 8 + 2 + 12 * len(tags) + 4
+    ifd = struct.pack("<H", len(tags))
+    for tag, kind, value in tags:
+        value = data_at if tag == 273 else value
+        ifd += struct.pack("<HHI", tag, kind, 1) + (struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value))
+    path.write_bytes(b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + data)
+    return path
+
+
+def test_declared_bit_depths_and_signed_bytes_scale_by_their_range(tmp_path):
+    # 12-bit samples, packed (4095, 0, 2048, 1): Pillow hands them over in a 16-bit container.
+    twelve = _grayscale_tiff(tmp_path / "twelve.tif", 4, 1, 12, 1, bytes([0xFF, 0xF0, 0x00, 0x80, 0x00, 0x01]))
+    assert features.read_image(twelve)[..., 0].tolist() == [[255, 0, np.rint(2048 * 255 / 4095), 0]]
+    # Signed 8-bit samples: 127 is the top, a negative one is refused by name.
+    signed = _grayscale_tiff(tmp_path / "signed.tif", 2, 1, 8, 2, bytes([127, 64]))
+    assert features.read_image(signed)[..., 0].tolist() == [[255, np.rint(64 * 255 / 127)]]
+    negative = _grayscale_tiff(tmp_path / "negative8.tif", 2, 1, 8, 2, bytes([0xFF, 127]))
+    with pytest.raises(ValueError, match=r"negative8\.tif: signed 8-bit pixels must lie in 0\.\.127 .*found -1\.\.127"):
+        features.read_image(negative)
+    # Unsigned 8-bit TIFFs and 16-bit ones read as before.
+    plain = _grayscale_tiff(tmp_path / "plain.tif", 2, 1, 8, 1, bytes([255, 64]))
+    assert features.read_image(plain)[..., 0].tolist() == [[255, 64]]
+    sixteen = _grayscale_tiff(tmp_path / "sixteen.tif", 2, 1, 16, 1, (65535).to_bytes(2, "little") + (257).to_bytes(2, "little"))
+    assert features.read_image(sixteen)[..., 0].tolist() == [[255, 1]]
+
+
 def test_float_images_outside_0_1_and_negative_integers_are_refused_by_name(tmp_path, rng):
     Image.fromarray(_gradient(rng)).save(tmp_path / "good.png")
     Image.fromarray(np.full((8, 8), 200.0, np.float32)).save(tmp_path / "float_255.tif")

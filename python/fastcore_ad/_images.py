@@ -135,17 +135,29 @@ def _first(value):
 
 def _integer_top(handle):
     """``(largest value, signed, bits)`` that an integer image's file declares. Pillow keeps
-    16-bit grayscale as ``I;16`` and every other integer depth as 32-bit ``I``: the TIFF tags
-    say what that holds; ``I`` from other formats (16-bit PNG in older Pillow, PGM) is 16-bit."""
-    if handle.mode.startswith("I;16"):
-        return 65535, False, 16
+    16-bit grayscale as ``I;16`` (``I;16S`` signed), every other integer depth above 8 bits as
+    32-bit ``I`` and 8 bits as ``L``; a TIFF's tags say what that holds (12-bit samples in a
+    16-bit container, signed samples); ``I`` from other formats (16-bit PNG in older Pillow,
+    PGM) is 16-bit."""
+    mode = handle.mode
     tags = getattr(handle, "tag_v2", None) if handle.format == "TIFF" else None
-    if tags is not None:
-        bits = int(_first(tags.get(258, 32)))  # BitsPerSample
-        signed = int(_first(tags.get(339, 1))) == 2  # SampleFormat: 1 unsigned, 2 signed
+    if mode.startswith("I;16"):
+        bits, signed = 16, mode.endswith("S")
+    elif mode == "L":
+        bits, signed = 8, False
     else:
-        bits, signed = 16, False
+        bits, signed = (32 if tags is not None else 16), False
+    if tags is not None:
+        declared = int(_first(tags.get(258, bits)))  # BitsPerSample
+        bits = declared if 1 <= declared <= bits else bits
+        signed = int(_first(tags.get(339, 2 if signed else 1))) == 2  # SampleFormat: 1 unsigned, 2 signed
     return (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1, signed, bits
+
+
+def _declares_signed_bytes(handle) -> bool:
+    """An 8-bit TIFF whose samples are signed: Pillow reads their bytes as unsigned ``L``."""
+    tags = getattr(handle, "tag_v2", None) if handle.format == "TIFF" else None
+    return handle.mode == "L" and tags is not None and int(_first(tags.get(339, 1))) == 2
 
 
 def _to_byte_range(handle):
@@ -162,8 +174,10 @@ def _to_byte_range(handle):
                              "save them rescaled to [0, 1] or as 8/16-bit integers")
         return np.rint(array * 255.0).astype(np.uint8)
     top, signed, bits = _integer_top(handle)
-    if not signed and bits == 32:
+    if handle.mode == "I" and not signed and bits == 32:
         array = array.view(np.uint32)  # unsigned 32-bit samples in Pillow's int32 storage
+    elif handle.mode == "L" and signed:
+        array = array.view(np.int8)
     low, high = int(array.min()), int(array.max())
     if low < 0 or high > top:
         kind = f"{'signed' if signed else 'unsigned'} {bits}-bit"
@@ -176,8 +190,9 @@ def read_image(path) -> np.ndarray:
 
     8-bit files (and every colour mode Pillow converts to RGB) are read as they are. Deeper
     integer images are scaled from the range of their sample type onto 0..255: unsigned n-bit
-    from 0..2**n-1 (16-bit: divided by 257), signed n-bit from 0..2**(n-1)-1 (negative pixels
-    are refused). Float images (mode ``F``, e.g. float32 TIFF) must hold values in [0, 1],
+    from 0..2**n-1 (16-bit: divided by 257; a TIFF's BitsPerSample decides n, so 12-bit
+    samples in a 16-bit container span 0..4095), signed n-bit from 0..2**(n-1)-1 (negative
+    pixels are refused). Float images (mode ``F``, e.g. float32 TIFF) must hold values in [0, 1],
     multiplied by 255. Grayscale is replicated to three channels. A file outside its range is
     a ValueError naming it, never a saturated or black image.
 
@@ -193,7 +208,7 @@ def read_image(path) -> np.ndarray:
     with image_module.open(path) as handle:
         handle.load()
         try:
-            if handle.mode in ("I", "F") or handle.mode.startswith("I;16"):
+            if handle.mode in ("I", "F") or handle.mode.startswith("I;16") or _declares_signed_bytes(handle):
                 gray = _to_byte_range(handle)
                 return np.repeat(gray[:, :, None], 3, axis=2)
         except ValueError as exc:
