@@ -70,7 +70,8 @@ def _coreset_oracle(x, n_select, start):
     for _ in range(n_select):
         chosen.append(centre)
         min_d2 = np.minimum(min_d2, ((x - x[centre]) ** 2).sum(axis=1))
-        centre = int(np.argmax(min_d2))          # first maximum: the lowest index on ties
+        candidates = np.where(np.isin(np.arange(len(x)), chosen), -1.0, min_d2)  # unselected points only
+        centre = int(np.argmax(candidates))          # first maximum: the lowest index on ties
     return np.array(chosen)
 
 
@@ -103,6 +104,38 @@ def test_greedy_coreset_ties_and_duplicates():
     got = patchcore.greedy_coreset(x, 6, progress_bar=False)
     np.testing.assert_array_equal(got, _coreset_oracle(x, 6, 0))
     assert got[:3].tolist() == [0, 1, 2]   # four points at distance 1: the lowest index first
+
+
+def test_greedy_coreset_indices_are_distinct_once_every_point_is_covered(rng):
+    assert patchcore.greedy_coreset(np.zeros((5, 2)), 5, progress_bar=False).tolist() == [0, 1, 2, 3, 4]
+    x = np.repeat(rng.normal(size=(4, 3)), 3, axis=0)[rng.permutation(12)]  # four points, three copies each
+    got = patchcore.greedy_coreset(x, 10, start=5, progress_bar=False)
+    np.testing.assert_array_equal(got, _coreset_oracle(x, 10, 5))
+    assert len(set(got.tolist())) == 10
+
+
+@pytest.mark.parametrize("dtype,scale", [(np.float64, 1e200), (np.float64, 1e-200), (np.float32, 1e30),
+                                         (np.float32, 1e-30)])
+def test_knn_and_coreset_at_extreme_magnitudes(dtype, scale, rng):
+    """Squared distances of such values overflow or underflow; the results must not change."""
+    q, b = rng.normal(size=(20, 5)), rng.normal(size=(60, 5))
+    d, i = knn(q, b, 4)
+    d_far, i_far = knn((q * scale).astype(dtype), (b * scale).astype(dtype), 4)
+    np.testing.assert_array_equal(i_far, i)
+    np.testing.assert_allclose(d_far / scale, d, rtol=1e-6 if dtype == np.float32 else 1e-12)
+    x = rng.normal(size=(200, 4))
+    np.testing.assert_array_equal(patchcore.greedy_coreset((x * scale).astype(dtype), 30, progress_bar=False),
+                                  _coreset_oracle(x.astype(dtype).astype(np.float64), 30, 0))
+    # Cosine ignores scale: tiny or huge rows have a direction.
+    _, ic = knn(q * scale, b, 3, metric="cosine")
+    np.testing.assert_array_equal(ic, knn(q, b, 3, metric="cosine")[1])
+
+
+def test_knn_measures_in_the_finer_of_the_two_dtypes():
+    q = np.array([[1.0]], np.float32)
+    d, i = knn(q, np.array([[1 + 2e-9], [1 + 1e-9]]), 2)  # float32 would round both to 1
+    assert i.tolist() == [[1, 0]]
+    np.testing.assert_allclose(d, [[1e-9, 2e-9]], rtol=1e-6)
 
 
 def test_greedy_coreset_rejects_bad_input(rng):

@@ -36,6 +36,30 @@ def _whole(value, name: str, low: int, high: int | None = None) -> int:
     return value
 
 
+# Outside these magnitudes sums of squares (dot products and norms in the GEMM tiles, squared
+# differences) can overflow or underflow: such inputs are scaled by a power of two first, which
+# is exact and keeps the order of the distances.
+_SQUARE_SAFE = {np.dtype(np.float64): 2.0**500, np.dtype(np.float32): 2.0**50}
+
+
+def _square_safe_scale(xp, *arrays) -> float:
+    """1.0, or the power of two that brings the largest magnitude of ``arrays`` to [0.5, 1)."""
+    top = max(float(xp.abs(a).max()) if a.size else 0.0 for a in arrays)
+    safe = _SQUARE_SAFE[arrays[0].dtype]
+    if top == 0.0 or 1.0 / safe <= top <= safe:
+        return 1.0
+    return float(np.ldexp(1.0, -np.frexp(top)[1]))
+
+
+def _rows_scaled(x, xp):
+    """Each row divided by the power of two nearest its largest magnitude (zero rows stay zero)."""
+    if not x.size:
+        return x
+    top = xp.abs(x).max(axis=1, keepdims=True)
+    _, exponent = xp.frexp(xp.where(top > 0, top, 1.0))
+    return xp.ldexp(x, -exponent)
+
+
 def knn(queries, bank, k=1, *, metric="euclidean", n_jobs=None):
     """Exact k nearest neighbours of each row of ``queries [m, d]`` among the rows of
     ``bank [n, d]``: ``(distances [m, k] float64, indices [m, k] int64)``, ascending, ties
@@ -52,19 +76,32 @@ def knn(queries, bank, k=1, *, metric="euclidean", n_jobs=None):
     """
     arrays, backend = same_backend({"queries": queries, "bank": bank})
     q = float_array(arrays["queries"], "queries", backend=backend, ndim=2)
-    b = float_array(arrays["bank"], "bank", backend=backend, ndim=2, dtype=q.dtype)
+    b = float_array(arrays["bank"], "bank", backend=backend, ndim=2)
     if b.shape[1] != q.shape[1]:
         raise ValueError(f"bank: expected {q.shape[1]} features like the queries, got {b.shape[1]}")
     k = _whole(k, "k", 1, int(b.shape[0]))
     if metric not in METRICS:
         raise ValueError(f"metric: expected one of {METRICS}, got {metric!r}")
-    return kernels(backend).knn(q, b, k, metric, n_jobs)
+    # One precision for both: a float64 bank is not rounded to float32 queries (or the reverse).
+    dtype = np.result_type(q.dtype, b.dtype)
+    q, b = q.astype(dtype, copy=False), b.astype(dtype, copy=False)
+    xp = xp_of(backend)
+    if metric == "cosine":
+        # Cosine ignores each row's scale: rows of 1e-200 or 1e200 have norms, their squares do not.
+        q, b = _rows_scaled(q, xp), _rows_scaled(b, xp)
+        return kernels(backend).knn(q, b, k, metric, n_jobs)
+    scale = _square_safe_scale(xp, q, b)
+    if scale == 1.0:
+        return kernels(backend).knn(q, b, k, metric, n_jobs)
+    distances, indices = kernels(backend).knn(q * scale, b * scale, k, metric, n_jobs)
+    return distances / scale, indices
 
 
 def greedy_coreset(X, n_select, *, start=0, n_jobs=None, progress_bar=True):
     """Exact greedy k-center selection (PatchCore's coreset): ``n_select`` row indices of
-    ``X [n, d]`` (int64), beginning with ``start``; each step takes the point whose minimum
-    squared distance to the points selected so far is largest (ties: the lowest index).
+    ``X [n, d]`` (int64, distinct), beginning with ``start``; each step takes the unselected
+    point whose minimum squared distance to the points selected so far is largest (ties: the
+    lowest index).
 
     On the CPU the minimum distances are updated lazily: a point is measured against the new
     centres only when its stale minimum (an upper bound) reaches the top of a max-queue, so
@@ -81,6 +118,9 @@ def greedy_coreset(X, n_select, *, start=0, n_jobs=None, progress_bar=True):
     n = int(x.shape[0])
     n_select = _whole(n_select, "n_select", 1, n)
     start = _whole(start, "start", 0, n - 1)
+    scale = _square_safe_scale(xp_of(backend), x)
+    if scale != 1.0:
+        x = x * scale
     # A bar for runs of seconds or more: on the CPU about 5e10 values of full passes per step,
     # of which the lazy rule measures a small part (200,000 x 128 -> 20,000: 5e11, 30 s).
     bar = progress(None, total=n_select, desc="coreset", enabled=progress_bar and n_select * n * x.shape[1] > 5e10)
@@ -92,10 +132,27 @@ def greedy_coreset(X, n_select, *, start=0, n_jobs=None, progress_bar=True):
         done[0] = count
 
     try:
-        return kernels(backend).greedy_coreset(x, n_select, start, advance, n_jobs)
+        chosen = kernels(backend).greedy_coreset(x, n_select, start, advance, n_jobs)
     finally:
         if bar is not None:
             bar.close()
+    return _distinct_tail(chosen, n, backend)
+
+
+def _distinct_tail(chosen, n: int, backend):
+    """The selection with its repeats replaced. A point is chosen again only once every point
+    lies at distance 0 from the selection (all remaining maxima are 0, and the lowest index,
+    already chosen, wins the tie); from there the rule goes on with the lowest indices not
+    yet chosen."""
+    host = np.asarray(to_backend(chosen, "numpy"))
+    seen = np.zeros(n, dtype=bool)
+    for at, index in enumerate(host):
+        if seen[index]:
+            host = host.copy()
+            host[at:] = np.flatnonzero(~seen)[:host.size - at]
+            return to_backend(host, backend)
+        seen[index] = True
+    return chosen
 
 
 # ---------------------------------------------------------------------------------------------
