@@ -323,6 +323,15 @@ def test_cuda_model_matches_cpu_model(rng):
     assert isinstance(gpu.anomaly_maps(28), cp.ndarray)
 
 
+@pytest.mark.parametrize("scale", [1e160, 1e300])
+def test_lnamd_and_rscin_ignore_a_scale_whose_squares_overflow(scale, rng):
+    x = rng.normal(size=(3, 5, 4, 6))
+    x[1] += 7.0  # an image whose mean dominates its spread
+    np.testing.assert_allclose(musc.lnamd(x * scale, 3), musc.lnamd(x, 3), rtol=1e-12, atol=1e-14)
+    scores, embeddings = rng.normal(size=5), rng.normal(size=(5, 4))
+    np.testing.assert_allclose(musc.rscin(scores, embeddings * scale), musc.rscin(scores, embeddings), rtol=1e-12)
+
+
 def test_rscin_scores_spanning_the_float_range_stay_finite():
     # max - min of these scores overflows to inf; the min-max normalisation gave NaN.
     out = musc.rscin(np.array([-1e308, 1e308, 0.0]), np.eye(3), k_list=(1,))

@@ -40,13 +40,33 @@ pub fn lnamd<T: Real>(
     Ok(out)
 }
 
-fn lnamd_one<T: Real>(src: &[T], dst: &mut [T], h: usize, w: usize, c: usize, r: usize) {
+/// Mean and 1 / sqrt(variance + 1e-5) of one image's values. Values beyond ~1e154 overflow
+/// the squares (or their sum): those images are measured divided by their largest magnitude,
+/// the same statistics without the overflow (the CUDA path computes them the same way).
+fn standardisation(src: &[f64]) -> (f64, f64) {
     let count = src.len() as f64;
-    let mean = src.iter().map(|v| v.to_f64()).sum::<f64>() / count;
-    // Two passes for the (biased) variance: no cancellation from E[x^2] - E[x]^2.
-    let var = src.iter().map(|v| (v.to_f64() - mean).powi(2)).sum::<f64>() / count;
-    let inv_std = 1.0 / (var + 1e-5).sqrt();
-    let standard: Vec<f64> = src.iter().map(|v| (v.to_f64() - mean) * inv_std).collect();
+    let moments = |scale: f64| {
+        let mean = src.iter().map(|v| v / scale).sum::<f64>() / count;
+        // Two passes for the (biased) variance: no cancellation from E[x^2] - E[x]^2.
+        let var = src.iter().map(|v| (v / scale - mean).powi(2)).sum::<f64>() / count;
+        (mean, var)
+    };
+    let (mean, var) = moments(1.0);
+    if mean.is_finite() && var.is_finite() {
+        return (mean, 1.0 / (var + LNAMD_EPS).sqrt());
+    }
+    let top = src.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let (mean, var) = moments(top);
+    (mean * top, 1.0 / ((var + LNAMD_EPS / top / top).sqrt() * top))
+}
+
+/// Added to each image's variance (the MuSc authors' eps).
+const LNAMD_EPS: f64 = 1e-5;
+
+fn lnamd_one<T: Real>(src: &[T], dst: &mut [T], h: usize, w: usize, c: usize, r: usize) {
+    let values: Vec<f64> = src.iter().map(|v| v.to_f64()).collect();
+    let (mean, inv_std) = standardisation(&values);
+    let standard: Vec<f64> = values.iter().map(|v| (v - mean) * inv_std).collect();
 
     let half = (r - 1) / 2;
     let boxed: Vec<f64> = if r == 1 {

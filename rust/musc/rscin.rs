@@ -42,7 +42,13 @@ pub fn rscin(
         .collect();
     let mut unit = embeddings.to_vec();
     for row in unit.chunks_mut(d.max(1)) {
-        let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
+        let mut norm = row.iter().map(|v| v * v).sum::<f64>().sqrt();
+        if !norm.is_finite() {
+            // Squares past f64::MAX: the same norm from the row over its largest magnitude.
+            let top = row.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            norm = top * row.iter().map(|v| (v / top) * (v / top)).sum::<f64>().sqrt();
+        }
+        let norm = norm.max(1e-12);
         row.iter_mut().for_each(|v| *v /= norm);
     }
     let mut sim = vec![0.0f64; n * n];

@@ -21,8 +21,19 @@ def musc_lnamd(features, r, n_jobs=None):
     xp = rt.xp
     n, h, w, c = (int(v) for v in features.shape)
     flat = features.reshape(n, -1).astype(np.float64)
-    mean = flat.mean(axis=1)
-    inv_std = 1.0 / xp.sqrt(((flat - mean[:, None]) ** 2).mean(axis=1) + LNAMD_EPS)
+    with np.errstate(over="ignore"):  # an overflow is caught below (the host runtime is numpy)
+        mean = flat.mean(axis=1)
+        inv_std = 1.0 / xp.sqrt(((flat - mean[:, None]) ** 2).mean(axis=1) + LNAMD_EPS)
+    huge = ~(xp.isfinite(mean) & xp.isfinite(inv_std) & (inv_std > 0))
+    if bool(huge.any()):
+        # Squares past float64's range: the Rust kernel's rule, statistics of the image over its
+        # largest magnitude.
+        top = xp.abs(flat[huge]).max(axis=1)
+        scaled = flat[huge] / top[:, None]
+        m = scaled.mean(axis=1)
+        v = ((scaled - m[:, None]) ** 2).mean(axis=1)
+        mean[huge] = m * top
+        inv_std[huge] = 1.0 / (xp.sqrt(v + LNAMD_EPS / top / top) * top)
     out = xp.empty_like(features)
     for piece in plans.musc_lnamd(n * h * w):
         rt.launch(LNAMD, (_runtime.ctype(features.dtype),), piece, (
