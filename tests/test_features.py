@@ -302,8 +302,25 @@ def test_tensor_views_stay_inside_their_storage(tmp_path, monkeypatch, rng):
                                  (0, (2.0,), (1,)), (8, (), ()), (0, (3,), (4,))):
         with pytest.raises(ValueError, match="view.pth: .*tensor"):
             load(offset, size, stride)
-    with pytest.raises(MemoryError, match="view.pth: tensor of size"):
-        load(0, (1 << 20, 1 << 20), (0, 0))
+    for size in ((1 << 20, 1 << 20), (3000, 3000)):  # 4 TiB, and 36 MB from a file of a few hundred bytes
+        with pytest.raises(ValueError, match="view.pth: tensor of size .* past 64 times the file's size"):
+            load(0, size, (0, 0))
+
+
+def test_storages_referenced_many_times_cannot_inflate_a_file(tmp_path, monkeypatch, rng):
+    data = rng.normal(size=16384).astype(np.float32)  # 64 KiB
+
+    def load(references):
+        state = collections.OrderedDict(
+            (f"w{i}", _FakeTensor("1", "FloatStorage", data.size, 0, (data.size,), (1,))) for i in range(references))
+        path = tmp_path / "tied.pth"
+        path.write_bytes(_write_legacy(state, {"1": data}, monkeypatch))
+        return load_torch_file(path, use_torch=False)
+
+    tied = load(3)  # tied weights: one storage, a few tensors
+    assert len(tied) == 3 and all(np.array_equal(v, data) for v in tied.values())
+    with pytest.raises(ValueError, match="tied.pth: .* past 64 times the file's size"):
+        load(200)  # 12.8 MB of arrays from a 70 KB file
 
 # --- forward pass against the reference ------------------------------------------------------
 

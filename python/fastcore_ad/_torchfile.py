@@ -132,7 +132,19 @@ def _whole(values) -> bool:
     return all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)
 
 
-def _materialize(obj, storages):
+# A checkpoint's arrays hold about the bytes of its storages (tied weights share one): the
+# arrays built from a file may hold at most this many times the file's bytes, so that views
+# repeating one element, or one storage referenced thousands of times, cannot inflate a small
+# file into gigabytes (the same bound as for a zip entry's inflation below).
+_MAX_INFLATION = 64
+
+
+def _array_budget(stream) -> list:
+    return [_MAX_INFLATION * stream.getbuffer().nbytes + (1 << 20)]
+
+
+def _materialize(obj, storages, budget):
+    """``obj`` with its tensor references as numpy arrays; ``budget`` = [bytes still allowed]."""
     if isinstance(obj, _TensorRef):
         if obj.storage_key not in storages:
             raise ValueError(f"tensor refers to missing storage {obj.storage_key!r}")
@@ -151,15 +163,20 @@ def _materialize(obj, storages):
         last = obj.offset + sum((n - 1) * s for n, s in zip(obj.size, obj.stride))
         if last >= flat.shape[0]:
             raise ValueError(f"tensor of size {obj.size} runs past its storage of {flat.shape[0]} elements")
-        check_fits(int(np.prod(obj.size, dtype=object)) * flat.itemsize, f"tensor of size {obj.size}")
+        nbytes = int(np.prod(obj.size, dtype=object)) * flat.itemsize
+        if nbytes > budget[0]:
+            raise ValueError(f"tensor of size {obj.size} would take the arrays past {_MAX_INFLATION} times "
+                             "the file's size (repeated views or references of its storages)")
+        budget[0] -= nbytes
+        check_fits(nbytes, f"tensor of size {obj.size}")
         base = flat[obj.offset:]
         view = np.lib.stride_tricks.as_strided(
             base, shape=obj.size, strides=tuple(s * flat.itemsize for s in obj.stride), writeable=False)
         return np.array(view)
     if isinstance(obj, dict):
-        return collections.OrderedDict((k, _materialize(v, storages)) for k, v in obj.items())
+        return collections.OrderedDict((k, _materialize(v, storages, budget)) for k, v in obj.items())
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_materialize(v, storages) for v in obj)
+        return type(obj)(_materialize(v, storages, budget) for v in obj)
     return obj
 
 
@@ -206,7 +223,7 @@ def _load_legacy(stream) -> dict:
         if count < 0 or len(raw) != nbytes:
             raise ValueError(f"torch file truncated inside storage {key!r}")
         storages[key] = np.frombuffer(raw, dtype=dtype)
-    return _materialize(state, storages)
+    return _materialize(state, storages, _array_budget(stream))
 
 
 def _load_zip(stream) -> dict:
@@ -239,7 +256,7 @@ def _load_zip(stream) -> dict:
                     gather(v)
 
         gather(state)
-    return _materialize(state, storages)
+    return _materialize(state, storages, _array_budget(stream))
 
 
 def load_torch_file(path, *, use_torch="auto") -> dict:
