@@ -337,3 +337,30 @@ def test_fits_whose_matrices_cannot_fit_are_refused_before_allocating(rng, monke
     # what fits still fits, and gives the plain numpy estimate
     model = GaussianAD(covariance="empirical").fit(small)
     np.testing.assert_allclose(model.covariance_, np.cov(small, rowvar=False, bias=True), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("covariance", ["empirical", "ledoit_wolf", "oas"])
+def test_fits_at_the_ends_of_the_float_range(covariance, rng):
+    """A regulariser under tiny features, and features near 1e300, used to overflow the scaled
+    fit (a singular-covariance error, NaN covariances); subnormal features without a regulariser
+    have no representable precision and say so."""
+    import warnings
+
+    from fastcore_ad import ClassGaussian
+
+    X, T, y = rng.normal(size=(60, 4)), rng.normal(size=(6, 4)), rng.integers(0, 2, 60)
+    base = GaussianAD(covariance=covariance, reg=0.0).fit(X).decision_function(T)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for scale in (1e-200, 1e300):
+            model = GaussianAD(covariance=covariance, reg=0.0).fit(X * scale)
+            np.testing.assert_allclose(model.decision_function(T * scale), base, rtol=1e-9)
+            assert not np.isnan(model.covariance_).any()
+        # reg = 1 on features of 1e-200: the covariance is reg * I to float64 precision.
+        tiny = GaussianAD(covariance=covariance, reg=1.0).fit(X * 1e-200)
+        want = np.linalg.norm(T * 1e-200 - X.mean(axis=0) * 1e-200, axis=1)
+        np.testing.assert_allclose(tiny.decision_function(T * 1e-200), want, rtol=1e-9, atol=0)
+        np.testing.assert_array_equal(ClassGaussian(covariance=covariance).fit(X * 1e-200, y).predict(T * 1e-200),
+                                      ClassGaussian(covariance=covariance).fit(X, y).predict(T))
+    with pytest.raises(ValueError, match="X: features this small .* add reg > 0"):
+        GaussianAD(covariance=covariance, reg=0.0).fit(X * 1e-310)

@@ -23,7 +23,7 @@ from . import _core
 from ._base import FastcoreEstimator, as_dense_array, check_shape
 from ._dispatch import float_array, kernels, to_backend, xp_of
 from ._memory import check_fits
-from .gaussian import _factor_layout, _fit_bytes, _power_of_two_scale
+from .gaussian import _factor_layout, _fit_bytes, _power_of_two_scale, _unscaled
 
 __all__ = ["ClassGaussian"]
 
@@ -78,11 +78,12 @@ class ClassGaussian(FastcoreEstimator):
 
     def _fit_one(self, X):
         """(mean, covariance, shrinkage, lower precision factor) of rows X, scale-invariant."""
-        scale = _power_of_two_scale(X)
+        scale = _power_of_two_scale(X, float(self.reg))
         Xs = X * scale if scale != 1.0 else X
         mean, cov, shrinkage, factor = _core.fit_gaussian(np.ascontiguousarray(Xs), self.covariance,
                                                           float(self.reg) * scale * scale, self._n_jobs())
-        return mean / scale, cov / (scale * scale), shrinkage, factor * scale
+        mean, cov, factor = _unscaled(mean, cov, factor, scale, "X")
+        return mean, cov, shrinkage, factor
 
     def fit(self, X, y):
         """Fit the class means and covariance(s) on features ``X [n, d]`` with labels ``y [n]``."""

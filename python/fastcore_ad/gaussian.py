@@ -15,6 +15,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -50,20 +51,43 @@ def _fit_bytes(n: int, d: int) -> int:
     return 8 * (n * d + 5 * d * d)
 
 
-def _power_of_two_scale(X) -> float:
+def _power_of_two_scale(X, reg: float = 0.0) -> float:
     """A power of two that brings max |X| near 1 when it lies outside 2**+-64, else 1.
 
     Multiplying by a power of two is exact, so the fit on the scaled data is the fit on the data
     (shrinkage is scale-invariant) without the squares and fourth powers of the Ledoit-Wolf / OAS
     estimates overflowing (features of 1e77 gave shrinkage 1.0 instead of 0.04).
     """
-    return _scale_for_peak(float(np.max(np.abs(X))))
+    return _scale_for_peak(float(np.max(np.abs(X))), reg)
 
 
-def _scale_for_peak(peak: float) -> float:
+def _scale_for_peak(peak: float, reg: float = 0.0) -> float:
     if peak == 0.0 or 2.0 ** -_SAFE_EXPONENT <= peak <= 2.0 ** _SAFE_EXPONENT:
         return 1.0
-    return float(np.ldexp(1.0, -int(np.frexp(peak)[1])))
+    exponent = -int(np.frexp(peak)[1])
+    if reg > 0.0:
+        # The scaled fit adds reg * scale**2, which must stay finite: tiny features under a
+        # regulariser scale up less (the regulariser dominates their covariance anyway).
+        exponent = min(exponent, int((_MAX_SCALED_EXPONENT - np.log2(reg)) // 2))
+    # 2**+-1000 is a float64 (subnormal features would need a scale past the float range).
+    return float(np.ldexp(1.0, max(-_MAX_SCALED_EXPONENT, min(_MAX_SCALED_EXPONENT, exponent))))
+
+
+_MAX_SCALED_EXPONENT = 1000
+
+
+def _unscaled(mean, cov, factor, scale: float, name: str):
+    """The fit of data times ``scale`` brought back to the data's units. A covariance past the
+    float range (features near 1e300) is infinite, which its inverse factor still describes; a
+    precision factor past it (subnormal features, no ``reg``) could score nothing."""
+    if scale == 1.0:
+        return mean, cov, factor
+    with np.errstate(over="ignore"):
+        mean, cov, factor = mean / scale, cov / scale / scale, factor * scale
+    if not np.isfinite(factor).all():
+        raise ValueError(f"{name}: features this small (about 2**{-np.log2(scale):.0f}) have a precision "
+                         "past float64's range; rescale them or add reg > 0")
+    return mean, cov, factor
 
 
 def _check_result(distances, backend, inputs):
@@ -327,7 +351,8 @@ class GaussianAD(FastcoreEstimator):
     def _fit_level(self, X, index: int) -> _Level:
         name = f"X[{index}]" if self._multi else "X"
         if is_dask(X):  # per-chunk statistics on the workers, merged exactly (see _distributed)
-            moments, scale, dtype = _distributed().gaussian_moments(X, name, _scale_for_peak)
+            moments, scale, dtype = _distributed().gaussian_moments(
+                X, name, functools.partial(_scale_for_peak, reg=float(self.reg)))
             return self._level_from_moments(moments, scale, dtype, X.shape[1:3] if X.ndim == 4 else None, name)
         X, backend = as_dense_array(X, name)
         X = to_backend(X, "numpy")  # the fit runs in Rust (float64); scoring of cupy inputs stays on the GPU
@@ -338,13 +363,13 @@ class GaussianAD(FastcoreEstimator):
         if problem is not None:
             raise problem
         self._check_fit_memory(n, d, None if X.ndim == 2 else X.shape[1] * X.shape[2], X.itemsize, name)
-        scale = _power_of_two_scale(X)
+        scale = _power_of_two_scale(X, float(self.reg))
         if scale != 1.0:
             X = X * X.dtype.type(scale)
         reg = float(self.reg) * scale * scale
         if X.ndim == 2:
             mean, cov, shrinkage, factor = _core.fit_gaussian(X, self.covariance, reg, self._n_jobs())
-            mean, cov, factor = mean / scale, cov / (scale * scale), factor * scale
+            mean, cov, factor = _unscaled(mean, cov, factor, scale, name)
             if self.npca is not None:
                 factor = self._npca_whitening(cov)
             dtype = X.dtype
@@ -361,7 +386,8 @@ class GaussianAD(FastcoreEstimator):
         for start in progress(starts, total=len(starts), desc="fit positions", enabled=self.progress and len(starts) > 4):
             part = np.ascontiguousarray(flat[:, start:start + chunk])
             mu, cv, fc, sh = _core.fit_gaussian_per_position(part, self.covariance, reg, self._n_jobs())
-            means.append(mu / scale), covs.append(cv / (scale * scale)), factors.append(fc * scale), shrinks.append(sh)
+            mu, cv, fc = _unscaled(mu, cv, fc, scale, name)
+            means.append(mu), covs.append(cv), factors.append(fc), shrinks.append(sh)
         return _Level(np.concatenate(means), np.concatenate(covs), np.concatenate(shrinks),
                       np.concatenate(factors), True, spatial)
 
@@ -374,7 +400,7 @@ class GaussianAD(FastcoreEstimator):
             raise problem
         self._check_fit_memory(0, d, None if spatial is None else int(np.prod(spatial)), np.dtype(dtype).itemsize, name)
         mean, cov, shrinkage, factor = moments.finish(self.covariance, float(self.reg) * scale * scale)
-        mean, cov, factor = mean / scale, cov / (scale * scale), factor * scale
+        mean, cov, factor = _unscaled(mean, cov, factor, scale, name)
         if spatial is not None:
             if self.npca is not None:
                 raise ValueError("npca: not supported for per-position feature maps")
@@ -403,7 +429,8 @@ class GaussianAD(FastcoreEstimator):
         (its mean) and the power-of-two scale, later chunks must match its layout."""
         if is_dask(X):
             if previous is None:
-                moments, scale, dtype = _distributed().gaussian_moments(X, name, _scale_for_peak)
+                moments, scale, dtype = _distributed().gaussian_moments(
+                X, name, functools.partial(_scale_for_peak, reg=float(self.reg)))
                 return moments, scale, dtype, (X.shape[1:3] if X.ndim == 4 else None)
             self._check_like_stream(X.shape, name, previous)
             moments, scale, dtype, spatial = previous
@@ -418,7 +445,7 @@ class GaussianAD(FastcoreEstimator):
         spatial = X.shape[1:3] if X.ndim == 4 else None
         flat = X.reshape(X.shape[0], -1, X.shape[-1]) if spatial is not None else X
         if previous is None:
-            scale, dtype = _power_of_two_scale(X), X.dtype
+            scale, dtype = _power_of_two_scale(X, float(self.reg)), X.dtype
             shift = flat.astype(np.float64).mean(axis=0) * scale
         else:
             scale, dtype, shift = previous[1], previous[2], previous[0].shift
