@@ -327,3 +327,21 @@ def test_detect_scores_16_bit_folders_like_8_bit_ones(tmp_path, tiny_backbone):
         overlay = features.read_image(out / "overlays" / "img_00.png")
         assert overlay.shape == (48, 48, 3) and 20 < overlay.mean() < 235  # not a saturated background
     assert results["eight"] == results["sixteen"]
+
+
+def test_image_helpers_name_bad_arguments(tmp_path, rng):
+    from fastcore_ad import textures
+
+    for size in (8.5, "abc", (0, 4), (4, 4, 4)):
+        with pytest.raises(ValueError, match="image_size: expected a positive int or"):
+            features.load_images(tmp_path, size)
+    with pytest.raises(ValueError, match=r"maps: expected non-empty .* got \(1, 0, 3\)"):
+        features.resize_maps(np.zeros((1, 0, 3)), (4, 4))
+    with pytest.raises(ValueError, match="beyond float32's range"):
+        features.resize_maps(np.full((1, 2, 2), 1e39), (4, 4))
+    for cell in (0, -1, 32, 2.0):
+        with pytest.raises(ValueError, match=r"cell: must be an integer in \[1, 16\]"):
+            textures.filter_features(np.zeros((1, 16, 16)), cell)
+    for image in (np.zeros((16, 16, 3)), np.zeros((4, 4))):
+        with pytest.raises(ValueError, match="image: expected a grayscale"):
+            textures.add_defect(image, "cutpaste", rng)

@@ -392,3 +392,26 @@ def test_cpu_scoring_keeps_its_minima_within_free_memory(rng, monkeypatch):
         musc.scores_against_bank(x, bank)
     monkeypatch.setattr(_memory, "available_bytes", lambda: 30_000)
     np.testing.assert_array_equal(musc.scores_against_bank(x, bank), want_bank)  # 20 KB per query fits
+
+
+def test_musc_settings_are_named_errors():
+    x = np.zeros((3, 4, 4, 2))
+    for bad, error in (("x", TypeError), (float("inf"), ValueError), (1.5, ValueError), (0, ValueError)):
+        with pytest.raises(error, match="max_memory"):
+            MuSc(max_memory=bad, progress=False).predict(x)
+        with pytest.raises(error, match="max_memory"):
+            musc.mutual_scores(x, max_memory=bad)
+    for bad in (("a",), None, (1.7,), (True,)):
+        with pytest.raises(TypeError, match="k_list"):
+            MuSc(k_list=bad, progress=False).predict(x)
+        with pytest.raises(TypeError, match="k_list"):
+            musc.rscin(np.arange(3.0), np.eye(3), bad)
+    with pytest.raises(ValueError, match="window"):
+        musc.mutual_scores(x, aligned=True, window=-1)
+    np.testing.assert_array_equal(musc.mutual_scores(x + np.arange(4)[:, None, None], aligned=True, window=2**70),
+                                  musc.mutual_scores(x + np.arange(4)[:, None, None], aligned=True, window=4))
+    with pytest.raises(ValueError, match="references"):
+        musc.top_k(-1, 0.3)
+    with pytest.raises(ValueError, match="top_ratio"):
+        musc.top_k(10, 1.5)
+    assert musc.top_k(10, 0.3) == 3

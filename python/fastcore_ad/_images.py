@@ -15,19 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from ._memory import check_fits
-from .maps import _linear_taps, smooth
+from .maps import _check_size, _linear_taps, smooth
 from .progress import progress
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
-
-
-def _check_size(size, name):
-    if isinstance(size, (int, np.integer)):
-        size = (int(size), int(size))
-    size = tuple(int(v) for v in size)
-    if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"{name}: expected a positive int or (height, width), got {size}")
-    return size
 
 
 def _as_rgb(image, name):
@@ -63,12 +54,16 @@ def resize_maps(maps, size):
     """Bilinear resize of ``[n, h, w, C]`` (or ``[n, h, w]``) maps to ``size = (H, W)``, with
     half-pixel centres (align_corners=False): the taps of :mod:`fastcore_ad.maps`."""
     maps = np.asarray(maps)
+    given = maps.shape
     squeeze = maps.ndim == 3
     if squeeze:
         maps = maps[..., None]
-    if maps.ndim != 4:
-        raise ValueError(f"maps: expected [n, h, w, C] or [n, h, w], got {maps.shape}")
+    if maps.ndim != 4 or 0 in maps.shape[1:3]:
+        raise ValueError(f"maps: expected non-empty [n, h, w, C] or [n, h, w], got {given}")
     height, width = _check_size(size, "size")
+    if maps.dtype.kind == "f" and maps.size and maps.dtype.itemsize > 4 and \
+            np.nanmax(np.abs(np.where(np.isinf(maps), 0, maps))) > np.finfo(np.float32).max:
+        raise ValueError("maps: finite values beyond float32's range, where the resized maps are computed")
     maps = maps.astype(np.float32, copy=False)
     # Gathers rather than the matrices of fastcore_ad.maps: with hundreds of channels a matrix
     # product per axis costs h (or w) times more than two taps per output pixel.

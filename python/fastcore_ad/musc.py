@@ -67,10 +67,31 @@ def _check_degree(r) -> int:
 def _check_memory(max_memory):
     if max_memory is None:
         return None
-    value = int(max_memory)
-    if value <= 0:
-        raise ValueError(f"max_memory: must be a positive number of bytes, got {max_memory}")
-    return min(value, 2**63 - 1)  # more than any machine holds; keeps it a 64-bit size
+    if isinstance(max_memory, (bool, np.bool_)) or not isinstance(max_memory, (int, np.integer, float, np.floating)):
+        raise TypeError(f"max_memory: expected None or a number of bytes, got {max_memory!r}")
+    whole = isinstance(max_memory, (int, np.integer)) or (np.isfinite(max_memory) and max_memory == int(max_memory))
+    if not (whole and max_memory >= 1):
+        raise ValueError(f"max_memory: must be a positive whole number of bytes, got {max_memory!r}")
+    return min(int(max_memory), 2**63 - 1)  # more than any machine holds; keeps it a 64-bit size
+
+
+def _check_window(window) -> int:
+    """Grid cells around a patch's position in aligned scoring (any size past the grid is the whole grid)."""
+    if isinstance(window, (bool, np.bool_)) or not isinstance(window, (int, np.integer)) or window < 0:
+        raise ValueError(f"window: must be an integer >= 0 (grid cells), got {window!r}")
+    return min(int(window), (1 << 31) - 1)
+
+
+def _check_k_list(k_list) -> tuple:
+    """RsCIN's windows: one integer >= 1 or a sequence of them."""
+    if isinstance(k_list, (int, np.integer)) and not isinstance(k_list, (bool, np.bool_)):
+        k_list = (k_list,)
+    if not isinstance(k_list, (list, tuple, np.ndarray)) or not all(
+            isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)) for k in k_list):
+        raise TypeError(f"k_list: expected a sequence of integer windows, got {k_list!r}")
+    if not len(k_list) or any(k < 1 for k in k_list):
+        raise ValueError(f"k_list: needs at least one window, each >= 1, got {tuple(k_list)}")
+    return tuple(int(k) for k in k_list)
 
 
 def _host_budget(max_memory, backend: str, per_query: int, what: str):
@@ -112,7 +133,10 @@ def _unscaled(out, scale, name):
 
 def top_k(references: int, top_ratio: float) -> int:
     """The number of smallest nearest-image distances averaged: ``max(1, int(references * top_ratio))``."""
-    return int(_core.musc_top_k(int(references), float(top_ratio)))
+    if isinstance(references, (bool, np.bool_)) or not isinstance(references, (int, np.integer)) \
+            or not 0 <= references < 1 << 63:
+        raise ValueError(f"references: must be a non-negative integer, got {references!r}")
+    return int(_core.musc_top_k(int(references), _check_ratio(top_ratio)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,8 +202,7 @@ def mutual_scores(patches, top_ratio=0.3, *, aligned=False, window=1, return_pai
         raise TypeError(f"aligned: expected True or False, got {aligned!r}")
     if aligned and x.ndim != 4:
         raise ValueError(f"patches: aligned scoring needs [N, H, W, C] (the patch grid), got shape {tuple(x.shape)}")
-    if isinstance(window, (bool, np.bool_)) or not isinstance(window, (int, np.integer)) or window < 0:
-        raise ValueError(f"window: must be an integer >= 0 (grid cells), got {window!r}")
+    window = _check_window(window)
     spatial = x.shape[1:3] if x.ndim == 4 else None
     if x.shape[0] < 2:
         raise ValueError(f"patches: mutual scoring needs at least 2 images, got {x.shape[0]}")
@@ -339,15 +362,7 @@ def rscin(image_scores, embeddings, k_list=(1, 2, 3), *, n_jobs=None):
     e = float_array(to_numpy(e, b2), "embeddings", ndim=2, dtype=np.float64)
     if e.shape[0] != s.shape[0]:
         raise ValueError(f"embeddings: expected one row per image ({s.shape[0]}), got {e.shape[0]}")
-    if isinstance(k_list, (int, np.integer)) and not isinstance(k_list, bool):
-        k_list = (k_list,)
-    if not isinstance(k_list, (list, tuple, np.ndarray)) or not all(
-            isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in k_list):
-        raise TypeError(f"k_list: expected a sequence of integer windows, got {k_list!r}")
-    ks = [int(k) for k in k_list]
-    if not ks or any(k < 1 for k in ks):
-        raise ValueError(f"k_list: needs at least one window, each >= 1, got {tuple(k_list)}")
-    ks = [min(k, s.shape[0]) for k in ks]  # a window past N keeps every image (and fits 64 bits)
+    ks = [min(k, s.shape[0]) for k in _check_k_list(k_list)]  # a window past N keeps every image (and fits 64 bits)
     # N x N with N images: small; the GPU path runs the same host kernel and returns cupy.
     out = _core.musc_rscin(s, e, ks, n_jobs)
     return to_backend(out, backend)
@@ -469,14 +484,10 @@ class MuSc(FastcoreEstimator):
         if not degrees:
             raise ValueError("degrees: needs at least one box size")
         degrees = tuple(_check_degree(r) for r in degrees)
-        ks = tuple(int(k) for k in self.k_list)
-        if not ks or any(k < 1 for k in ks):
-            raise ValueError(f"k_list: needs at least one window, each >= 1, got {tuple(self.k_list)}")
+        ks = _check_k_list(self.k_list)
         if not isinstance(self.aligned, (bool, np.bool_)):
             raise TypeError(f"aligned: expected True or False, got {self.aligned!r}")
-        if isinstance(self.window, (bool, np.bool_)) or not isinstance(self.window, (int, np.integer)) \
-                or self.window < 0:
-            raise ValueError(f"window: must be an integer >= 0 (grid cells), got {self.window!r}")
+        _check_window(self.window)
         self._check_common_params()
         return degrees, _check_ratio(self.top_ratio), ks, _check_memory(self.max_memory)
 

@@ -39,6 +39,8 @@ def load_texture(name: str) -> np.ndarray:
 def add_defect(image, kind: str, rng):
     """A copy of the grayscale ``image`` (floats in [0, 1]) with one synthetic defect, and its mask."""
     image = np.array(image, dtype=np.float64)
+    if image.ndim != 2 or min(image.shape) < 8:
+        raise ValueError(f"image: expected a grayscale [H, W] image of at least 8 x 8 pixels, got shape {image.shape}")
     height, width = image.shape
     rows, cols = np.mgrid[0:height, 0:width]
     if kind == "scratch":
@@ -113,6 +115,8 @@ def filter_features(images, cell=8):
     x = np.asarray(images, dtype=np.float64)
     if x.ndim != 3:
         raise ValueError(f"images: expected [n, H, W], got {x.shape}")
+    if isinstance(cell, (bool, np.bool_)) or not isinstance(cell, (int, np.integer)) or not 1 <= cell <= min(x.shape[1:]):
+        raise ValueError(f"cell: must be an integer in [1, {min(x.shape[1:])}] (the smaller image side), got {cell!r}")
     grad_y = np.zeros_like(x)
     grad_x = np.zeros_like(x)
     grad_y[:, 1:-1] = (x[:, 2:] - x[:, :-2]) / 2
