@@ -132,3 +132,21 @@ def test_a_valid_run_still_writes_its_results(tmp_path, rng, capsys, heavy_work,
     assert (out / "scores.csv").is_file() and len(list((out / "overlays").iterdir())) == 1
     output = capsys.readouterr().out
     assert "written" in output and method in output
+
+
+def test_weights_and_output_folders_fail_before_any_work(tmp_path, rng, capsys, heavy_work):
+    images = _folder(tmp_path / "images", 3, rng)
+    out = str(tmp_path / "out")
+    line = _usage_error(capsys, ["detect", str(images), "--out", out, "--weights", str(tmp_path)])
+    assert "--weights" in line and "is a folder" in line
+    line = _usage_error(capsys, ["detect", str(images), "--out", out, "--weights", str(tmp_path / "none.pth")])
+    assert "--weights" in line and "no such file" in line
+    if os.path.isdir("/proc") and os.getuid() == 0:  # writable to access(), yet nothing can be made there
+        assert "--out: cannot create" in _usage_error(capsys, ["detect", str(images), "--out", "/proc/fastcore_ad_x"])
+    assert heavy_work == {"backbone": 0, "extract": 0}
+    assert not (tmp_path / "out").exists()
+
+
+def test_demo_only_needs_at_least_one_family(capsys):
+    assert cli.main(["demo", "--only"]) == 2
+    assert "--only: expected at least one argument" in capsys.readouterr().err

@@ -76,7 +76,7 @@ def _main(argv) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="version, backends, threads, GPU")
     demo = sub.add_parser("demo", help="run every detector family on embedded or generated data")
-    demo.add_argument("--only", nargs="*", choices=FAMILIES, help="run only these families")
+    demo.add_argument("--only", nargs="+", choices=FAMILIES, help="run only these families")
     detect = sub.add_parser("detect", help="score a folder of images with a pretrained backbone")
     detect.add_argument("folder", help="images to score")
     detect.add_argument("--method", choices=("musc", "gaussian", "patchcore"), default="musc",
@@ -147,6 +147,9 @@ def _check_detect_paths(args):
     for option, folder in (("FOLDER", args.folder), ("--train", args.train)):
         if folder is not None and not os.path.exists(folder):
             raise _UsageError(f"{option}: no such folder {folder!r}")
+    if args.weights is not None and not os.path.isfile(args.weights):
+        what = "is a folder, not the .pth file" if os.path.isdir(args.weights) else "no such file"
+        raise _UsageError(f"--weights: {args.weights!r} {what}")
     out = os.path.abspath(args.out)
     for path in (out, os.path.join(out, "overlays")):
         if os.path.exists(path) and not os.path.isdir(path):
@@ -163,6 +166,41 @@ def _check_detect_paths(args):
 
 
 def _detect(args) -> int:
+    import os  # noqa: PLC0415
+
+    _check_detect_arguments(args)
+    _check_detect_paths(args)
+    created = _make_output_folders(args.out)
+    try:
+        return _detect_run(args)
+    except _UsageError:
+        for folder in created:  # the run stopped at a usage error: leave no empty folders behind
+            try:
+                os.rmdir(folder)
+            except OSError:
+                pass
+        raise
+
+
+def _make_output_folders(out) -> list:
+    """Makes ``out/overlays`` before the images and the network load, so that a folder that cannot
+    be made fails first; returns the folders it created, deepest first."""
+    import os  # noqa: PLC0415
+
+    target = os.path.abspath(os.path.join(out, "overlays"))
+    missing = []
+    while not os.path.exists(target):
+        missing.append(target)
+        target = os.path.dirname(target)
+    try:
+        os.makedirs(os.path.join(out, "overlays"), exist_ok=True)
+    except OSError as exc:
+        raise _UsageError(f"--out: cannot create {out!r} ({exc.strerror or exc})") from None
+    return missing
+
+
+def _detect_run(args) -> int:
+    """Load, extract, score and write; the arguments and the output folder are checked already."""
     import csv  # noqa: PLC0415
     import os  # noqa: PLC0415
 
@@ -179,8 +217,6 @@ def _detect(args) -> int:
         timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
         return value
 
-    _check_detect_arguments(args)
-    _check_detect_paths(args)
     size = args.image_size
     try:
         test = timed("load", features.load_images, args.folder, size, pattern=args.pattern)
@@ -203,10 +239,6 @@ def _detect(args) -> int:
         raise _UsageError(str(exc)) from None
     except (ValueError, OSError) as exc:  # a file that is not the weights of EfficientNet-Lite0
         raise _UsageError(f"--weights: {exc}") from None
-    try:
-        os.makedirs(os.path.join(args.out, "overlays"), exist_ok=True)
-    except OSError as exc:
-        raise _UsageError(f"--out: cannot create {args.out!r} ({exc.strerror or exc})") from None
 
     try:
         test_features = timed("features", model.extract, test, args.layers, size, pooled=False)
