@@ -532,6 +532,11 @@ def test_masked_positions_stay_nan_through_normalised(rng):
     assert np.isnan(mia.normalised(np.array([-1.0]), np.array([-1.5]), np.array([np.nan]))[0])
 
 
+def test_score_logits_names_its_ratios(rng):
+    with pytest.raises(TypeError, match=r"ratios: expected a number in \(0, 1\] or a list of them"):
+        mia.score_logits(rng.normal(size=(1, 4, 5)), rng.integers(0, 5, (1, 3)), ratios={0.2, 0.5})
+
+
 def test_dc_pdd_counts_near_the_float64_limit():
     # f = [1e308 + 1, 1e308 + 1, 1, 3] / (2e308 + 4): token 1 has frequency 1/2.
     got = mia.dc_pdd(np.log([0.5]), np.array([1]), np.array([1e308, 1e308, 0, 2]), a=10.0)

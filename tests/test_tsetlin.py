@@ -898,7 +898,7 @@ def test_ensemble_save_load_and_hostile_folders(rng, tmp_path):
     stranger = broken("stranger", lambda d: other.estimators_[0].save(d / "machine_1.npz"))
     with pytest.raises(ValueError, match="machine_1.npz does not belong"):
         TsetlinEnsemble.load(stranger)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ValueError, match="missing: machine_2.npz is missing"):  # a defect of the folder
         TsetlinEnsemble.load(broken("missing", lambda d: os.remove(d / "machine_2.npz")))
     with pytest.raises(FileNotFoundError, match="no ensemble.json"):
         TsetlinEnsemble.load(tmp_path)
@@ -1510,6 +1510,16 @@ def test_score_checks_sample_weight(rng):
     for bad in (np.ones(3), np.zeros(60), np.full(60, np.nan), -np.ones(60), ["a"] * 60):
         with pytest.raises((ValueError, TypeError), match="sample_weight"):
             model.score(X, y, sample_weight=bad)
+
+
+def test_labels_classes_and_ngram_range_are_named_errors(rng):
+    X, y = _text_like(rng, n=60, f=10, words=3)
+    with pytest.raises(TypeError, match=r"y: labels must be numbers or strings, got \['frozenset'\]"):
+        TsetlinMachine(20, 10, 3.0).fit(X, [frozenset({1}), frozenset({2})] * 30, epochs=1, progress_bar=False)
+    with pytest.raises(ValueError, match="classes: expected a 1-D list of labels"):
+        TsetlinMachine(20, 10, 3.0).partial_fit(X, y, classes=[[0, 1]])
+    with pytest.raises(ValueError, match="ngram_range: expected 'auto'"):
+        text_pipeline(ngram_range="bogus")
 
 
 def test_refused_validation_labels_leave_the_fitted_model(rng):

@@ -168,7 +168,7 @@ def _one_ratio(ratio) -> list[float]:
     return values
 
 
-def _ratios(ratios) -> list[float]:
+def _ratios(ratios, name="ratio") -> list[float]:
     if isinstance(ratios, (list, tuple)):
         values = list(ratios)
     elif isinstance(ratios, np.ndarray):
@@ -176,14 +176,14 @@ def _ratios(ratios) -> list[float]:
     else:
         values = [ratios]  # one ratio; its type is checked below
     if not values:
-        raise ValueError("ratio: give at least one ratio")
+        raise ValueError(f"{name}: give at least one ratio")
     out = []
     for r in values:
         if isinstance(r, (bool, np.bool_)) or not isinstance(r, (int, float, np.integer, np.floating)):
-            raise TypeError(f"ratio: expected a number in (0, 1], got {r!r}")
+            raise TypeError(f"{name}: expected a number in (0, 1] or a list of them, got {r!r}")
         r = float(r)
         if not 0.0 < r <= 1.0:
-            raise ValueError(f"ratio: must lie in (0, 1], got {r}")
+            raise ValueError(f"{name}: must lie in (0, 1], got {r}")
         out.append(r)
     return out
 
@@ -637,7 +637,7 @@ def score_logits(logits, targets, mask=None, ratios=DEFAULT_RATIOS, *, texts=Non
         probe = score_logits(np.zeros((1, 2, vocab)), np.zeros((1, 1), np.int64),
                              texts=None if texts is None else ["probe"], **options)
         return _distributed.score_logits(score_logits, list(probe), logits, targets, mask, texts, **options)
-    rs = _ratios(ratios)
+    rs = _ratios(ratios, "ratios")
     keys = {}
     for r in rs:
         if keys.setdefault(f"{r:g}", r) != r:

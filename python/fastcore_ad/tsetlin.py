@@ -51,7 +51,7 @@ import time
 import weakref
 import zipfile
 from dataclasses import dataclass
-from numbers import Integral
+from numbers import Integral, Number
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
@@ -168,6 +168,11 @@ def _checked_labels(y, name: str):
         values = y.tolist()
         if any(v is None or (isinstance(v, (float, np.floating)) and not np.isfinite(v)) for v in values):
             raise ValueError(f"{name}: contains NaN, infinity or None")
+        # Sets, tuples and the like compare (sets by inclusion) without a total order: np.unique
+        # would then give classes that are neither sorted nor unique.
+        odd = sorted({type(v).__name__ for v in values if not isinstance(v, (str, bytes, Number, np.generic))})
+        if odd:
+            raise TypeError(f"{name}: labels must be numbers or strings, got {odd}")
         try:
             np.unique(y)
         except TypeError:
@@ -752,7 +757,10 @@ class TsetlinMachine(_ScoredClassifier, FastcoreEstimator):
         X, n, f, backend = _intake(X, None if first else self.n_features_in_)
         y = _checked_y(y, n)
         if classes is not None:
-            classes = np.unique(_checked_labels(column_or_1d(np.asarray(classes)), "classes"))
+            given = np.asarray(classes)
+            if given.ndim != 1:
+                raise ValueError(f"classes: expected a 1-D list of labels, got shape {given.shape}")
+            classes = np.unique(_checked_labels(given, "classes"))
         if first:
             self._check_params()
             unknown = np.zeros(0, dtype=bool) if classes is None else ~np.isin(y, classes)
@@ -1337,7 +1345,7 @@ class TsetlinEnsemble(_ScoredClassifier, FastcoreEstimator):
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"{path}: {_ENSEMBLE_MANIFEST} field 'features_per_machine': {exc}") from None
             width = field("n_features_in", 1, 2**31 - 1)
-        members = [TsetlinMachine.load(os.path.join(os.fspath(path), f"machine_{i}.npz")) for i in range(n)]
+        members = [_load_member(TsetlinMachine, path, f"machine_{i}.npz", n) for i in range(n)]
         first = members[0]
         if fpm is not None:
             try:
@@ -1639,8 +1647,8 @@ class TsetlinOneVsRest(_ScoredClassifier, FastcoreEstimator):
         if columns is not None and any(c[0] < 0 or c[-1] >= width or np.any(np.diff(c) <= 0) for c in columns):
             raise ValueError(f"{path}: each class's columns must be increasing, in [0, {width})")
         ensembles = meta["members"] == "ensemble"
-        members = [TsetlinEnsemble.load(os.path.join(os.fspath(path), f"class_{j}")) if ensembles else
-                   TsetlinMachine.load(os.path.join(os.fspath(path), f"class_{j}.npz")) for j in range(len(classes))]
+        members = [_load_member(TsetlinEnsemble, path, f"class_{j}", len(classes)) if ensembles else
+                   _load_member(TsetlinMachine, path, f"class_{j}.npz", len(classes)) for j in range(len(classes))]
         first = members[0]
         step = len(first.estimators_) if ensembles else 1
 
@@ -1681,6 +1689,15 @@ def _array_like(X, name):
         return np.asarray(X)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name}: not a 2-D array of numbers ({exc})") from None
+
+
+def _load_member(cls, folder, name: str, listed: int):
+    """One saved member of an ensemble or one-vs-rest folder; a missing one is a defect of the
+    folder (its manifest lists it), a ValueError naming the folder."""
+    try:
+        return cls.load(os.path.join(os.fspath(folder), name))
+    except FileNotFoundError:
+        raise ValueError(f"{folder}: {name} is missing (the manifest lists {listed} members)") from None
 
 
 def _class_columns(X, y_idx, n_classes, k):
@@ -2038,8 +2055,8 @@ def _auto_ngram_range(n_documents: int) -> tuple[int, int]:
 
 def _check_ngram_range(ngram_range):
     """``"auto"`` or ``(min_n, max_n)`` with ``1 <= min_n <= max_n`` (a 0-gram is no term)."""
-    if isinstance(ngram_range, str):
-        return  # "auto"; any other string fails the vectorizer's own constraints
+    if isinstance(ngram_range, str) and ngram_range == "auto":
+        return
     pair = isinstance(ngram_range, tuple) and len(ngram_range) == 2
     whole = pair and all(isinstance(n, Integral) and not isinstance(n, bool) for n in ngram_range)
     if not whole or not 1 <= ngram_range[0] <= ngram_range[1]:
