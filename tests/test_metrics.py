@@ -162,6 +162,13 @@ def test_scores_and_labels_pair_by_shape_and_huge_integer_views_fail_fast():
         metrics.auroc(np.broadcast_to(np.int64(7), (n,)), np.broadcast_to(np.uint8(1), (n,)))
 
 
+def test_ragged_scores_and_rates_given_as_text_are_named():
+    with pytest.raises(ValueError, match="scores: not a rectangular array"):
+        metrics.auroc([[0.1, 0.2], [0.3]], [0, 1, 1])
+    with pytest.raises(TypeError, match="max_fpr"):
+        metrics.tpr_at_fpr([0.9, 0.8, 0.7, 0.1], [1, 0, 1, 0], "0.5")
+
+
 def test_n_jobs_is_checked_on_every_path():
     da = pytest.importorskip("dask.array")
     scores, labels = np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])

@@ -56,7 +56,10 @@ def as_array(x: Any, name: str):
             return cp.from_dlpack(x), "cupy"
         raise TypeError(f"{name}: unsupported DLPack device type {device_type}")
     if hasattr(x, "__array__") or isinstance(x, (list, tuple, int, float)):
-        return np.asarray(x), "numpy"
+        try:
+            return np.asarray(x), "numpy"
+        except ValueError as exc:  # ragged nested lists
+            raise ValueError(f"{name}: not a rectangular array ({exc})") from None
     raise TypeError(f"{name}: expected an array (numpy, cupy, torch or DLPack), got {type(x).__name__}")
 
 

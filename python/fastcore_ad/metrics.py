@@ -94,7 +94,7 @@ def _exact_order(x, name):
 
 
 def _check_rate(value: float, name: str) -> float:
-    if isinstance(value, (bool, np.bool_)):
+    if isinstance(value, (bool, np.bool_, str, bytes)):
         raise TypeError(f"{name}: expected a number in [0, 1], got {value!r}")
     try:
         value = float(value)
