@@ -82,3 +82,24 @@ def test_bad_input_is_named(rng):
         ClassGaussian(tied=False).fit(X[:5], np.array([0, 1, 1, 2, 2]))
     with pytest.raises(ValueError, match="features"):
         ClassGaussian().fit(X, y).distances(X[:, :3])
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_a_failed_refit_keeps_the_fitted_model(tied, rng):
+    X, y = rng.normal(size=(60, 4)), rng.integers(0, 3, 60)
+    model = ClassGaussian(tied=tied).fit(X, y)
+    before = model.predict_log_proba(X[:7])
+    bad_labels = [np.zeros(60, int), np.r_[np.zeros(59, int), 1]]  # one class; a class of one sample
+    for bad in bad_labels if not tied else bad_labels[:1]:
+        with pytest.raises(ValueError, match="y: "):
+            model.fit(X, bad)
+        np.testing.assert_array_equal(model.predict_log_proba(X[:7]), before)
+
+
+def test_singular_data_advice_fits_the_estimator(rng):
+    from fastcore_ad import SingularCovarianceError
+
+    X = np.repeat(rng.normal(size=(2, 3)), 4, axis=0)  # two distinct rows: shrinkage 0
+    with pytest.raises(SingularCovarianceError, match="covariance='ledoit_wolf' shrinks") as info:
+        ClassGaussian().fit(X, np.tile([0, 1], 4))
+    assert "or use a shrinkage estimator" not in str(info.value)

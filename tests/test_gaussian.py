@@ -364,3 +364,12 @@ def test_fits_at_the_ends_of_the_float_range(covariance, rng):
                                       ClassGaussian(covariance=covariance).fit(X, y).predict(T))
     with pytest.raises(ValueError, match="X: features this small .* add reg > 0"):
         GaussianAD(covariance=covariance, reg=0.0).fit(X * 1e-310)
+
+
+def test_a_failed_refit_keeps_the_fitted_gaussian(rng):
+    X = rng.normal(size=(40, 4))
+    model = GaussianAD(progress=False).fit(X)
+    before = model.decision_function(X)
+    with pytest.raises(ValueError, match=r"X\[1\]: need at least 2 samples"):
+        model.fit([X, X[:1]])
+    np.testing.assert_array_equal(model.decision_function(X), before)

@@ -20,10 +20,11 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
+from ._core import SingularCovarianceError
 from ._base import FastcoreEstimator, as_dense_array, check_shape
 from ._dispatch import float_array, kernels, to_backend, xp_of
 from ._memory import check_fits
-from .gaussian import _factor_layout, _fit_bytes, _power_of_two_scale, _unscaled
+from .gaussian import _factor_layout, _fit_bytes, _power_of_two_scale, _singular_hint, _unscaled
 
 __all__ = ["ClassGaussian"]
 
@@ -80,8 +81,11 @@ class ClassGaussian(FastcoreEstimator):
         """(mean, covariance, shrinkage, lower precision factor) of rows X, scale-invariant."""
         scale = _power_of_two_scale(X, float(self.reg))
         Xs = X * scale if scale != 1.0 else X
-        mean, cov, shrinkage, factor = _core.fit_gaussian(np.ascontiguousarray(Xs), self.covariance,
-                                                          float(self.reg) * scale * scale, self._n_jobs())
+        try:
+            mean, cov, shrinkage, factor = _core.fit_gaussian(np.ascontiguousarray(Xs), self.covariance,
+                                                              float(self.reg) * scale * scale, self._n_jobs())
+        except SingularCovarianceError as exc:
+            raise _singular_hint(exc, self.covariance) from None
         mean, cov, factor = _unscaled(mean, cov, factor, scale, "X")
         return mean, cov, shrinkage, factor
 
@@ -107,33 +111,34 @@ class ClassGaussian(FastcoreEstimator):
             raise ValueError(f"y: expected one label per row of X ({X.shape[0]}), got shape {y.shape}")
         if y.dtype.kind == "f" and not np.isfinite(y).all():
             raise ValueError("y: contains NaN or infinity")
-        self.classes_, codes = np.unique(y, return_inverse=True)
-        if len(self.classes_) < 2:
-            raise ValueError(f"y: need at least 2 classes, got {len(self.classes_)} class(es)")
-        counts = np.bincount(codes, minlength=len(self.classes_))
+        classes, codes = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(f"y: need at least 2 classes, got {len(classes)} class(es)")
+        counts = np.bincount(codes, minlength=len(classes))
+        if not self.tied and counts.min() < 2:
+            raise ValueError("y: every class needs at least 2 samples for its own covariance (or tied=True)")
         d = X.shape[1]
         # One fit at a time; each class's covariance and factor kept, and stacked once (untied).
-        kept = 1 if self.tied else len(self.classes_)
+        kept = 1 if self.tied else len(classes)
         check_fits(_fit_bytes(X.shape[0], d) + 2 * 2 * kept * 8 * d * d,
                    f"X: {'a tied covariance' if self.tied else f'{kept} covariances'} over {d} features")
-        self.means_ = np.zeros((len(self.classes_), d))
-        np.add.at(self.means_, codes, X)
-        self.means_ /= counts[:, None]
-        self.priors_ = counts / counts.sum()
+        means = np.zeros((len(classes), d))
+        np.add.at(means, codes, X)
+        means /= counts[:, None]
+        # Everything is computed before the first attribute changes: a failed refit keeps the model.
         if self.tied:
             # The pooled within-class covariance: the estimator on the rows centred by their class.
-            mean, cov, shrinkage, factor = self._fit_one(X - self.means_[codes])
-            self.covariance_, self.shrinkage_ = cov, shrinkage
-            self.precision_cholesky_ = factor[None]
+            _, covariance, shrinkage, factor = self._fit_one(X - means[codes])
+            factors = factor[None]
         else:
-            if counts.min() < 2:
-                raise ValueError("y: every class needs at least 2 samples for its own covariance (or tied=True)")
-            fits = [self._fit_one(X[codes == k]) for k in range(len(self.classes_))]
-            self.covariance_ = np.stack([f[1] for f in fits])
-            self.shrinkage_ = np.array([f[2] for f in fits])
-            self.precision_cholesky_ = np.stack([f[3] for f in fits])
+            fits = [self._fit_one(X[codes == k]) for k in range(len(classes))]
+            covariance = np.stack([f[1] for f in fits])
+            shrinkage = np.array([f[2] for f in fits])
+            factors = np.stack([f[3] for f in fits])
+        self.classes_, self.means_, self.priors_ = classes, means, counts / counts.sum()
+        self.covariance_, self.shrinkage_, self.precision_cholesky_ = covariance, shrinkage, factors
         # log|Sigma_k| from the factor: precision = L L^T, so log|Sigma| = -2 sum log diag(L).
-        self._log_det = -2.0 * np.log(np.abs(np.diagonal(self.precision_cholesky_, axis1=1, axis2=2))).sum(axis=1)
+        self._log_det = -2.0 * np.log(np.abs(np.diagonal(factors, axis1=1, axis2=2))).sum(axis=1)
         self.n_features_in_ = d
         return self
 

@@ -76,6 +76,18 @@ def _scale_for_peak(peak: float, reg: float = 0.0) -> float:
 _MAX_SCALED_EXPONENT = 1000
 
 
+def _singular_hint(exc, covariance: str):
+    """``exc`` with advice that fits the estimator in use: a shrinkage estimator already
+    shrinks, so the remedy left is ``reg`` (or features that vary)."""
+    message = str(exc)
+    generic = "or use a shrinkage estimator (covariance='ledoit_wolf' or 'oas')"
+    if covariance == "empirical" or generic not in message:
+        return exc
+    return SingularCovarianceError(message.replace(generic, (
+        f"(covariance={covariance!r} shrinks towards the average variance, which cannot help when "
+        "features do not vary or the shrinkage is 0, as with 2 samples)")))
+
+
 def _unscaled(mean, cov, factor, scale: float, name: str):
     """The fit of data times ``scale`` brought back to the data's units. A covariance past the
     float range (features near 1e300) is infinite, which its inverse factor still describes; a
@@ -313,17 +325,6 @@ class GaussianAD(FastcoreEstimator):
             return ValueError(f"X: the model was fitted on {kind}; pass the same kind")
         return ValueError(f"X: expected {expected} feature level(s), got {len(self._levels_of(X))}")
 
-    def _singular_hint(self, exc):
-        """``exc`` with advice that fits the estimator in use: a shrinkage estimator already
-        shrinks, so the remedy left is ``reg`` (or features that vary)."""
-        message = str(exc)
-        generic = "or use a shrinkage estimator (covariance='ledoit_wolf' or 'oas')"
-        if self.covariance == "empirical" or generic not in message:
-            return exc
-        return SingularCovarianceError(message.replace(generic, (
-            f"(covariance={self.covariance!r} shrinks towards the average variance, which cannot help when "
-            "features do not vary or the shrinkage is 0, as with 2 samples)")))
-
     def _fit_problem(self, n: int, d: int, name: str):
         """The error that fitting ``n`` rows of ``d`` features would raise, else None."""
         if n < 2:
@@ -348,8 +349,7 @@ class GaussianAD(FastcoreEstimator):
             what = f"{name}: Gaussians over {d} features at {positions} positions"
         check_fits(need, what)
 
-    def _fit_level(self, X, index: int) -> _Level:
-        name = f"X[{index}]" if self._multi else "X"
+    def _fit_level(self, X, name: str) -> _Level:
         if is_dask(X):  # per-chunk statistics on the workers, merged exactly (see _distributed)
             moments, scale, dtype = _distributed().gaussian_moments(
                 X, name, functools.partial(_scale_for_peak, reg=float(self.reg)))
@@ -521,20 +521,27 @@ class GaussianAD(FastcoreEstimator):
         levels = self._levels_of(X)
         if not levels:
             raise ValueError("X: empty list of feature levels")
-        self._multi = self._is_level_list(X)
-        self._stream = None  # fit starts over; partial_fit continues from here on
+        multi = self._is_level_list(X)
         try:
-            self.levels_ = [self._fit_level(level, i) for i, level in enumerate(levels)]
+            fitted = [self._fit_level(level, f"X[{i}]" if multi else "X") for i, level in enumerate(levels)]
         except SingularCovarianceError as exc:
-            raise self._singular_hint(exc) from None
-        _check_one_kind(lv.per_position for lv in self.levels_)
-        features = [int(lv.mean.shape[-1]) for lv in self.levels_]
-        self.n_features_in_ = features if self._multi else features[0]
-        self.decision_scores_ = self.decision_function(X)
-        if is_dask(self.decision_scores_):  # the threshold is an exact quantile: bring the scores back once
-            self.decision_scores_ = self.decision_scores_.compute()
-        scores = np.asarray(self.decision_scores_)
-        self.threshold_ = float(np.quantile(scores, 1.0 - float(self.contamination)))
+            raise _singular_hint(exc, self.covariance) from None
+        _check_one_kind(lv.per_position for lv in fitted)
+        previous = dict(self.__dict__)  # a refit that fails from here on keeps the model it had
+        try:
+            self._multi, self.levels_ = multi, fitted
+            self._stream = None  # fit starts over; partial_fit continues from here on
+            features = [int(lv.mean.shape[-1]) for lv in fitted]
+            self.n_features_in_ = features if multi else features[0]
+            self.decision_scores_ = self.decision_function(X)
+            if is_dask(self.decision_scores_):  # the threshold is an exact quantile: bring the scores back once
+                self.decision_scores_ = self.decision_scores_.compute()
+            scores = np.asarray(self.decision_scores_)
+            self.threshold_ = float(np.quantile(scores, 1.0 - float(self.contamination)))
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(previous)
+            raise
         return self
 
     def _attr(self, name):
