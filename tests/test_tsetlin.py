@@ -1502,6 +1502,26 @@ def test_switches_must_be_booleans(flag, rng):
         TsetlinMachine(20, 10, 3.0, **{flag: "no"}).fit(X, y, epochs=1, progress_bar=False)
 
 
+def test_set_params_after_fit_keeps_the_fitted_layout(rng, tmp_path):
+    X, y = _text_like(rng, n=60, f=10, words=3)
+    model = TsetlinMachine(20, 10, 3.0, seed=1).fit(X, y, epochs=2, progress_bar=False)
+    sums, rules = model.class_sums(X), [str(r) for r in model.rules()]
+    model.set_params(coalesced=True, state_bits=16)
+    np.testing.assert_array_equal(model.class_sums(X), sums)  # the fitted state still reads as fitted
+    assert [str(r) for r in model.rules()] == rules
+    with pytest.raises(ValueError, match="coalesced: the model was fitted with coalesced=False"):
+        model.partial_fit(X, y)
+    model.save(tmp_path / "tm.npz")  # written with the layout of its arrays
+    np.testing.assert_array_equal(TsetlinMachine.load(tmp_path / "tm.npz").class_sums(X), sums)
+    model.set_params(coalesced=False)
+    with pytest.raises(ValueError, match="state_bits: the model was fitted with state_bits=8"):
+        model.partial_fit(X, y)
+    model.fit(X, y, epochs=1, progress_bar=False)  # fit starts over with the new setting
+    assert model.lower_.shape[-1] == 15
+    with pytest.raises(ValueError, match="specificity: must be a finite number >= 1"):
+        TsetlinMachine(20, 10, 10**400).fit(X, y, epochs=1, progress_bar=False)
+
+
 def test_score_checks_sample_weight(rng):
     X, y = _text_like(rng, n=60, f=10, words=3)
     model = TsetlinMachine(20, 10, 3.0, seed=0).fit(X, y, epochs=2, progress_bar=False)

@@ -545,7 +545,11 @@ class TsetlinMachine(_ScoredClassifier, FastcoreEstimator):
         if not auto("specificity"):
             if isinstance(s, bool) or not isinstance(s, (int, float, np.integer, np.floating)):
                 raise TypeError(f"specificity: expected a number or 'auto', got {type(s).__name__}")
-            if not (np.isfinite(s) and s >= 1.0):
+            try:
+                value = float(s)
+            except OverflowError:  # an int past float64
+                value = float("inf")
+            if not (np.isfinite(value) and value >= 1.0):
                 raise ValueError(f"specificity: must be a finite number >= 1, got {s}")
         integer("max_epochs", 1)
         integer("n_iter_no_change", 1)
@@ -573,12 +577,25 @@ class TsetlinMachine(_ScoredClassifier, FastcoreEstimator):
         integer("max_bits", 1)
         self._check_common_params()
 
+    def _layout(self) -> tuple:
+        """``(coalesced, state_bits)`` of the fitted state. They shape its arrays, so a
+        ``set_params`` after fitting cannot change them; ``fit`` again to do so."""
+        layout = self.__dict__.get("_state_layout")
+        return layout if layout is not None else (bool(self.coalesced), int(self.state_bits))
+
+    def _check_layout_unchanged(self):
+        for name, fitted in zip(("coalesced", "state_bits"), self._layout()):
+            if getattr(self, name) != fitted:
+                raise ValueError(f"{name}: the model was fitted with {name}={fitted!r}, which shapes its "
+                                 f"state; fit() again to use {name}={getattr(self, name)!r}")
+
     def _config(self) -> dict:
+        coalesced, state_bits = self._layout()
         return {
             "n_features": self._n_bits(),
             "n_classes": int(max(len(self.classes_), 2)),
             "n_clauses": int(self.n_clauses_),
-            "state_bits": int(self.state_bits),
+            "state_bits": state_bits,
             "threshold": int(self.threshold_),
             "specificity": float(self.specificity_),
             "weighted": bool(self.weighted),
@@ -589,7 +606,7 @@ class TsetlinMachine(_ScoredClassifier, FastcoreEstimator):
             "max_negated_literals": int(self.max_negated_literals or 0),
             "absorbing": None if self.absorbing is None else int(self.absorbing),
             "clause_drop_p": float(self.clause_drop_p),
-            "coalesced": bool(self.coalesced),
+            "coalesced": coalesced,
             "seed": int(self.seed_),
         }
 
@@ -643,6 +660,7 @@ class TsetlinMachine(_ScoredClassifier, FastcoreEstimator):
         if len(classes) < 2:
             raise ValueError(f"y: need at least 2 classes, got {len(classes)} class(es)")
         self.classes_ = classes
+        self._state_layout = (bool(self.coalesced), int(self.state_bits))
         self.n_clauses_, self.threshold_, self.specificity_ = self._sizes(int(n_samples), len(classes))
         self.n_features_in_ = int(n_features)
         self.thermometer_ = encoder
@@ -767,8 +785,11 @@ class TsetlinMachine(_ScoredClassifier, FastcoreEstimator):
             if unknown.any():
                 # Checked before anything is set, so a refused first call leaves the model unfitted.
                 raise ValueError(f"y: label {y[unknown][0]!r} is not among classes {list(classes)}")
-        elif classes is not None and not np.array_equal(classes, self.classes_):
-            raise ValueError("classes: differ from the classes of the first partial_fit call")
+        else:
+            self._check_params()
+            self._check_layout_unchanged()
+            if classes is not None and not np.array_equal(classes, self.classes_):
+                raise ValueError("classes: differ from the classes of the first partial_fit call")
         encoder = self._learn_encoder(X) if first else self._encoder()
         docs, target = self._training_docs(X, encoder, backend)
         if first:
@@ -855,7 +876,7 @@ class TsetlinMachine(_ScoredClassifier, FastcoreEstimator):
         for k, label in enumerate(self.classes_):
             name = class_names[k] if class_names is not None else None
             for c in range(clauses):
-                if self.coalesced:
+                if self._layout()[0]:
                     lits, w = literals[0][c], int(self.weights_[c, k])
                 else:
                     lits, w = literals[k][c], int(self.weights_[k, c])
@@ -890,7 +911,7 @@ class TsetlinMachine(_ScoredClassifier, FastcoreEstimator):
         sums = self.class_sums(x)[0]
         fired = []
         for rule in self.rules(feature_names, class_names):
-            bank = 0 if self.coalesced else int(np.searchsorted(self.classes_, rule.class_label))
+            bank = 0 if self._layout()[0] else int(np.searchsorted(self.classes_, rule.class_label))
             if outputs[bank, rule.clause]:
                 fired.append(rule)
         return {
@@ -919,6 +940,7 @@ class TsetlinMachine(_ScoredClassifier, FastcoreEstimator):
         """
         self._check_fitted()
         params = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in self.get_params(deep=False).items()}
+        params["coalesced"], params["state_bits"] = self._layout()  # the layout of the arrays written
         meta = {"params": params, "n_features_in_": int(self.n_features_in_), "seed_": int(self.seed_),
                 "epochs_": int(self.epochs_), "n_clauses_": int(self.n_clauses_), "threshold_": int(self.threshold_),
                 "specificity_": float(self.specificity_)}
@@ -985,6 +1007,7 @@ class TsetlinMachine(_ScoredClassifier, FastcoreEstimator):
                 raise ValueError(f"{path}: model metadata is not a dict of parameters")
             model = cls(**meta["params"])
             model._check_params()
+            model._state_layout = (bool(model.coalesced), int(model.state_bits))
             model.n_features_in_ = meta["n_features_in_"]
             model.seed_ = meta["seed_"]
             model.epochs_ = meta["epochs_"]
