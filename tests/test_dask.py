@@ -564,3 +564,69 @@ def _gone(pid, timeout):
             return True
         time.sleep(0.1)
     return False
+
+
+# ------------------------------------------------------------------------------------------------
+# Chunkings and arguments the numpy paths would refuse or read differently
+
+
+def _with_empty_chunks(x, keep_from, chunk):
+    """``x`` as a dask array masked so that its first row chunks are empty (as a boolean mask
+    after compute_chunk_sizes() leaves them)."""
+    keep = np.arange(x.shape[0]) >= keep_from
+    lazy = da.from_array(x, chunks=(chunk, *x.shape[1:]))[da.from_array(keep, chunks=chunk)]
+    lazy.compute_chunk_sizes()
+    assert 0 in lazy.chunks[0]
+    return lazy
+
+
+def test_empty_row_chunks_are_skipped(client, rng):
+    X = rng.normal(size=(60, 5))
+    model = GaussianAD(progress=False).fit(X)
+    lazy = _with_empty_chunks(X, 20, 10)
+    np.testing.assert_allclose(model.decision_function(lazy).compute(), model.decision_function(X[20:]), rtol=1e-12)
+    np.testing.assert_allclose(GaussianAD(progress=False).fit(lazy).threshold_,
+                               GaussianAD(progress=False).fit(X[20:]).threshold_, rtol=1e-9)
+    bits, labels = (rng.random((60, 8)) < 0.4).astype(np.uint8), rng.integers(0, 2, 60)
+    machine = TsetlinMachine(20, 10, 3.0, seed=0).fit(bits, labels, epochs=2, progress_bar=False)
+    np.testing.assert_array_equal(machine.class_sums(_with_empty_chunks(bits, 20, 10)).compute(),
+                                  machine.class_sums(bits[20:]))
+    masks = np.zeros((6, 6, 6), bool)
+    masks[:, 2:4, 1:5] = True
+    maps = rng.normal(size=masks.shape) + masks
+    assert metrics.aupro(_with_empty_chunks(maps, 2, 1), masks[2:]) == pytest.approx(metrics.aupro(maps[2:], masks[2:]),
+                                                                                      rel=1e-12)
+
+
+def test_lazy_tsetlin_results_are_the_model_as_it_was(client, rng):
+    bits, labels = (rng.random((60, 8)) < 0.4).astype(np.uint8), rng.integers(0, 2, 60)
+    machine = TsetlinMachine(20, 10, 3.0, seed=0).fit(bits, labels, epochs=2, progress_bar=False)
+    lazy, now = machine.class_sums(da.from_array(bits, chunks=7)), machine.class_sums(bits)
+    machine.partial_fit(bits, labels)
+    machine.partial_fit(bits, labels)
+    assert not np.array_equal(machine.class_sums(bits), now)  # the model did change
+    np.testing.assert_array_equal(lazy.compute(), now)
+
+
+def test_dask_scores_check_shapes_texts_and_name_chunk_rows(client, rng):
+    s, y = rng.normal(size=120), rng.integers(0, 2, 120)
+    with pytest.raises(ValueError, match="differ in shape"):
+        metrics.auroc(da.from_array(s).reshape(2, 60), da.from_array(y).reshape(60, 2))
+    logits, targets = rng.normal(size=(9, 6, 11)), rng.integers(0, 11, (9, 6))
+    lazy = da.from_array(logits, chunks=(3, 6, 11))
+    for texts in ("abcdefghi", ["t"] * 12, ["a"] * 4):
+        with pytest.raises(ValueError, match="texts: expected 9 texts"):
+            mia.score_logits(lazy, targets, texts=texts)
+    bad = logits.copy()
+    bad[8, 2, 0] = np.nan
+    with pytest.raises(ValueError, match=r"row \[2, 2\] .* chunk that starts at row 6"):
+        mia.token_stats(da.from_array(bad, chunks=(3, 6, 11)), targets[:, :5]).logp.compute()
+
+
+@pytest.mark.parametrize("scale", [1e-200, 1.0, 1e200])
+def test_musc_on_dask_equals_numpy_at_any_scale(client, rng, scale):
+    patches = rng.normal(size=(7, 5, 4)) * scale
+    want = musc.mutual_scores(patches, 0.3)
+    np.testing.assert_allclose(want / scale, musc.mutual_scores(patches / scale, 0.3), rtol=1e-12)
+    np.testing.assert_allclose(musc.mutual_scores(da.from_array(patches, chunks=(3, 5, 4)), 0.3).compute(), want,
+                               rtol=1e-12)

@@ -174,3 +174,23 @@ def resolve_device(device, backend: str, *, check_only: bool = False) -> str:
         return "numpy"
     require_cupy("device='cuda'")
     return "cupy"
+
+
+# Outside these magnitudes sums of squares (GEMM dot products and norms, squared differences)
+# can overflow or lose their digits in subnormals: float32 values near 1.8e19 (float64 near
+# 1.3e154) overflow, float32 values of 1e-30 underflow to zero.
+_SQUARE_SAFE = {np.dtype(np.float64): 2.0**480, np.dtype(np.float32): 2.0**40}
+
+
+def square_safe_scale(arrays, xp) -> float:
+    """1.0, or the power of two that brings the largest magnitude of ``arrays`` (float32 or
+    float64) to [0.5, 1) when it lies outside the safe range. Distances scale exactly with a
+    power of two, so measuring ``x * scale`` and dividing by ``scale`` changes no digit."""
+    dtype = np.dtype(arrays[0].dtype)
+    top = max(float(xp.abs(a).max()) if a.size else 0.0 for a in arrays)
+    safe = _SQUARE_SAFE[dtype]
+    if top == 0.0 or 1.0 / safe <= top <= safe:
+        return 1.0
+    # The scale itself must be a number of the dtype (subnormal inputs stop short of [0.5, 1)).
+    limit = np.finfo(dtype).maxexp - 8
+    return float(np.ldexp(1.0, max(-limit, min(limit, -int(np.frexp(top)[1])))))

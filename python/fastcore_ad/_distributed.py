@@ -20,6 +20,7 @@ imports dask; the family modules import it only when they are given a dask array
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import dask
@@ -57,8 +58,13 @@ def check_array(x, name: str, ndim=None):
 
 
 def rows_only(x):
-    """``x`` chunked along the first axis only (one chunk across every other axis)."""
-    return x.rechunk({axis: -1 for axis in range(1, x.ndim)}) if x.ndim > 1 else x
+    """``x`` chunked along the first axis only (one chunk across every other axis), without
+    empty row chunks (boolean masks leave them): the in-memory functions refuse empty input."""
+    rows = tuple(n for n in x.chunks[0] if n > 0) if x.ndim else ()
+    wanted = {axis: -1 for axis in range(1, x.ndim)}
+    if x.ndim and rows and len(rows) != len(x.chunks[0]) and not any(np.isnan(n) for n in rows):
+        wanted[0] = rows
+    return x.rechunk(wanted) if wanted else x
 
 
 def tree_reduce(parts, merge):
@@ -256,9 +262,12 @@ def binary_summary(scores, labels, max_fprs=(), min_tprs=()):
     scores, labels = da.asarray(scores), da.asarray(labels)
     check_array(scores, "scores")
     check_array(labels, "labels")
+    if scores.size != labels.size:
+        raise ValueError(f"scores and labels differ in length: {scores.size} != {labels.size}")
+    if tuple(n for n in scores.shape if n != 1) != tuple(n for n in labels.shape if n != 1):
+        raise ValueError(f"scores and labels differ in shape: {scores.shape} != {labels.shape}; "
+                         "their elements would be paired by position")
     scores, labels = scores.reshape(-1), labels.reshape(-1)
-    if scores.shape[0] != labels.shape[0]:
-        raise ValueError(f"scores and labels differ in length: {scores.shape[0]} != {labels.shape[0]}")
     _, (scores, labels) = da.core.unify_chunks(scores, "i", labels, "i")
     delayed = functools.partial(dask.delayed, pure=True)
     tables = [delayed(_chunk_table)(s, y) for s, y in zip(scores.to_delayed().ravel(), labels.to_delayed().ravel())]
@@ -424,8 +433,20 @@ def _logits_blocks(logits, targets, mask):
             _along_batch(mask, "mask", rows), rows)
 
 
-def _stacked(function, logits, targets, mask, kwargs):
-    outputs = function(logits, targets, mask, **kwargs)
+def _rows_named(function, first_row: int, *args, **kwargs):
+    """``function(*args, **kwargs)`` on a batch chunk; an error about its rows says where the
+    chunk starts, so that a row index in it can be found in the whole batch."""
+    try:
+        return function(*args, **kwargs)
+    except ValueError as exc:
+        if first_row == 0:
+            raise
+        raise ValueError(f"{exc} (in the batch chunk that starts at row {first_row}: row and shape figures "
+                         "above count within that chunk)") from None
+
+
+def _stacked(function, first_row, logits, targets, mask, kwargs):
+    outputs = _rows_named(function, first_row, logits, targets, mask, **kwargs)
     xp = cupy_module() if is_cupy(outputs[0]) else np
     return xp.stack(outputs)
 
@@ -436,14 +457,16 @@ def token_stats(function, logits, targets, mask, n_outputs, **kwargs):
     logit_blocks, target_blocks, mask_blocks, rows = _logits_blocks(logits, targets, mask)
     time = int(np.shape(targets)[1])
     stacked = dask.delayed(_stacked, pure=True)
-    pieces = [da.from_delayed(stacked(function, lg, tg, mk, kwargs), shape=(n_outputs, r, time), dtype=np.float64)
-              for lg, tg, mk, r in zip(logit_blocks, target_blocks, mask_blocks, rows)]
+    starts = np.cumsum((0, *rows))[:-1].tolist()
+    pieces = [da.from_delayed(stacked(function, start, lg, tg, mk, kwargs), shape=(n_outputs, r, time),
+                              dtype=np.float64)
+              for lg, tg, mk, r, start in zip(logit_blocks, target_blocks, mask_blocks, rows, starts)]
     joined = da.concatenate(pieces, axis=1)
     return [joined[i] for i in range(n_outputs)]
 
 
-def _score_rows(function, keys, logits, targets, mask, texts, kwargs):
-    scores = function(logits, targets, mask, texts=texts, **kwargs)
+def _score_rows(function, keys, first_row, logits, targets, mask, texts, kwargs):
+    scores = _rows_named(function, first_row, logits, targets, mask, texts=texts, **kwargs)
     return np.stack([np.asarray(scores[key], dtype=np.float64) for key in keys])
 
 
@@ -457,9 +480,9 @@ def score_logits(function, keys, logits, targets, mask, texts, **kwargs):
     shared = {name: (dask.delayed(value, pure=True) if isinstance(value, np.ndarray) else value)
               for name, value in kwargs.items()}
     rows_of = dask.delayed(_score_rows, pure=True)
-    pieces = [da.from_delayed(rows_of(function, keys, lg, tg, mk, tx, shared), shape=(len(keys), r),
+    pieces = [da.from_delayed(rows_of(function, keys, int(a), lg, tg, mk, tx, shared), shape=(len(keys), r),
                               dtype=np.float64)
-              for lg, tg, mk, tx, r in zip(logit_blocks, target_blocks, mask_blocks, text_blocks, rows)]
+              for lg, tg, mk, tx, r, a in zip(logit_blocks, target_blocks, mask_blocks, text_blocks, rows, starts)]
     joined = da.concatenate(pieces, axis=1)
     return {key: joined[i] for i, key in enumerate(keys)}
 
@@ -476,7 +499,8 @@ def map_method(model, method: str, X, columns: int, dtype):
     """``model.<method>(chunk)`` on each row chunk of dask ``X``, lazily: ``[n, columns]``. The
     model is one graph key, so each worker receives it once."""
     X = rows_only(check_array(X, "X", ndim=2))
-    shared = dask.delayed(model, pure=False)
+    # A copy: the lazy result is the model's as it is now, whatever fit or partial_fit does later.
+    shared = dask.delayed(copy.deepcopy(model), pure=False)
     return da.map_blocks(_call_method, X, shared, method, chunks=(X.chunks[0], (columns,)), dtype=dtype,
                          meta=np.empty((0, 0), dtype=dtype))
 

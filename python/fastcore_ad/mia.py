@@ -636,6 +636,10 @@ def score_logits(logits, targets, mask=None, ratios=DEFAULT_RATIOS, *, texts=Non
         vocab = int(logits.shape[-1])
         probe = score_logits(np.zeros((1, 2, vocab)), np.zeros((1, 1), np.int64),
                              texts=None if texts is None else ["probe"], **options)
+        if texts is not None:  # checked whole, as zlib_ratio checks them, before being cut into chunks
+            texts = _texts(texts, "texts")
+            if len(texts) != logits.shape[0]:
+                raise ValueError(f"texts: expected {logits.shape[0]} texts (one per sequence), got {len(texts)}")
         return _distributed.score_logits(score_logits, list(probe), logits, targets, mask, texts, **options)
     rs = _ratios(ratios, "ratios")
     keys = {}

@@ -37,7 +37,7 @@ import numpy as np
 from . import _core
 from . import maps as _maps
 from ._base import FastcoreEstimator
-from ._dispatch import as_array, float_array, is_cupy, is_dask, kernels, to_backend, to_numpy, xp_of
+from ._dispatch import as_array, float_array, is_cupy, is_dask, kernels, square_safe_scale, to_backend, to_numpy, xp_of
 from .progress import progress
 
 __all__ = ["MuSc", "MuScResult", "lnamd", "mutual_scores", "scores_against_bank", "rscin", "demo", "top_k"]
@@ -105,20 +105,6 @@ def _host_budget(max_memory, backend: str, per_query: int, what: str):
 
     check_fits(per_query, what)
     return max_memory if max_memory is not None else max(1, available_bytes() // 2)
-
-
-def _distance_scale(arrays, xp) -> float:
-    """A power of two that keeps squared distances inside the float range, else 1.
-
-    Distances scale exactly with a power of two, so scoring ``x * scale`` and dividing by
-    ``scale`` is exact; without it float32 values near 1.8e19 (float64 near 1.3e154) overflow
-    the squared norms and the scores come back wrong or infinite.
-    """
-    peak = max(float(xp.abs(a).max()) for a in arrays)
-    limit = 2.0 ** (40 if arrays[0].dtype == np.float32 else 480)
-    if peak <= limit:
-        return 1.0
-    return float(np.ldexp(1.0, -int(np.frexp(peak)[1])))
 
 
 def _unscaled(out, scale, name):
@@ -212,7 +198,7 @@ def mutual_scores(patches, top_ratio=0.3, *, aligned=False, window=1, return_pai
     x = x.reshape(x.shape[0], -1, x.shape[-1])
     minima = _pair_minima(grid, bool(aligned), int(window), backend, n_jobs) if return_pair_minima else None
     if aligned:
-        scale = _distance_scale([grid], xp_of(backend))
+        scale = square_safe_scale([grid], xp_of(backend))
         out = kernels(backend).musc_aligned_mutual_scores(grid * grid.dtype.type(scale) if scale != 1.0 else grid,
                                                           top_ratio, int(window), n_jobs)
         out = _unscaled(out, scale, "patches")
@@ -220,7 +206,7 @@ def mutual_scores(patches, top_ratio=0.3, *, aligned=False, window=1, return_pai
     n, p = int(x.shape[0]), int(x.shape[1])
     max_memory = _host_budget(max_memory, backend, n * p * x.itemsize,
                               f"patches: one image's minima against {n} images of {p} patches")
-    scale = _distance_scale([x], xp_of(backend))
+    scale = square_safe_scale([x], xp_of(backend))
     out = kernels(backend).musc_mutual_scores(x * x.dtype.type(scale) if scale != 1.0 else x, top_ratio, max_memory,
                                               n_jobs)
     out = _unscaled(out, scale, "patches")
@@ -338,7 +324,7 @@ def scores_against_bank(queries, bank, top_ratio=0.3, *, max_memory=None, n_jobs
     nb, p = int(b.shape[0]), int(q.shape[1])
     max_memory = _host_budget(max_memory, qb, nb * p * q.itemsize,
                               f"queries: one image's minima against a bank of {nb} images ({p} patches each)")
-    scale = _distance_scale([q, b], xp_of(qb))
+    scale = square_safe_scale([q, b], xp_of(qb))
     if scale != 1.0:
         q, b = q * q.dtype.type(scale), b * b.dtype.type(scale)
     return _unscaled(kernels(qb).musc_scores_against_bank(q, b, top_ratio, max_memory, n_jobs), scale, "queries")

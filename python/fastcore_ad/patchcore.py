@@ -17,7 +17,7 @@ import numpy as np
 
 from . import maps as _maps
 from ._base import FastcoreEstimator
-from ._dispatch import as_array, float_array, kernels, same_backend, to_backend, xp_of
+from ._dispatch import as_array, float_array, kernels, same_backend, square_safe_scale, to_backend, xp_of
 from .progress import progress
 
 __all__ = ["knn", "greedy_coreset", "PatchCore", "PatchCoreResult", "sparse_random_projection"]
@@ -34,21 +34,6 @@ def _whole(value, name: str, low: int, high: int | None = None) -> int:
         upper = "" if high is None else f", {high}"
         raise ValueError(f"{name}: must lie in [{low}{upper}], got {value}")
     return value
-
-
-# Outside these magnitudes sums of squares (dot products and norms in the GEMM tiles, squared
-# differences) can overflow or underflow: such inputs are scaled by a power of two first, which
-# is exact and keeps the order of the distances.
-_SQUARE_SAFE = {np.dtype(np.float64): 2.0**500, np.dtype(np.float32): 2.0**50}
-
-
-def _square_safe_scale(xp, *arrays) -> float:
-    """1.0, or the power of two that brings the largest magnitude of ``arrays`` to [0.5, 1)."""
-    top = max(float(xp.abs(a).max()) if a.size else 0.0 for a in arrays)
-    safe = _SQUARE_SAFE[arrays[0].dtype]
-    if top == 0.0 or 1.0 / safe <= top <= safe:
-        return 1.0
-    return float(np.ldexp(1.0, -np.frexp(top)[1]))
 
 
 def _rows_scaled(x, xp):
@@ -90,7 +75,7 @@ def knn(queries, bank, k=1, *, metric="euclidean", n_jobs=None):
         # Cosine ignores each row's scale: rows of 1e-200 or 1e200 have norms, their squares do not.
         q, b = _rows_scaled(q, xp), _rows_scaled(b, xp)
         return kernels(backend).knn(q, b, k, metric, n_jobs)
-    scale = _square_safe_scale(xp, q, b)
+    scale = square_safe_scale([q, b], xp)
     if scale == 1.0:
         return kernels(backend).knn(q, b, k, metric, n_jobs)
     distances, indices = kernels(backend).knn(q * scale, b * scale, k, metric, n_jobs)
@@ -118,7 +103,7 @@ def greedy_coreset(X, n_select, *, start=0, n_jobs=None, progress_bar=True):
     n = int(x.shape[0])
     n_select = _whole(n_select, "n_select", 1, n)
     start = _whole(start, "start", 0, n - 1)
-    scale = _square_safe_scale(xp_of(backend), x)
+    scale = square_safe_scale([x], xp_of(backend))
     if scale != 1.0:
         x = x * scale
     # A bar for runs of seconds or more: on the CPU about 5e10 values of full passes per step,
