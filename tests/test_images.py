@@ -87,6 +87,47 @@ def test_overlay_blends_and_scales(rng):
         overlay_rgb(image, anomaly, mask[:5])
 
 
+def test_overlay_scales_pixels_by_their_dtype_and_refuses_bad_maps(rng):
+    from fastcore_ad.plot import overlay_rgb
+
+    dark = np.full((2, 2, 3), 1, np.uint8)  # a dark 8-bit image, not a [0, 1] float one
+    np.testing.assert_allclose(overlay_rgb(dark, np.zeros((2, 2)), alpha=0.0), 1 / 255)
+    deep = np.full((2, 2), 32768, np.uint16)
+    np.testing.assert_allclose(overlay_rgb(deep, np.zeros((2, 2)), alpha=0.0), 32768 / 65535)
+    gray = rng.random((4, 4, 1))
+    np.testing.assert_allclose(overlay_rgb(gray, np.zeros((4, 4)), alpha=0.0), np.repeat(gray, 3, axis=2))
+    for image, message in ((np.full((2, 2), 300, np.int64), "0..255"), (np.full((2, 2), 2.0), r"\[0, 1\]"),
+                           (np.zeros((0, 0, 3)), "non-empty")):
+        with pytest.raises(ValueError, match=f"image: .*{message}"):
+            overlay_rgb(image, np.zeros((2, 2)))
+    for bad in (np.nan, np.inf):
+        with pytest.raises(ValueError, match="anomaly_map: contains NaN or infinity"):
+            overlay_rgb(dark, np.array([[0.0, 1.0], [0.5, bad]]))
+    with pytest.raises(ValueError, match="alpha"):
+        overlay_rgb(dark, np.zeros((2, 2)), alpha=2)
+
+
+def test_extract_refuses_ambiguous_shapes_and_pixels_out_of_range():
+    model = EfficientNetLite0(reference.random_state(np.random.default_rng(7)), backend="numpy", progress=False)
+    rng = np.random.default_rng(1)
+    with pytest.raises(ValueError, match=r"images: shape \(5, 8, 3\) reads as grayscale"):
+        model.extract(rng.integers(0, 256, (5, 8, 3), dtype=np.uint8), layers=("stem",), image_size=8)
+    for images, message in ((np.full((2, 8, 8, 3), 65535, np.uint16), "0..255"),
+                            (np.full((2, 8, 8, 3), np.nan), "NaN")):
+        with pytest.raises(ValueError, match=f"images: pixels .*{message}"):
+            model.extract(images, layers=("stem",), image_size=8)
+    with pytest.warns(UserWarning, match=r"within \[0, 1\]"):
+        model.extract(rng.random((2, 8, 8, 3)), layers=("stem",), image_size=8)
+    with pytest.raises(ValueError, match="images: empty list"):
+        model.extract([], layers=("stem",), image_size=8)
+    with pytest.raises(ValueError, match="batch_size"):
+        EfficientNetLite0(reference.random_state(np.random.default_rng(7)), backend="numpy", batch_size="x")
+    # Gray batches of any width read as grayscale once the channel axis is given.
+    gray = rng.integers(0, 256, (5, 8, 3), dtype=np.uint8)
+    out = model.extract(gray[..., None], layers=("stem",), image_size=(8, 3))
+    assert out.maps[0].shape[0] == 5
+
+
 def test_roc_and_pro_plots_draw_the_metrics_curves(rng, tmp_path):
     pytest.importorskip("matplotlib")
     from fastcore_ad import plot
@@ -345,3 +386,13 @@ def test_image_helpers_name_bad_arguments(tmp_path, rng):
     for image in (np.zeros((16, 16, 3)), np.zeros((4, 4))):
         with pytest.raises(ValueError, match="image: expected a grayscale"):
             textures.add_defect(image, "cutpaste", rng)
+
+
+def test_pipelines_take_one_level_as_an_array(rng):
+    maps = rng.normal(size=(4, 5, 5, 6))
+    scores, pixel_maps = pipeline.patchcore(maps[:3], maps[3:], 10, projection_dim=None)
+    assert scores.shape == (1,) and pixel_maps.shape == (1, 10, 10)
+    np.testing.assert_array_equal(scores, pipeline.patchcore([maps[:3]], [maps[3:]], 10, projection_dim=None)[0])
+    if HAS_MUSC:
+        one, _ = pipeline.musc_zero_shot(maps, 10, degrees=3)
+        np.testing.assert_array_equal(one, pipeline.musc_zero_shot([maps], 10, degrees=(3,))[0])

@@ -175,8 +175,8 @@ class EfficientNetLite0:
     def __init__(self, weights=None, *, backend="auto", batch_size=16, progress=True):
         if backend not in ("auto", "numpy", "torch"):
             raise ValueError(f"backend: expected 'auto', 'numpy' or 'torch', got {backend!r}")
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
+        if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size: must be an integer >= 1, got {batch_size!r}")
         if backend == "auto":
             backend = "torch" if importlib.util.find_spec("torch") is not None else "numpy"
         self.backend = backend
@@ -321,7 +321,9 @@ class EfficientNetLite0:
         if isinstance(images, LoadedImages):
             images = images.images
         if isinstance(images, (list, tuple)):
-            images = np.stack([_resize_image(_as_rgb(im, f"images[{i}]"), size) for i, im in enumerate(images)])
+            if not images:
+                raise ValueError("images: empty list")
+            images = np.stack([_resize_image(_checked_rgb(im, f"images[{i}]"), size) for i, im in enumerate(images)])
         images = _as_rgb_batch(images, "images")
         if images.shape[1:3] != size:
             images = np.stack([_resize_image(im, size) for im in images])
@@ -365,19 +367,46 @@ def _check_levels(levels):
         raise ValueError(f"layers: unknown level(s) {unknown}; choose from {list(LEVELS)}")
     return levels
 
+def _checked_rgb(image, name):
+    image = _as_rgb(image, name)
+    _check_pixel_range(image, name)
+    return image
+
+
 def _as_rgb_batch(images, name):
     images = np.asarray(images)
-    if images.ndim == 3 and images.shape[-1] not in (1, 3, 4):
-        images = images[..., None]  # [n, H, W] grayscale batch
+    if images.ndim == 3 and images.shape[-1] in (1, 3, 4):
+        # [n, H, W] grayscale of width 1, 3 or 4, or one [H, W, C] image: a guess either way.
+        raise ValueError(f"{name}: shape {images.shape} reads as grayscale [n, H, W] or as one image [H, W, C]; "
+                         f"pass [n, H, W, 1] for grayscale or images[None] for one image")
     if images.ndim == 3:
-        images = images[None]
+        images = images[..., None]  # [n, H, W] grayscale batch
     if images.ndim != 4 or images.shape[3] not in (1, 3, 4):
         raise ValueError(f"{name}: expected RGB images [n, H, W, 3] (or grayscale [n, H, W]), got {images.shape}")
-    if images.dtype.kind not in "fiub":
-        raise TypeError(f"{name}: expected numeric pixels, got dtype {images.dtype}")
+    if images.dtype.kind not in "fiu":
+        raise TypeError(f"{name}: expected numeric pixels in 0..255, got dtype {images.dtype}")
+    _check_pixel_range(images, name)
     if images.shape[3] == 1:
         images = np.repeat(images, 3, axis=3)
     return images[..., :3]
+
+
+def _check_pixel_range(images, name):
+    """Pixels in 0..255, as the network was trained on: 16-bit or [0, 1] float arrays would be
+    clipped to white or read as black (``read_image`` scales files of any depth)."""
+    if images.dtype == np.uint8 or not images.size:
+        return
+    low, high = float(np.min(images)), float(np.max(images))
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise ValueError(f"{name}: pixels contain NaN or infinity")
+    if low < 0 or high > 255:
+        raise ValueError(f"{name}: pixels must lie in 0..255 (8-bit RGB), found {low:g}..{high:g}; scale deeper "
+                         "images to 0..255 first (fastcore_ad.features.read_image does so for files)")
+    if images.dtype.kind == "f" and 0 < high <= 1.0:
+        import warnings  # noqa: PLC0415
+
+        warnings.warn(f"{name}: float pixels all within [0, 1] read as nearly black; the network expects "
+                      "0..255 (multiply by 255)", UserWarning, stacklevel=3)
 
 @dataclass
 class Features:

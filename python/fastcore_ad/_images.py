@@ -40,7 +40,7 @@ def _resize_image(image, size):
     except ImportError:
         return resize_maps(image[None].astype(np.float32), size)[0]
     if image.dtype != np.uint8:
-        image = np.clip(image, 0, 255).astype(np.uint8)
+        image = np.rint(np.clip(image, 0, 255)).astype(np.uint8)  # rounded, as 8-bit pixels would be
     return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
 
 

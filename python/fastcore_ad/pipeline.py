@@ -58,14 +58,20 @@ def per_position_gaussian(train_maps, test_maps, image_size, *, sigma=4.0, covar
     return (scores, maps, model) if return_model else (scores, maps)
 
 
+def _levels(maps):
+    """A list of ``[n, h, w, C_i]`` levels: one array is one level (not a list of its images)."""
+    return list(maps) if isinstance(maps, (list, tuple)) else [maps]
+
+
 def musc_zero_shot(test_maps, image_size, *, sigma=4.0, degrees=(1, 3, 5), top_ratio=0.3):
     """MuSc on the unlabeled test set itself (no training images): ``test_maps`` is a list of
     ``[n, h, w, C_i]`` levels. Returns ``(image_scores [n], anomaly_maps [n, H, W])``; the maps
     are ``MuScResult.anomaly_maps(image_size, sigma)``, the same as :func:`upsample_maps` of the
-    patch scores. Raises ImportError when ``fastcore_ad.musc`` is not part of this build."""
+    patch scores (one array is one level). Raises ImportError when ``fastcore_ad.musc`` is not
+    part of this build."""
     from .musc import MuSc  # noqa: PLC0415
 
-    result = MuSc(degrees=tuple(degrees), top_ratio=top_ratio).predict(list(test_maps))
+    result = MuSc(degrees=degrees, top_ratio=top_ratio).predict(_levels(test_maps))
     maps = result.anomaly_maps(image_size, sigma or None)
     return np.asarray(result.image_scores, dtype=np.float64), maps
 
@@ -78,7 +84,7 @@ def patchcore(train_maps, test_maps, image_size, *, sigma=4.0, coreset_ratio=0.1
     from .patchcore import PatchCore  # noqa: PLC0415
 
     model = PatchCore(coreset_ratio=coreset_ratio, projection_dim=projection_dim, num_neighbors=num_neighbors,
-                      seed=seed).fit(list(train_maps))
-    result = model.predict(list(test_maps))
+                      seed=seed).fit(_levels(train_maps))
+    result = model.predict(_levels(test_maps))
     maps = result.anomaly_maps(image_size, sigma or None)
     return np.asarray(result.image_scores, dtype=np.float64), maps

@@ -44,19 +44,37 @@ def _jet(values):
 
 
 def _as_rgb_float(image):
+    """RGB in [0, 1], scaled by the dtype: uint16 / 65535, other integers as 8-bit (0..255) / 255,
+    floats as they are, in [0, 1]."""
     image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
     if image.ndim == 2:
         image = np.repeat(image[:, :, None], 3, axis=2)
-    if image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise ValueError(f"image: expected [H, W] or [H, W, 3], got {image.shape}")
-    image = image[..., :3].astype(np.float64)
-    return image / 255.0 if image.max() > 1.0 else image
+    if image.ndim != 3 or image.shape[2] not in (3, 4) or 0 in image.shape[:2]:
+        raise ValueError(f"image: expected a non-empty [H, W], [H, W, 1], [H, W, 3] or [H, W, 4], got {image.shape}")
+    if image.dtype.kind == "b" or image.dtype.kind not in "uif":
+        raise TypeError(f"image: expected integer or float pixels, got dtype {image.dtype}")
+    image = image[..., :3]
+    if image.dtype.kind in "ui":
+        top = 65535 if image.dtype == np.uint16 else 255
+        low, high = int(image.min()), int(image.max())
+        if low < 0 or high > top:
+            raise ValueError(f"image: {image.dtype} pixels must lie in 0..{top}, found {low}..{high}")
+        return image.astype(np.float64) / top
+    image = image.astype(np.float64)
+    low, high = float(image.min()), float(image.max())
+    if not (0.0 <= low and high <= 1.0):
+        raise ValueError(f"image: float pixels must lie in [0, 1], found {low:g}..{high:g}")
+    return image
 
 
 def _fit_map(anomaly_map, shape):
     anomaly_map = np.asarray(anomaly_map, dtype=np.float64)
     if anomaly_map.ndim != 2:
         raise ValueError(f"anomaly_map: expected [h, w], got {anomaly_map.shape}")
+    if not np.isfinite(anomaly_map).all():
+        raise ValueError("anomaly_map: contains NaN or infinity")
     if anomaly_map.shape != tuple(shape):
         from .maps import upsample  # noqa: PLC0415
 
@@ -71,6 +89,9 @@ def overlay_rgb(image, anomaly_map, mask=None, *, vmin=None, vmax=None, alpha=0.
     ``vmin``/``vmax`` fix the colour scale (use the same for every image of a dataset so colours
     compare); by default the map's own range.
     """
+    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, (int, float, np.integer, np.floating)) \
+            or not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha: must be a number in [0, 1], got {alpha!r}")
     rgb = _as_rgb_float(image)
     anomaly_map = _fit_map(anomaly_map, rgb.shape[:2])
     lo = float(np.min(anomaly_map)) if vmin is None else float(vmin)
