@@ -74,8 +74,10 @@ def extract(images, layers=("stage3", "stage5"), image_size=224, *, grid=None, m
             pooled_layers=None, weights=None, backend="auto", batch_size=16, progress=True) -> Features:
     """EfficientNet-Lite0 features of ``images``.
 
-    ``images``: RGB ``[n, H, W, 3]`` in 0..255 (grayscale ``[n, H, W]`` is replicated), a list of
-    such images, a folder, or :class:`LoadedImages`; resized to ``image_size``.
+    ``images``: RGB ``[n, H, W, 3]`` in 0..255 (grayscale ``[n, H, W]`` or ``[n, H, W, 1]`` is
+    replicated; a width of 1, 3 or 4 needs the channel axis, as one ``[H, W, C]`` image would read
+    the same), a list of such images, a folder, or :class:`LoadedImages`; resized to
+    ``image_size``. Pixels outside 0..255 are a ValueError (``read_image`` scales deeper files).
     ``layers``: levels from :data:`LEVELS` (stem, stage1..stage7, head; strides 2..32).
     ``grid``: the common map size (default: the finest requested level's), bilinear resizing.
     ``pooled_layers``: levels to pool (default: ``layers``; Rippel et al. pool all of :data:`LEVELS`).
