@@ -182,13 +182,19 @@ def resolve_device(device, backend: str, *, check_only: bool = False) -> str:
 _SQUARE_SAFE = {np.dtype(np.float64): 2.0**480, np.dtype(np.float32): 2.0**40}
 
 
+def square_safe_bound(dtype) -> float:
+    """Magnitudes within [1 / bound, bound] square and sum safely in ``dtype``."""
+    return _SQUARE_SAFE.get(np.dtype(dtype), _SQUARE_SAFE[np.dtype(np.float32)])
+
+
 def square_safe_scale(arrays, xp) -> float:
     """1.0, or the power of two that brings the largest magnitude of ``arrays`` (float32 or
     float64) to [0.5, 1) when it lies outside the safe range. Distances scale exactly with a
     power of two, so measuring ``x * scale`` and dividing by ``scale`` changes no digit."""
     dtype = np.dtype(arrays[0].dtype)
-    top = max(float(xp.abs(a).max()) if a.size else 0.0 for a in arrays)
-    safe = _SQUARE_SAFE[dtype]
+    # max and -min: two reads of each array, no temporary the size of it.
+    top = max(max(float(a.max()), -float(a.min())) if a.size else 0.0 for a in arrays)
+    safe = square_safe_bound(dtype)
     if top == 0.0 or 1.0 / safe <= top <= safe:
         return 1.0
     # The scale itself must be a number of the dtype (subnormal inputs stop short of [0.5, 1)).

@@ -20,7 +20,6 @@ imports dask; the family modules import it only when they are given a dask array
 
 from __future__ import annotations
 
-import copy
 import functools
 
 import dask
@@ -60,7 +59,7 @@ def check_array(x, name: str, ndim=None):
 def rows_only(x):
     """``x`` chunked along the first axis only (one chunk across every other axis), without
     empty row chunks (boolean masks leave them): the in-memory functions refuse empty input."""
-    rows = tuple(n for n in x.chunks[0] if n > 0) if x.ndim else ()
+    rows = tuple(n for n in x.chunks[0] if n != 0) if x.ndim else ()
     wanted = {axis: -1 for axis in range(1, x.ndim)}
     if x.ndim and rows and len(rows) != len(x.chunks[0]) and not any(np.isnan(n) for n in rows):
         wanted[0] = rows
@@ -499,8 +498,7 @@ def map_method(model, method: str, X, columns: int, dtype):
     """``model.<method>(chunk)`` on each row chunk of dask ``X``, lazily: ``[n, columns]``. The
     model is one graph key, so each worker receives it once."""
     X = rows_only(check_array(X, "X", ndim=2))
-    # A copy: the lazy result is the model's as it is now, whatever fit or partial_fit does later.
-    shared = dask.delayed(copy.deepcopy(model), pure=False)
+    shared = dask.delayed(model, pure=False)
     return da.map_blocks(_call_method, X, shared, method, chunks=(X.chunks[0], (columns,)), dtype=dtype,
                          meta=np.empty((0, 0), dtype=dtype))
 

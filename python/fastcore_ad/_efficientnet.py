@@ -369,6 +369,8 @@ def _check_levels(levels):
 
 def _checked_rgb(image, name):
     image = _as_rgb(image, name)
+    if image.dtype.kind not in "fiu":
+        raise TypeError(f"{name}: expected numeric pixels in 0..255, got dtype {image.dtype}")
     _check_pixel_range(image, name)
     return image
 

@@ -244,7 +244,7 @@ def _load_zip(stream) -> dict:
                 info = archive.getinfo(name)
                 # A stored entry inflates to at most its declared size; refuse entries that would
                 # inflate far past their compressed size (a zip bomb) before reading them.
-                if info.file_size > 64 * info.compress_size + (1 << 20):
+                if info.file_size > _MAX_INFLATION * info.compress_size + (1 << 20):
                     raise ValueError(f"{name}: declares {info.file_size} bytes from {info.compress_size} compressed")
                 raw = archive.read(name)
                 storages[obj.storage_key] = np.frombuffer(raw, dtype=obj.dtype)

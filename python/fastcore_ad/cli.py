@@ -173,8 +173,8 @@ def _detect(args) -> int:
     created = _make_output_folders(args.out)
     try:
         return _detect_run(args)
-    except _UsageError:
-        for folder in created:  # the run stopped at a usage error: leave no empty folders behind
+    except BaseException:
+        for folder in created:  # the run stopped: leave no empty folders behind (rmdir spares others)
             try:
                 os.rmdir(folder)
             except OSError:

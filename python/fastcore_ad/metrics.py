@@ -66,7 +66,8 @@ def _prepare(scores, labels):
     if scores.ndim and _squeezed(scores.shape) != _squeezed(labels.shape):
         raise ValueError(f"scores and labels differ in shape: {scores.shape} != {labels.shape}; "
                          "their elements would be paired by position")
-    scores, values = _exact_order(scores.reshape(-1) if scores.ndim else scores, "scores")
+    scores, values = _exact_order(scores, "scores")
+    scores = scores.reshape(-1) if scores.ndim else scores
     scores = float_array(scores, "scores", ndim=1)
     labels = binary_labels(labels.reshape(-1), "labels")
     n_pos = int(np.count_nonzero(labels))
@@ -89,6 +90,8 @@ def _exact_order(x, name):
     check_fits(int(x.size) * 8, f"{name} (a contiguous float64 copy of shape {tuple(x.shape)})")
     if max(abs(int(x.min())), abs(int(x.max()))) <= 2**53:
         return x, None
+    # np.unique's sorted copy, order, inverse and the ranks
+    check_fits(int(x.size) * 32, f"{name} (ranks of {x.size} integers beyond 2**53)")
     values, ranks = np.unique(x, return_inverse=True)
     return ranks.reshape(x.shape).astype(np.float64), values
 
@@ -209,9 +212,11 @@ def _prepare_maps(anomaly_maps, masks, max_fpr):
         maps = maps[None]
     if masks.ndim == 2:
         masks = masks[None]
-    maps = float_array(_exact_order(maps, "anomaly_maps")[0], "anomaly_maps", ndim=3)
-    if masks.shape != maps.shape:
+    if masks.shape != maps.shape:  # before any pass over the maps
+        if maps.ndim != 3:
+            float_array(maps, "anomaly_maps", ndim=3)  # names the dimensions
         raise ValueError(f"anomaly_maps and masks differ in shape: {maps.shape} != {masks.shape}")
+    maps = float_array(_exact_order(maps, "anomaly_maps")[0], "anomaly_maps", ndim=3)
     masks = binary_labels(masks, "masks")
     return maps, masks, _check_positive_rate(max_fpr)
 

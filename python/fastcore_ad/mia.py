@@ -180,7 +180,8 @@ def _ratios(ratios, name="ratio") -> list[float]:
     out = []
     for r in values:
         if isinstance(r, (bool, np.bool_)) or not isinstance(r, (int, float, np.integer, np.floating)):
-            raise TypeError(f"{name}: expected a number in (0, 1] or a list of them, got {r!r}")
+            several = " or a list of them" if name == "ratios" else ""
+            raise TypeError(f"{name}: expected a number in (0, 1]{several}, got {r!r}")
         r = float(r)
         if not 0.0 < r <= 1.0:
             raise ValueError(f"{name}: must lie in (0, 1], got {r}")

@@ -17,7 +17,8 @@ import numpy as np
 
 from . import maps as _maps
 from ._base import FastcoreEstimator
-from ._dispatch import as_array, float_array, kernels, same_backend, square_safe_scale, to_backend, xp_of
+from ._dispatch import (as_array, float_array, kernels, same_backend, square_safe_bound, square_safe_scale, to_backend,
+                        xp_of)
 from .progress import progress
 
 __all__ = ["knn", "greedy_coreset", "PatchCore", "PatchCoreResult", "sparse_random_projection"]
@@ -37,10 +38,14 @@ def _whole(value, name: str, low: int, high: int | None = None) -> int:
 
 
 def _rows_scaled(x, xp):
-    """Each row divided by the power of two nearest its largest magnitude (zero rows stay zero)."""
+    """``x``, or each row divided by the power of two nearest its largest magnitude when some row
+    lies where its squared norm would overflow or underflow (zero rows stay zero)."""
     if not x.size:
         return x
-    top = xp.abs(x).max(axis=1, keepdims=True)
+    top = xp.maximum(x.max(axis=1, keepdims=True), -x.min(axis=1, keepdims=True))
+    nonzero, bound = top[top > 0], square_safe_bound(x.dtype)
+    if not nonzero.size or (float(nonzero.max()) <= bound and float(nonzero.min()) >= 1.0 / bound):
+        return x
     _, exponent = xp.frexp(xp.where(top > 0, top, 1.0))
     return xp.ldexp(x, -exponent)
 
@@ -51,6 +56,7 @@ def knn(queries, bank, k=1, *, metric="euclidean", n_jobs=None):
     broken by the lower bank index.
 
     ``metric="euclidean"`` gives ``||q - b||``, ``"cosine"`` gives ``1 - q.b / (|q| |b|)``.
+    Queries and bank of different float types are measured in the finer one.
     Dot products come from tiled GEMM; every candidate that could enter the top k is
     re-measured exactly in float64, so the result equals a float64 brute force while memory
     stays at one tile per thread (the full distance matrix is never formed).
@@ -67,7 +73,8 @@ def knn(queries, bank, k=1, *, metric="euclidean", n_jobs=None):
     k = _whole(k, "k", 1, int(b.shape[0]))
     if metric not in METRICS:
         raise ValueError(f"metric: expected one of {METRICS}, got {metric!r}")
-    # One precision for both: a float64 bank is not rounded to float32 queries (or the reverse).
+    # One precision for both, the finer: a float64 bank is not rounded to float32 queries (pass
+    # both in float32 for float32 speed).
     dtype = np.result_type(q.dtype, b.dtype)
     q, b = q.astype(dtype, copy=False), b.astype(dtype, copy=False)
     xp = xp_of(backend)
@@ -130,6 +137,8 @@ def _distinct_tail(chosen, n: int, backend):
     already chosen, wins the tie); from there the rule goes on with the lowest indices not
     yet chosen."""
     host = np.asarray(to_backend(chosen, "numpy"))
+    if np.bincount(host, minlength=n).max(initial=0) <= 1:
+        return chosen
     seen = np.zeros(n, dtype=bool)
     for at, index in enumerate(host):
         if seen[index]:
@@ -308,8 +317,10 @@ class PatchCore(FastcoreEstimator):
         self._check_fitted()
         patches, backend, level_channels = self._patches(features, "features")
         n, h, w, c = patches.shape
-        fitted = tuple(getattr(self, "level_channels_", (self.n_features_in_,)))
-        if level_channels != fitted:
+        fitted = getattr(self, "level_channels_", None)
+        if fitted is None:  # a model pickled before the levels were recorded: their total only
+            fitted = level_channels if sum(level_channels) == self.n_features_in_ else (self.n_features_in_,)
+        if level_channels != tuple(fitted):
             def described(channels):
                 return f"{len(channels)} level(s) of {', '.join(map(str, channels))} channels"
             raise ValueError(f"features: the model was fitted on {described(fitted)}, got {described(level_channels)}")

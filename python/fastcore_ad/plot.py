@@ -45,7 +45,7 @@ def _jet(values):
 
 def _as_rgb_float(image):
     """RGB in [0, 1], scaled by the dtype: uint16 / 65535, other integers as 8-bit (0..255) / 255,
-    floats as they are, in [0, 1]."""
+    floats in [0, 1] as they are (float images in 0..255, any value above 1, / 255)."""
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
@@ -64,9 +64,9 @@ def _as_rgb_float(image):
         return image.astype(np.float64) / top
     image = image.astype(np.float64)
     low, high = float(image.min()), float(image.max())
-    if not (0.0 <= low and high <= 1.0):
-        raise ValueError(f"image: float pixels must lie in [0, 1], found {low:g}..{high:g}")
-    return image
+    if not (0.0 <= low and high <= 255.0):
+        raise ValueError(f"image: float pixels must lie in [0, 1] (or 0..255), found {low:g}..{high:g}")
+    return image / 255.0 if high > 1.0 else image
 
 
 def _fit_map(anomaly_map, shape):

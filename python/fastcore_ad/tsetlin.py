@@ -413,7 +413,7 @@ class _ScoredClassifier(ClassifierMixin):
             raise TypeError("sample_weight: expected one number per row") from None
         if weights.shape != hits.shape:
             raise ValueError(f"sample_weight: expected shape {hits.shape} (one per row), got {weights.shape}")
-        if not np.isfinite(weights).all() or (weights < 0).any() or not weights.sum() > 0:
+        if not np.isfinite(weights).all() or (weights < 0).any() or not 0 < weights.sum() < np.inf:
             raise ValueError("sample_weight: must be finite, non-negative and not all zero")
         return float(np.average(hits, weights=weights))
 
@@ -694,6 +694,16 @@ class TsetlinMachine(_ScoredClassifier, FastcoreEstimator):
                                             y_idx, order, self.epochs_, self._n_jobs())
         self.epochs_ += 1
 
+    def _frozen(self):
+        """A copy that prediction can read while this model trains on: training changes the
+        arrays in place, so the copy holds its own include bits and weights (lazy dask results
+        are the model as it was when they were made). The lower state planes, which only
+        training reads, are left out."""
+        frozen = copy.copy(self)
+        frozen.action_, frozen.weights_ = self.action_.copy(), self.weights_.copy()
+        frozen.lower_ = np.zeros((0,), dtype=np.uint64)
+        return frozen
+
     @_serialised
     def fit(self, X, y, epochs=None, *, validation_data=None, progress_bar=True):
         """Train from scratch; returns self.
@@ -815,7 +825,7 @@ class TsetlinMachine(_ScoredClassifier, FastcoreEstimator):
             if X.ndim == 2 and X.shape[1] != self.n_features_in_:
                 raise ValueError(f"X has {X.shape[1]} features, but TsetlinMachine is expecting "
                                  f"{self.n_features_in_} features as input")
-            return _distributed.map_method(self, "class_sums", X, len(self.classes_), np.int64)
+            return _distributed.map_method(self._frozen(), "class_sums", X, len(self.classes_), np.int64)
         X, n, _, backend = _intake(X, self.n_features_in_)
         docs = _docs(X, self._encoder(), backend, self._fitted_on_bits())
         target = self._target_backend(backend)

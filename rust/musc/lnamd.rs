@@ -43,20 +43,17 @@ pub fn lnamd<T: Real>(
 /// Mean and 1 / sqrt(variance + 1e-5) of one image's values. Values beyond ~1e154 overflow
 /// the squares (or their sum): those images are measured divided by their largest magnitude,
 /// the same statistics without the overflow (the CUDA path computes them the same way).
-fn standardisation(src: &[f64]) -> (f64, f64) {
+fn standardisation<T: Real>(src: &[T]) -> (f64, f64) {
     let count = src.len() as f64;
-    let moments = |scale: f64| {
-        let mean = src.iter().map(|v| v / scale).sum::<f64>() / count;
-        // Two passes for the (biased) variance: no cancellation from E[x^2] - E[x]^2.
-        let var = src.iter().map(|v| (v / scale - mean).powi(2)).sum::<f64>() / count;
-        (mean, var)
-    };
-    let (mean, var) = moments(1.0);
+    let mean = src.iter().map(|v| v.to_f64()).sum::<f64>() / count;
+    // Two passes for the (biased) variance: no cancellation from E[x^2] - E[x]^2.
+    let var = src.iter().map(|v| (v.to_f64() - mean).powi(2)).sum::<f64>() / count;
     if mean.is_finite() && var.is_finite() {
         return (mean, 1.0 / (var + LNAMD_EPS).sqrt());
     }
-    let top = src.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    let (mean, var) = moments(top);
+    let top = src.iter().fold(0.0f64, |m, v| m.max(v.to_f64().abs()));
+    let mean = src.iter().map(|v| v.to_f64() / top).sum::<f64>() / count;
+    let var = src.iter().map(|v| (v.to_f64() / top - mean).powi(2)).sum::<f64>() / count;
     (mean * top, 1.0 / ((var + LNAMD_EPS / top / top).sqrt() * top))
 }
 
@@ -64,9 +61,8 @@ fn standardisation(src: &[f64]) -> (f64, f64) {
 const LNAMD_EPS: f64 = 1e-5;
 
 fn lnamd_one<T: Real>(src: &[T], dst: &mut [T], h: usize, w: usize, c: usize, r: usize) {
-    let values: Vec<f64> = src.iter().map(|v| v.to_f64()).collect();
-    let (mean, inv_std) = standardisation(&values);
-    let standard: Vec<f64> = values.iter().map(|v| (v - mean) * inv_std).collect();
+    let (mean, inv_std) = standardisation(src);
+    let standard: Vec<f64> = src.iter().map(|v| (v.to_f64() - mean) * inv_std).collect();
 
     let half = (r - 1) / 2;
     let boxed: Vec<f64> = if r == 1 {

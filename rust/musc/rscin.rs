@@ -42,11 +42,14 @@ pub fn rscin(
         .collect();
     let mut unit = embeddings.to_vec();
     for row in unit.chunks_mut(d.max(1)) {
-        let mut norm = row.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt();
         if !norm.is_finite() {
-            // Squares past f64::MAX: the same norm from the row over its largest magnitude.
+            // Squares past f64::MAX: the row over its largest magnitude, then over that row's norm
+            // (a norm near f64::MAX itself would overflow).
             let top = row.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-            norm = top * row.iter().map(|v| (v / top) * (v / top)).sum::<f64>().sqrt();
+            let scaled = row.iter().map(|v| (v / top) * (v / top)).sum::<f64>().sqrt();
+            row.iter_mut().for_each(|v| *v = *v / top / scaled);
+            continue;
         }
         let norm = norm.max(1e-12);
         row.iter_mut().for_each(|v| *v /= norm);

@@ -21,7 +21,7 @@ def musc_lnamd(features, r, n_jobs=None):
     xp = rt.xp
     n, h, w, c = (int(v) for v in features.shape)
     flat = features.reshape(n, -1).astype(np.float64)
-    with np.errstate(over="ignore"):  # an overflow is caught below (the host runtime is numpy)
+    with np.errstate(over="ignore", invalid="ignore"):  # caught below (the host runtime is numpy)
         mean = flat.mean(axis=1)
         inv_std = 1.0 / xp.sqrt(((flat - mean[:, None]) ** 2).mean(axis=1) + LNAMD_EPS)
     huge = ~(xp.isfinite(mean) & xp.isfinite(inv_std) & (inv_std > 0))
