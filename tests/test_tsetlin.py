@@ -1650,3 +1650,51 @@ def test_one_vs_rest_save_load_and_hostile_folders(rng, tmp_path):
     mixed = np.array([("a", 1), ("b", 2)] * 60, dtype=[("name", "U1"), ("n", "i8")])
     with pytest.raises(TypeError, match="numbers or strings"):
         TsetlinOneVsRest(machine).fit(X, mixed, epochs=1, progress_bar=False).save(tmp_path / "mixed")
+
+
+_CLINIC = (["fever and cough", "cough and sore throat", "broken arm", "fracture of the arm", "rash on skin",
+            "itchy skin rash", "sore arm after a fall", "cough with fever at night"] * 12)
+_CLINIC_LABELS = ["resp", "resp", "ortho", "ortho", "derm", "derm", "ortho", "resp"] * 12
+
+
+def test_vote_adds_its_members_scores(rng):
+    from sklearn.preprocessing import StandardScaler
+
+    from fastcore_ad import TsetlinVote
+
+    order = rng.permutation(len(_CLINIC))
+    texts, labels = [_CLINIC[i] for i in order], np.array(_CLINIC_LABELS)[order]
+    views = [text_pipeline(max_features=k, min_df=1, n_clauses=20, threshold=10, seed=s) for k, s in ((4, 0), (9, 1))]
+    vote = TsetlinVote(views).fit(texts, labels, tm__epochs=3, tm__progress_bar=False)
+    members = [v.fit(texts, labels, tm__epochs=3, tm__progress_bar=False) for v in views]  # the same fits
+    want = sum(np.asarray(m.decision_function(texts), dtype=np.float64) for m in members)
+    np.testing.assert_array_equal(vote.votes(texts), want)
+    np.testing.assert_array_equal(vote.predict(texts), vote.classes_[want.argmax(axis=1)])
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(vote)).votes(texts), want)
+    # Two classes: each member's margin is a score for the second class.
+    binary = np.where(labels == "resp", "resp", "other")
+    vote2 = TsetlinVote(views).fit(texts, binary, tm__epochs=3, tm__progress_bar=False)
+    margins = sum(np.asarray(v.fit(texts, binary, tm__epochs=3, tm__progress_bar=False).decision_function(texts),
+                             dtype=np.float64) for v in views)
+    np.testing.assert_array_equal(vote2.decision_function(texts), margins)
+    with pytest.raises(ValueError, match="estimators: expected a non-empty list"):
+        TsetlinVote([]).fit(texts, labels)
+    with pytest.raises(TypeError, match=r"estimators\[1\]: .* has no decision_function"):
+        TsetlinVote([views[0], StandardScaler()]).fit(texts, labels)
+    with pytest.raises(NotFittedError):
+        TsetlinVote(views).predict(texts)
+
+
+def test_text_views_builds_the_four_views():
+    from fastcore_ad.tsetlin import text_views
+
+    from fastcore_ad import TsetlinOneVsRest
+
+    vote = text_views(seed=3, n_clauses=20, threshold=10)
+    vote.fit(_CLINIC, _CLINIC_LABELS, tm__epochs=2, tm__progress_bar=False)
+    models = [p.named_steps["tm"] for p in vote.estimators_]
+    assert all(isinstance(m, TsetlinOneVsRest) for m in models)  # three classes: still one machine per class
+    assert [m.features_per_class for m in models] == [4000, 8000, 16000, "auto"]
+    assert ["levels" in p.named_steps for p in vote.estimators_] == [False, True, True, True]
+    assert all(m.estimators_[0].seed == 3 for m in models)
+    assert vote.votes(_CLINIC[:5]).shape == (5, 3)

@@ -17,7 +17,7 @@ from .gaussian import GaussianAD, mahalanobis
 from .musc import MuSc
 from .patchcore import PatchCore, knn
 from .class_gaussian import ClassGaussian
-from .tsetlin import TsetlinEnsemble, TsetlinMachine, TsetlinOneVsRest
+from .tsetlin import TsetlinEnsemble, TsetlinMachine, TsetlinOneVsRest, TsetlinVote
 from . import features
 
 __version__ = _core.__version__
@@ -40,6 +40,7 @@ __all__ = [
     "TsetlinMachine",
     "TsetlinEnsemble",
     "TsetlinOneVsRest",
+    "TsetlinVote",
     "features",
     "info",
 ]
