@@ -623,6 +623,12 @@ def test_dask_scores_check_shapes_texts_and_name_chunk_rows(client, rng):
         mia.token_stats(da.from_array(bad, chunks=(3, 6, 11)), targets[:, :5]).logp.compute()
 
 
+def test_musc_on_dask_keeps_the_in_memory_dtype(client, rng):
+    patches = rng.normal(size=(5, 4, 3)).astype(np.float16)
+    lazy = musc.mutual_scores(da.from_array(patches, chunks=(2, 4, 3)), 0.5)
+    assert lazy.dtype == musc.mutual_scores(patches, 0.5).dtype == np.float32
+
+
 @pytest.mark.parametrize("scale", [1e-200, 1.0, 1e200])
 def test_musc_on_dask_equals_numpy_at_any_scale(client, rng, scale):
     patches = rng.normal(size=(7, 5, 4)) * scale

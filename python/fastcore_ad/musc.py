@@ -236,8 +236,8 @@ def _dask_float(x, name, ndim, dtype=None):
     from . import _distributed  # noqa: PLC0415
 
     x = _distributed.check_array(da.asarray(x), name, ndim=ndim)
-    if dtype is None:
-        dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float64
+    if dtype is None:  # the in-memory rule (float_array): float16 computes in float32
+        dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float32 if x.dtype == np.float16 else np.float64
     return x.astype(dtype) if x.dtype != dtype else x
 
 
