@@ -1685,6 +1685,13 @@ def test_vote_adds_its_members_scores(rng):
         TsetlinVote(views).predict(texts)
 
 
+def test_ensemble_width_errors_name_the_ensemble(rng):
+    X, y = _text_like(rng, n=60, f=10, words=3)
+    vote = TsetlinEnsemble(TsetlinMachine(20, 10, 3.0, seed=0), 2).fit(X, y, epochs=1, progress_bar=False)
+    with pytest.raises(ValueError, match="X has 9 features, but TsetlinEnsemble is expecting 10"):
+        vote.predict(X[:, :9])
+
+
 def test_text_views_builds_the_four_views():
     from fastcore_ad.tsetlin import text_views
 

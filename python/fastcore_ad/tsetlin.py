@@ -1269,8 +1269,7 @@ class TsetlinEnsemble(_ScoredClassifier, FastcoreEstimator):
         its ``threshold_``, added. Lazy for dask input, cupy for cupy input, as the machines'."""
         self._check_fitted()
         subsets = getattr(self, "feature_subsets_", None)
-        if subsets is not None:
-            _check_fitted_width(self, X)
+        _check_fitted_width(self, X)  # here, so that the error names the ensemble
         votes = None
         for i, m in enumerate(self.estimators_):
             part = m.class_sums(_columns(X, _subset(subsets, i), "X")) / float(m.threshold_)
