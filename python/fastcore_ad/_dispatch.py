@@ -200,3 +200,14 @@ def square_safe_scale(arrays, xp) -> float:
     # The scale itself must be a number of the dtype (subnormal inputs stop short of [0.5, 1)).
     limit = np.finfo(dtype).maxexp - 8
     return float(np.ldexp(1.0, max(-limit, min(limit, -int(np.frexp(top)[1])))))
+
+
+def check_paired_shapes(scores_shape, labels_shape):
+    """Scores and labels are paired element by element: their shapes must agree up to axes of
+    length 1 (a column of labels pairs with a row of scores)."""
+    def squeezed(shape):
+        return tuple(n for n in shape if n != 1)
+
+    if squeezed(scores_shape) != squeezed(labels_shape):
+        raise ValueError(f"scores and labels differ in shape: {tuple(scores_shape)} != {tuple(labels_shape)}; "
+                         "their elements would be paired by position")

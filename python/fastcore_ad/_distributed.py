@@ -27,7 +27,8 @@ import dask.array as da
 import numpy as np
 
 from . import _core
-from ._dispatch import as_array, binary_labels, cupy_module, float_array, is_cupy, to_backend, to_numpy
+from ._dispatch import (as_array, binary_labels, check_paired_shapes, cupy_module, float_array, is_cupy, to_backend,
+                        to_numpy)
 from ._moments import GaussianMoments
 
 __all__ = ["check_array", "tree_reduce", "gaussian_moments", "map_rows", "binary_summary", "pro_curve", "token_stats",
@@ -263,9 +264,7 @@ def binary_summary(scores, labels, max_fprs=(), min_tprs=()):
     check_array(labels, "labels")
     if scores.size != labels.size:
         raise ValueError(f"scores and labels differ in length: {scores.size} != {labels.size}")
-    if tuple(n for n in scores.shape if n != 1) != tuple(n for n in labels.shape if n != 1):
-        raise ValueError(f"scores and labels differ in shape: {scores.shape} != {labels.shape}; "
-                         "their elements would be paired by position")
+    check_paired_shapes(scores.shape, labels.shape)
     scores, labels = scores.reshape(-1), labels.reshape(-1)
     _, (scores, labels) = da.core.unify_chunks(scores, "i", labels, "i")
     delayed = functools.partial(dask.delayed, pure=True)
@@ -418,7 +417,8 @@ def _along_batch(value, name, chunks):
 
 
 def _logits_blocks(logits, targets, mask):
-    """Delayed (logits, targets, mask) blocks of whole sequences, and the rows of each."""
+    """Delayed (logits, targets, mask) blocks of whole sequences, the rows of each and the row
+    each starts at."""
     if logits.dtype == object:
         raise TypeError("logits: expected float32, float64, float16 or bfloat16, got dtype object")
     if logits.ndim != 3:
@@ -429,7 +429,7 @@ def _logits_blocks(logits, targets, mask):
     logits = rows_only(logits)
     rows = logits.chunks[0]
     return (list(logits.to_delayed().ravel()), _along_batch(targets, "targets", rows),
-            _along_batch(mask, "mask", rows), rows)
+            _along_batch(mask, "mask", rows), rows, np.cumsum((0, *rows))[:-1].tolist())
 
 
 def _rows_named(function, first_row: int, *args, **kwargs):
@@ -453,10 +453,9 @@ def _stacked(function, first_row, logits, targets, mask, kwargs):
 def token_stats(function, logits, targets, mask, n_outputs, **kwargs):
     """The ``n_outputs`` float64 ``[B, T]`` arrays of ``function(logits, targets, mask, **kwargs)``
     (``mia.token_stats``) on each batch chunk of dask ``logits``, as lazy dask arrays."""
-    logit_blocks, target_blocks, mask_blocks, rows = _logits_blocks(logits, targets, mask)
+    logit_blocks, target_blocks, mask_blocks, rows, starts = _logits_blocks(logits, targets, mask)
     time = int(np.shape(targets)[1])
     stacked = dask.delayed(_stacked, pure=True)
-    starts = np.cumsum((0, *rows))[:-1].tolist()
     pieces = [da.from_delayed(stacked(function, start, lg, tg, mk, kwargs), shape=(n_outputs, r, time),
                               dtype=np.float64)
               for lg, tg, mk, r, start in zip(logit_blocks, target_blocks, mask_blocks, rows, starts)]
@@ -473,13 +472,12 @@ def score_logits(function, keys, logits, targets, mask, texts, **kwargs):
     """``function`` (``mia.score_logits``) on each batch chunk of dask ``logits``: a dict of lazy
     float64 ``[B]`` dask arrays under ``keys``; ``texts`` are cut along the same chunks and the
     other arguments (``counts``: ``[V]``) are one graph key shared by the chunks."""
-    logit_blocks, target_blocks, mask_blocks, rows = _logits_blocks(logits, targets, mask)
-    starts = np.cumsum((0, *rows))
-    text_blocks = [None if texts is None else list(texts[a:b]) for a, b in zip(starts[:-1], starts[1:])]
+    logit_blocks, target_blocks, mask_blocks, rows, starts = _logits_blocks(logits, targets, mask)
+    text_blocks = [None if texts is None else list(texts[a:a + r]) for a, r in zip(starts, rows)]
     shared = {name: (dask.delayed(value, pure=True) if isinstance(value, np.ndarray) else value)
               for name, value in kwargs.items()}
     rows_of = dask.delayed(_score_rows, pure=True)
-    pieces = [da.from_delayed(rows_of(function, keys, int(a), lg, tg, mk, tx, shared), shape=(len(keys), r),
+    pieces = [da.from_delayed(rows_of(function, keys, a, lg, tg, mk, tx, shared), shape=(len(keys), r),
                               dtype=np.float64)
               for lg, tg, mk, tx, r, a in zip(logit_blocks, target_blocks, mask_blocks, text_blocks, rows, starts)]
     joined = da.concatenate(pieces, axis=1)

@@ -90,14 +90,10 @@ def _check_smoothing(sigma, mode, truncate):
         raise ValueError(f"truncate: must be a finite number > 0 (sigmas), got {truncate!r}")
     truncate = float(truncate)
     reach = truncate * sigma + 0.5  # a float first: a huge product is inf, which int() refuses
-    if not reach <= MAX_RADIUS + 1:
-        raise ValueError(f"sigma: {sigma:g} pixels needs a kernel of {reach:.3g} taps per side (truncate={truncate:g}); "
+    if not reach < MAX_RADIUS + 1:  # int(reach) > MAX_RADIUS
+        raise ValueError(f"sigma: {sigma:g} pixels needs a kernel of {reach:.7g} taps per side (truncate={truncate:g}); "
                          f"at most {MAX_RADIUS} are held, i.e. sigma <= {(MAX_RADIUS - 0.5) / truncate:g}")
-    radius = int(reach)
-    if radius > MAX_RADIUS:
-        raise ValueError(f"sigma: {sigma:g} pixels needs a kernel of {radius} taps per side (truncate={truncate:g}); "
-                         f"at most {MAX_RADIUS} are held, i.e. sigma <= {(MAX_RADIUS - 0.5) / truncate:g}")
-    return sigma, mode, truncate, radius
+    return sigma, mode, truncate, int(reach)
 
 
 def _check_align_corners(align_corners) -> bool:

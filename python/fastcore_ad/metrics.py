@@ -26,7 +26,7 @@ import numpy as np
 
 from . import _core
 from ._base import check_n_jobs
-from ._dispatch import as_array, binary_labels, float_array, is_dask, to_numpy
+from ._dispatch import as_array, binary_labels, check_paired_shapes, float_array, is_dask, to_numpy
 from ._memory import check_fits
 
 __all__ = [
@@ -63,9 +63,8 @@ def _prepare(scores, labels):
     scores, labels = to_numpy(scores, b1), to_numpy(labels, b2)
     if scores.ndim and scores.size != labels.size:  # before any conversion copies a large input
         raise ValueError(f"scores and labels differ in length: {scores.size} != {labels.size}")
-    if scores.ndim and _squeezed(scores.shape) != _squeezed(labels.shape):
-        raise ValueError(f"scores and labels differ in shape: {scores.shape} != {labels.shape}; "
-                         "their elements would be paired by position")
+    if scores.ndim:
+        check_paired_shapes(scores.shape, labels.shape)
     scores, values = _exact_order(scores, "scores")
     scores = scores.reshape(-1) if scores.ndim else scores
     scores = float_array(scores, "scores", ndim=1)
@@ -75,10 +74,6 @@ def _prepare(scores, labels):
         only = "positive" if n_pos else "negative"
         raise ValueError(f"labels: only {only} samples are present; the metric needs both classes")
     return scores, labels, values
-
-
-def _squeezed(shape) -> tuple:
-    return tuple(n for n in shape if n != 1)
 
 
 def _exact_order(x, name):
