@@ -106,6 +106,32 @@ def test_greedy_coreset_ties_and_duplicates():
     assert got[:3].tolist() == [0, 1, 2]   # four points at distance 1: the lowest index first
 
 
+def test_greedy_coreset_raises_what_its_progress_raises(rng, monkeypatch):
+    # Ctrl-C runs Python's signal handler inside the progress callback: the KeyboardInterrupt
+    # must stop the selection and reach the caller, with the bar closed.
+    x = rng.normal(size=(400, 3))
+    seen, closed = [], []
+
+    class Bar:
+        def update(self, count):
+            seen.append(count)
+            if sum(seen) >= 128:
+                raise KeyboardInterrupt
+
+        def close(self):
+            closed.append(True)
+
+    monkeypatch.setattr(patchcore, "progress", lambda *args, **kwargs: Bar())
+    with pytest.raises(KeyboardInterrupt):
+        patchcore.greedy_coreset(x, 300)
+    assert seen == [64, 64] and closed == [True]
+    # Reports that raise nothing leave the selection as it was.
+    seen.clear()
+    monkeypatch.setattr(patchcore, "progress", lambda *args, **kwargs: type("Quiet", (Bar,), {"update": lambda self, c: seen.append(c)})())
+    np.testing.assert_array_equal(patchcore.greedy_coreset(x, 300), _coreset_oracle(x, 300, 0))
+    assert sum(seen) == 300
+
+
 def test_greedy_coreset_indices_are_distinct_once_every_point_is_covered(rng):
     assert patchcore.greedy_coreset(np.zeros((5, 2)), 5, progress_bar=False).tolist() == [0, 1, 2, 3, 4]
     x = np.repeat(rng.normal(size=(4, 3)), 3, axis=0)[rng.permutation(12)]  # four points, three copies each

@@ -54,7 +54,7 @@ pub fn chunk_of_queries_for(
 }
 
 /// Mutual scores of `n` images of `p` patches with `c` channels (`[n, p, c]` row-major):
-/// returns `[n, p]`. `progress` is called with the number of finished query images.
+/// returns `[n, p]`.
 #[allow(clippy::too_many_arguments)]
 pub fn mutual_scores<T: Real>(
     patches: &[T],

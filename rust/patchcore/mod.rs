@@ -411,14 +411,15 @@ fn catch_up_all<T: Real>(
 
 /// Exact greedy k-center: `n_select` indices of `x [n, d]`, starting at `start`; each step
 /// takes the point whose minimum squared distance to the selected set is largest (ties: the
-/// lowest index). `progress` is called with the number selected so far.
+/// lowest index). `progress` is called with the number selected so far and returns whether to
+/// go on; `false` stops the selection with an error (the caller keeps the reason).
 pub fn greedy_coreset<T: Real>(
     x: &[T],
     n: usize,
     d: usize,
     n_select: usize,
     start: usize,
-    progress: &(dyn Fn(usize) + Sync),
+    progress: &(dyn Fn(usize) -> bool + Sync),
 ) -> CoreResult<Vec<i64>> {
     // Past n / 8 catch-ups in one step the queue is mostly churn: one parallel pass over every
     // point ends the step sooner, though it measures points the queue would have left alone.
@@ -432,7 +433,7 @@ fn greedy_coreset_with_limit<T: Real>(
     d: usize,
     n_select: usize,
     start: usize,
-    progress: &(dyn Fn(usize) + Sync),
+    progress: &(dyn Fn(usize) -> bool + Sync),
     lazy_limit: usize,
 ) -> CoreResult<Vec<i64>> {
     if n == 0 || d == 0 {
@@ -473,8 +474,8 @@ fn greedy_coreset_with_limit<T: Real>(
         if selected.len() == n_select {
             break;
         }
-        if selected.len() % 64 == 0 {
-            progress(selected.len());
+        if selected.len() % 64 == 0 && !progress(selected.len()) {
+            return invalid("greedy_coreset: stopped by its progress callback");
         }
         let view = Centres { x, d, rows: &rows, slack };
         if selected.len() == 1 {
@@ -528,6 +529,7 @@ fn greedy_coreset_with_limit<T: Real>(
             }
         };
     }
+    // The last report cannot stop anything: the selection is complete.
     progress(selected.len());
     Ok(selected)
 }
@@ -535,6 +537,7 @@ fn greedy_coreset_with_limit<T: Real>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::CoreError;
 
     fn random(len: usize, seed: u64) -> Vec<f64> {
         let mut s = seed
@@ -581,11 +584,11 @@ mod tests {
         for (n, d, n_select, start) in [(200, 4, 20, 5), (3000, 5, 600, 17), (64, 3, 64, 0)] {
             let mut x = random(n * d, n as u64);
             x.copy_within(0..10 * d, (n - 10) * d);
-            let sel = greedy_coreset(&x, n, d, n_select, start, &|_| {}).unwrap_or_default();
+            let sel = greedy_coreset(&x, n, d, n_select, start, &|_| true).unwrap_or_default();
             assert_eq!(sel.len(), n_select);
             // A full pass after every catch-up (and after a few): the same selection.
             for limit in [1, 7] {
-                let forced = greedy_coreset_with_limit(&x, n, d, n_select, start, &|_| {}, limit);
+                let forced = greedy_coreset_with_limit(&x, n, d, n_select, start, &|_| true, limit);
                 assert_eq!(forced.unwrap_or_default(), sel);
             }
             let mut min_d2 = vec![f64::INFINITY; n];
@@ -599,5 +602,20 @@ mod tests {
                 c = (0..n).fold(0, |b, i| if min_d2[i] > min_d2[b] { i } else { b });
             }
         }
+    }
+
+    #[test]
+    fn coreset_stops_when_progress_says_so() {
+        let (n, d) = (500, 3);
+        let x = random(n * d, 9);
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let stop_at_128 = |done: usize| {
+            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            done < 128
+        };
+        let out = greedy_coreset(&x, n, d, 300, 0, &stop_at_128);
+        assert!(matches!(out, Err(CoreError::InvalidArgument(m)) if m.contains("stopped")));
+        // Reports at 64 and 128 selected: the second one stops it.
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 2);
     }
 }

@@ -1,3 +1,5 @@
+use std::sync::Mutex;
+
 use numpy::IntoPyArray;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -63,12 +65,20 @@ fn py_greedy_coreset<'py>(
     n_jobs: Option<Threads>,
 ) -> PyResult<Py<PyAny>> {
     let [n, d] = dims::<2>(&x.shape(), "X")?;
-    let report = |done: usize| {
-        if let Some(cb) = &progress {
-            Python::attach(|py| {
-                let _ = cb.call1(py, (done,));
-            });
-        }
+    // An exception raised by the callback (KeyboardInterrupt included: the signal handler runs
+    // inside it) stops the selection and is raised again here, not swallowed.
+    let raised: Mutex<Option<PyErr>> = Mutex::new(None);
+    let report = |done: usize| match &progress {
+        None => true,
+        Some(cb) => Python::attach(|py| match cb.call1(py, (done,)) {
+            Ok(_) => true,
+            Err(err) => {
+                if let Ok(mut slot) = raised.lock() {
+                    slot.get_or_insert(err);
+                }
+                false
+            }
+        }),
     };
     let out = with_floats!(x, "X", |xs| {
         py.detach(|| {
@@ -76,8 +86,11 @@ fn py_greedy_coreset<'py>(
                 patchcore::greedy_coreset(xs, n, d, n_select, start, &report)
             })
         })
-        .map_err(to_py)?
     });
+    if let Some(err) = raised.into_inner().ok().flatten() {
+        return Err(err);
+    }
+    let out = out.map_err(to_py)?;
     Ok(out.into_pyarray(py).into_any().unbind())
 }
 
