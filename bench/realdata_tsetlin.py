@@ -269,6 +269,9 @@ def main():
     parser.add_argument("--late-holdout", type=float,
                         help="20ng only: fit on the training split less the latest fraction F of each "
                              "newsgroup's postings, print accuracy on those, and stop (no test split)")
+    parser.add_argument("--views", choices=["all", "words"],
+                        help="the vote of feature views, tsetlin.text_views(): all seven views, or the four "
+                             "word views (word_pairs=False); the TM sizing options go to every view")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.late_holdout is not None and DATASETS[args.dataset] != "20newsgroups":
@@ -277,7 +280,7 @@ def main():
         sys.exit("no ../shared/data (set FASTCORE_AD_DATA): skipped")
     from sklearn.metrics import f1_score
 
-    from fastcore_ad.tsetlin import TsetlinOneVsRest, text_pipeline
+    from fastcore_ad.tsetlin import TsetlinOneVsRest, text_pipeline, text_views
 
     (tr_text, ytr), (te_text, yte), class_names = load_dataset(args.dataset)
     if args.late_holdout is not None:
@@ -321,6 +324,20 @@ def main():
             pipe.set_params(vectorizer__stop_words="english")
         return pipe
 
+    if args.views:
+        params = {k: v for k, v in tm_params.items() if k != "seed"}
+        vote = text_views(seed=args.seed, word_pairs=args.views == "all", **params)
+        t = time.perf_counter()
+        vote.fit(tr_text, ytr, tm__epochs=args.epochs, tm__progress_bar=False)
+        pred = vote.predict(te_text)
+        acc = report(f"text_views(seed={args.seed}{'' if args.views == 'all' else ', word_pairs=False'}): "
+                     f"vote of {len(vote.estimators_)} views, one machine per class each",
+                     pred, time.perf_counter() - t)
+        print("each view alone: " + " ".join(f"{member.score(te_text, yte):.4f}" for member in vote.estimators_),
+              flush=True)
+        if best:
+            print(f"TM - best baseline: {100 * (acc - best):+.2f} points", flush=True)
+        return
     if args.cv:
         # Choosing a configuration without looking at the test split: K folds of the training split.
         from sklearn.model_selection import StratifiedKFold

@@ -1692,16 +1692,24 @@ def test_ensemble_width_errors_name_the_ensemble(rng):
         vote.predict(X[:, :9])
 
 
-def test_text_views_builds_the_four_views():
+@pytest.mark.parametrize("word_pairs", [True, False])
+def test_text_views_builds_the_seven_views(word_pairs):
     from fastcore_ad.tsetlin import text_views
 
     from fastcore_ad import TsetlinOneVsRest
 
-    vote = text_views(seed=3, n_clauses=20, threshold=10)
+    vote = text_views(seed=3, word_pairs=word_pairs, n_clauses=20, threshold=10)
     vote.fit(_CLINIC, _CLINIC_LABELS, tm__epochs=2, tm__progress_bar=False)
     models = [p.named_steps["tm"] for p in vote.estimators_]
     assert all(isinstance(m, TsetlinOneVsRest) for m in models)  # three classes: still one machine per class
-    assert [m.features_per_class for m in models] == [4000, 8000, 16000, "auto"]
-    assert ["levels" in p.named_steps for p in vote.estimators_] == [False, True, True, True]
+    sizes, levels = [4000, 8000, 16000, "auto"], [False, True, True, True]
+    ranges = [(1, 1)] * 4
+    if word_pairs:
+        sizes, levels, ranges = sizes + [8000, 16000, "auto"], levels + [True] * 3, ranges + [(1, 2)] * 3
+    assert [m.features_per_class for m in models] == sizes
+    assert ["levels" in p.named_steps for p in vote.estimators_] == levels
+    assert [p.named_steps["vectorizer"].ngram_range_ for p in vote.estimators_] == ranges
     assert all(m.estimators_[0].seed == 3 for m in models)
     assert vote.votes(_CLINIC[:5]).shape == (5, 3)
+    with pytest.raises(TypeError, match="word_pairs"):
+        text_views(word_pairs="yes")
