@@ -202,6 +202,13 @@ def square_safe_scale(arrays, xp) -> float:
     return float(np.ldexp(1.0, max(-limit, min(limit, -int(np.frexp(top)[1])))))
 
 
+def check_switch(value, name: str) -> bool:
+    """A boolean argument (Python or numpy bool; 0, 1 and strings refused), naming ``name``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, got {value!r}")
+    return bool(value)
+
+
 def check_paired_shapes(scores_shape, labels_shape):
     """Scores and labels are paired element by element: their shapes must agree up to axes of
     length 1 (a column of labels pairs with a row of scores)."""

@@ -22,7 +22,7 @@ import numpy as np
 from . import _core
 from ._core import SingularCovarianceError
 from ._base import FastcoreEstimator, as_dense_array, check_shape
-from ._dispatch import float_array, kernels, to_backend, xp_of
+from ._dispatch import check_switch, float_array, kernels, to_backend, xp_of
 from ._memory import check_fits
 from .gaussian import _factor_layout, _fit_bytes, _power_of_two_scale, _singular_hint, _unscaled
 
@@ -69,8 +69,7 @@ class ClassGaussian(FastcoreEstimator):
     def _check_params(self):
         if self.covariance not in COVARIANCES:
             raise ValueError(f"covariance: expected one of {COVARIANCES}, got {self.covariance!r}")
-        if not isinstance(self.tied, (bool, np.bool_)):
-            raise TypeError(f"tied: expected True or False, got {self.tied!r}")
+        check_switch(self.tied, "tied")
         if isinstance(self.reg, (bool, np.bool_)) or not isinstance(self.reg, (int, float, np.integer, np.floating)):
             raise TypeError(f"reg: expected a number, got {self.reg!r}")
         if not 0.0 <= float(self.reg) < np.inf:

@@ -41,7 +41,7 @@ import numbers
 
 import numpy as np
 
-from ._dispatch import as_array, float_array, xp_of
+from ._dispatch import as_array, check_switch, float_array, xp_of
 from ._memory import check_fits
 
 __all__ = ["ALIGN_CORNERS", "MAX_RADIUS", "MODE", "MODES", "TRUNCATE", "anomaly_maps", "smooth", "upsample"]
@@ -94,12 +94,6 @@ def _check_smoothing(sigma, mode, truncate):
         raise ValueError(f"sigma: {sigma:g} pixels needs a kernel of {reach:.7g} taps per side (truncate={truncate:g}); "
                          f"at most {MAX_RADIUS} are held, i.e. sigma <= {(MAX_RADIUS - 0.5) / truncate:g}")
     return sigma, mode, truncate, int(reach)
-
-
-def _check_align_corners(align_corners) -> bool:
-    if not isinstance(align_corners, (bool, np.bool_)):
-        raise TypeError(f"align_corners: expected True or False, got {align_corners!r}")
-    return bool(align_corners)
 
 
 def _check_output_fits(x, size, smoothing: bool, name: str):
@@ -204,7 +198,7 @@ def _apply(maps, rows, columns, backend):
 
 def _matrices(grid, size, sigma, align_corners, mode, truncate):
     (h, w), (height, width) = grid, size
-    align_corners = _check_align_corners(align_corners)
+    align_corners = check_switch(align_corners, "align_corners")
     rows = _upsample_matrix(height, h, align_corners)
     columns = _upsample_matrix(width, w, align_corners)
     if sigma is not None:

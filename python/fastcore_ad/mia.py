@@ -44,7 +44,7 @@ import numpy as np
 
 from . import _core
 from ._base import check_text_items
-from ._dispatch import as_array, binary_labels, is_cupy, is_dask, kernels, to_backend, xp_of
+from ._dispatch import as_array, binary_labels, check_switch, is_cupy, is_dask, kernels, to_backend, xp_of
 from .progress import progress
 
 __all__ = [
@@ -220,8 +220,7 @@ def token_stats(logits, targets, mask=None, *, n_jobs=None, with_max=False):
     if is_dask(logits):
         from . import _distributed  # noqa: PLC0415
 
-        if not isinstance(with_max, (bool, np.bool_)):
-            raise TypeError(f"with_max: expected True or False, got {with_max!r}")
+        check_switch(with_max, "with_max")
         outs = _distributed.token_stats(token_stats, logits, targets, mask, 4 if with_max else 3, n_jobs=n_jobs,
                                         with_max=bool(with_max))
         return TokenStatsWithMax(*outs) if with_max else TokenStats(*outs)
@@ -238,8 +237,7 @@ def token_stats(logits, targets, mask=None, *, n_jobs=None, with_max=False):
     scored = tg if m is None else xp.where(m != 0, tg, 0)
     if bool((scored < 0).any()) or bool((scored >= vocab).any()):
         raise ValueError(f"targets: token ids must lie in [0, {vocab}) (the vocabulary size of logits)")
-    if not isinstance(with_max, (bool, np.bool_)):
-        raise TypeError(f"with_max: expected True or False, got {with_max!r}")
+    check_switch(with_max, "with_max")
     outs = kernels(backend).token_stats(arr, tg, m, half or "bfloat16", n_jobs, bool(with_max))
     logp = outs[0]
     bad = xp.isnan(logp) if m is None else (xp.isnan(logp) & (m != 0))

@@ -37,7 +37,7 @@ import numpy as np
 from . import _core
 from . import maps as _maps
 from ._base import FastcoreEstimator
-from ._dispatch import as_array, float_array, is_cupy, is_dask, kernels, square_safe_scale, to_backend, to_numpy, xp_of
+from ._dispatch import as_array, check_switch, float_array, is_cupy, is_dask, kernels, square_safe_scale, to_backend, to_numpy, xp_of
 from .progress import progress
 
 __all__ = ["MuSc", "MuScResult", "lnamd", "mutual_scores", "scores_against_bank", "rscin", "demo", "top_k"]
@@ -184,8 +184,7 @@ def mutual_scores(patches, top_ratio=0.3, *, aligned=False, window=1, return_pai
         return _dask_mutual_scores(patches, top_ratio, aligned, return_pair_minima)
     x, backend = as_array(patches, "patches")
     x = float_array(x, "patches", backend=backend, ndim=(3, 4))
-    if not isinstance(aligned, (bool, np.bool_)):
-        raise TypeError(f"aligned: expected True or False, got {aligned!r}")
+    check_switch(aligned, "aligned")
     if aligned and x.ndim != 4:
         raise ValueError(f"patches: aligned scoring needs [N, H, W, C] (the patch grid), got shape {tuple(x.shape)}")
     window = _check_window(window)
@@ -471,8 +470,7 @@ class MuSc(FastcoreEstimator):
             raise ValueError("degrees: needs at least one box size")
         degrees = tuple(_check_degree(r) for r in degrees)
         ks = _check_k_list(self.k_list)
-        if not isinstance(self.aligned, (bool, np.bool_)):
-            raise TypeError(f"aligned: expected True or False, got {self.aligned!r}")
+        check_switch(self.aligned, "aligned")
         _check_window(self.window)
         self._check_common_params()
         return degrees, _check_ratio(self.top_ratio), ks, _check_memory(self.max_memory)

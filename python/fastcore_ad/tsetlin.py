@@ -65,7 +65,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from . import _core
 from ._base import ComplexDataError, FastcoreEstimator, as_dense_array, check_shape, check_text_items
-from ._dispatch import is_cupy, is_dask, kernels, to_backend, xp_of
+from ._dispatch import check_switch, is_cupy, is_dask, kernels, to_backend, xp_of
 from ._thermometer import Thermometer
 from ._memory import check_fits
 from .progress import progress
@@ -562,8 +562,7 @@ class TsetlinMachine(_ScoredClassifier, FastcoreEstimator):
         if self.max_included_literals is not None:
             integer("max_included_literals", 1, _MAX_LITERALS)
         for flag in ("weighted", "boost_true_positive", "coalesced", "negated_literals"):
-            if not isinstance(getattr(self, flag), (bool, np.bool_)):
-                raise TypeError(f"{flag}: expected True or False, got {getattr(self, flag)!r}")
+            check_switch(getattr(self, flag), flag)
         if self.max_negated_literals is not None:
             integer("max_negated_literals", 0, _MAX_LITERALS)
         if self.absorbing is not None:
@@ -2499,8 +2498,7 @@ def text_views(seed=0, word_pairs=True, **tm_params) -> TsetlinVote:
     >>> len(text_views(word_pairs=False).estimators)
     4
     """
-    if not isinstance(word_pairs, (bool, np.bool_)):
-        raise TypeError(f"word_pairs: expected True or False, got {word_pairs!r}")
+    check_switch(word_pairs, "word_pairs")
     levels = (1, 2, 4)
     views = [dict(features_per_class=k, count_levels=None if k == 4000 else levels, ngram_range=(1, 1))
              for k in (4000, 8000, 16000, "auto")]
