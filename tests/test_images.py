@@ -96,7 +96,7 @@ def test_overlay_scales_pixels_by_their_dtype_and_refuses_bad_maps(rng):
     np.testing.assert_allclose(overlay_rgb(deep, np.zeros((2, 2)), alpha=0.0), 32768 / 65535)
     gray = rng.random((4, 4, 1))
     np.testing.assert_allclose(overlay_rgb(gray, np.zeros((4, 4)), alpha=0.0), np.repeat(gray, 3, axis=2))
-    np.testing.assert_allclose(overlay_rgb(gray * 255 + 1, np.zeros((4, 4)), alpha=0.0)[..., 0], (gray[..., 0] * 255 + 1) / 255)
+    np.testing.assert_allclose(overlay_rgb(gray * 254 + 1, np.zeros((4, 4)), alpha=0.0)[..., 0], (gray[..., 0] * 254 + 1) / 255)
     for image, message in ((np.full((2, 2), 300, np.int64), "0..255"), (np.full((2, 2), 300.0), r"\[0, 1\] \(or 0\.\.255\)"),
                            (np.zeros((0, 0, 3)), "non-empty")):
         with pytest.raises(ValueError, match=f"image: .*{message}"):
