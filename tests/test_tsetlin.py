@@ -336,7 +336,7 @@ def test_count_levels_take_any_sequence_of_whole_numbers():
     assert names[0] == names[1] == names[2] and "rash (2+ times)" in names[0]
 
 
-@pytest.mark.parametrize("levels", [(), (0, 1), (2, 1), (1, 1), (1.5,), (True,), "1,2", 3])
+@pytest.mark.parametrize("levels", [(), (0, 1), (2, 1), (1, 1), (1.5,), (True,), "1,2", 3, (1, 2**70)])
 def test_count_levels_must_be_increasing_whole_numbers(levels):
     with pytest.raises(ValueError, match="count_levels"):
         text_pipeline(count_levels=levels)
@@ -889,6 +889,7 @@ def test_ensemble_save_load_and_hostile_folders(rng, tmp_path):
         ("list", lambda d: (d / "ensemble.json").write_text("[1, 2]")),
         ("swapped", lambda d: os.replace(d / "machine_0.npz", d / "machine_1.npz")
          or vote.estimators_[1].save(d / "machine_0.npz")),
+        ("regular", lambda d: os.remove(d / "machine_1.npz") or os.mkfifo(d / "machine_1.npz")),
     ]
     for name, change in cases:
         with pytest.raises(ValueError, match=name):
@@ -1619,6 +1620,8 @@ def test_one_vs_rest_save_load_and_hostile_folders(rng, tmp_path):
              ("repeated", {"classes": np.array(["a", "a", "c"])}, "distinct and sorted"),
              ("no_words", {"meta": np.array(json.dumps({**meta, "features_per_class": 0}))}, "features_per_class"),
              ("meta", {"meta": np.array(json.dumps({**meta, "seed_": -1}))}, "seed_"),
+             ("rule_missing", {"meta": np.array(json.dumps({k: v for k, v in meta.items()
+                                                             if k != "features_per_class"}))}, "do not match"),
              ("members", {"meta": np.array(json.dumps({**meta, "members": "pickle"}))}, "machines or ensembles"),
              ("seed", {"meta": np.array(json.dumps({**meta, "seed_": meta["seed_"] + 1}))}, "does not belong"),
              # a width that leaves the last column outside X
@@ -1713,3 +1716,93 @@ def test_text_views_builds_the_seven_views(word_pairs):
     assert vote.votes(_CLINIC[:5]).shape == (5, 3)
     with pytest.raises(TypeError, match="word_pairs"):
         text_views(word_pairs="yes")
+
+
+def _malformed_sparse(X, how):
+    """A copy of X as a sparse matrix whose index arrays lie about its shape."""
+    if how == "coo":
+        coo = sp.coo_matrix(X)
+        coo.col[0] = X.shape[1] + 3
+        return coo
+    B = sp.csr_matrix(X) if how != "csc" else sp.csc_matrix(X)
+    if how == "indptr":
+        B.indptr[2] = 10**6
+    elif how == "negative":
+        B.indices[0] = -1
+    else:
+        B.indices[0] = max(X.shape) + 40
+    return B
+
+
+@pytest.mark.parametrize("how", ["indptr", "negative", "past_the_end", "csc", "coo"])
+def test_malformed_sparse_input_is_refused_at_every_entry_point(rng, how):
+    from fastcore_ad.tsetlin import TsetlinOneVsRest
+
+    X = (rng.random((40, 12)) < 0.4).astype(np.uint8)
+    X[:, 0] = 1  # every row stores an entry, so the first index always exists
+    y = rng.integers(0, 2, 40)
+    y[:2] = [0, 1]
+    bad, counts = _malformed_sparse(X, how), _malformed_sparse(X * rng.integers(1, 5, X.shape), how)
+    machine = TsetlinMachine(10, 5, 3.0, seed=0).fit(X, y, epochs=1, progress_bar=False)
+    vote = TsetlinEnsemble(TsetlinMachine(10, 5, 3.0, seed=0), n_estimators=2).fit(X, y, epochs=1, progress_bar=False)
+    calls = {"fit": lambda: TsetlinMachine(10, 5, 3.0, seed=0).fit(bad, y, epochs=1, progress_bar=False),
+             "fit counts": lambda: TsetlinMachine(10, 5, 3.0, seed=0, booleanizer="auto").fit(
+                 counts, y, epochs=1, progress_bar=False),
+             "predict": lambda: machine.predict(bad),
+             "vote": lambda: vote.predict(bad),
+             "one vs rest": lambda: TsetlinOneVsRest(TsetlinMachine(10, 5, 3.0, seed=0), features_per_class=3).fit(
+                 bad, y, epochs=1, progress_bar=False)}
+    for what, call in calls.items():
+        with pytest.raises(ValueError, match=r"^X: malformed (CSR|CSC|COO) matrix"):
+            call()
+            pytest.fail(what)
+    rule = Rule(class_label=1, weight=1, literals=((0, False),), clause=0)
+    with pytest.raises(ValueError, match=r"^x: malformed"):
+        rule.fires(_malformed_sparse(X[:1], "negative" if how == "negative" else "past_the_end"))
+
+
+def test_training_continues_on_a_read_only_model(tmp_path, rng):
+    import joblib
+
+    X = (rng.random((60, 20)) < 0.3).astype(np.uint8)
+    y = X[:, 0] ^ X[:, 1]
+    model = TsetlinMachine(12, 6, 3.0, seed=4).fit(X, y, epochs=2, progress_bar=False)
+    joblib.dump(model, tmp_path / "model.joblib")
+    mapped = joblib.load(tmp_path / "model.joblib", mmap_mode="r")
+    assert not mapped.action_.flags.writeable
+    mapped.partial_fit(X, y)
+    model.partial_fit(X, y)
+    for name in ("action_", "lower_", "weights_"):
+        np.testing.assert_array_equal(getattr(mapped, name), getattr(model, name))
+
+
+def test_training_kernel_refuses_read_only_or_shared_state(rng):
+    X = (rng.random((30, 10)) < 0.5).astype(np.uint8)
+    y = (X[:, 0] ^ X[:, 1]).astype(np.int64)
+    model = TsetlinMachine(8, 4, 3.0, seed=1).fit(X, y, epochs=1, progress_bar=False)
+    docs = tsetlin_module._binary_docs(X, "numpy")
+    frozen = model.weights_.copy()
+    frozen.setflags(write=False)
+    for args, name in (((model.action_, model.action_, model.weights_), "lower"),
+                       ((model.action_, model.lower_, frozen), "weights")):
+        with pytest.raises(ValueError, match=f"^{name}: expected a writable"):
+            _core.tsetlin_train_epoch(model._config(), *args, docs, y, np.arange(30, dtype=np.int64), 9)
+
+
+def test_load_reads_regular_files_of_saved_kinds_only(rng, tmp_path):
+    X, y = _text_like(rng, n=120)
+    model = TsetlinMachine(10, 5, 3.0, seed=2).fit(X, y, epochs=1, progress_bar=False)
+    model.save(tmp_path / "model.npz")
+    if os.path.exists("/dev/zero"):
+        with pytest.raises(ValueError, match="^/dev/zero: not a regular file"):
+            TsetlinMachine.load("/dev/zero")
+        os.symlink("/dev/zero", tmp_path / "endless.npz")
+        with pytest.raises(ValueError, match="not a regular file"):
+            TsetlinMachine.load(tmp_path / "endless.npz")
+    with np.load(tmp_path / "model.npz", allow_pickle=False) as z:
+        arrays = {key: z[key] for key in z.files}
+    for classes in (np.array([1j, 2j]), np.array([b"a", b"b"]), np.array(["2026-01-01", "2026-01-02"], "M8[D]")):
+        with open(tmp_path / "odd.npz", "wb") as fh:
+            np.savez(fh, **{**arrays, "classes": classes})
+        with pytest.raises(ValueError, match="classes must be a 1-D array"):
+            TsetlinMachine.load(tmp_path / "odd.npz")

@@ -113,6 +113,39 @@ def _is_sparse(X) -> bool:
     return hasattr(X, "tocsr") and hasattr(X, "nnz") and hasattr(X, "format")
 
 
+def _check_sparse_structure(X, name="X"):
+    """Refuses a scipy sparse matrix whose index arrays contradict its shape: scipy's own
+    conversions and sorts trust them, and read or write out of bounds when they lie."""
+    if X.format in ("csr", "csc"):
+        major, minor = X.shape if X.format == "csr" else X.shape[::-1]
+        indptr, indices = np.asarray(X.indptr), np.asarray(X.indices)
+        if indptr.dtype.kind not in "iu" or indices.dtype.kind not in "iu":
+            problem = "index arrays are not integers"
+        elif indptr.ndim != 1 or len(indptr) != major + 1:
+            problem = f"indptr holds {indptr.size} entries for {major} {'rows' if X.format == 'csr' else 'columns'}"
+        elif indptr[0] != 0 or bool((np.diff(indptr) < 0).any()):
+            problem = "indptr must start at 0 and never decrease"
+        elif indptr[-1] > min(indices.size, np.asarray(X.data).size):
+            problem = f"indptr ends at {int(indptr[-1])}, past the {min(indices.size, np.asarray(X.data).size)} stored entries"
+        else:
+            used = indices[:int(indptr[-1])]
+            problem = (f"an index lies outside [0, {minor})"
+                       if used.size and (int(used.min()) < 0 or int(used.max()) >= minor) else None)
+    elif X.format == "coo":
+        rows, cols = np.asarray(X.row), np.asarray(X.col)
+        n_rows, n_cols = X.shape
+        if rows.shape != cols.shape or rows.shape != np.shape(X.data):
+            problem = "row, col and data differ in length"
+        else:
+            problem = ("a row or column index lies outside the shape"
+                       if rows.size and (int(rows.min()) < 0 or int(rows.max()) >= n_rows
+                                         or int(cols.min()) < 0 or int(cols.max()) >= n_cols) else None)
+    else:
+        problem = None
+    if problem is not None:
+        raise ValueError(f"{name}: malformed {X.format.upper()} matrix of shape {X.shape}: {problem}")
+
+
 # A held-out split steers early stopping only with enough documents per class: with fewer, its
 # accuracy jumps by whole documents from epoch to epoch (MTSamples: 108 notes for 17 classes).
 _MIN_HELD_OUT_PER_CLASS = 20
@@ -231,6 +264,7 @@ def _intake(X, n_features=None):
     (numpy or cupy), two-dimensional, not empty, with ``n_features`` columns when given."""
     if _is_sparse(X):
         check_shape(X.shape, "X")
+        _check_sparse_structure(X)
         X, backend = (X.tocsr() if X.format != "csr" else X), "numpy"
         if not X.has_canonical_format:
             # Duplicate entries add up, as in the dense matrix; indices sorted. Never in place.
@@ -363,6 +397,7 @@ class Rule:
     def fires(self, x) -> bool:
         """Whether the rule holds for one document (a 1-D array or a 1-row sparse matrix)."""
         if _is_sparse(x):
+            _check_sparse_structure(x, "x")
             row = x.tocsr()
             stored = dict(zip(row.indices.tolist(), row.data.tolist()))
             values = [stored.get(j, 0) for j, _ in self.literals]
@@ -689,10 +724,20 @@ class TsetlinMachine(_ScoredClassifier, FastcoreEstimator):
             order = np.random.default_rng([self.seed_, self.epochs_]).permutation(n).astype(np.int64)
         else:
             order = rows[np.random.default_rng([self.seed_, self.epochs_]).permutation(len(rows))].astype(np.int64)
+        if target == "numpy":
+            self._own_state()
         # Both backends replay the same counter-based streams: the same model bit for bit.
         kernels(target).tsetlin_train_epoch(self._config(), self.action_, self.lower_, self.weights_, docs,
                                             y_idx, order, self.epochs_, self._n_jobs())
         self.epochs_ += 1
+
+    def _own_state(self):
+        """Training changes the state arrays in place: read-only ones (a model memory-mapped by
+        ``joblib.load(..., mmap_mode="r")``) are copied first."""
+        for name in ("action_", "lower_", "weights_"):
+            state = getattr(self, name)
+            if isinstance(state, np.ndarray) and not (state.flags.writeable and state.flags.c_contiguous):
+                setattr(self, name, np.array(state, order="C", copy=True))
 
     def _frozen(self):
         """A copy that prediction can read while this model trains on: training changes the
@@ -1031,7 +1076,7 @@ class TsetlinMachine(_ScoredClassifier, FastcoreEstimator):
                 raise ValueError(f"{path}: n_features_in_ must be a positive integer")
             if "classes" in headers:
                 classes_shape, classes_dtype = headers["classes"]
-                if len(classes_shape) != 1 or not 2 <= classes_shape[0] <= 1 << 20 or classes_dtype.hasobject:
+                if len(classes_shape) != 1 or not 2 <= classes_shape[0] <= 1 << 20 or classes_dtype.kind not in "biufU":
                     raise ValueError(f"{path}: classes must be a 1-D array of at least 2 labels")
                 model.classes_ = z["classes"]
             else:
@@ -1396,8 +1441,8 @@ class TsetlinEnsemble(_ScoredClassifier, FastcoreEstimator):
             same = (np.array_equal(m.classes_, first.classes_) and m.n_features_in_ == first.n_features_in_
                     and {k: v for k, v in m.get_params().items() if k != "seed"} == shared)
             if not same or m.seed_ != (seed_ + i) % 2**64:
-                raise ValueError(f"{path}: machine_{i}.npz does not belong with machine_0.npz (classes, "
-                                 f"features, parameters or seed differ)")
+                raise ValueError(f"{path}: machine_{i}.npz does not belong with this ensemble (its classes, features "
+                                 f"or parameters differ from machine_0.npz's, or its seed is not {(seed_ + i) % 2**64})")
         model = cls(TsetlinMachine(**shared, seed=seed), n_estimators=n, features_per_machine=fpm)
         model._adopt(members, seed_, width, subsets)
         return model
@@ -1671,7 +1716,7 @@ class TsetlinOneVsRest(_ScoredClassifier, FastcoreEstimator):
                                  f"got {v!r}")
         if not np.all(classes[1:] > classes[:-1]):
             raise ValueError(f"{path}: the classes must be distinct and sorted, as fit leaves them")
-        width, k = meta["n_features_in"], meta["features_per_class"]
+        width, k = meta["n_features_in"], meta.get("features_per_class")
         lengths = None if columns is None else {len(c) for c in columns}
         if (k is None) != (columns is None) or (isinstance(k, int) and lengths != {min(k, width)}) or \
                 (k == "auto" and max(lengths) > width):
@@ -1897,6 +1942,8 @@ def _n_rows(X):
 
 
 def _width(X, name):
+    if _is_sparse(X):
+        _check_sparse_structure(X, name)
     shape = getattr(X, "shape", None)
     if shape is None:
         shape = np.shape(np.asarray(X, dtype=object))
@@ -1941,6 +1988,8 @@ def _checked_class_names(class_names, n_classes):
 
 def _one_document(x, width):
     """``x`` (1-D, a 1-row 2-D array or a 1-row sparse matrix) as one row of ``width`` features."""
+    if _is_sparse(x):
+        _check_sparse_structure(x, "x")
     row = x.tocsr() if _is_sparse(x) else np.asarray(x)
     row = row[None, :] if not _is_sparse(row) and row.ndim == 1 else row
     if row.ndim != 2 or row.shape[0] != 1 or row.shape[1] != width:
@@ -2028,6 +2077,9 @@ _UNREADABLE_NPZ = (OSError, EOFError, KeyError, TypeError, NotImplementedError, 
 def _npz_headers(path) -> dict:
     """Shape and dtype of every array of an ``.npz`` from the ``.npy`` headers alone."""
     out = {}
+    if os.path.exists(os.fspath(path)) and not os.path.isfile(os.fspath(path)):
+        # A device or pipe (/dev/zero) never ends: only regular files are read.
+        raise ValueError(f"{path}: not a regular file")
     with zipfile.ZipFile(os.fspath(path)) as archive:
         for info in archive.infolist():
             # np.load reads a member named "lower" before "lower.npy": any member that is not a
@@ -2224,9 +2276,9 @@ class _CountLevels(TransformerMixin, BaseEstimator):
         if isinstance(levels, str) and levels == "auto":
             return levels
         ok = isinstance(levels, (tuple, list)) and len(levels) > 0 and all(
-            isinstance(c, Integral) and not isinstance(c, bool) and c >= 1 for c in levels)
+            isinstance(c, Integral) and not isinstance(c, bool) and 1 <= c < 2**63 for c in levels)
         if not ok or any(b <= a for a, b in zip(levels[:-1], levels[1:])):
-            raise ValueError(f"count_levels: expected increasing whole numbers >= 1, got {levels!r}")
+            raise ValueError(f"count_levels: expected increasing whole numbers in [1, 2**63), got {levels!r}")
         return tuple(int(c) for c in levels)
 
     def fit(self, X, y=None, many=False):

@@ -1,5 +1,5 @@
 use numpy::ndarray::Array2;
-use numpy::{IntoPyArray, PyReadonlyArrayDyn, PyReadwriteArrayDyn, PyUntypedArrayMethods};
+use numpy::{IntoPyArray, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
@@ -98,9 +98,9 @@ fn py_tsetlin_initial_state(
 fn py_tsetlin_train_epoch<'py>(
     py: Python<'py>,
     config: PyConfig,
-    mut action: PyReadwriteArrayDyn<'py, u64>,
-    mut lower: PyReadwriteArrayDyn<'py, u64>,
-    mut weights: PyReadwriteArrayDyn<'py, i32>,
+    action: Bound<'py, PyArrayDyn<u64>>,
+    lower: Bound<'py, PyArrayDyn<u64>>,
+    weights: Bound<'py, PyArrayDyn<i32>>,
     docs: PyDocs<'py>,
     y: PyReadonlyArrayDyn<'py, i64>,
     order: PyReadonlyArrayDyn<'py, i64>,
@@ -112,8 +112,14 @@ fn py_tsetlin_train_epoch<'py>(
     let y = contiguous(&y, "y")?;
     let order = contiguous(&order, "order")?;
     let err = |name: &str| {
-        PyValueError::new_err(format!("{name}: expected a writable C-contiguous array"))
+        PyValueError::new_err(format!(
+            "{name}: expected a writable C-contiguous array that no other argument shares"
+        ))
     };
+    // try_readwrite, not the extractor: a read-only or shared array is an error, not a panic.
+    let mut action = action.try_readwrite().map_err(|_| err("action"))?;
+    let mut lower = lower.try_readwrite().map_err(|_| err("lower"))?;
+    let mut weights = weights.try_readwrite().map_err(|_| err("weights"))?;
     let action = action.as_slice_mut().map_err(|_| err("action"))?;
     let lower = lower.as_slice_mut().map_err(|_| err("lower"))?;
     let weights = weights.as_slice_mut().map_err(|_| err("weights"))?;
