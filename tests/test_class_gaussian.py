@@ -60,6 +60,27 @@ def test_distances_posterior_and_ood_score_match_the_oracle(tied, rng):
     np.testing.assert_array_equal(model.predict(test), model.classes_[post.argmax(1)])
 
 
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_far_rows_keep_a_posterior_and_large_values_keep_their_means(tied, rng):
+    X, y = _data(rng)
+    model = ClassGaussian(tied=tied).fit(X, y)
+    row = rng.normal(size=(1, 6))
+    scale = 1e200 if tied else 1e100  # untied distances are squared in the kernel: 1e100 keeps them finite
+    far = model.predict_proba(row * scale)
+    assert np.isfinite(far).all() and far.sum() == pytest.approx(1.0)
+    if tied:
+        # The posterior's log-odds grow linearly with the scale: x' S^-1 mu_k decides.
+        want = np.argmax(row @ np.linalg.solve(model.covariance_, model.means_.T))
+    else:
+        # The quadratic terms decide: the class nearest under its own covariance.
+        want = model.distances(row * scale).argmin()
+    np.testing.assert_array_equal(far, np.eye(4)[[want]])
+    huge = rng.uniform(1.0e308, 1.7e308, (8, 6))  # their sum overflows, their mean does not
+    means = ClassGaussian(tied=False).fit(np.vstack([X, huge]), np.r_[y, [9] * 8]).means_
+    np.testing.assert_allclose(means[-1], (huge / 8).sum(axis=0), rtol=1e-12)
+
+
 def test_ood_samples_score_higher_and_sklearn_conformance(rng):
     from sklearn.utils.estimator_checks import check_estimator
 

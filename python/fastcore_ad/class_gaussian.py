@@ -122,12 +122,16 @@ class ClassGaussian(FastcoreEstimator):
         check_fits(_fit_bytes(X.shape[0], d) + 2 * 2 * kept * 8 * d * d,
                    f"X: {'a tied covariance' if self.tied else f'{kept} covariances'} over {d} features")
         means = np.zeros((len(classes), d))
-        np.add.at(means, codes, X)
-        means /= counts[:, None]
+        # Each row divided by its class size before adding: a mean never exceeds the largest
+        # value, where the sum of large ones would overflow.
+        np.add.at(means, codes, X / counts[codes, None])
         # Everything is computed before the first attribute changes: a failed refit keeps the model.
         if self.tied:
             # The pooled within-class covariance: the estimator on the rows centred by their class.
-            _, covariance, shrinkage, factor = self._fit_one(X - means[codes])
+            centred = X - means[codes]
+            if not np.isfinite(centred).all():
+                raise ValueError("X: rows minus their class means overflow float64; scale the features down")
+            _, covariance, shrinkage, factor = self._fit_one(centred)
             factors = factor[None]
         else:
             fits = [self._fit_one(X[codes == k]) for k in range(len(classes))]
@@ -200,9 +204,32 @@ class ClassGaussian(FastcoreEstimator):
 
     def predict_log_proba(self, X):
         """Log posterior ``log p(k | x)`` with the class frequencies as priors: ``[m, C]``."""
+        if self.tied:
+            return self._tied_log_proba(X)
         d = self.distances(X)
         xp = xp_of("numpy" if isinstance(d, np.ndarray) else "cupy")
-        logits = (xp.asarray(np.log(self.priors_)) - 0.5 * xp.asarray(self._log_det))[None, :] - 0.5 * d * d
+        const = xp.asarray(np.log(self.priors_)) - 0.5 * xp.asarray(self._log_det)
+        # Relative to the nearest class: d_k^2 - d_n^2 as (d_k - d_n)(d_k + d_n), so that far rows,
+        # whose squares overflow, still compare their classes (inf - inf would be NaN).
+        near = d.argmin(axis=1)
+        d_near = xp.take_along_axis(d, near[:, None], axis=1)
+        gap = xp.where(d == d_near, 0.0, (d - d_near) * (d + d_near))
+        logits = (const[None, :] - const[near][:, None]) - 0.5 * gap
+        top = logits.max(axis=1, keepdims=True)
+        return logits - (top + xp.log(xp.exp(logits - top).sum(axis=1, keepdims=True)))
+
+    def _tied_log_proba(self, X):
+        """One covariance: the classes differ by the linear terms of the squared distances only,
+        ``z . w_k - |w_k|^2 / 2`` with ``z = L^T x`` and ``w_k = L^T mu_k``. Far rows keep the
+        differences that their squared distances would round away (or overflow)."""
+        X, backend = self._input(X)
+        xp = xp_of(backend)
+        factor = xp.asarray(to_backend(self.precision_cholesky_[0], backend), dtype=np.float64)
+        centres = xp.asarray(to_backend(self.means_, backend), dtype=np.float64) @ factor
+        z = X.astype(np.float64, copy=False) @ factor
+        logits = z @ centres.T + (xp.asarray(np.log(self.priors_)) - 0.5 * (centres * centres).sum(axis=1))[None, :]
+        if not bool(xp.isfinite(logits).all()):
+            raise ValueError("X: contains NaN or infinity, or its distances overflow")
         top = logits.max(axis=1, keepdims=True)
         return logits - (top + xp.log(xp.exp(logits - top).sum(axis=1, keepdims=True)))
 
