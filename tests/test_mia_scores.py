@@ -91,6 +91,28 @@ def test_gap_k_rejects_bad_parameters(rng):
         mia.gap_k(stats.logp, stats.max_logp[:, :2], stats.sigma)
 
 
+def test_gap_k_window_longer_than_every_sequence_allocates_no_kernel(rng):
+    """A window beyond a sequence's length leaves it unsmoothed (the documented contract), so
+    its size must not allocate a kernel: 2**62 is beyond numpy, 2**24 is 128 MiB."""
+    import tracemalloc
+
+    z, targets = rng.normal(size=(2, 4, 9)), rng.integers(0, 9, (2, 3))
+    stats = mia.token_stats(z, targets, with_max=True)
+    args = (stats.logp, stats.max_logp, stats.sigma, 0.5)
+    unsmoothed = mia.gap_k(*args, window=4)
+    for window in (2**62, np.int64(2**24)):
+        tracemalloc.start()
+        try:
+            got = mia.gap_k(*args, window=window)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        np.testing.assert_array_equal(got, unsmoothed)
+        assert peak < 1 << 20, f"window={window}: {peak} bytes allocated"
+        scores = mia.score_logits(z, targets, ratios=(0.5,), gap_window=window)
+        np.testing.assert_array_equal(scores["gap_k@0.5"], unsmoothed)
+
+
 def _dc_pdd_oracle(logp, targets, counts, a, lengths):
     f = (counts + 1.0) / (counts.sum() + len(counts))
     out = []
@@ -137,6 +159,31 @@ def test_dc_pdd_and_frequencies_reject_bad_counts(rng):
         mia.token_frequencies([[0, 9]], 8)
     with pytest.raises(ValueError, match="vocab_size"):
         mia.token_frequencies([[0]], 0)
+
+
+def test_token_frequencies_checks_the_vocabulary_before_allocating_its_counts(rng, monkeypatch):
+    from fastcore_ad import _memory
+
+    ids = [rng.integers(0, 10, 20)]
+    for vocab in (mia.MAX_VOCAB + 1, 300_000_000, 2**62):  # 8 bytes of counts per id
+        with pytest.raises(ValueError, match=f"^vocab_size: at most {mia.MAX_VOCAB} .* got {vocab}"):
+            mia.token_frequencies(ids, vocab)
+    monkeypatch.setattr(_memory, "available_bytes", lambda: 1 << 20)
+    with pytest.raises(MemoryError, match="^vocab_size "):
+        mia.token_frequencies(ids, 1 << 20)
+    assert mia.token_frequencies(ids, 16).sum() == 20
+
+
+def test_score_logits_with_counts_names_logits_that_are_no_array(rng):
+    z, targets, counts = rng.normal(size=(1, 4, 6)), rng.integers(0, 6, (1, 3)), rng.integers(0, 9, 6)
+    with pytest.raises(TypeError, match="^logits: expected an array"):
+        mia.score_logits(None, targets, counts=counts)
+    with pytest.raises(ValueError, match="^logits: expected 3 dimensions"):
+        mia.score_logits(z[0], targets, counts=counts)
+    with pytest.raises(ValueError, match="^counts: expected 6 counts"):
+        mia.score_logits(z.tolist(), targets, counts=counts[:5])
+    want = mia.score_logits(z, targets, counts=counts)["dc_pdd"]
+    np.testing.assert_array_equal(mia.score_logits(z.tolist(), targets, counts=counts)["dc_pdd"], want)
 
 
 def test_recall_ratio_is_the_ratio_of_mean_log_likelihoods(rng):

@@ -45,6 +45,7 @@ import numpy as np
 from . import _core
 from ._base import check_text_items
 from ._dispatch import as_array, binary_labels, check_switch, is_cupy, is_dask, kernels, to_backend, xp_of
+from ._memory import check_fits
 from .progress import progress
 
 __all__ = [
@@ -473,7 +474,6 @@ def gap_k(logp, max_logp, sigma, ratio=0.2, window=3, mask=None):
     sd, _, _ = _host_rows("sigma", sigma, lp.shape)
     scored = _scored_rows(mask, *lp.shape, backend)
     out = np.empty(lp.shape[0])
-    kernel = np.ones(window, dtype=np.float64) / window
     for b in range(lp.shape[0]):
         keep = scored[b]
         if not keep.any():
@@ -482,16 +482,24 @@ def gap_k(logp, max_logp, sigma, ratio=0.2, window=3, mask=None):
         if any(np.isnan(r).any() for r in rows):
             raise ValueError("logp, max_logp, sigma: NaN at a scored position")
         gap = (rows[0] - rows[1]) / np.sqrt(np.maximum(rows[2] * rows[2], GAP_K_SIGMA2_FLOOR))
-        smoothed = gap if gap.size < window else np.convolve(gap, kernel, mode="valid")
+        # The kernel is built only for a sequence it fits, so that its size is bounded by the
+        # data rather than by ``window`` (which may exceed every sequence).
+        smoothed = gap if gap.size < window else np.convolve(gap, np.full(window, 1.0 / window), mode="valid")
         k = max(1, int(len(smoothed) * ratio))
         out[b] = np.mean(np.sort(smoothed)[:k])
     return float(out[0]) if single else _back(out, backend)
 
 
+# The largest tokenizers hold a few hundred thousand ids: this cap (128 MiB of counts) refuses a
+# mistaken vocab_size before 8 bytes per id are allocated.
+MAX_VOCAB = 1 << 24
+
+
 def token_frequencies(token_id_arrays, vocab_size):
     """Occurrences of each token id in a reference corpus: int64 ``[vocab_size]``.
 
-    ``token_id_arrays`` is an iterable of integer id arrays (one per document) or one array.
+    ``token_id_arrays`` is an iterable of integer id arrays (one per document) or one array;
+    ``vocab_size`` is at most :data:`MAX_VOCAB`.
 
     >>> token_frequencies([[0, 2, 2], np.array([1, 2])], 4).tolist()
     [1, 1, 3, 0]
@@ -499,6 +507,9 @@ def token_frequencies(token_id_arrays, vocab_size):
     if isinstance(vocab_size, (bool, np.bool_)) or not isinstance(vocab_size, (int, np.integer)) or vocab_size < 1:
         raise ValueError(f"vocab_size: must be a positive integer, got {vocab_size!r}")
     vocab_size = int(vocab_size)
+    if vocab_size > MAX_VOCAB:
+        raise ValueError(f"vocab_size: at most {MAX_VOCAB} token ids are counted, got {vocab_size}")
+    check_fits(2 * 8 * vocab_size, f"vocab_size ({vocab_size} ids: the counts and one document's bincount)")
     if isinstance(token_id_arrays, np.ndarray) or (
             isinstance(token_id_arrays, (list, tuple)) and token_id_arrays
             and all(isinstance(v, (int, np.integer)) for v in token_id_arrays)):
@@ -609,6 +620,14 @@ def recall_ratio(logp_with_prefix, logp_without, mask_with=None, mask_without=No
     return float(out[0]) if single_w and single_o else _back(out, backend)
 
 
+def _vocab_of(logits) -> int:
+    """V of ``[B, T, V]`` logits, read from their shape without a copy where they have one."""
+    shape = getattr(logits, "shape", None)
+    if not isinstance(shape, tuple) or len(shape) != 3:
+        shape = _logits_array(logits)[0].shape  # the logits error for what is no [B, T, V] array
+    return int(shape[-1])
+
+
 def score_logits(logits, targets, mask=None, ratios=DEFAULT_RATIOS, *, texts=None, counts=None, dc_pdd_a=0.01,
                  gap_window=3, n_jobs=None) -> dict:
     """Every score from one pass over the logits, as a dict of float64 ``[B]`` numpy arrays.
@@ -647,7 +666,7 @@ def score_logits(logits, targets, mask=None, ratios=DEFAULT_RATIOS, *, texts=Non
             raise ValueError(f"ratios: {keys[f'{r:g}']!r} and {r!r} share the key {r:g}; give distinct ratios")
     gap_window = _window(gap_window)
     if counts is not None:
-        counts = _counts(counts, int(np.shape(logits)[-1]))
+        counts = _counts(counts, _vocab_of(logits))
     stats = token_stats(logits, targets, mask, n_jobs=n_jobs, with_max=True)
     backend = "cupy" if is_cupy(stats.logp) else "numpy"
     b, t = stats.logp.shape
