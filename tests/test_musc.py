@@ -148,6 +148,22 @@ def test_rscin_matches_reference(rng):
         close(musc.rscin(s, e, k_list), ref.rscin(s, e, k_list), np.float64)
 
 
+def test_rscin_stays_a_weighted_mean_of_its_scores(rng):
+    # Image 1 points away from image 0 and nearly across image 2: with its negative similarity
+    # kept, its row summed to about 1e-3 and its score left [0, 1] (about -2e6).
+    out = musc.rscin(np.array([0.0, 1.0, 0.5]), np.array([[1.0, 0.0], [-1.0, 1e-3], [0.0, 1.0]]), k_list=(3,))
+    assert ((out >= 0.0) & (out <= 1.0)).all()
+    np.testing.assert_allclose(out, ref.rscin([0.0, 1.0, 0.5], [[1.0, 0.0], [-1.0, 1e-3], [0.0, 1.0]], (3,)),
+                               rtol=1e-12)
+    scores, embeddings = rng.normal(size=6), rng.normal(size=(6, 4))
+    for scale in (1e-200, 1e-20):  # norms whose squares vanish, or below any fixed floor
+        np.testing.assert_allclose(musc.rscin(scores, embeddings * scale), musc.rscin(scores, embeddings),
+                                   rtol=1e-12, atol=1e-14)
+    embeddings[2] = 0.0
+    with pytest.raises(ValueError, match="embeddings: image 2 has an all-zero embedding"):
+        musc.rscin(scores, embeddings)
+
+
 def test_rscin_equal_scores_give_zeros(rng):
     assert np.array_equal(musc.rscin(np.ones(4), rng.normal(size=(4, 3))), np.zeros(4))
 
@@ -285,6 +301,11 @@ def test_errors(rng):
         musc.mutual_scores(np.array([["a"]]))
     with pytest.raises(ValueError, match="image_size"):
         MuSc(degrees=(1,)).predict(x).anomaly_maps()
+    for size in ("16", (16.9, 8.2), True, 16.0, (4, 4, 4)):  # never read as digits, truncated or 1 x 1
+        with pytest.raises(ValueError, match="^image_size: expected a positive int or"):
+            MuSc(degrees=(1,)).predict(x).anomaly_maps(size)
+        with pytest.raises(ValueError, match="^image_size: expected a positive int or"):
+            MuSc(degrees=(1,)).predict(x, image_size=size)
     with pytest.raises(ValueError, match="sigma"):
         MuSc(degrees=(1,)).predict(x).anomaly_maps(8, sigma=0)
 

@@ -59,6 +59,17 @@ def test_pair_minima_equal_the_oracle(aligned, rng):
     np.testing.assert_allclose(scores.reshape(4, -1), _scores(want, 0.5), rtol=1e-12)
 
 
+
+@pytest.mark.parametrize("aligned", [False, True])
+@pytest.mark.parametrize("scale", [1e160, 1e-200])
+def test_pair_minima_ignore_a_scale_whose_squares_overflow_or_vanish(aligned, scale, rng):
+    x = rng.normal(size=(3, 3, 4, 2))
+    _, minima = musc.mutual_scores(x, 0.5, aligned=aligned, return_pair_minima=True)
+    _, scaled = musc.mutual_scores(x * scale, 0.5, aligned=aligned, return_pair_minima=True)
+    np.testing.assert_allclose(scaled / scale, minima, rtol=1e-12)
+    with pytest.raises(TypeError, match="return_pair_minima"):
+        musc.mutual_scores(x, aligned=aligned, return_pair_minima="no")
+
 def test_musc_estimator_aligned_mode(rng):
     x = rng.normal(size=(4, 5, 5, 6))
     result = MuSc(degrees=(1,), aligned=True, window=0).predict(x)

@@ -223,6 +223,13 @@ def test_patchcore_equals_the_papers_pipeline(ratio, b, rng):
     np.testing.assert_allclose(result.patch_scores, want_patch, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(result.image_scores, want_img, rtol=1e-9, atol=1e-12)
     assert result.anomaly_maps().shape == (3, 12, 14)
+    for size in ("16", (16.9, 8.2), True, 16.0):
+        with pytest.raises(ValueError, match="^image_size: expected a positive int or"):
+            result.anomaly_maps(size)
+        with pytest.raises(ValueError, match="^image_size: expected a positive int or"):
+            model.predict(test, image_size=size)
+    with pytest.raises(ValueError, match=r"^locality: must lie in \[1, 2147483647\]"):
+        PatchCore(locality=2**31 + 1).fit(train)
     np.testing.assert_allclose(model.decision_function(test), want_img, rtol=1e-9, atol=1e-12)
 
 

@@ -185,6 +185,7 @@ def mutual_scores(patches, top_ratio=0.3, *, aligned=False, window=1, return_pai
     x, backend = as_array(patches, "patches")
     x = float_array(x, "patches", backend=backend, ndim=(3, 4))
     check_switch(aligned, "aligned")
+    check_switch(return_pair_minima, "return_pair_minima")
     if aligned and x.ndim != 4:
         raise ValueError(f"patches: aligned scoring needs [N, H, W, C] (the patch grid), got shape {tuple(x.shape)}")
     window = _check_window(window)
@@ -283,7 +284,10 @@ def _aligned_pair(pair, h: int, w: int, window: int):
 
     host = np.ascontiguousarray(to_numpy(pair, "cupy" if not isinstance(pair, np.ndarray) else "numpy"),
                                 dtype=np.float64)
-    scores = _core.musc_aligned_mutual_scores(host, 1.0, window)[0].reshape(-1)
+    # Scaled by a power of two as the scores are, so that squares neither overflow nor vanish.
+    scale = square_safe_scale([host], np)
+    scores = _core.musc_aligned_mutual_scores(host * scale if scale != 1.0 else host, 1.0, window)[0].reshape(-1)
+    scores = _unscaled(scores, scale, "patches")
     xp = xp_of("numpy" if isinstance(pair, np.ndarray) else "cupy")
     return xp.asarray(scores)
 
@@ -334,7 +338,9 @@ def rscin(image_scores, embeddings, k_list=(1, 2, 3), *, n_jobs=None):
 
     Scores are min-max normalised to s; W = F F^T with F the L2-normalised embeddings; for each
     window k the k largest entries of each row of W (self included) are kept and the row is
-    normalised to sum 1; the result is the mean over k of W_k s.
+    normalised to sum 1; the result is the mean over k of W_k s, in [0, 1]. A negative
+    similarity among the k kept weighs 0: an image pointing away is no neighbour (with it, the
+    row's sum can approach 0 and the result leave [0, 1]). An all-zero embedding is an error.
 
     >>> import numpy as np
     >>> rscin(np.array([1.0, 3.0, 2.0]), np.eye(3), k_list=(1,)).tolist()
@@ -356,16 +362,6 @@ def rscin(image_scores, embeddings, k_list=(1, 2, 3), *, n_jobs=None):
 # ---------------------------------------------------------------------------------------------
 # Model
 # ---------------------------------------------------------------------------------------------
-
-def _as_size(image_size):
-    if isinstance(image_size, (int, np.integer)):
-        size = (int(image_size), int(image_size))
-    else:
-        size = tuple(int(v) for v in image_size)
-    if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"image_size: expected a positive int or (height, width), got {image_size!r}")
-    return size
-
 
 class MuScResult:
     """Scores of one MuSc run: ``image_scores [N]``, ``patch_scores [N, H, W]``,
@@ -390,8 +386,9 @@ class MuScResult:
         image_size = image_size if image_size is not None else self.image_size
         if image_size is None:
             raise ValueError("image_size: give the output size (here or to predict)")
-        return _maps.anomaly_maps(self.patch_scores, _as_size(image_size), sigma, align_corners=align_corners,
-                                  mode=mode, truncate=truncate)
+        size = _maps._check_size(image_size, "image_size")
+        return _maps.anomaly_maps(self.patch_scores, size, sigma, align_corners=align_corners, mode=mode,
+                                  truncate=truncate)
 
 
 def _result(patch, embeddings, ks, n_jobs, backend, image_size):
@@ -519,6 +516,8 @@ class MuSc(FastcoreEstimator):
         as the image scores and RsCIN need them). Not with ``aligned=True``.
         """
         degrees, top_ratio, ks, max_memory = self._check_params()
+        if image_size is not None:
+            image_size = _maps._check_size(image_size, "image_size")
         n_jobs = self._n_jobs()
         if any(is_dask(layer) for layer in (features if isinstance(features, (list, tuple)) else [features])):
             return self._predict_dask(features, embeddings, image_size, degrees, top_ratio, ks, n_jobs)
@@ -534,8 +533,6 @@ class MuSc(FastcoreEstimator):
             bank = [self._to_backend(bv, backend, layers[0].dtype) for bv in bank]
         elif n < 2:
             raise ValueError(f"features: mutual scoring needs at least 2 images, got {n} (or fit a bank first)")
-        if image_size is not None:
-            image_size = _as_size(image_size)
         xp = xp_of(backend)
         passes = [(li, r) for li in range(len(layers)) for r in degrees]
         refs = (n - 1) if bank is None else bank[0].shape[0]
@@ -598,7 +595,7 @@ class MuSc(FastcoreEstimator):
             s = s.astype(np.float64)
             total = s if total is None else total + s
         patch = (total / len(passes)).astype(dtype).reshape(n, h, w).compute()
-        return _result(patch, embeddings, ks, n_jobs, "numpy", None if image_size is None else _as_size(image_size))
+        return _result(patch, embeddings, ks, n_jobs, "numpy", image_size)
 
     @staticmethod
     def _to_backend(x, backend, dtype):

@@ -172,9 +172,7 @@ class PatchCoreResult:
         size = image_size if image_size is not None else self.image_size
         if size is None:
             raise ValueError("image_size: give the output size (here or to predict)")
-        if isinstance(size, (int, np.integer)):
-            size = (int(size), int(size))
-        return _maps.anomaly_maps(self.patch_scores, tuple(size), sigma, align_corners=align_corners, mode=mode,
+        return _maps.anomaly_maps(self.patch_scores, size, sigma, align_corners=align_corners, mode=mode,
                                   truncate=truncate)
 
 
@@ -240,7 +238,7 @@ class PatchCore(FastcoreEstimator):
         if self.projection_dim is not None:
             _whole(self.projection_dim, "projection_dim", 1)
         _whole(self.num_neighbors, "num_neighbors", 1)
-        locality = _whole(self.locality, "locality", 1)
+        locality = _whole(self.locality, "locality", 1, (1 << 31) - 1)
         if locality % 2 == 0:
             raise ValueError(f"locality: must be odd, got {locality}")
         if self.seed is not None:
@@ -315,6 +313,8 @@ class PatchCore(FastcoreEstimator):
         ``features`` must hold the levels of :meth:`fit`, in the same order and with the same
         channels each: the bank's columns are those levels side by side."""
         self._check_fitted()
+        if image_size is not None:
+            image_size = _maps._check_size(image_size, "image_size")
         patches, backend, level_channels = self._patches(features, "features")
         n, h, w, c = patches.shape
         fitted = getattr(self, "level_channels_", None)

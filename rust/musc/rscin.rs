@@ -41,17 +41,21 @@ pub fn rscin(
         })
         .collect();
     let mut unit = embeddings.to_vec();
-    for row in unit.chunks_mut(d.max(1)) {
+    for (i, row) in unit.chunks_mut(d.max(1)).enumerate() {
         let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt();
-        if !norm.is_finite() {
-            // Squares past f64::MAX: the row over its largest magnitude, then over that row's norm
-            // (a norm near f64::MAX itself would overflow).
+        if !norm.is_finite() || norm < 1e-150 {
+            // Squares past f64::MAX or below the smallest normal number: the row over its largest
+            // magnitude, then over that row's norm, so every row becomes a unit vector.
             let top = row.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            if top == 0.0 {
+                return invalid(format!(
+                    "embeddings: image {i} has an all-zero embedding (no direction to compare)"
+                ));
+            }
             let scaled = row.iter().map(|v| (v / top) * (v / top)).sum::<f64>().sqrt();
             row.iter_mut().for_each(|v| *v = *v / top / scaled);
             continue;
         }
-        let norm = norm.max(1e-12);
         row.iter_mut().for_each(|v| *v /= norm);
     }
     let mut sim = vec![0.0f64; n * n];
@@ -71,8 +75,10 @@ pub fn rscin(
         let mut total = 0.0;
         for &k in k_list {
             let k = k.min(n);
-            let weight: f64 = order[..k].iter().map(|&j| row[j]).sum();
-            let smoothed: f64 = order[..k].iter().map(|&j| row[j] * s[j]).sum();
+            // An image pointing away from image i (negative cosine) is no neighbour: weight 0,
+            // so the result stays a weighted mean of scores in [0, 1].
+            let weight: f64 = order[..k].iter().map(|&j| row[j].max(0.0)).sum();
+            let smoothed: f64 = order[..k].iter().map(|&j| row[j].max(0.0) * s[j]).sum();
             total += if weight != 0.0 {
                 smoothed / weight
             } else {

@@ -70,7 +70,8 @@ def rscin(image_scores, embeddings, k_list=(1, 2, 3)):
     span = s.max() - s.min()
     s = (s - s.min()) / span if span > 0 else np.zeros_like(s)
     f = np.asarray(embeddings, dtype=np.float64)
-    f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+    f = f / np.abs(f).max(axis=1, keepdims=True)  # unit rows at any scale
+    f = f / np.linalg.norm(f, axis=1, keepdims=True)
     w = f @ f.T
     n = len(s)
     results = []
@@ -79,7 +80,7 @@ def rscin(image_scores, embeddings, k_list=(1, 2, 3)):
         wk = np.zeros_like(w)
         for i in range(n):
             order = sorted(range(n), key=lambda j: (-w[i, j], j))[:k]
-            wk[i, order] = w[i, order]
+            wk[i, order] = np.maximum(w[i, order], 0.0)  # anti-similar images weigh nothing
         wk = wk / wk.sum(axis=1, keepdims=True)
         results.append(wk @ s)
     return np.mean(results, axis=0)
