@@ -58,6 +58,16 @@ def test_gaussian_fit_is_scale_invariant(covariance, magnitude, rng):
     np.testing.assert_allclose(big.decision_function(Y * magnitude), small.decision_function(Y), rtol=1e-9)
 
 
+@pytest.mark.parametrize("magnitude", [1e-160, 1e160])
+def test_gaussian_npca_is_scale_invariant(magnitude, rng):
+    rotation, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    X = rng.normal(size=(200, 6)) @ (rotation * np.array([0.3, 0.5, 1.0, 1.5, 2.0, 3.0]))
+    small = GaussianAD(npca=0.5).fit(X)
+    big = GaussianAD(npca=0.5).fit(X * magnitude)
+    Y = rng.normal(size=(20, 6))
+    np.testing.assert_allclose(big.decision_function(Y * magnitude), small.decision_function(Y), rtol=1e-9)
+
+
 @pytest.mark.parametrize("dtype,magnitude", [(np.float32, 1e20), (np.float32, 1e30), (np.float64, 1e160),
                                              (np.float64, 1e200)])
 def test_musc_scores_stay_exact_at_large_magnitudes(dtype, magnitude, rng):
@@ -299,6 +309,15 @@ UNCLEAR_CALLS = [
     ("ratio", ValueError, lambda: __import__("fastcore_ad").mia.min_k(np.zeros((2, 5)), ratio=[0.1, 0.2])),
     ("max_fpr", TypeError, lambda: __import__("fastcore_ad").metrics.tpr_at_fpr(np.arange(4.0), [0, 1, 0, 1],
                                                                                  max_fpr=True)),
+    # Python ints past float64's range, and strings where a switch belongs
+    ("max_fpr", ValueError, lambda: __import__("fastcore_ad").metrics.tpr_at_fpr(np.arange(4.0), [0, 1, 0, 1],
+                                                                                 max_fpr=10**400)),
+    ("reg", ValueError, lambda: GaussianAD(reg=10**400).fit(np.ones((10, 3)) + np.eye(10, 3))),
+    ("reg", ValueError, lambda: __import__("fastcore_ad").ClassGaussian(reg=10**400).fit(np.eye(6, 2), [0, 1] * 3)),
+    ("return_threshold", TypeError, lambda: __import__("fastcore_ad").metrics.f1_max(np.arange(4.0), [0, 1, 0, 1],
+                                                                                      return_threshold="no")),
+    ("progress", TypeError, lambda: GaussianAD(progress="no").fit(np.ones((10, 3)) + np.eye(10, 3))),
+    ("progress", TypeError, lambda: musc.MuSc(progress="no").predict(np.zeros((3, 2, 2, 3)))),
 ]
 
 

@@ -17,6 +17,8 @@ True
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from . import _core
@@ -72,7 +74,7 @@ class ClassGaussian(FastcoreEstimator):
         check_switch(self.tied, "tied")
         if isinstance(self.reg, (bool, np.bool_)) or not isinstance(self.reg, (int, float, np.integer, np.floating)):
             raise TypeError(f"reg: expected a number, got {self.reg!r}")
-        if not 0.0 <= float(self.reg) < np.inf:
+        if not 0.0 <= (float(self.reg) if abs(self.reg) <= sys.float_info.max else np.inf) < np.inf:
             raise ValueError(f"reg: must be finite and >= 0, got {self.reg}")
         self._check_common_params()
 

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 
 import numpy as np
 
 from . import _core
 from ._base import FastcoreEstimator, NotFittedError, as_dense_array, check_shape
-from ._dispatch import float_array, is_dask, kernels, same_backend, to_backend, xp_of
+from ._dispatch import check_switch, float_array, is_dask, kernels, same_backend, to_backend, xp_of
 from ._memory import check_fits
 from ._moments import OVERFLOW, GaussianMoments
 from .progress import progress
@@ -296,6 +297,9 @@ class GaussianAD(FastcoreEstimator):
             value = getattr(self, name)
             if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
                 raise TypeError(f"{name}: expected a number, got {value!r}")
+            if isinstance(value, int) and abs(value) > sys.float_info.max:
+                raise ValueError(f"{name}: {value} lies past float64's range")
+        check_switch(self.progress, "progress")
         if not (0.0 <= float(self.reg) < float("inf")):
             raise ValueError(f"reg: must be finite and >= 0, got {self.reg}")
         if not (0.0 <= float(self.contamination) < 0.5):
@@ -369,9 +373,9 @@ class GaussianAD(FastcoreEstimator):
         reg = float(self.reg) * scale * scale
         if X.ndim == 2:
             mean, cov, shrinkage, factor = _core.fit_gaussian(X, self.covariance, reg, self._n_jobs())
-            mean, cov, factor = _unscaled(mean, cov, factor, scale, name)
             if self.npca is not None:
-                factor = self._npca_whitening(cov)
+                factor = self._npca_whitening(cov)  # of the scaled data: _unscaled brings it back
+            mean, cov, factor = _unscaled(mean, cov, factor, scale, name)
             dtype = X.dtype
             return _Level(mean.astype(dtype), cov, shrinkage, factor.astype(dtype), False, None)
         if self.npca is not None:
@@ -400,14 +404,14 @@ class GaussianAD(FastcoreEstimator):
             raise problem
         self._check_fit_memory(0, d, None if spatial is None else int(np.prod(spatial)), np.dtype(dtype).itemsize, name)
         mean, cov, shrinkage, factor = moments.finish(self.covariance, float(self.reg) * scale * scale)
+        if spatial is None and self.npca is not None:
+            factor = self._npca_whitening(cov)  # of the scaled data: _unscaled brings it back
         mean, cov, factor = _unscaled(mean, cov, factor, scale, name)
         if spatial is not None:
             if self.npca is not None:
                 raise ValueError("npca: not supported for per-position feature maps")
             return _Level(mean.astype(dtype), cov.astype(dtype), shrinkage, factor.astype(dtype), True,
                           tuple(spatial))
-        if self.npca is not None:
-            factor = self._npca_whitening(cov)
         return _Level(mean.astype(dtype), cov, float(shrinkage), factor.astype(dtype), False, None)
 
     @staticmethod

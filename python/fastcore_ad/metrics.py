@@ -26,7 +26,7 @@ import numpy as np
 
 from . import _core
 from ._base import check_n_jobs
-from ._dispatch import as_array, binary_labels, check_paired_shapes, float_array, is_dask, to_numpy
+from ._dispatch import as_array, binary_labels, check_paired_shapes, check_switch, float_array, is_dask, to_numpy
 from ._memory import check_fits
 
 __all__ = [
@@ -96,6 +96,8 @@ def _check_rate(value: float, name: str) -> float:
         raise TypeError(f"{name}: expected a number in [0, 1], got {value!r}")
     try:
         value = float(value)
+    except OverflowError:  # an int past float64's range
+        raise ValueError(f"{name}: must lie in [0, 1], got {value}") from None
     except (TypeError, ValueError):
         raise TypeError(f"{name}: expected a number in [0, 1], got {value!r}") from None
     if not 0.0 <= value <= 1.0 or value != value:
@@ -139,6 +141,7 @@ def f1_max(scores, labels, *, return_threshold=False, n_jobs=None):
     >>> f1_max([0.9, 0.8, 0.1], [1, 0, 1])
     0.8
     """
+    check_switch(return_threshold, "return_threshold")
     s = _summary(scores, labels, n_jobs=n_jobs)
     return (s["f1_max"], s["f1_threshold"]) if return_threshold else s["f1_max"]
 

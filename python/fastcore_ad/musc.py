@@ -468,6 +468,7 @@ class MuSc(FastcoreEstimator):
         degrees = tuple(_check_degree(r) for r in degrees)
         ks = _check_k_list(self.k_list)
         check_switch(self.aligned, "aligned")
+        check_switch(self.progress, "progress")
         _check_window(self.window)
         self._check_common_params()
         return degrees, _check_ratio(self.top_ratio), ks, _check_memory(self.max_memory)
