@@ -103,6 +103,18 @@ def test_bad_input_is_named(rng):
         ClassGaussian(tied=False).fit(X[:5], np.array([0, 1, 1, 2, 2]))
     with pytest.raises(ValueError, match="features"):
         ClassGaussian().fit(X, y).distances(X[:, :3])
+    mixed = np.array(["a", None] * (len(X) // 2), dtype=object)
+    with pytest.raises(ValueError, match="^y: contains NaN, infinity or None"):
+        ClassGaussian().fit(X, mixed)
+    with pytest.raises(TypeError, match="^y: labels of types"):
+        ClassGaussian().fit(X, np.array(["a", 1] * (len(X) // 2), dtype=object))
+    model = ClassGaussian().fit(X, y)
+    with pytest.raises(ValueError, match="^y: expected one label per row of X"):
+        model.score(X, y[:-1])
+    with pytest.raises(ValueError, match="^sample_weight: expected one weight per row of X"):
+        model.score(X, y, sample_weight=np.ones(3))
+    weights = rng.random(len(X))
+    assert model.score(X, y, weights) == pytest.approx(np.average(model.predict(X) == y, weights=weights), rel=1e-15)
 
 
 @pytest.mark.parametrize("tied", [True, False])

@@ -9,9 +9,12 @@ that needs a fitted model raises :class:`NotFittedError`.
 
 from __future__ import annotations
 
+from numbers import Number
+
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+from sklearn.utils.multiclass import check_classification_targets
 
 from ._dispatch import as_array, resolve_device
 
@@ -119,3 +122,27 @@ class FastcoreEstimator(BaseEstimator):
         self._n_jobs()
         if "device" in self.get_params(deep=False):
             self._target_backend("numpy", check_only=True)
+
+
+def checked_labels(y, name: str):
+    """1-D labels ``y`` that can be classes: no NaN, infinity or None (in float or object
+    arrays), not continuous, and of types that can be ordered (``np.unique`` sorts them)."""
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all():
+            raise ValueError(f"{name}: contains NaN or infinity")
+        check_classification_targets(y)  # continuous values are a regression target: "Unknown label type"
+    elif y.dtype.hasobject:
+        values = y.tolist()
+        if any(v is None or (isinstance(v, (float, np.floating)) and not np.isfinite(v)) for v in values):
+            raise ValueError(f"{name}: contains NaN, infinity or None")
+        # Sets, tuples and the like compare (sets by inclusion) without a total order: np.unique
+        # would then give classes that are neither sorted nor unique.
+        odd = sorted({type(v).__name__ for v in values if not isinstance(v, (str, bytes, Number, np.generic))})
+        if odd:
+            raise TypeError(f"{name}: labels must be numbers or strings, got {odd}")
+        try:
+            np.unique(y)
+        except TypeError:
+            kinds = sorted({type(v).__name__ for v in values})
+            raise TypeError(f"{name}: labels of types {kinds} cannot be ordered; use one type") from None
+    return y

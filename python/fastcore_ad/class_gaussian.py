@@ -23,7 +23,7 @@ import numpy as np
 
 from . import _core
 from ._core import SingularCovarianceError
-from ._base import FastcoreEstimator, as_dense_array, check_shape
+from ._base import FastcoreEstimator, as_dense_array, check_shape, checked_labels
 from ._dispatch import check_switch, float_array, kernels, to_backend, xp_of
 from ._memory import check_fits
 from .gaussian import _factor_layout, _fit_bytes, _power_of_two_scale, _singular_hint, _unscaled
@@ -110,8 +110,7 @@ class ClassGaussian(FastcoreEstimator):
             y = y.ravel()
         if y.ndim != 1 or y.shape[0] != X.shape[0]:
             raise ValueError(f"y: expected one label per row of X ({X.shape[0]}), got shape {y.shape}")
-        if y.dtype.kind == "f" and not np.isfinite(y).all():
-            raise ValueError("y: contains NaN or infinity")
+        y = checked_labels(y, "y")
         classes, codes = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise ValueError(f"y: need at least 2 classes, got {len(classes)} class(es)")
@@ -201,8 +200,16 @@ class ClassGaussian(FastcoreEstimator):
 
     def score(self, X, y, sample_weight=None):
         """Mean accuracy of ``predict(X)`` against ``y``."""
-        hits = (self.predict(X) == np.asarray(to_backend(y, "numpy")).ravel()).astype(np.float64)
-        return float(np.average(hits, weights=sample_weight))
+        predicted = self.predict(X)
+        y = np.asarray(to_backend(y, "numpy")).ravel()
+        if y.shape != predicted.shape:
+            raise ValueError(f"y: expected one label per row of X ({len(predicted)}), got {y.size}")
+        if sample_weight is not None:
+            sample_weight = np.asarray(to_backend(sample_weight, "numpy"), dtype=np.float64).ravel()
+            if sample_weight.shape != predicted.shape:
+                raise ValueError(f"sample_weight: expected one weight per row of X ({len(predicted)}), "
+                                 f"got {sample_weight.size}")
+        return float(np.average((predicted == y).astype(np.float64), weights=sample_weight))
 
     def predict_log_proba(self, X):
         """Log posterior ``log p(k | x)`` with the class frequencies as priors: ``[m, C]``."""

@@ -51,7 +51,7 @@ import time
 import weakref
 import zipfile
 from dataclasses import dataclass
-from numbers import Integral, Number
+from numbers import Integral
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
@@ -60,11 +60,10 @@ from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.feature_selection import SelectKBest, chi2
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from . import _core
-from ._base import ComplexDataError, FastcoreEstimator, as_dense_array, check_shape, check_text_items
+from ._base import ComplexDataError, FastcoreEstimator, as_dense_array, check_shape, check_text_items, checked_labels
 from ._dispatch import check_switch, is_cupy, is_dask, kernels, to_backend, xp_of
 from ._thermometer import Thermometer
 from ._memory import check_fits
@@ -191,30 +190,6 @@ _SIGNIFICANT_CHI2 = 15.1367052
 _MIN_CLASS_COLUMNS = 10
 
 
-def _checked_labels(y, name: str):
-    """1-D labels ``y`` that can be classes: no NaN, infinity or None (in float or object
-    arrays), not continuous, and of types that can be ordered (``np.unique`` sorts them)."""
-    if y.dtype.kind == "f":
-        if not np.isfinite(y).all():
-            raise ValueError(f"{name}: contains NaN or infinity")
-        check_classification_targets(y)  # continuous values are a regression target: "Unknown label type"
-    elif y.dtype.hasobject:
-        values = y.tolist()
-        if any(v is None or (isinstance(v, (float, np.floating)) and not np.isfinite(v)) for v in values):
-            raise ValueError(f"{name}: contains NaN, infinity or None")
-        # Sets, tuples and the like compare (sets by inclusion) without a total order: np.unique
-        # would then give classes that are neither sorted nor unique.
-        odd = sorted({type(v).__name__ for v in values if not isinstance(v, (str, bytes, Number, np.generic))})
-        if odd:
-            raise TypeError(f"{name}: labels must be numbers or strings, got {odd}")
-        try:
-            np.unique(y)
-        except TypeError:
-            kinds = sorted({type(v).__name__ for v in values})
-            raise TypeError(f"{name}: labels of types {kinds} cannot be ordered; use one type") from None
-    return y
-
-
 def _check_validation_data(validation_data, n_features: int, y):
     """``fit``'s ``validation_data``: a pair (X_val, y_val) with ``n_features`` columns and one
     label per row, of the kind of ``y`` (strings or numbers); ValueError naming it otherwise."""
@@ -227,7 +202,7 @@ def _check_validation_data(validation_data, n_features: int, y):
         y_val = np.asarray(y_val)
         if y_val.ndim != 1 or len(y_val) != n:
             raise ValueError(f"y_val: expected {n} labels (one per row of X_val), got shape {y_val.shape}")
-        _checked_labels(y_val, "y_val")
+        checked_labels(y_val, "y_val")
         if _label_kind(y_val) != _label_kind(y):
             raise ValueError(f"y_val: labels are {_label_kind(y_val)}s but y's are {_label_kind(y)}s")
     except (TypeError, ValueError) as exc:
@@ -833,7 +808,7 @@ class TsetlinMachine(_ScoredClassifier, FastcoreEstimator):
             given = np.asarray(classes)
             if given.ndim != 1:
                 raise ValueError(f"classes: expected a 1-D list of labels, got shape {given.shape}")
-            classes = np.unique(_checked_labels(given, "classes"))
+            classes = np.unique(checked_labels(given, "classes"))
         if first:
             self._check_params()
             unknown = np.zeros(0, dtype=bool) if classes is None else ~np.isin(y, classes)
@@ -2022,7 +1997,7 @@ def _checked_y(y, n):
             raise ValueError(f"y: expected 1 dimension, got shape {y.shape}") from None
     if len(y) != n:
         raise ValueError(f"y: {len(y)} labels for {n} samples")
-    return _checked_labels(y, "y")
+    return checked_labels(y, "y")
 
 
 def _check_state_fits(cfg: dict):
