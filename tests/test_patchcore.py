@@ -159,6 +159,12 @@ def test_knn_and_coreset_at_extreme_magnitudes(dtype, scale, rng):
     np.testing.assert_array_equal(ic, knn(q, b, 3, metric="cosine")[1])
 
 
+
+def test_knn_refuses_a_distance_no_float_holds():
+    np.testing.assert_array_equal(knn(np.array([[1e308]]), np.array([[-5e307]]), 1)[0], [[1.5e308]])
+    with pytest.raises(ValueError, match="^queries, bank: a distance overflows float64"):
+        knn(np.array([[1.7e308]]), np.array([[-1.7e308]]), 1)
+
 def test_knn_measures_in_the_finer_of_the_two_dtypes():
     q = np.array([[1.0]], np.float32)
     d, i = knn(q, np.array([[1 + 2e-9], [1 + 1e-9]]), 2)  # float32 would round both to 1

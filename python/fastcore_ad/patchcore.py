@@ -86,7 +86,12 @@ def knn(queries, bank, k=1, *, metric="euclidean", n_jobs=None):
     if scale == 1.0:
         return kernels(backend).knn(q, b, k, metric, n_jobs)
     distances, indices = kernels(backend).knn(q * scale, b * scale, k, metric, n_jobs)
-    return distances / scale, indices
+    with np.errstate(over="ignore"):
+        distances = distances / distances.dtype.type(scale)
+    if not bool(xp.isfinite(distances).all()):
+        # A distance past the dtype's range (values near +-max apart): no float holds it.
+        raise ValueError(f"queries, bank: a distance overflows {distances.dtype}; rescale the features")
+    return distances, indices
 
 
 def greedy_coreset(X, n_select, *, start=0, n_jobs=None, progress_bar=True):
