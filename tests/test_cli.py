@@ -134,6 +134,20 @@ def test_a_valid_run_still_writes_its_results(tmp_path, rng, capsys, heavy_work,
     assert "written" in output and method in output
 
 
+def test_overlays_of_files_sharing_a_name_are_all_written(tmp_path, rng, capsys, heavy_work):
+    train = _folder(tmp_path / "train", 12, rng)
+    images = tmp_path / "images"
+    images.mkdir()
+    # Three files named a0, and one already named as a numbered clash would be.
+    for name in ("a0.png", "a0.jpg", "a0.bmp", "images_a0_2.png"):
+        Image.fromarray(rng.integers(0, 256, size=(24, 24, 3)).astype(np.uint8)).save(images / name)
+    out = tmp_path / "out"
+    assert cli.main(["detect", str(images), "--method", "gaussian", "--train", str(train), "--out", str(out),
+                     "--image-size", "32", "--layers", "stage2", "--sigma", "0"]) == 0
+    assert len(list((out / "overlays").iterdir())) == 4
+    assert "4 overlay(s)" in capsys.readouterr().out
+
+
 def test_weights_and_output_folders_fail_before_any_work(tmp_path, rng, capsys, heavy_work):
     images = _folder(tmp_path / "images", 3, rng)
     out = str(tmp_path / "out")

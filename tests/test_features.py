@@ -4,7 +4,9 @@ reference on small random networks, the real ImageNet weights, folders with bad 
 import collections
 import importlib.util
 import io
+import os
 import pickle
+import re
 import struct
 import sys
 import types
@@ -322,6 +324,75 @@ def test_storages_referenced_many_times_cannot_inflate_a_file(tmp_path, monkeypa
     with pytest.raises(ValueError, match="tied.pth: .* past 64 times the file's size"):
         load(200)  # 12.8 MB of arrays from a 70 KB file
 
+
+_EMPTY_STATE = b"\x80\x02}q\x00."  # pickle of {}, protocol 2
+
+
+def _traced_peak(load):
+    """(result of load(), peak bytes traced while it ran)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = load()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_deflated_data_pkl_is_bounded_like_a_storage(tmp_path):
+    """data.pkl that inflates 64 MB from about 64 KB (trailing bytes after the pickle's end) is
+    refused before it is read, as a storage would be."""
+    import zipfile
+
+    path = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", _EMPTY_STATE + bytes(64 << 20), compress_type=zipfile.ZIP_DEFLATED,
+                         compresslevel=9)
+
+    def load():
+        with pytest.raises(ValueError, match=r"bomb.pt: archive/data.pkl: declares \d+ bytes from \d+ compressed"):
+            load_torch_file(path, use_torch=False)
+
+    _, peak = _traced_peak(load)
+    assert peak < 16 << 20, f"{peak} bytes allocated"
+
+
+def test_a_zip_entry_is_inflated_no_further_than_its_declared_size(tmp_path):
+    """A header that understates data.pkl's size (7 bytes declared, with their CRC, for 64 MB of
+    deflated data) passes the inflation check: the entry is read up to the declared size only."""
+    import zipfile
+    import zlib
+
+    raw = io.BytesIO()
+    with zipfile.ZipFile(raw, "w") as archive:
+        archive.writestr("archive/data.pkl", _EMPTY_STATE + bytes(64 << 20), compress_type=zipfile.ZIP_DEFLATED,
+                         compresslevel=9)
+    crafted = bytearray(raw.getvalue())
+    fields = struct.pack("<I", zlib.crc32(_EMPTY_STATE))
+    local = crafted.index(b"PK\x03\x04")
+    central = crafted.index(b"PK\x01\x02")
+    crafted[local + 14: local + 18] = crafted[central + 16: central + 20] = fields  # CRC-32
+    crafted[local + 22: local + 26] = crafted[central + 24: central + 28] = struct.pack("<I", len(_EMPTY_STATE))
+    path = tmp_path / "lying.pt"
+    path.write_bytes(bytes(crafted))
+    state, peak = _traced_peak(lambda: load_torch_file(path, use_torch=False))
+    assert state == {}
+    assert peak < 16 << 20, f"{peak} bytes allocated"
+
+
+@pytest.mark.parametrize("method", ["ZIP_BZIP2", "ZIP_LZMA"])
+def test_zip_entries_compressed_without_a_bounded_inflate_are_refused(tmp_path, method):
+    """zipfile inflates a bzip2 or lzma chunk in one unbounded step (113 bytes of bzip2 hold
+    100 MB), so only stored and deflated entries, the ones torch and zip tools write, are read."""
+    import zipfile
+
+    path = tmp_path / "packed.pt"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", _EMPTY_STATE, compress_type=getattr(zipfile, method))
+    with pytest.raises(ValueError, match="packed.pt: archive/data.pkl: compression method"):
+        load_torch_file(path, use_torch=False)
+
 # --- forward pass against the reference ------------------------------------------------------
 
 @pytest.mark.parametrize("height,width", [(32, 32), (29, 23)])
@@ -372,6 +443,18 @@ def test_extract_grid_pooling_and_batching(rng):
         model.extract(np.zeros((2, 3, 8, 8, 3)))
 
 
+def test_extract_refuses_a_bad_batch_size_even_for_a_cached_model(rng, monkeypatch):
+    model = EfficientNetLite0(reference.random_state(rng), backend="numpy", progress=False)
+    monkeypatch.setattr(features, "find_weights", lambda weights: "tiny.pth")
+    monkeypatch.setitem(features._MODEL_CACHE, ("tiny.pth", "auto"), model)
+    images = rng.integers(0, 256, size=(3, 16, 16, 3)).astype(np.uint8)
+    for bad in (-1, 0, True, 2.0, "4"):
+        with pytest.raises(ValueError, match="batch_size: must be an integer >= 1"):
+            features.extract(images, layers=("stem",), image_size=16, batch_size=bad, progress=False)
+    out = features.extract(images, layers=("stem",), image_size=16, batch_size=np.int64(2), progress=False)
+    np.testing.assert_allclose(out.maps[0], model.forward(images, ("stem",))["stem"], rtol=1e-5, atol=1e-5)
+
+
 def test_bad_state_dicts_are_named(rng):
     state = reference.random_state(rng)
     del state["_blocks.4._bn1.running_var"]
@@ -406,6 +489,16 @@ def test_resize_maps_is_half_pixel_bilinear(rng):
     np.testing.assert_allclose(big[:, i, j], expected, rtol=1e-5, atol=1e-6)
     assert resize_maps(small[..., 0], (3, 5)).shape == (2, 3, 5)
     np.testing.assert_allclose(resize_maps(small, (3, 5)), small)
+
+
+def test_resize_maps_checks_memory_before_allocating(monkeypatch, rng):
+    from fastcore_ad import _memory
+
+    maps = rng.normal(size=(1, 2, 2, 8)).astype(np.float32)
+    monkeypatch.setattr(_memory, "available_bytes", lambda: 1 << 20)
+    with pytest.raises(MemoryError, match=r"size: 1 map\(s\) of 256 x 256 pixels with 8 channel\(s\): needs"):
+        resize_maps(maps, (256, 256))
+    assert resize_maps(maps, (16, 16)).shape == (1, 16, 16, 8)
 
 
 # --- the real pretrained weights -------------------------------------------------------------
@@ -490,6 +583,20 @@ def test_load_images_errors(tmp_path, rng):
         load_images(tmp_path)
     with pytest.raises(ValueError, match="image_size"):
         load_images(tmp_path, image_size=(0, 3))
+
+
+def test_load_images_takes_bytes_paths_and_read_image_names_a_truncated_file(tmp_path, rng):
+    Image = pytest.importorskip("PIL.Image")
+    Image.fromarray(rng.integers(0, 256, size=(12, 10, 3)).astype(np.uint8)).save(tmp_path / "a.png")
+    assert load_images(os.fsencode(tmp_path), 8, progress_bar=False).paths == [str(tmp_path / "a.png")]
+    assert load_images([os.fsencode(tmp_path / "a.png")], 8, progress_bar=False).paths == [str(tmp_path / "a.png")]
+    for source in (5, [tmp_path / "a.png", 5]):
+        with pytest.raises(TypeError, match="source: expected a folder or a list of file paths"):
+            load_images(source)
+    raw = (tmp_path / "a.png").read_bytes()
+    (tmp_path / "b.png").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(OSError, match=re.escape(f"{tmp_path / 'b.png'}: ")):
+        features.read_image(tmp_path / "b.png")
 
 
 @pytest.mark.parametrize("sigma", [0.7, 2.0, 4.0])

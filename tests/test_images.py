@@ -108,6 +108,26 @@ def test_overlay_scales_pixels_by_their_dtype_and_refuses_bad_maps(rng):
         overlay_rgb(dark, np.zeros((2, 2)), alpha=2)
 
 
+def test_overlay_scales_the_widest_ranges_and_refuses_infinite_bounds(rng, tmp_path):
+    from fastcore_ad.plot import _jet, overlay_rgb, save_overlay
+
+    image = rng.integers(0, 256, size=(2, 2, 3)).astype(np.uint8)
+    wide = np.array([[1e308, -1e308], [0.0, 0.0]])  # max - min overflows to infinity
+    full = overlay_rgb(image, wide, alpha=1.0)
+    np.testing.assert_allclose(full, _jet(np.array([[1.0, 0.0], [0.5, 0.5]])))
+    np.testing.assert_allclose(full, overlay_rgb(image, wide / 1e308, alpha=1.0))
+    middle = overlay_rgb(image, rng.random((2, 2)), vmin=-1.7e308, vmax=1.7e308, alpha=1.0)
+    np.testing.assert_allclose(middle, _jet(np.full((2, 2), 0.5)))
+    save_overlay(tmp_path / "wide.png", image, wide)
+    with Image.open(tmp_path / "wide.png") as written:
+        expected = (overlay_rgb(image, wide) * 255).astype(np.uint8)
+        np.testing.assert_array_equal(np.asarray(written), expected)
+    for bounds in ({"vmin": -np.inf}, {"vmax": np.inf}, {"vmin": np.nan}, {"vmax": "1"}, {"vmin": True}):
+        name = next(iter(bounds))
+        with pytest.raises(ValueError, match=f"{name}: expected a finite number or None"):
+            overlay_rgb(image, wide, **bounds)
+
+
 def test_extract_refuses_ambiguous_shapes_and_pixels_out_of_range():
     model = EfficientNetLite0(reference.random_state(np.random.default_rng(7)), backend="numpy", progress=False)
     rng = np.random.default_rng(1)
@@ -159,6 +179,22 @@ def test_save_grid_names_a_bad_column_count(tmp_path, columns):
         plot.save_grid(tmp_path / "x.png", [np.zeros((4, 4))], [np.ones((4, 4))], columns=columns)
     with pytest.raises(ValueError, match="titles"):
         plot.save_grid(tmp_path / "x.png", [np.zeros((4, 4))] * 2, [np.ones((4, 4))] * 2, titles=["one"])
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_save_grid_caps_columns_and_refuses_figures_too_large_to_draw(tmp_path, rng):
+    pytest.importorskip("matplotlib")
+    from fastcore_ad import plot
+
+    images, maps = [rng.random((8, 8))] * 2, [rng.random((8, 8))] * 2
+    path = plot.save_grid(tmp_path / "wide.png", images, maps, columns=50, dpi=50)
+    with Image.open(path) as grid:  # two cells of 1.8 x 1.98 inches, no empty ones
+        assert grid.size == (180, 99)
+    with pytest.raises(MemoryError, match=r"dpi: 1 x 1 cell\(s\) of 1.8 inches at 1e\+06 dpi make a figure of"):
+        plot.save_grid(tmp_path / "x.png", images[:1], maps[:1], dpi=1e6)
+    for size in ({"cell_inches": 1e5}, {"cell_inches": 1e200, "dpi": 1e200}):
+        with pytest.raises(ValueError, match="dpi: .* fewer than 8388608 per side"):
+            plot.save_grid(tmp_path / "x.png", images[:1], maps[:1], **size)
     assert not (tmp_path / "x.png").exists()
 
 

@@ -64,6 +64,11 @@ def resize_maps(maps, size):
     if maps.dtype.kind == "f" and maps.size and maps.dtype.itemsize > 4 and \
             np.nanmax(np.abs(np.where(np.isinf(maps), 0, maps))) > np.finfo(np.float32).max:
         raise ValueError("maps: finite values beyond float32's range, where the resized maps are computed")
+    # float32 copy of the input, the rows-resized intermediate, the output and one temporary of its size.
+    n, h, w, channels = maps.shape
+    copied = 0 if maps.dtype == np.float32 else maps.size
+    check_fits(4 * (copied + n * height * channels * (w + 2 * width)),
+               f"size: {n} map(s) of {height} x {width} pixels with {channels} channel(s)")
     maps = maps.astype(np.float32, copy=False)
     # Gathers rather than the matrices of fastcore_ad.maps: with hundreds of channels a matrix
     # product per axis costs h (or w) times more than two taps per output pixel.
@@ -201,7 +206,10 @@ def read_image(path) -> np.ndarray:
     """
     image_module, _ = _pillow()
     with image_module.open(path) as handle:
-        handle.load()
+        try:
+            handle.load()
+        except OSError as exc:  # e.g. a truncated file: Pillow's message does not say which
+            raise OSError(f"{path}: {exc}") from None
         try:
             if handle.mode in ("I", "F") or handle.mode.startswith("I;16") or _declares_signed_bytes(handle):
                 gray = _to_byte_range(handle)
@@ -223,8 +231,8 @@ def load_images(source, image_size=224, *, pattern=None, grayscale_to_rgb=True, 
     """
     image_module, unidentified = _pillow()
     size = _check_size(image_size, "image_size")
-    if isinstance(source, (str, os.PathLike)):
-        folder = Path(source)
+    if isinstance(source, (str, bytes, os.PathLike)):
+        folder = Path(os.fsdecode(source))
         if not folder.exists():
             raise FileNotFoundError(f"source: no such folder {str(folder)!r}")
         files = [folder] if folder.is_file() else _image_files(folder, pattern)
@@ -232,7 +240,10 @@ def load_images(source, image_size=224, *, pattern=None, grayscale_to_rgb=True, 
             raise ValueError(f"source: no image files in {str(folder)!r}"
                              + (f" matching {pattern!r}" if pattern else ""))
     else:
-        files = [Path(p) for p in source]
+        try:
+            files = [Path(os.fsdecode(p)) for p in source]
+        except TypeError:
+            raise TypeError(f"source: expected a folder or a list of file paths, got {source!r:.200}") from None
         if not files:
             raise ValueError("source: empty list of files")
     # The resized images, and their stacked copy at the end.

@@ -226,6 +226,22 @@ def _load_legacy(stream) -> dict:
     return _materialize(state, storages, _array_budget(stream))
 
 
+def _read_entry(archive, name) -> bytes:
+    """The bytes of zip entry ``name``. Entries that would inflate far past their compressed
+    size (a zip bomb) are refused before reading, and the entry is read with its declared size
+    as the limit, so that a header understating the size cannot inflate past it either."""
+    info = archive.getinfo(name)
+    # zipfile bounds the output of each inflate step only for deflate; one bzip2 or lzma step
+    # can inflate a few kilobytes into gigabytes. torch writes its entries stored.
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise ValueError(f"{name}: compression method {info.compress_type} (torch files are stored or deflated)")
+    if info.file_size > _MAX_INFLATION * info.compress_size + (1 << 20):
+        raise ValueError(f"{name}: declares {info.file_size} bytes from {info.compress_size} compressed")
+    check_fits(info.file_size, name)
+    with archive.open(info) as entry:
+        return entry.read(info.file_size)
+
+
 def _load_zip(stream) -> dict:
     with zipfile.ZipFile(stream) as archive:
         names = archive.namelist()
@@ -233,7 +249,7 @@ def _load_zip(stream) -> dict:
         if pkl is None:
             raise ValueError("zip file without data.pkl is not a torch file")
         prefix = pkl[: -len("data.pkl")]
-        state = _StateDictUnpickler(_scanned(io.BytesIO(archive.read(pkl)))).load()
+        state = _StateDictUnpickler(_scanned(io.BytesIO(_read_entry(archive, pkl)))).load()
         storages = {}
 
         def gather(obj):
@@ -241,13 +257,7 @@ def _load_zip(stream) -> dict:
                 name = f"{prefix}data/{obj.storage_key}"
                 if name not in names:
                     raise ValueError(f"tensor refers to missing storage {obj.storage_key!r}")
-                info = archive.getinfo(name)
-                # A stored entry inflates to at most its declared size; refuse entries that would
-                # inflate far past their compressed size (a zip bomb) before reading them.
-                if info.file_size > _MAX_INFLATION * info.compress_size + (1 << 20):
-                    raise ValueError(f"{name}: declares {info.file_size} bytes from {info.compress_size} compressed")
-                raw = archive.read(name)
-                storages[obj.storage_key] = np.frombuffer(raw, dtype=obj.dtype)
+                storages[obj.storage_key] = np.frombuffer(_read_entry(archive, name), dtype=obj.dtype)
             elif isinstance(obj, dict):
                 for v in obj.values():
                     gather(v)

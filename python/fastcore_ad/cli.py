@@ -292,17 +292,21 @@ def _write_overlays(loaded, maps, chosen, folder, vmin, vmax) -> int:
     from .features import read_image  # noqa: PLC0415
     from .plot import save_overlay  # noqa: PLC0415
 
-    used = set()
+    used = set()  # casefolded: a.png and A.png are one file on case-insensitive file systems
     for i in chosen:
         path = loaded.paths[i]
-        name = os.path.splitext(os.path.basename(path))[0]
+        stem = os.path.splitext(os.path.basename(path))[0]
         parent = os.path.basename(os.path.dirname(path))
-        if name in used:
-            name = f"{parent}_{name}"
-        used.add(name)
+        name = stem if stem.casefold() not in used else f"{parent}_{stem}"
+        # a0.png, a0.jpg and a0.bmp in one folder clash twice: number them until unused.
+        base, count = name, 1
+        while name.casefold() in used:
+            count += 1
+            name = f"{base}_{count}"
+        used.add(name.casefold())
         # The pixels as the network saw them (16-bit and float files rescaled), at full size.
         save_overlay(os.path.join(folder, f"{name}.png"), read_image(path), maps[i], vmin=vmin, vmax=vmax)
-    return len(chosen)
+    return len(used)
 
 
 if __name__ == "__main__":  # pragma: no cover

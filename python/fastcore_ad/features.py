@@ -22,6 +22,8 @@ map resizing and image loading in ``_images.py``.
 
 from __future__ import annotations
 
+import numpy as np
+
 from ._efficientnet import (
     LEVEL_STRIDES,
     LEVELS,
@@ -61,6 +63,9 @@ _MODEL_CACHE: dict = {}
 
 def backbone(weights=None, *, backend="auto", batch_size=16, progress=True) -> EfficientNetLite0:
     """A cached :class:`EfficientNetLite0` (weights are read once per path and backend)."""
+    # Checked here as well as in the constructor: a cached model skips the constructor.
+    if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size: must be an integer >= 1, got {batch_size!r}")
     path = find_weights(weights)
     key = (str(path), backend)
     model = _MODEL_CACHE.get(key)

@@ -11,6 +11,7 @@ overlaid and the ground-truth contour, ROC and PRO curves, and grids of cases.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -92,11 +93,21 @@ def overlay_rgb(image, anomaly_map, mask=None, *, vmin=None, vmax=None, alpha=0.
     if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, (int, float, np.integer, np.floating)) \
             or not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha: must be a number in [0, 1], got {alpha!r}")
+    for name, value in (("vmin", vmin), ("vmax", vmax)):
+        if value is not None and (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real)
+                                  or not np.isfinite(value)):
+            raise ValueError(f"{name}: expected a finite number or None, got {value!r}")
     rgb = _as_rgb_float(image)
     anomaly_map = _fit_map(anomaly_map, rgb.shape[:2])
     lo = float(np.min(anomaly_map)) if vmin is None else float(vmin)
     hi = float(np.max(anomaly_map)) if vmax is None else float(vmax)
-    scaled = (anomaly_map - lo) / (hi - lo) if hi > lo else np.zeros_like(anomaly_map)
+    if hi > lo:
+        # Clipped first, so that no difference exceeds hi - lo; halved when hi - lo itself
+        # overflows (bounds of opposite signs beyond half the float range).
+        clipped = np.clip(anomaly_map, lo, hi)
+        scaled = (clipped - lo) / (hi - lo) if np.isfinite(hi - lo) else (clipped / 2 - lo / 2) / (hi / 2 - lo / 2)
+    else:
+        scaled = np.zeros_like(anomaly_map)
     out = (1.0 - alpha) * rgb + alpha * _jet(scaled)
     if mask is not None:
         out[_outline(_check_mask(mask, rgb.shape[:2]))] = 1.0
@@ -177,6 +188,22 @@ def save_overlay(path, image, anomaly_map, mask=None, *, vmin=None, vmax=None):
     return path
 
 
+# Agg, matplotlib's renderer, draws at most 2**23 - 1 pixels per side.
+_MAX_FIGURE_SIDE = 2**23
+
+
+def _check_figure_pixels(width, height, what):
+    """The canvas a figure of ``width`` x ``height`` pixels needs, checked before matplotlib
+    allocates it (an oversized one fails deep inside with std::bad_alloc)."""
+    from ._memory import check_fits  # noqa: PLC0415
+
+    if not max(width, height) < _MAX_FIGURE_SIDE:  # floats still: the product may be infinite
+        raise ValueError(f"dpi: {what} make a figure of {width:.0f} x {height:.0f} pixels; matplotlib draws "
+                         f"fewer than {_MAX_FIGURE_SIDE} per side (lower dpi or cell_inches)")
+    width, height = math.ceil(width), math.ceil(height)
+    check_fits(4 * width * height, f"dpi: {what} make a figure of {width} x {height} RGBA pixels")
+
+
 def save_grid(path, images, anomaly_maps, masks=None, titles=None, *, columns=4, vmin=None, vmax=None,
               cell_inches=1.8, dpi=80):
     """A grid of overlays (e.g. the best and worst cases of a benchmark) written as one PNG,
@@ -200,9 +227,12 @@ def save_grid(path, images, anomaly_maps, masks=None, titles=None, *, columns=4,
         raise ValueError("images, anomaly_maps and masks must have the same length")
     if titles is not None and len(titles) != n:
         raise ValueError(f"titles: expected one per image ({n}), got {len(titles)}")
-    columns = int(columns)
-    plt = _pyplot()
+    # More columns than images only adds empty cells (a million of them take minutes to lay out).
+    columns = min(int(columns), n)
     rows = -(-n // columns)
+    _check_figure_pixels(columns * cell_inches * dpi, rows * cell_inches * 1.1 * dpi,
+                         f"{rows} x {columns} cell(s) of {float(cell_inches):g} inches at {float(dpi):g} dpi")
+    plt = _pyplot()
     fig, axes = plt.subplots(rows, columns, figsize=(columns * cell_inches, rows * cell_inches * 1.1), squeeze=False)
     for i, ax in enumerate(axes.ravel()):
         if i >= n:
