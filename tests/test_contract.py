@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import threading
 import zipfile
 
@@ -442,3 +443,41 @@ def test_functions_take_n_jobs_under_the_estimators_rule(n_jobs, error):
         with pytest.raises(error, match="n_jobs"):
             call()
     assert __import__("fastcore_ad").metrics.auroc([0.1, 0.9, 0.5], [0, 1, 1], n_jobs=-1) == 1.0
+
+
+_UNDER_ULIMIT = """
+import resource, sys
+import numpy as np
+from fastcore_ad import GaussianAD, TsetlinMachine
+from fastcore_ad.patchcore import knn
+from fastcore_ad._memory import _first_int
+rng = np.random.default_rng(0)
+X = {"gaussian": lambda: rng.normal(size=(3, 9000)).astype(np.float32),
+     "tsetlin": lambda: (rng.random((20, 20000)) < 0.01).astype(np.uint8),
+     "knn": lambda: rng.normal(size=(20000, 4))}[sys.argv[1]]()
+# 600 MiB above what the process maps now: each call below needs gigabytes.
+used = _first_int("/proc/self/status", "VmSize:") * 1024
+resource.setrlimit(resource.RLIMIT_AS, (used + 600 * 2**20, resource.RLIM_INFINITY))
+try:
+    if sys.argv[1] == "gaussian":
+        GaussianAD(progress=False).fit(X)
+    elif sys.argv[1] == "tsetlin":
+        TsetlinMachine(n_clauses=20000, threshold=50, seed=0).fit(X, [0, 1] * 10, epochs=1, progress_bar=False)
+    else:
+        knn(X, X, k=20000)
+except MemoryError as exc:
+    print("MemoryError:", exc)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc/self/status (Linux)")
+@pytest.mark.parametrize("case", ["gaussian", "tsetlin", "knn"])
+def test_allocations_past_ulimit_are_memory_errors_not_aborts(case):
+    # A failed allocation inside the Rust core aborts the interpreter: the checks before it must
+    # count the address-space limit (ulimit -v), not only the system's free memory.
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", _UNDER_ULIMIT, case], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "MemoryError:" in run.stdout and "memory is available" in run.stdout

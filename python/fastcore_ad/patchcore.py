@@ -19,6 +19,7 @@ from . import maps as _maps
 from ._base import FastcoreEstimator
 from ._dispatch import (as_array, float_array, kernels, same_backend, square_safe_bound, square_safe_scale, to_backend,
                         xp_of)
+from ._memory import check_fits
 from .progress import progress
 
 __all__ = ["knn", "greedy_coreset", "PatchCore", "PatchCoreResult", "sparse_random_projection"]
@@ -71,6 +72,9 @@ def knn(queries, bank, k=1, *, metric="euclidean", n_jobs=None):
     if b.shape[1] != q.shape[1]:
         raise ValueError(f"bank: expected {q.shape[1]} features like the queries, got {b.shape[1]}")
     k = _whole(k, "k", 1, int(b.shape[0]))
+    if backend == "numpy":
+        # float64 distances and int64 indices, [m, k] each (on the GPU the device allocator says).
+        check_fits(16 * int(q.shape[0]) * k, f"k={k}: distances and indices of {q.shape[0]} queries")
     if metric not in METRICS:
         raise ValueError(f"metric: expected one of {METRICS}, got {metric!r}")
     # One precision for both, the finer: a float64 bank is not rounded to float32 queries (pass
