@@ -636,3 +636,15 @@ def test_load_images_reads_16_bit_files_given_as_a_list(tmp_path):
     np.testing.assert_array_equal(loaded.images[0, ..., 2], np.rint(deep / 257.0).astype(np.uint8))
     assert loaded.images.max() > 240  # the old conversion saturated everything above 255 to 255
     assert int((loaded.images[0, ..., 0] == 255).sum()) == 0
+
+
+def test_read_image_checks_the_declared_size_before_decoding(tmp_path, rng, monkeypatch):
+    Image = pytest.importorskip("PIL.Image")
+    from fastcore_ad import _memory
+
+    Image.fromarray(rng.integers(0, 256, size=(64, 48, 3)).astype(np.uint8)).save(tmp_path / "a.png")
+    assert features.read_image(tmp_path / "a.png").shape == (64, 48, 3)
+    # Less memory than the decoded pixels need: refused by name before Pillow decodes anything.
+    monkeypatch.setattr(_memory, "available_bytes", lambda: 64 * 48 * 3)
+    with pytest.raises(MemoryError, match=re.escape(f"{tmp_path / 'a.png'}: a 48 x 64 image: needs")):
+        features.read_image(tmp_path / "a.png")

@@ -206,6 +206,10 @@ def read_image(path) -> np.ndarray:
     """
     image_module, _ = _pillow()
     with image_module.open(path) as handle:
+        # The declared size, before decoding: a small compressed file can unpack to gigabytes.
+        # Decoded bands, a float64 working copy of them and the 8-bit RGB result.
+        width, height = handle.size
+        check_fits(width * height * (16 * len(handle.getbands()) + 3), f"{path}: a {width} x {height} image")
         try:
             handle.load()
         except OSError as exc:  # e.g. a truncated file: Pillow's message does not say which
