@@ -319,6 +319,17 @@ UNCLEAR_CALLS = [
                                                                                       return_threshold="no")),
     ("progress", TypeError, lambda: GaussianAD(progress="no").fit(np.ones((10, 3)) + np.eye(10, 3))),
     ("progress", TypeError, lambda: musc.MuSc(progress="no").predict(np.zeros((3, 2, 2, 3)))),
+    ("sigma", ValueError, lambda: __import__("fastcore_ad").maps.smooth(np.zeros((1, 4, 4)), sigma=10**400)),
+    ("truncate", ValueError, lambda: __import__("fastcore_ad").maps.smooth(np.zeros((1, 4, 4)), 1.0, truncate=10**400)),
+    ("a", ValueError, lambda: __import__("fastcore_ad").mia.dc_pdd(np.zeros(3), np.zeros(3), np.ones(5), a=10**400)),
+    ("contamination", ValueError, lambda: GaussianAD(contamination=10**400).fit(np.eye(10, 3) + 1)),
+    ("progress_bar", TypeError, lambda: TsetlinMachine(10, 5).fit(np.eye(4, dtype=np.uint8), [0, 1, 0, 1],
+                                                                   progress_bar="no")),
+    ("progress_bar", TypeError, lambda: __import__("fastcore_ad").patchcore.greedy_coreset(np.eye(3), 1,
+                                                                                          progress_bar="no")),
+    ("progress_bar", TypeError, lambda: __import__("fastcore_ad").features.load_images(".", progress_bar="no")),
+    ("return_model", TypeError, lambda: __import__("fastcore_ad").pipeline.per_position_gaussian(
+        np.zeros((2, 2, 2, 3)), np.zeros((1, 2, 2, 3)), 4, return_model="no")),
 ]
 
 

@@ -202,6 +202,15 @@ def square_safe_scale(arrays, xp) -> float:
     return float(np.ldexp(1.0, max(-limit, min(limit, -int(np.frexp(top)[1])))))
 
 
+def real_or_inf(value) -> float:
+    """``float(value)``, with Python ints past float64's range as +-inf (``float`` raises
+    OverflowError for them), so that range checks refuse them by name."""
+    try:
+        return float(value)
+    except OverflowError:
+        return float("inf") if value > 0 else float("-inf")
+
+
 def check_switch(value, name: str) -> bool:
     """A boolean argument (Python or numpy bool; 0, 1 and strings refused), naming ``name``."""
     if not isinstance(value, (bool, np.bool_)):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._dispatch import check_switch
 from ._memory import check_fits
 from .maps import _check_size, _linear_taps, smooth
 from .progress import progress
@@ -233,6 +234,7 @@ def load_images(source, image_size=224, *, pattern=None, grayscale_to_rgb=True, 
     integers), do not stop the run: they are listed in ``skipped`` with the reason.
     ``grayscale_to_rgb`` is kept for compatibility: images always come back as RGB.
     """
+    check_switch(progress_bar, "progress_bar")
     image_module, unidentified = _pillow()
     size = _check_size(image_size, "image_size")
     if isinstance(source, (str, bytes, os.PathLike)):

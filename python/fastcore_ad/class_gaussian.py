@@ -17,14 +17,12 @@ True
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
 from . import _core
 from ._core import SingularCovarianceError
 from ._base import FastcoreEstimator, as_dense_array, check_shape, checked_labels
-from ._dispatch import check_switch, float_array, kernels, to_backend, xp_of
+from ._dispatch import check_switch, float_array, kernels, real_or_inf, to_backend, xp_of
 from ._memory import check_fits
 from .gaussian import _factor_layout, _fit_bytes, _power_of_two_scale, _singular_hint, _unscaled
 
@@ -74,7 +72,7 @@ class ClassGaussian(FastcoreEstimator):
         check_switch(self.tied, "tied")
         if isinstance(self.reg, (bool, np.bool_)) or not isinstance(self.reg, (int, float, np.integer, np.floating)):
             raise TypeError(f"reg: expected a number, got {self.reg!r}")
-        if not 0.0 <= (float(self.reg) if abs(self.reg) <= sys.float_info.max else np.inf) < np.inf:
+        if not 0.0 <= real_or_inf(self.reg) < np.inf:
             raise ValueError(f"reg: must be finite and >= 0, got {self.reg}")
         self._check_common_params()
 

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 
 import numpy as np
 
 from . import _core
 from ._base import FastcoreEstimator, NotFittedError, as_dense_array, check_shape
-from ._dispatch import check_switch, float_array, is_dask, kernels, same_backend, to_backend, xp_of
+from ._dispatch import check_switch, float_array, is_dask, kernels, real_or_inf, same_backend, to_backend, xp_of
 from ._memory import check_fits
 from ._moments import OVERFLOW, GaussianMoments
 from .progress import progress
@@ -297,14 +296,12 @@ class GaussianAD(FastcoreEstimator):
             value = getattr(self, name)
             if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
                 raise TypeError(f"{name}: expected a number, got {value!r}")
-            if isinstance(value, int) and abs(value) > sys.float_info.max:
-                raise ValueError(f"{name}: {value} lies past float64's range")
         check_switch(self.progress, "progress")
-        if not (0.0 <= float(self.reg) < float("inf")):
+        if not (0.0 <= real_or_inf(self.reg) < float("inf")):
             raise ValueError(f"reg: must be finite and >= 0, got {self.reg}")
-        if not (0.0 <= float(self.contamination) < 0.5):
+        if not (0.0 <= real_or_inf(self.contamination) < 0.5):
             raise ValueError(f"contamination: must lie in [0, 0.5), got {self.contamination}")
-        if self.npca is not None and not (0.0 < float(self.npca) < 1.0):
+        if self.npca is not None and not (0.0 < real_or_inf(self.npca) < 1.0):
             raise ValueError(f"npca: must lie in (0, 1), got {self.npca}")
 
     @staticmethod

@@ -41,7 +41,7 @@ import numbers
 
 import numpy as np
 
-from ._dispatch import as_array, check_switch, float_array, xp_of
+from ._dispatch import as_array, check_switch, float_array, real_or_inf, xp_of
 from ._memory import check_fits
 
 __all__ = ["ALIGN_CORNERS", "MAX_RADIUS", "MODE", "MODES", "TRUNCATE", "anomaly_maps", "smooth", "upsample"]
@@ -75,7 +75,7 @@ def _check_size(size, name):
 
 
 def _check_sigma(sigma) -> float:
-    if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not 0.0 < float(sigma) < float("inf"):
+    if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not 0.0 < real_or_inf(sigma) < float("inf"):
         raise ValueError(f"sigma: must be a finite number > 0 (pixels), got {sigma!r}")
     return float(sigma)
 
@@ -86,7 +86,7 @@ def _check_smoothing(sigma, mode, truncate):
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
     if isinstance(truncate, bool) or not isinstance(truncate, numbers.Real) \
-            or not 0.0 < float(truncate) < float("inf"):
+            or not 0.0 < real_or_inf(truncate) < float("inf"):
         raise ValueError(f"truncate: must be a finite number > 0 (sigmas), got {truncate!r}")
     truncate = float(truncate)
     reach = truncate * sigma + 0.5  # a float first: a huge product is inf, which int() refuses

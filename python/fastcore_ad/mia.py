@@ -44,7 +44,7 @@ import numpy as np
 
 from . import _core
 from ._base import check_text_items
-from ._dispatch import as_array, binary_labels, check_switch, is_cupy, is_dask, kernels, to_backend, xp_of
+from ._dispatch import as_array, binary_labels, check_switch, is_cupy, is_dask, kernels, real_or_inf, to_backend, xp_of
 from ._memory import check_fits
 from .progress import progress
 
@@ -555,7 +555,7 @@ def dc_pdd(logp, targets, counts, a=0.01, mask=None):
     0.621227
     """
     if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, float, np.integer, np.floating)) \
-            or not (np.isfinite(a) and a > 0):
+            or not (np.isfinite(real_or_inf(a)) and a > 0):
         raise ValueError(f"a: must be a positive number, got {a!r}")
     c = _counts(counts)
     total = c.sum() + c.shape[0]

@@ -17,8 +17,8 @@ import numpy as np
 
 from . import maps as _maps
 from ._base import FastcoreEstimator
-from ._dispatch import (as_array, float_array, kernels, same_backend, square_safe_bound, square_safe_scale, to_backend,
-                        xp_of)
+from ._dispatch import (as_array, check_switch, float_array, kernels, same_backend, square_safe_bound, square_safe_scale,
+                        to_backend, xp_of)
 from ._memory import check_fits
 from .progress import progress
 
@@ -114,6 +114,7 @@ def greedy_coreset(X, n_select, *, start=0, n_jobs=None, progress_bar=True):
     >>> greedy_coreset(X, 3, progress_bar=False).tolist()
     [0, 2, 3]
     """
+    check_switch(progress_bar, "progress_bar")
     x, backend = as_array(X, "X")
     x = float_array(x, "X", backend=backend, ndim=2)
     n = int(x.shape[0])

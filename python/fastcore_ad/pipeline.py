@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import maps as _maps
+from ._dispatch import check_switch
 from .gaussian import GaussianAD
 
 __all__ = ["pooled_gaussian", "per_position_gaussian", "musc_zero_shot", "upsample_maps", "patchcore"]
@@ -50,6 +51,7 @@ def per_position_gaussian(train_maps, test_maps, image_size, *, sigma=4.0, covar
                           progress=True, return_model=False):
     """PaDiM-style: one Gaussian per grid position on ``[n, h, w, d]`` maps (levels concatenated).
     Returns ``(image_scores [m], anomaly_maps [m, H, W])``; the image score is the map's maximum."""
+    check_switch(return_model, "return_model")
     model = GaussianAD(covariance=covariance, progress=progress).fit(np.asarray(train_maps, dtype=np.float32))
     # float32 maps, like the features: half the memory of float64 for a large test set.
     grid_scores = np.asarray(model.decision_function(np.asarray(test_maps, dtype=np.float32)), dtype=np.float32)

@@ -740,6 +740,7 @@ class TsetlinMachine(_ScoredClassifier, FastcoreEstimator):
         (one bar step per epoch; FASTCORE_AD_PROGRESS=0 or ``progress_bar=False`` silences it).
         ``history_`` records every epoch's seconds and validation accuracy.
         """
+        check_switch(progress_bar, "progress_bar")
         X, n, f, backend = _intake(X)
         y = _checked_y(y, n)
         if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer))
@@ -1200,6 +1201,7 @@ class TsetlinEnsemble(_ScoredClassifier, FastcoreEstimator):
         """Fit every machine on (X, y) with :meth:`TsetlinMachine.fit`'s arguments (without
         ``epochs`` each stops early on its own held-out split, drawn from its own seed); returns
         self. The machines are in ``estimators_``."""
+        check_switch(progress_bar, "progress_bar")
         base, members = self._members()
         width, subsets = self._draw_subsets(X, base)
         bar = progress(members, total=len(members), desc="Tsetlin machines",
@@ -1515,6 +1517,7 @@ class TsetlinOneVsRest(_ScoredClassifier, FastcoreEstimator):
         of y); returns self. The models are in ``estimators_``, their columns in
         ``feature_columns_``."""
         self._check_params()
+        check_switch(progress_bar, "progress_bar")
         X = _array_like(X, "X")
         width, n = _width(X, "X"), _n_rows(X)
         if n < 1 or width < 1:
