@@ -34,6 +34,24 @@ def test_defects_change_the_image_where_the_mask_says(kind, rng):
         textures.add_defect(crop, "dent", rng)
 
 
+
+def test_defects_on_the_smallest_crops_are_masked_and_bad_arguments_named(rng):
+    texture = textures.load_texture("gravel")
+    for _ in range(300):
+        y, x = rng.integers(0, 500, 2)
+        crop = texture[y:y + 8, x:x + 8]
+        for kind in textures.DEFECTS:
+            damaged, mask = textures.add_defect(crop, kind, rng)
+            # A changed pixel far from the mask would be a defect that no label marks.
+            assert mask.any() or np.array_equal(damaged, crop), kind
+    for bad, name in ((dict(anomaly_ratio=2.0), "anomaly_ratio"), (dict(anomaly_ratio=float("nan")), "anomaly_ratio"),
+                      (dict(crop=300), "crop"), (dict(crop=8.5), "crop"), (dict(n_train=0), "n_train")):
+        with pytest.raises(ValueError, match=f"^{name}: expected"):
+            textures.make_dataset(texture, rng, **bad)
+    for bad_rng in (0, None, np.random.RandomState(0)):
+        with pytest.raises(TypeError, match="^rng: expected a numpy Generator"):
+            textures.add_defect(texture[:8, :8], "blob", bad_rng)
+
 def test_textures_are_the_shipped_cc0_files():
     for name in textures.TEXTURES:
         image = textures.load_texture(name)

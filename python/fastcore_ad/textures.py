@@ -38,6 +38,7 @@ def load_texture(name: str) -> np.ndarray:
 
 def add_defect(image, kind: str, rng):
     """A copy of the grayscale ``image`` (floats in [0, 1]) with one synthetic defect, and its mask."""
+    _check_rng(rng)
     image = np.array(image, dtype=np.float64)
     if image.ndim != 2 or min(image.shape) < 8:
         raise ValueError(f"image: expected a grayscale [H, W] image of at least 8 x 8 pixels, got shape {image.shape}")
@@ -55,7 +56,9 @@ def add_defect(image, kind: str, rng):
         image[mask] = np.clip(image[mask] + rng.choice([-1, 1]) * rng.uniform(0.35, 0.5), 0, 1)
     elif kind == "blob":
         # A soft elliptical stain.
-        ry, rx = rng.uniform(0.06, 0.14, 2) * min(height, width)
+        # At least 1.5 pixels across, so that the masked core (radius < 1) holds a pixel centre
+        # whenever the stain changes any pixel, on small crops too.
+        ry, rx = np.maximum(rng.uniform(0.06, 0.14, 2) * min(height, width), 1.5)
         cy, cx = rng.uniform(0.25, 0.75) * height, rng.uniform(0.25, 0.75) * width
         radius = ((rows - cy) / ry) ** 2 + ((cols - cx) / rx) ** 2
         weight = np.clip(1.5 - radius, 0, 1)
@@ -77,11 +80,29 @@ def add_defect(image, kind: str, rng):
     return image, mask
 
 
+def _check_rng(rng):
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng: expected a numpy Generator (np.random.default_rng(seed)), got {rng!r}")
+
+
 def make_dataset(texture, rng, *, crop=96, n_train=60, n_test=60, anomaly_ratio=0.5):
     """Random crops of one texture: training crops from its top half; test crops from its
     bottom half, ``anomaly_ratio`` of them with a defect (kinds in turn). Returns
     ``(train [n, crop, crop], test [m, crop, crop], masks [m, crop, crop], kinds [m])``."""
+    _check_rng(rng)
+    texture = np.asarray(texture)
+    if texture.ndim != 2:
+        raise ValueError(f"texture: expected a grayscale [H, W] image, got shape {texture.shape}")
     half = texture.shape[0] // 2
+    for name, value, low, high in (("crop", crop, 8, min(half, texture.shape[1])), ("n_train", n_train, 1, None),
+                                   ("n_test", n_test, 1, None)):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low \
+                or (high is not None and value > high):
+            bound = f"in [{low}, {high}] (the crops come from halves of a {texture.shape} texture)" if high else f">= {low}"
+            raise ValueError(f"{name}: expected a whole number {bound}, got {value!r}")
+    if isinstance(anomaly_ratio, (bool, np.bool_)) or not isinstance(anomaly_ratio, (int, float, np.integer, np.floating)) \
+            or not 0.0 <= anomaly_ratio <= 1.0:
+        raise ValueError(f"anomaly_ratio: expected a number in [0, 1], got {anomaly_ratio!r}")
 
     def crops(top, count):
         ys = rng.integers(top, top + half - crop + 1, count)
