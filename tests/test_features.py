@@ -566,6 +566,9 @@ def test_load_images_skips_bad_files_and_converts_gray(tmp_path, rng):
     assert all(reason for reason in skipped.values())
     only_gray = load_images(tmp_path, 8, pattern="b_*.png")
     assert len(only_gray) == 1 and not only_gray.skipped
+    for outside in ("../*", "/etc/*", "*/../../*.png"):  # never a file outside the folder
+        with pytest.raises(ValueError, match="^pattern: expected a glob relative to the folder"):
+            load_images(tmp_path, 8, pattern=outside)
     model = EfficientNetLite0(reference.random_state(rng), backend="numpy", progress=False)
     with pytest.warns(UserWarning, match="skipped 3 unreadable file"):
         out = model.extract(tmp_path, layers=("stage2",), image_size=32)

@@ -116,6 +116,10 @@ class LoadedImages:
 
 def _image_files(folder: Path, pattern):
     if pattern:
+        # A pattern selects within the folder: an absolute one or one climbing out with ".."
+        # would read files the folder does not hold.
+        if not isinstance(pattern, str) or Path(pattern).is_absolute() or ".." in Path(pattern).parts:
+            raise ValueError(f"pattern: expected a glob relative to the folder, such as '*/*.png', got {pattern!r}")
         files = sorted(p for p in folder.glob(pattern) if p.is_file())
     else:
         files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
