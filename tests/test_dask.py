@@ -135,6 +135,16 @@ def test_dask_fit_equals_the_in_memory_fit(client, rng, covariance):
     np.testing.assert_allclose(model.decision_scores_, reference.decision_scores_, rtol=1e-9)
 
 
+
+def test_dask_fit_of_a_first_chunk_far_smaller_than_the_rest(client, rng):
+    # The scale comes from every chunk, as in memory: squares of the later chunks would overflow
+    # under the scale of a first chunk of zeros.
+    X = _correlated(rng, 120, 5) * 1e150
+    X[:10] = 0.0
+    reference = GaussianAD(progress=False).fit(X)
+    model = GaussianAD(progress=False).fit(da.from_array(X, chunks=(10, 5)))
+    _assert_same_fit(model, reference)
+
 def test_dask_fit_of_feature_maps_and_levels(client, rng):
     maps = rng.normal(size=(120, 4, 3, 6)) + 2.0
     coarse = rng.normal(size=(120, 4, 3, 2)) * 5.0  # a second level: same positions, other features

@@ -107,16 +107,19 @@ def _chunk_moments(block, shift, scale, name):
 
 def gaussian_moments(X, name: str, scale_of, shift=None):
     """``(moments, scale, dtype)`` of a dask ``X`` (``[n, d]`` or ``[n, H, W, d]``): the shift is
-    the first chunk's mean and the power-of-two scale ``scale_of(max |first chunk|)`` (the
-    streaming rule of ``partial_fit``), unless ``shift`` is given (a stream that goes on:
+    the first chunk's mean and the power-of-two scale ``scale_of(max |X|)``, unless ``shift`` is given (a stream that goes on:
     ``scale_of(None)`` is then its scale); per-position maps are flattened to ``[n, H*W, d]``."""
     X = rows_only(check_array(X, name, ndim=(2, 4)))
     if X.ndim == 4:
         X = X.reshape(X.shape[0], -1, X.shape[-1])
     blocks = [block for block, rows in zip(X.to_delayed().ravel(), X.chunks[0]) if rows > 0]
     if shift is None:
-        peak, first_mean, dtype = dask.compute(dask.delayed(_first_chunk_summary, pure=True)(blocks[0], name))[0]
-        scale = scale_of(peak)
+        # The scale from the largest magnitude of all chunks, as the in-memory fit takes it: the
+        # first chunk's alone would refuse a later chunk far larger than it.
+        (peak, first_mean, dtype), largest = dask.compute(
+            dask.delayed(_first_chunk_summary, pure=True)(blocks[0], name), abs(X).max())
+        largest = float(largest)
+        scale = scale_of(max(peak, largest) if np.isfinite(largest) else peak)
         shift = first_mean * scale
     else:
         scale, dtype = scale_of(None), X.dtype
