@@ -417,6 +417,13 @@ def test_musc_mutual_scores_over_image_blocks(client, rng, dtype, tolerance):
         musc.mutual_scores(da.from_array(grid, chunks=2), aligned=True)
     with pytest.raises(ValueError, match="at least 2 images"):
         musc.mutual_scores(da.from_array(patches[:1], chunks=1))
+    holed = patches.copy()
+    holed[5, 2, 1] = np.nan
+    with pytest.raises(ValueError, match="^patches: contains NaN"):
+        musc.mutual_scores(da.from_array(holed, chunks=(2, 20, 8))).compute()
+    bank = musc.MuSc(degrees=(1,), progress=False).fit(grid)
+    with pytest.raises(ValueError, match="^features: expected 8 channels like the bank, got 6"):
+        bank.predict(da.from_array(grid[..., :6], chunks=(2, 4, 5, 6)))
 
 
 @pytest.mark.parametrize(("dtype", "tolerance"), [(np.float32, 1e-6), (np.float64, 1e-12)])

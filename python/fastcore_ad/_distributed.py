@@ -28,7 +28,7 @@ import numpy as np
 
 from . import _core
 from ._dispatch import (as_array, binary_labels, check_paired_shapes, cupy_module, float_array, is_cupy, to_backend,
-                        to_numpy)
+                        to_numpy, xp_of)
 from ._moments import GaussianMoments
 
 __all__ = ["check_array", "tree_reduce", "gaussian_moments", "map_rows", "binary_summary", "pro_curve", "token_stats",
@@ -515,6 +515,9 @@ def _block_pair_minima(queries, references, same_block):
 
     queries, backend = as_array(queries, "patches")
     references, _ = as_array(references, "patches")
+    xp = xp_of(backend)
+    if not (bool(xp.isfinite(queries).all()) and bool(xp.isfinite(references).all())):
+        raise ValueError("patches: contains NaN or infinity")
     out = np.empty((queries.shape[0], references.shape[0], queries.shape[1]), dtype=np.float64)
     for i in range(queries.shape[0]):
         for j in range(references.shape[0]):

@@ -581,6 +581,10 @@ class MuSc(FastcoreEstimator):
             raise ValueError(f"features: mutual scoring needs at least 2 images, got {n} (or fit a bank first)")
         if bank is not None and len(bank) != len(layers):
             raise ValueError(f"features: expected {len(bank)} layer(s) like the fitted bank, got {len(layers)}")
+        for index, (layer, fitted) in enumerate(zip(layers, bank if bank is not None else [])):
+            if layer.shape[-1] != fitted.shape[-1]:
+                raise ValueError(f"{f'features[{index}]' if multi else 'features'}: expected {fitted.shape[-1]} "
+                                 f"channels like the bank, got {layer.shape[-1]}")
         if self.aligned:
             raise ValueError("features: aligned scoring needs an in-memory array, not a dask array")
         passes = [(li, r) for li in range(len(layers)) for r in degrees]
