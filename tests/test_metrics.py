@@ -227,7 +227,9 @@ def test_integer_scores_beyond_float64_precision_keep_their_order(dtype, rng):
     as scikit-learn ranks them; the F1 threshold is the exact score."""
     n = int(rng.integers(4, 300))
     base = np.int64(2**62) if dtype is np.int64 else np.uint64(2**63 + 2**62)
-    scores = (base + rng.integers(0, 8, n).astype(dtype)).astype(dtype)  # 8 values, one float64 value
+    offsets = rng.integers(0, 8, n)
+    offsets[:2] = [0, 7]  # at least two integers, however small n
+    scores = (base + offsets.astype(dtype)).astype(dtype)  # 8 values, one float64 value
     labels = rng.integers(0, 2, n)
     labels[:2] = [0, 1]
     assert len(np.unique(scores.astype(np.float64))) == 1 < len(np.unique(scores))

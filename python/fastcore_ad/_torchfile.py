@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import importlib.util
 import io
+import lzma
 import pickle
 import pickletools
 import struct
@@ -302,8 +303,9 @@ def load_torch_file(path, *, use_torch="auto") -> dict:
 
 # What a damaged or crafted file raises on its way through zipfile and the unpicklers: bad
 # archives (BadZipFile; NotImplementedError for unknown versions, methods and flags;
-# RuntimeError for encryption; OSError for offsets before the start; zlib.error), truncation,
-# and opcodes applied to objects of the wrong kind (AttributeError, TypeError, IndexError, ...).
+# RuntimeError for encryption; OSError for offsets before the start; zlib.error and
+# lzma.LZMAError for damaged compressed data), truncation, and opcodes applied to objects of
+# the wrong kind (AttributeError, TypeError, IndexError, ...).
 _UNREADABLE = (pickle.UnpicklingError, EOFError, struct.error, zipfile.BadZipFile, NotImplementedError,
-               RuntimeError, OSError, zlib.error, AttributeError, TypeError, KeyError, IndexError,
+               RuntimeError, OSError, zlib.error, lzma.LZMAError, AttributeError, TypeError, KeyError, IndexError,
                OverflowError)
