@@ -197,6 +197,10 @@ def test_recall_ratio_is_the_ratio_of_mean_log_likelihoods(rng):
         mia.recall_ratio(with_prefix, without[:2])
     with pytest.raises(ValueError, match="undefined"):
         mia.recall_ratio(with_prefix, np.zeros((3, 5)))
+    with pytest.raises(ValueError, match="^logp_with_prefix and logp_without: infinite at sequence 0 in both"):
+        mia.recall_ratio([-np.inf], [-np.inf])
+    with pytest.raises(ValueError, match="^logp_without: a mean log-likelihood this close to 0"):
+        mia.recall_ratio([-1.0], [-1e-320])
 
 
 def test_score_texts_recall_prefix(monkeypatch):

@@ -616,7 +616,10 @@ def recall_ratio(logp_with_prefix, logp_without, mask_with=None, mask_without=No
         means.append(np.where(scored, values, 0.0).sum(axis=1) / counts)
     if (means[1] == 0).any():
         raise ValueError("logp_without: a mean log-likelihood of 0 makes the ratio undefined")
-    out = means[0] / means[1]
+    with np.errstate(invalid="ignore", over="ignore"):  # inf / inf is reported by _defined
+        out = _defined(means[0] / means[1], "logp_with_prefix and logp_without")
+    if np.isinf(out).any() and np.isfinite(means[0]).all() and np.isfinite(means[1]).all():
+        raise ValueError("logp_without: a mean log-likelihood this close to 0 makes the ratio overflow")
     return float(out[0]) if single_w and single_o else _back(out, backend)
 
 
