@@ -106,6 +106,19 @@ def test_anomaly_maps_is_upsampling_then_smoothing(rng):
     np.testing.assert_allclose(maps.anomaly_maps(grid, (24, 15)), maps.upsample(grid, (24, 15)), rtol=0, atol=0)
 
 
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_maps_near_the_largest_float_stay_finite(rng, dtype):
+    # Weighted means of values near the dtype's largest: partial sums overflowed (inf, then NaN).
+    top = np.finfo(dtype).max
+    flat = maps.anomaly_maps(np.full((1, 3, 3), top, dtype), 17, 2.0)
+    assert np.isfinite(flat).all()
+    np.testing.assert_allclose(flat, top, rtol=1e-6 if dtype == np.float32 else 1e-14)
+    grid = rng.uniform(-1.0, 1.0, size=(2, 4, 5))
+    big = maps.anomaly_maps((grid * (top / 2)).astype(dtype), (16, 13), 2.0)
+    want = scipy_smooth(scipy_upsample(grid, (16, 13), False), 2.0, "reflect") * (top / 2)
+    np.testing.assert_allclose(big, want, rtol=1e-5 if dtype == np.float32 else 1e-10, atol=top * 1e-7)
+
 # --- arguments -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("sigma", [0, -1.0, float("nan"), float("inf"), True, "4", None])

@@ -193,7 +193,17 @@ def _apply(maps, rows, columns, backend):
     xp = xp_of(backend)
     rows = xp.asarray(rows, dtype=maps.dtype)
     columns = xp.asarray(columns.T, dtype=maps.dtype)
-    return xp.ascontiguousarray(xp.matmul(xp.matmul(rows, maps), columns))
+    top = np.finfo(maps.dtype).max
+    peak = float(xp.abs(maps).max()) if maps.size else 0.0
+    if not peak > top / 64:
+        return xp.ascontiguousarray(xp.matmul(xp.matmul(rows, maps), columns))
+    # Every output is a weighted mean of inputs (weights >= 0, summing to 1), but its partial
+    # sums can overflow near the dtype's largest value: computed at 1/64 (exact, a power of
+    # two), scaled back, and rounding past the largest input clipped.
+    small = xp.matmul(xp.matmul(rows, maps * maps.dtype.type(1 / 64)), columns)
+    with np.errstate(over="ignore"):
+        out = small * maps.dtype.type(64)
+    return xp.ascontiguousarray(xp.clip(out, -peak, peak).astype(maps.dtype, copy=False))
 
 
 def _matrices(grid, size, sigma, align_corners, mode, truncate):
