@@ -338,6 +338,9 @@ def test_token_stats_and_score_logits_on_batch_chunks(client, rng):
         np.testing.assert_array_equal(actual[key].compute(), expected[key])
     with pytest.raises(ValueError, match="expected 11 sequences"):
         mia.token_stats(lazy, targets[:5], None)
+    for bad in (None, targets[0], 3):
+        with pytest.raises(ValueError, match=r"^targets: expected integer token ids \[B, T\]"):
+            mia.token_stats(lazy, bad)
 
 
 def test_tsetlin_prediction_on_row_chunks(client, rng):

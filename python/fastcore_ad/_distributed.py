@@ -429,6 +429,8 @@ def _logits_blocks(logits, targets, mask):
     if any(np.isnan(size) for sizes in logits.chunks for size in sizes):
         raise ValueError("logits: a dask array with chunks of unknown size (NaN); call "
                          "logits.compute_chunk_sizes() first")
+    if len(np.shape(targets)) != 2:
+        raise ValueError(f"targets: expected integer token ids [B, T], got shape {np.shape(targets)}")
     logits = rows_only(logits)
     rows = logits.chunks[0]
     return (list(logits.to_delayed().ravel()), _along_batch(targets, "targets", rows),

@@ -655,7 +655,9 @@ def score_logits(logits, targets, mask=None, ratios=DEFAULT_RATIOS, *, texts=Non
         options = dict(ratios=ratios, counts=counts, dc_pdd_a=dc_pdd_a, gap_window=gap_window, n_jobs=n_jobs)
         # The key set is score_logits's own, asked of it on one tiny sequence rather than restated.
         vocab = int(logits.shape[-1])
-        probe = score_logits(np.zeros((1, 2, vocab)), np.zeros((1, 1), np.int64),
+        # float16: the probe's two rows of V logits, the smallest that token_stats reads.
+        check_fits(4 * vocab, f"logits: a probe of 2 x {vocab} logits")
+        probe = score_logits(np.zeros((1, 2, vocab), np.float16), np.zeros((1, 1), np.int64),
                              texts=None if texts is None else ["probe"], **options)
         if texts is not None:  # checked whole, as zlib_ratio checks them, before being cut into chunks
             texts = _texts(texts, "texts")
