@@ -164,3 +164,12 @@ def test_weights_and_output_folders_fail_before_any_work(tmp_path, rng, capsys, 
 def test_demo_only_needs_at_least_one_family(capsys):
     assert cli.main(["demo", "--only"]) == 2
     assert "--only: expected at least one argument" in capsys.readouterr().err
+
+
+def test_demo_whose_output_folder_is_a_file_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    import tempfile
+
+    (tmp_path / "fastcore_ad_demo").write_text("a file where the demo's folder goes")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert cli.main(["demo", "--only", "textures"]) == 2
+    assert "demo (textures): out_dir: cannot make the folder" in capsys.readouterr().err

@@ -44,7 +44,10 @@ def _demo_rows(only=None):
         if step is None:
             continue
         start = time.perf_counter()
-        family_rows = step()
+        try:
+            family_rows = step()
+        except ValueError as exc:  # e.g. an output folder that cannot be made
+            raise _UsageError(f"demo ({family}): {exc}") from None
         if not family_rows:
             family_rows = [{"step": family, "result": "ran", "seconds": time.perf_counter() - start}]
         rows.extend(family_rows)

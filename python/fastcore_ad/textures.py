@@ -176,6 +176,12 @@ def demo(out_dir=None):
     from .patchcore import PatchCore  # noqa: PLC0415
     from .metrics import auroc  # noqa: PLC0415
 
+    # Made first: a folder that cannot be made fails before minutes of work, not after.
+    out_dir = out_dir or os.path.join(tempfile.gettempdir(), "fastcore_ad_demo")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"out_dir: cannot make the folder {os.fspath(out_dir)!r} ({exc.strerror or exc})") from None
     try:
         textures = {name: load_texture(name) for name in TEXTURES}
     except ImportError as exc:
@@ -214,8 +220,6 @@ def demo(out_dir=None):
                      "result": "  ".join(musc_results), "seconds": 0.0})
     rows.append({"step": "textures: PatchCore, 10% coreset, filter features (image AUROC)",
                  "result": "  ".join(patchcore_results), "seconds": 0.0})
-    out_dir = out_dir or os.path.join(tempfile.gettempdir(), "fastcore_ad_demo")
-    os.makedirs(out_dir, exist_ok=True)
     image, anomaly_map, mask, name, kind = best
     path = os.path.join(out_dir, f"overlay_{name}_{kind}.png")
     try:
