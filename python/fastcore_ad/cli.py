@@ -119,6 +119,11 @@ def _check_detect_arguments(args):
 
     if args.method in ("gaussian", "patchcore") and not args.train:
         raise _UsageError(f"--method {args.method} needs --train FOLDER of defect-free images")
+    if args.method == "musc" and args.train:
+        raise _UsageError("--train: --method musc is zero-shot (the test images score each other) and reads "
+                          "no training folder; drop --train or use --method gaussian / patchcore")
+    if not args.out:
+        raise _UsageError("--out: expected a folder name, got ''")
     if args.method == "musc":
         try:
             import fastcore_ad.musc  # noqa: F401, PLC0415
@@ -151,7 +156,8 @@ def _check_detect_paths(args):
         if folder is not None and not os.path.exists(folder):
             raise _UsageError(f"{option}: no such folder {folder!r}")
     if args.weights is not None and not os.path.isfile(args.weights):
-        what = "is a folder, not the .pth file" if os.path.isdir(args.weights) else "no such file"
+        what = ("is a folder, not the .pth file" if os.path.isdir(args.weights) else
+                "is not a regular file" if os.path.exists(args.weights) else "no such file")
         raise _UsageError(f"--weights: {args.weights!r} {what}")
     out = os.path.abspath(args.out)
     for path in (out, os.path.join(out, "overlays")):
