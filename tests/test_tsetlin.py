@@ -1549,6 +1549,8 @@ def test_refused_validation_labels_leave_the_fitted_model(rng):
     state = (model.epochs_, model.action_.copy(), model.lower_.copy())
     with pytest.raises(ValueError, match="validation_data: y_val: labels are strings but y's are numbers"):
         model.fit(X, y, epochs=4, validation_data=(X, y.astype(str)), progress_bar=False)
+    with pytest.raises(ValueError, match=r"validation_data: y_val: labels \[7\] never occur in y"):
+        model.fit(X, y, validation_data=(X, np.where(y == 1, 7, y)), progress_bar=False)
     assert model.epochs_ == state[0]
     np.testing.assert_array_equal(model.action_, state[1])
     np.testing.assert_array_equal(model.lower_, state[2])

@@ -205,6 +205,10 @@ def _check_validation_data(validation_data, n_features: int, y):
         checked_labels(y_val, "y_val")
         if _label_kind(y_val) != _label_kind(y):
             raise ValueError(f"y_val: labels are {_label_kind(y_val)}s but y's are {_label_kind(y)}s")
+        unseen = np.setdiff1d(np.unique(y_val), np.unique(y))
+        if unseen.size:
+            # No model trained on y can ever predict them: the accuracy would steer nothing.
+            raise ValueError(f"y_val: labels {unseen[:5].tolist()} never occur in y")
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"validation_data: {exc}") from None
 
