@@ -438,6 +438,8 @@ def test_bad_values_and_texts():
         mia.zlib_ratio([1.0, 2.0], ["one"])
     with pytest.raises(TypeError, match="texts"):
         mia.zlib_ratio([1.0], [3])
+    with pytest.raises(ValueError, match="^texts: item 1 has no UTF-8 form"):
+        mia.zlib_ratio([1.0, 2.0], ["one", "lone \udc80 surrogate"])
     with pytest.raises(ValueError, match="lowercase"):
         mia.lowercase_ratio([1.0], [1.0, 2.0])
     with pytest.raises(ValueError, match="reference"):

@@ -351,6 +351,16 @@ def loss(logp, mask=None):
     return float(out[0]) if single else out
 
 
+def _utf8(text, index: int) -> bytes:
+    """The UTF-8 bytes of ``text`` (bytes as they are); a str that has none is named."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate, e.g. from a lossy decode
+        raise ValueError(f"texts: item {index} has no UTF-8 form ({exc.reason} at position {exc.start})") from None
+
+
 def _texts(texts, name: str) -> list[str]:
     texts = [texts] if isinstance(texts, (str, bytes)) else list(texts)
     check_text_items(texts, name)
@@ -393,7 +403,7 @@ def zlib_ratio(loss_values, texts):
     texts = _texts(texts, "texts")
     if len(texts) != values.shape[0]:
         raise ValueError(f"texts: expected {values.shape[0]} texts (one per loss), got {len(texts)}")
-    sizes = np.array([len(zlib.compress(t.encode("utf-8") if isinstance(t, str) else t)) for t in texts], dtype=np.float64)
+    sizes = np.array([len(zlib.compress(_utf8(t, i))) for i, t in enumerate(texts)], dtype=np.float64)
     return -values / sizes
 
 
