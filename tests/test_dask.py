@@ -145,6 +145,13 @@ def test_dask_fit_of_a_first_chunk_far_smaller_than_the_rest(client, rng):
     model = GaussianAD(progress=False).fit(da.from_array(X, chunks=(10, 5)))
     _assert_same_fit(model, reference)
 
+
+def test_dask_fit_of_per_position_maps_too_large_is_refused_before_any_task():
+    # 10,000 positions of 2,048 features: terabytes of moments, checked before the workers start.
+    X = da.zeros((4, 100, 100, 2048), chunks=(1, 100, 100, 2048), dtype=np.float32)
+    with pytest.raises(MemoryError, match="^X: Gaussians over 2048 features at 10000 positions"):
+        GaussianAD(progress=False).fit(X)
+
 def test_dask_fit_of_feature_maps_and_levels(client, rng):
     maps = rng.normal(size=(120, 4, 3, 6)) + 2.0
     coarse = rng.normal(size=(120, 4, 3, 2)) * 5.0  # a second level: same positions, other features

@@ -352,6 +352,10 @@ class GaussianAD(FastcoreEstimator):
 
     def _fit_level(self, X, name: str) -> _Level:
         if is_dask(X):  # per-chunk statistics on the workers, merged exactly (see _distributed)
+            # The moments alone hold d x d per position: checked before the workers make them.
+            if X.ndim in (2, 4):
+                spatial = None if X.ndim == 2 else int(X.shape[1]) * int(X.shape[2])
+                self._check_fit_memory(0, int(X.shape[-1]), spatial, 8, name)
             moments, scale, dtype = _distributed().gaussian_moments(
                 X, name, functools.partial(_scale_for_peak, reg=float(self.reg)))
             return self._level_from_moments(moments, scale, dtype, X.shape[1:3] if X.ndim == 4 else None, name)
