@@ -107,8 +107,9 @@ def _chunk_moments(block, shift, scale, name):
 
 def gaussian_moments(X, name: str, scale_of, shift=None):
     """``(moments, scale, dtype)`` of a dask ``X`` (``[n, d]`` or ``[n, H, W, d]``): the shift is
-    the first chunk's mean and the power-of-two scale ``scale_of(max |X|)``, unless ``shift`` is given (a stream that goes on:
-    ``scale_of(None)`` is then its scale); per-position maps are flattened to ``[n, H*W, d]``."""
+    the first chunk's mean and the power-of-two scale ``scale_of(max |X|)``, unless ``shift``
+    is given (a stream that goes on: ``scale_of(None)`` is then its scale); per-position maps
+    are flattened to ``[n, H*W, d]``."""
     X = rows_only(check_array(X, name, ndim=(2, 4)))
     if X.ndim == 4:
         X = X.reshape(X.shape[0], -1, X.shape[-1])

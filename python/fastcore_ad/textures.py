@@ -98,10 +98,11 @@ def make_dataset(texture, rng, *, crop=96, n_train=60, n_test=60, anomaly_ratio=
                                    ("n_test", n_test, 1, None)):
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low \
                 or (high is not None and value > high):
-            bound = f"in [{low}, {high}] (the crops come from halves of a {texture.shape} texture)" if high else f">= {low}"
+            bound = (f"in [{low}, {high}] (the crops come from halves of a {texture.shape} texture)" if high
+                     else f">= {low}")
             raise ValueError(f"{name}: expected a whole number {bound}, got {value!r}")
-    if isinstance(anomaly_ratio, (bool, np.bool_)) or not isinstance(anomaly_ratio, (int, float, np.integer, np.floating)) \
-            or not 0.0 <= anomaly_ratio <= 1.0:
+    if isinstance(anomaly_ratio, (bool, np.bool_)) \
+            or not isinstance(anomaly_ratio, (int, float, np.integer, np.floating)) or not 0.0 <= anomaly_ratio <= 1.0:
         raise ValueError(f"anomaly_ratio: expected a number in [0, 1], got {anomaly_ratio!r}")
 
     def crops(top, count):

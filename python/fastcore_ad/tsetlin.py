@@ -118,14 +118,15 @@ def _check_sparse_structure(X, name="X"):
     if X.format in ("csr", "csc"):
         major, minor = X.shape if X.format == "csr" else X.shape[::-1]
         indptr, indices = np.asarray(X.indptr), np.asarray(X.indices)
+        stored = min(indices.size, np.asarray(X.data).size)
         if indptr.dtype.kind not in "iu" or indices.dtype.kind not in "iu":
             problem = "index arrays are not integers"
         elif indptr.ndim != 1 or len(indptr) != major + 1:
             problem = f"indptr holds {indptr.size} entries for {major} {'rows' if X.format == 'csr' else 'columns'}"
         elif indptr[0] != 0 or bool((np.diff(indptr) < 0).any()):
             problem = "indptr must start at 0 and never decrease"
-        elif indptr[-1] > min(indices.size, np.asarray(X.data).size):
-            problem = f"indptr ends at {int(indptr[-1])}, past the {min(indices.size, np.asarray(X.data).size)} stored entries"
+        elif indptr[-1] > stored:
+            problem = f"indptr ends at {int(indptr[-1])}, past the {stored} stored entries"
         else:
             used = indices[:int(indptr[-1])]
             problem = (f"an index lies outside [0, {minor})"
