@@ -156,6 +156,13 @@ def _conv_numpy(x, conv: _Conv):
     return out
 
 
+def check_batch_size(batch_size) -> int:
+    """Images per forward batch: an integer >= 1 (bool refused)."""
+    if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size: must be an integer >= 1, got {batch_size!r}")
+    return int(batch_size)
+
+
 class EfficientNetLite0:
     """EfficientNet-Lite0 (ImageNet-1k) inference in numpy, or torch when it is installed.
 
@@ -175,8 +182,7 @@ class EfficientNetLite0:
     def __init__(self, weights=None, *, backend="auto", batch_size=16, progress=True):
         if backend not in ("auto", "numpy", "torch"):
             raise ValueError(f"backend: expected 'auto', 'numpy' or 'torch', got {backend!r}")
-        if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size: must be an integer >= 1, got {batch_size!r}")
+        check_batch_size(batch_size)
         if backend == "auto":
             backend = "torch" if importlib.util.find_spec("torch") is not None else "numpy"
         self.backend = backend

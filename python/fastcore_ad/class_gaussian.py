@@ -31,6 +31,12 @@ __all__ = ["ClassGaussian"]
 COVARIANCES = ("ledoit_wolf", "empirical", "oas")
 
 
+
+def _log_normalised(logits, xp):
+    """Log posteriors of per-class logits ``[m, C]``: each row minus its log-sum-exp."""
+    top = logits.max(axis=1, keepdims=True)
+    return logits - (top + xp.log(xp.exp(logits - top).sum(axis=1, keepdims=True)))
+
 class ClassGaussian(FastcoreEstimator):
     """Gaussian class-conditional model of features: ``means_ [C, d]`` and one pooled
     within-class covariance (``tied=True``; with ``covariance="empirical"`` it equals
@@ -222,8 +228,7 @@ class ClassGaussian(FastcoreEstimator):
         d_near = xp.take_along_axis(d, near[:, None], axis=1)
         gap = xp.where(d == d_near, 0.0, (d - d_near) * (d + d_near))
         logits = (const[None, :] - const[near][:, None]) - 0.5 * gap
-        top = logits.max(axis=1, keepdims=True)
-        return logits - (top + xp.log(xp.exp(logits - top).sum(axis=1, keepdims=True)))
+        return _log_normalised(logits, xp)
 
     def _tied_log_proba(self, X):
         """One covariance: the classes differ by the linear terms of the squared distances only,
@@ -237,8 +242,7 @@ class ClassGaussian(FastcoreEstimator):
         logits = z @ centres.T + (xp.asarray(np.log(self.priors_)) - 0.5 * (centres * centres).sum(axis=1))[None, :]
         if not bool(xp.isfinite(logits).all()):
             raise ValueError("X: contains NaN or infinity, or its distances overflow")
-        top = logits.max(axis=1, keepdims=True)
-        return logits - (top + xp.log(xp.exp(logits - top).sum(axis=1, keepdims=True)))
+        return _log_normalised(logits, xp)
 
     def predict_proba(self, X):
         """Posterior ``p(k | x)`` under the class Gaussians and priors: ``[m, C]``."""

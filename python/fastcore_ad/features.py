@@ -22,8 +22,6 @@ map resizing and image loading in ``_images.py``.
 
 from __future__ import annotations
 
-import numpy as np
-
 from ._efficientnet import (
     LEVEL_STRIDES,
     LEVELS,
@@ -34,6 +32,7 @@ from ._efficientnet import (
     Features,
     WeightsNotFoundError,
     _check_levels,
+    check_batch_size,
     find_weights,
 )
 from ._images import IMAGE_SUFFIXES, LoadedImages, _resize_image, gaussian_blur, load_images, read_image, resize_maps
@@ -63,15 +62,13 @@ _MODEL_CACHE: dict = {}
 
 def backbone(weights=None, *, backend="auto", batch_size=16, progress=True) -> EfficientNetLite0:
     """A cached :class:`EfficientNetLite0` (weights are read once per path and backend)."""
-    # Checked here as well as in the constructor: a cached model skips the constructor.
-    if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size: must be an integer >= 1, got {batch_size!r}")
+    batch_size = check_batch_size(batch_size)  # here too: a cached model skips the constructor
     path = find_weights(weights)
     key = (str(path), backend)
     model = _MODEL_CACHE.get(key)
     if model is None:
         model = _MODEL_CACHE[key] = EfficientNetLite0(path, backend=backend)
-    model.batch_size, model.progress = int(batch_size), progress
+    model.batch_size, model.progress = batch_size, progress
     return model
 
 

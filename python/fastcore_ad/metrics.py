@@ -26,7 +26,8 @@ import numpy as np
 
 from . import _core
 from ._base import check_n_jobs
-from ._dispatch import as_array, binary_labels, check_paired_shapes, check_switch, float_array, is_dask, to_numpy
+from ._dispatch import (as_array, binary_labels, check_paired_shapes, check_switch, float_array, is_dask, real_or_inf,
+                        to_numpy)
 from ._memory import check_fits
 
 __all__ = [
@@ -95,9 +96,7 @@ def _check_rate(value: float, name: str) -> float:
     if isinstance(value, (bool, np.bool_, str, bytes)):
         raise TypeError(f"{name}: expected a number in [0, 1], got {value!r}")
     try:
-        value = float(value)
-    except OverflowError:  # an int past float64's range
-        raise ValueError(f"{name}: must lie in [0, 1], got {value}") from None
+        value = real_or_inf(value)
     except (TypeError, ValueError):
         raise TypeError(f"{name}: expected a number in [0, 1], got {value!r}") from None
     if not 0.0 <= value <= 1.0 or value != value:
