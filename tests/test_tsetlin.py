@@ -732,6 +732,34 @@ def test_fit_without_epochs_stops_early_and_keeps_the_best_epoch(rng):
     assert len(fixed.history_) == fixed.epochs_ == 4
 
 
+def test_ctrl_c_during_early_stopping_leaves_the_best_epoch_so_far(rng, monkeypatch):
+    """A KeyboardInterrupt arriving after epoch k (a Ctrl-C in the kernel surfaces when it
+    returns) propagates, and the model is the best of the epochs already scored."""
+    X, y = _text_like(rng, n=600, f=60, density=0.05, words=3)
+    params = dict(n_clauses=20, threshold=10, specificity=3.0, seed=3, max_epochs=30, n_iter_no_change=30)
+    whole = TsetlinMachine(**params).fit(X, y, epochs=8, validation_data=(X[:200], y[:200]), progress_bar=False)
+    accs = [h["val_accuracy"] for h in whole.history_]
+    for stop in (1, 5, 8):
+        states, tm = [], TsetlinMachine(**params)
+        epoch = tm._epoch
+
+        def interrupted(*args, **kwargs):
+            epoch(*args, **kwargs)
+            states.append((tm.action_.copy(), tm.weights_.copy()))
+            if len(states) == stop:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(tm, "_epoch", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            tm.fit(X, y, validation_data=(X[:200], y[:200]), progress_bar=False)
+        scored = accs[:stop - 1]  # the interrupted epoch was never scored
+        best = int(np.argmax(scored)) + 1 if scored else stop
+        assert tm.epochs_ == tm.best_epoch_ == best, (stop, accs)
+        np.testing.assert_array_equal(tm.action_, states[best - 1][0])
+        np.testing.assert_array_equal(tm.weights_, states[best - 1][1])
+        assert len(tm.history_) == stop - 1
+
+
 def test_holdout_is_stratified_and_falls_back_on_tiny_sets(rng):
     y = np.repeat([0, 1, 2], [500, 300, 200])
     train, held = tsetlin_module._holdout(y, 0.1, 0)

@@ -744,6 +744,10 @@ class TsetlinMachine(_ScoredClassifier, FastcoreEstimator):
         ``validation_data=(X_val, y_val)`` shows the validation accuracy on the progress bar
         (one bar step per epoch; FASTCORE_AD_PROGRESS=0 or ``progress_bar=False`` silences it).
         ``history_`` records every epoch's seconds and validation accuracy.
+
+        Interrupted (Ctrl-C, or an error between epochs) while stopping early, the model is left
+        at the best epoch seen so far (``best_epoch_``) and the interrupt goes on; with
+        ``epochs=N`` it is left after the last whole epoch.
         """
         check_switch(progress_bar, "progress_bar")
         X, n, f, backend = _intake(X)
@@ -774,30 +778,33 @@ class TsetlinMachine(_ScoredClassifier, FastcoreEstimator):
         total = int(self.max_epochs) if epochs is None else int(epochs)
         bar = progress(range(total), total=total, desc="Tsetlin epochs", enabled=progress_bar)
         best, best_state, since_best = -1.0, None, 0
-        for _ in bar:
-            start = time.perf_counter()
-            self._epoch(docs, y_idx, n, target, train_rows)
-            entry = {"epoch": self.epochs_, "seconds": time.perf_counter() - start}
-            watched = validation_data if epochs is not None else monitor
-            if watched is not None:
-                entry["val_accuracy"] = self.score(*watched)
-                if hasattr(bar, "set_postfix"):
-                    bar.set_postfix(val_acc=f"{entry['val_accuracy']:.4f}")
-            self.history_.append(entry)
-            if epochs is not None:
-                continue
-            if entry["val_accuracy"] > best:
-                best, since_best = entry["val_accuracy"], 0
-                best_state = (self.epochs_, self.action_.copy(), self.lower_.copy(), self.weights_.copy())
-            else:
-                since_best += 1
-            if since_best >= int(self.n_iter_no_change) or best == 1.0:
-                break
-        if hasattr(bar, "close"):
-            bar.close()
-        if best_state is not None:
-            self.epochs_, self.action_, self.lower_, self.weights_ = best_state
-        self.best_epoch_ = int(self.epochs_)
+        try:
+            for _ in bar:
+                start = time.perf_counter()
+                self._epoch(docs, y_idx, n, target, train_rows)
+                entry = {"epoch": self.epochs_, "seconds": time.perf_counter() - start}
+                watched = validation_data if epochs is not None else monitor
+                if watched is not None:
+                    entry["val_accuracy"] = self.score(*watched)
+                    if hasattr(bar, "set_postfix"):
+                        bar.set_postfix(val_acc=f"{entry['val_accuracy']:.4f}")
+                self.history_.append(entry)
+                if epochs is not None:
+                    continue
+                if entry["val_accuracy"] > best:
+                    best, since_best = entry["val_accuracy"], 0
+                    best_state = (self.epochs_, self.action_.copy(), self.lower_.copy(), self.weights_.copy())
+                else:
+                    since_best += 1
+                if since_best >= int(self.n_iter_no_change) or best == 1.0:
+                    break
+        finally:
+            # Also on Ctrl-C or an error between epochs: the model is the best one seen so far.
+            if hasattr(bar, "close"):
+                bar.close()
+            if best_state is not None:
+                self.epochs_, self.action_, self.lower_, self.weights_ = best_state
+            self.best_epoch_ = int(self.epochs_)
         return self
 
     @_serialised
