@@ -522,6 +522,31 @@ def test_loss_rejects_nan_at_scored_positions():
     assert mia.loss(logp, mask=np.array([1])).tolist() == [1.0]  # masked NaN is fine
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int32])
+def test_loss_matches_the_mean_of_the_scored_tokens(rng, dtype):
+    lengths = np.array([17, 1, 9, 17])
+    logp = (-rng.exponential(3.0, (4, 17)) * (100 if dtype == np.int32 else 1)).astype(dtype)
+    if dtype != np.int32:
+        logp[2, 4] = -np.inf  # a zero-probability token: infinite loss
+    got = mia.loss(logp, mask=lengths)
+    want = [-np.mean(logp[i, :n].astype(np.float64)) for i, n in enumerate(lengths)]
+    assert got.dtype == np.float64 and (got[2] == np.inf) == (dtype != np.int32)
+    np.testing.assert_allclose(got, want, rtol=1e-14)
+    np.testing.assert_allclose(mia.loss(logp[[0, 3]]), [want[0], want[3]], rtol=1e-14)
+    assert mia.loss(logp[1, :1]) == -float(logp[1, 0])
+
+
+def test_means_near_the_float_limit_stay_finite():
+    """Log-probabilities near the most negative float: sums overflow, means do not."""
+    logp = np.full((2, 5), -1e308)
+    logp[1, 0] = -np.finfo(np.float64).max
+    np.testing.assert_array_equal(mia.loss(logp), [1e308, -np.mean(logp[1] / 8) * 8])
+    assert np.isfinite(mia.loss(logp, mask=np.array([5, 3]))).all()
+    np.testing.assert_array_equal(mia.min_k(logp, ratio=1.0), -mia.loss(logp))
+    assert mia.min_k(logp[0], ratio=0.6) == -1e308
+    assert mia.loss(np.r_[-1e308, -np.inf]) == np.inf
+
+
 def test_masked_positions_stay_nan_through_normalised(rng):
     logits = rng.normal(size=(1, 4, 6))
     stats = mia.token_stats(logits, np.array([[1, 2, 0, 0]]), mask=np.array([2]))

@@ -36,6 +36,7 @@ True
 
 from __future__ import annotations
 
+import math
 import time
 import zlib
 from typing import NamedTuple
@@ -330,7 +331,8 @@ def min_k_plus_plus(logits, targets, ratio=0.2, mask=None, *, n_jobs=None):
 
 
 def loss(logp, mask=None):
-    """Mean negative log-likelihood of each sequence, ``[B]`` (lower = more likely member).
+    """Mean negative log-likelihood of each sequence, ``[B]`` float64 (lower = more likely
+    member).
 
     >>> loss(np.log(np.array([[0.5, 0.25]]))).round(4).tolist()
     [1.0397]
@@ -341,14 +343,30 @@ def loss(logp, mask=None):
     kept_nan = xp.isnan(arr) if m is None else (xp.isnan(arr) & (m != 0))
     if bool(kept_nan.any()):
         raise ValueError("logp: contains NaN at a scored position")
+    arr = arr.astype(xp.float64, copy=False)  # as min_k: float64 whatever came in
     if m is None:
-        out = -arr.mean(axis=1)
+        kept, counts = arr, arr.shape[1]
     else:
         counts = m.sum(axis=1)
         if bool((counts == 0).any()):
             raise ValueError("mask: a sequence has no scored token")
-        out = -xp.where(m != 0, arr, 0.0).sum(axis=1) / counts
+        kept = xp.where(m != 0, arr, 0.0)
+    out = -_row_means(kept, counts, xp)
     return float(out[0]) if single else out
+
+
+def _row_means(values, counts, xp):
+    """Row sums over ``counts``; where a row of finite values sums past the float range, the
+    sum is redone at the scale ``2**-e`` with ``2**e >= T`` (exact powers of two), so a finite
+    mean stays finite."""
+    with np.errstate(over="ignore"):
+        sums = values.sum(axis=1)
+        over = xp.isinf(sums) & xp.isfinite(values).all(axis=1)
+        if not bool(over.any()):
+            return sums / counts
+        scale = 2.0 ** math.ceil(math.log2(values.shape[1]))
+        scaled = (values / scale).sum(axis=1) / counts * scale
+    return xp.where(over, scaled, sums / counts)
 
 
 def _utf8(text, index: int) -> bytes:

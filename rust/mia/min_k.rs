@@ -90,11 +90,22 @@ pub fn min_k_means(
             smallest.sort_unstable_by(f64::total_cmp);
             for (o, &q) in slot.iter_mut().zip(ratios) {
                 let k = k_of(n, q);
-                let sum: f64 = smallest[..k].iter().sum();
-                *o = sum / k as f64;
+                *o = mean(&smallest[..k]);
             }
         });
     Ok(out)
+}
+
+/// The mean of finite values is finite: a sum past the float range is redone at the scale
+/// `2^-e` with `2^e >= n` (powers of two scale exactly), where it cannot overflow.
+pub fn mean(values: &[f64]) -> f64 {
+    let n = values.len() as f64;
+    let sum: f64 = values.iter().sum();
+    if sum.is_finite() || !values.iter().all(|v| v.is_finite()) {
+        return sum / n;
+    }
+    let scale = (values.len() as f64).log2().ceil().exp2();
+    values.iter().map(|v| v / scale).sum::<f64>() / n * scale
 }
 
 #[cfg(test)]
@@ -117,5 +128,15 @@ mod tests {
         assert_eq!(out, vec![1.5, 2.75, 9.0, 9.0]);
         assert!(min_k_means(&values, 2, 4, Some(&[1, 1, 1, 1, 0, 0, 0, 0]), &[0.5]).is_err());
         assert!(min_k_means(&values, 2, 4, None, &[0.0]).is_err());
+    }
+
+    #[test]
+    fn means_near_the_float_limit_stay_finite() {
+        assert_eq!(mean(&[-1e308, -1e308, -1e308]), -1e308);
+        assert_eq!(mean(&[f64::MAX, f64::MAX]), f64::MAX);
+        assert_eq!(mean(&[-1e308, 1e308, -1e308]), -1e308 / 3.0);
+        assert_eq!(mean(&[f64::NEG_INFINITY, 1.0]), f64::NEG_INFINITY);
+        assert!(mean(&[f64::NEG_INFINITY, f64::INFINITY]).is_nan());
+        assert_eq!(mean(&[-3.0, -1.0]), -2.0);
     }
 }
