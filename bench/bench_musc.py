@@ -1,6 +1,6 @@
 """MuSc mutual scoring: fastcore_ad against the reference algorithm as the official code runs it.
 
-Workload of the issue: N=32 images, P=784 patches (28 x 28), C=1024 channels, float32.
+Target workload: N=32 images, P=784 patches (28 x 28), C=1024 channels, float32.
 
 - ``__fastcore``: Rust kernel (symmetric pairs, fused GEMM tile + minima, exact winner recheck).
 - ``__numpy_reference``: the official code's algorithm in numpy (torch is not installed here):

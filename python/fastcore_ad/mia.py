@@ -444,7 +444,7 @@ def lowercase_ratio(loss_values, lowercase_loss_values):
 def reference_ratio(loss_values, reference_loss_values):
     """``loss(reference model) - loss(target model)``, ``[B]``: higher = more likely member.
 
-    (The issue's ``loss(target) - loss(reference)``, negated to keep the sign convention.)
+    (The usual ``loss(target) - loss(reference)``, negated to keep the sign convention.)
 
     >>> reference_ratio([2.0], [3.5]).tolist()
     [1.5]
