@@ -321,7 +321,10 @@ pub fn fit<T: Real>(
         return invalid("X: no features to fit");
     }
     if x.len() < (n - 1) * row_stride + d {
-        return invalid(format!("X: {} values do not hold {n} rows of {d} features", x.len()));
+        return invalid(format!(
+            "X: {} values do not hold {n} rows of {d} features",
+            x.len()
+        ));
     }
     let (mean, xc, mut cov) = centred_covariance(x, n, row_stride, d);
     let shrinkage = match estimator {

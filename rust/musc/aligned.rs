@@ -34,7 +34,9 @@ pub fn aligned_mutual_scores<T: Real>(
     window: usize,
 ) -> CoreResult<Vec<T>> {
     if n < 2 {
-        return invalid(format!("patches: mutual scoring needs at least 2 images, got {n}"));
+        return invalid(format!(
+            "patches: mutual scoring needs at least 2 images, got {n}"
+        ));
     }
     if h == 0 || w == 0 || c == 0 {
         return invalid("patches: empty patch grid or no channels");

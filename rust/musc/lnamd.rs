@@ -53,8 +53,15 @@ fn standardisation<T: Real>(src: &[T]) -> (f64, f64) {
     }
     let top = src.iter().fold(0.0f64, |m, v| m.max(v.to_f64().abs()));
     let mean = src.iter().map(|v| v.to_f64() / top).sum::<f64>() / count;
-    let var = src.iter().map(|v| (v.to_f64() / top - mean).powi(2)).sum::<f64>() / count;
-    (mean * top, 1.0 / ((var + LNAMD_EPS / top / top).sqrt() * top))
+    let var = src
+        .iter()
+        .map(|v| (v.to_f64() / top - mean).powi(2))
+        .sum::<f64>()
+        / count;
+    (
+        mean * top,
+        1.0 / ((var + LNAMD_EPS / top / top).sqrt() * top),
+    )
 }
 
 /// Added to each image's variance (the MuSc authors' eps).

@@ -52,7 +52,11 @@ pub fn rscin(
                     "embeddings: image {i} has an all-zero embedding (no direction to compare)"
                 ));
             }
-            let scaled = row.iter().map(|v| (v / top) * (v / top)).sum::<f64>().sqrt();
+            let scaled = row
+                .iter()
+                .map(|v| (v / top) * (v / top))
+                .sum::<f64>()
+                .sqrt();
             row.iter_mut().for_each(|v| *v = *v / top / scaled);
             continue;
         }

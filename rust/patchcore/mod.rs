@@ -477,7 +477,12 @@ fn greedy_coreset_with_limit<T: Real>(
         if selected.len() % 64 == 0 && !progress(selected.len()) {
             return invalid("greedy_coreset: stopped by its progress callback");
         }
-        let view = Centres { x, d, rows: &rows, slack };
+        let view = Centres {
+            x,
+            d,
+            rows: &rows,
+            slack,
+        };
         if selected.len() == 1 {
             catch_up_all(&view, &mut min_d2, &mut applied, &mut queue);
         }

@@ -63,7 +63,12 @@ fn py_mahalanobis_per_position<'py>(
         let mv = slice_like(xv, &means, "means")?;
         let fv = slice_like(xv, &factors, "factors")?;
         expect_len(mv.len(), p * d, "means", "[P, d] for x of shape [m, P, d]")?;
-        expect_len(fv.len(), p * d * d, "factors", "[P, d, d] for x of shape [m, P, d]")?;
+        expect_len(
+            fv.len(),
+            p * d * d,
+            "factors",
+            "[P, d, d] for x of shape [m, P, d]",
+        )?;
         let out = py.detach(|| {
             pool::install(n_jobs.map(i64::from), || {
                 gaussian::mahalanobis_per_position(xv, m, p, d, mv, fv, shape)

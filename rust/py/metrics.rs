@@ -15,7 +15,12 @@ fn labels_for<'a>(
     labels: &'a PyReadonlyArrayDyn<'_, u8>,
 ) -> PyResult<&'a [u8]> {
     let labels = contiguous(labels, "labels")?;
-    expect_len(labels.len(), scores.shape().iter().product(), "labels", "one per score")?;
+    expect_len(
+        labels.len(),
+        scores.shape().iter().product(),
+        "labels",
+        "one per score",
+    )?;
     Ok(labels)
 }
 
@@ -26,7 +31,12 @@ fn maps_and_masks<'a>(
 ) -> PyResult<([usize; 3], &'a [u8])> {
     let [n, h, w] = dims::<3>(&maps.shape(), "anomaly_maps")?;
     let masks = contiguous(masks, "masks")?;
-    expect_len(masks.len(), n * h * w, "masks", "one per pixel of the anomaly maps")?;
+    expect_len(
+        masks.len(),
+        n * h * w,
+        "masks",
+        "one per pixel of the anomaly maps",
+    )?;
     Ok(([n, h, w], masks))
 }
 

@@ -4,8 +4,8 @@
 #![allow(clippy::type_complexity, clippy::too_many_arguments)]
 
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
-use pyo3::types::PyBool;
 use pyo3::prelude::*;
+use pyo3::types::PyBool;
 
 pub mod arrays;
 pub mod cuda;
