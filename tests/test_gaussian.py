@@ -278,6 +278,26 @@ def test_levels_with_different_sample_counts_are_rejected(rng):
         model.decision_function([rng.normal(size=(2, 3)), rng.normal(size=(3, 2))])
 
 
+def test_feature_maps_on_different_grids_are_rejected_and_bad_scoring_input_is_named(rng):
+    fine, coarse = rng.normal(size=(40, 8, 8, 3)), rng.normal(size=(40, 4, 4, 3))
+    grid = r"X\[1\]: feature maps on a 4 x 4 grid, X\[0\] on 8 x 8"
+    with pytest.raises(ValueError, match=grid):
+        GaussianAD(progress=False).fit([fine, coarse])
+    with pytest.raises(ValueError, match=grid):
+        GaussianAD(progress=False).partial_fit([fine, coarse])
+    streaming = GaussianAD(progress=False).partial_fit([fine, fine])
+    with pytest.raises(ValueError, match=r"X\[1\]: expected feature maps of \(8, 8\)"):
+        streaming.partial_fit([fine, coarse])
+    # Scoring names the argument the caller passed: X, or X[i] of levels.
+    model = GaussianAD(progress=False).fit(rng.normal(size=(30, 4)))
+    for bad, message in ((np.nan, "X: contains NaN"), (1e200, "X: the distances overflow")):
+        with pytest.raises(ValueError, match=message):
+            model.decision_function(np.full((2, 4), bad))
+    maps = GaussianAD(progress=False).fit([fine, fine])
+    with pytest.raises(ValueError, match=r"X\[1\]: contains NaN"):
+        maps.decision_function([fine[:2], np.full((2, 8, 8, 3), np.nan)])
+
+
 def test_distances_past_the_float64_range_are_an_error_not_inf():
     # The squared norm of [1e200, 1e200] overflows float64: it used to come back as inf.
     with pytest.raises(ValueError, match="overflow"):

@@ -104,16 +104,17 @@ def _unscaled(mean, cov, factor, scale: float, name: str):
 
 def _check_result(distances, backend, inputs):
     """Large inputs are checked through the result (a pass over a small array) instead of up
-    front: NaN or infinity in ``x`` or a factor makes a distance non-finite. Only then are the
-    inputs scanned, to name the culprit; finite inputs whose squared whitened norm passes the
-    float range (features beyond about 1e154 in float64) are reported as an overflow."""
+    front: NaN or infinity in the data (the first of ``inputs``) or a factor makes a distance
+    non-finite. Only then are the inputs scanned, to name the culprit; finite inputs whose
+    squared whitened norm passes the float range (features beyond about 1e154 in float64) are
+    reported as an overflow of the data."""
     xp = xp_of(backend)
     if bool(xp.isfinite(distances).all()):
         return
     for name, value in inputs.items():
         if not bool(xp.isfinite(value).all()):
             raise ValueError(f"{name}: contains NaN or infinity")
-    raise ValueError(f"x: the distances overflow {distances.dtype}; rescale the features")
+    raise ValueError(f"{next(iter(inputs))}: the distances overflow {distances.dtype}; rescale the features")
 
 
 def _distributed():
@@ -160,22 +161,27 @@ def mahalanobis(x, mean, precision_cholesky, *, n_jobs=None):
             raise ValueError(f"mean / precision_cholesky: expected {d} features like x, got shapes "
                              f"{np.shape(mean)} and {np.shape(precision_cholesky)}")
         return _dask_distances(mahalanobis, x, [mean, precision_cholesky], 2, n_jobs)
-    arrays, backend = same_backend({"x": x, "mean": mean, "precision_cholesky": precision_cholesky})
-    x = arrays["x"]
+    return _distances(x, mean, precision_cholesky, n_jobs, "x")
+
+
+def _distances(x, mean, precision_cholesky, n_jobs, name):
+    """:func:`mahalanobis` of in-memory ``x``, whose errors call it ``name``."""
+    arrays, backend = same_backend({name: x, "mean": mean, "precision_cholesky": precision_cholesky})
+    x = arrays[name]
     single = x.ndim == 1
-    x = float_array(x[None] if single else x, "x", backend=backend, ndim=2, allow_nonfinite=True)
+    x = float_array(x[None] if single else x, name, backend=backend, ndim=2, allow_nonfinite=True)
     dtype = x.dtype
     mean = float_array(arrays["mean"], "mean", backend=backend, ndim=1, dtype=dtype)
     factor = float_array(arrays["precision_cholesky"], "precision_cholesky", backend=backend, ndim=2, dtype=dtype,
                          allow_nonfinite=True)
     d = x.shape[1]
     if mean.shape[0] != d:
-        raise ValueError(f"mean: expected {d} features like x, got {mean.shape[0]}")
+        raise ValueError(f"mean: expected {d} features like {name}, got {mean.shape[0]}")
     if factor.shape[0] != d:
-        raise ValueError(f"precision_cholesky: expected {d} rows like x's features, got shape {factor.shape}")
+        raise ValueError(f"precision_cholesky: expected {d} rows like {name}'s features, got shape {factor.shape}")
     shape = _factor_layout(factor, xp_of(backend))
     out = kernels(backend).mahalanobis(x, mean, factor, shape, n_jobs)
-    _check_result(out, backend, {"x": x, "precision_cholesky": factor})
+    _check_result(out, backend, {name: x, "precision_cholesky": factor})
     return out[0] if single else out
 
 
@@ -187,10 +193,15 @@ def mahalanobis_per_position(x, means, precision_choleskys, *, n_jobs=None):
     """
     if is_dask(x):
         return _dask_distances(mahalanobis_per_position, x, [means, precision_choleskys], (3, 4), n_jobs)
-    arrays, backend = same_backend({"x": x, "means": means, "precision_choleskys": precision_choleskys})
-    x = arrays["x"]
+    return _distances_per_position(x, means, precision_choleskys, n_jobs, "x")
+
+
+def _distances_per_position(x, means, precision_choleskys, n_jobs, name):
+    """:func:`mahalanobis_per_position` of in-memory ``x``, whose errors call it ``name``."""
+    arrays, backend = same_backend({name: x, "means": means, "precision_choleskys": precision_choleskys})
+    x = arrays[name]
     spatial = x.shape[1:-1] if x.ndim == 4 else None
-    x = float_array(x, "x", backend=backend, ndim=(3, 4), allow_nonfinite=True)
+    x = float_array(x, name, backend=backend, ndim=(3, 4), allow_nonfinite=True)
     m, d = x.shape[0], x.shape[-1]
     x = x.reshape(m, -1, d)
     positions = x.shape[1]
@@ -201,16 +212,24 @@ def mahalanobis_per_position(x, means, precision_choleskys, *, n_jobs=None):
     mean_shapes = ((positions, d),) if spatial is None else ((positions, d), (*spatial, d))
     if tuple(means.shape) not in mean_shapes or factors.shape != (positions, d, d):
         raise ValueError(
-            f"means / precision_choleskys: expected [{positions}, {d}] and [{positions}, {d}, {d}] for x of "
+            f"means / precision_choleskys: expected [{positions}, {d}] and [{positions}, {d}, {d}] for {name} of "
             f"shape {tuple(x.shape)}, got {tuple(means.shape)} and {tuple(factors.shape)}")
     out = kernels(backend).mahalanobis_per_position(x, means, factors, _factor_layout(factors, xp_of(backend)), n_jobs)
-    _check_result(out, backend, {"x": x, "precision_choleskys": factors})
+    _check_result(out, backend, {name: x, "precision_choleskys": factors})
     return out.reshape((m, *spatial)) if spatial is not None else out
 
 
-def _check_one_kind(per_position_flags):
-    if len(set(per_position_flags)) > 1:
+def _check_one_kind(grids):
+    """Levels are all ``[n, d]`` (grid None) or all feature maps on one grid ``(H, W)``: their
+    scores are summed, position by position for maps."""
+    grids = [None if g is None else tuple(int(v) for v in g) for g in grids]
+    if len({g is None for g in grids}) > 1:
         raise ValueError("X: mix of [n, d] and [n, H, W, d] levels; use one kind")
+    for i, grid in enumerate(grids):
+        if grid != grids[0]:
+            raise ValueError(f"X[{i}]: feature maps on a {grid[0]} x {grid[1]} grid, X[0] on {grids[0][0]} x "
+                             f"{grids[0][1]}; the levels' scores are summed position by position, so resize "
+                             "the feature maps to one grid first")
 
 
 class _Level:
@@ -487,7 +506,7 @@ class GaussianAD(FastcoreEstimator):
         name = (lambda i: f"X[{i}]") if multi else (lambda i: "X")
         parts = [self._chunk_moments(level, name(i), None if stream is None else stream[i])
                  for i, level in enumerate(levels)]
-        _check_one_kind(spatial is not None for *_, spatial in parts)
+        _check_one_kind(spatial for *_, spatial in parts)
         if stream is not None:
             parts = [(old[0].merge(new[0]), *old[1:]) for old, new in zip(stream, parts)]
         if not all(p[0].finite() for p in parts):  # refused before the stream takes it in
@@ -531,7 +550,7 @@ class GaussianAD(FastcoreEstimator):
             fitted = [self._fit_level(level, f"X[{i}]" if multi else "X") for i, level in enumerate(levels)]
         except SingularCovarianceError as exc:
             raise _singular_hint(exc, self.covariance) from None
-        _check_one_kind(lv.per_position for lv in fitted)
+        _check_one_kind(lv.spatial for lv in fitted)
         previous = dict(self.__dict__)  # a refit that fails from here on keeps the model it had
         try:
             self._multi, self.levels_ = multi, fitted
@@ -592,9 +611,9 @@ class GaussianAD(FastcoreEstimator):
         mean, factor = level.arrays_on(backend)
         mean, factor = mean.astype(dtype, copy=False), factor.astype(dtype, copy=False)
         if level.per_position:
-            scores = mahalanobis_per_position(X, mean, factor, n_jobs=self._n_jobs())
+            scores = _distances_per_position(X, mean, factor, self._n_jobs(), name)
         else:
-            scores = mahalanobis(X, mean, factor, n_jobs=self._n_jobs())
+            scores = _distances(X, mean, factor, self._n_jobs(), name)
         return to_backend(scores, source)
 
     def _score_dask_level(self, level: _Level, X, name: str):
