@@ -389,8 +389,10 @@ def test_bad_targets(good):
         mia.token_stats(logits, targets[:1])
     with pytest.raises(ValueError, match="targets"):
         mia.token_stats(logits, np.zeros((2, 4), np.int64))
-    with pytest.raises(ValueError, match="targets"):
+    with pytest.raises(ValueError, match=r"^targets: expected shape \[2, 3 or 2\] \(logits have 3 positions\), got \(2, 1\)$"):
         mia.token_stats(logits, np.zeros((2, 1), np.int64))
+    with pytest.raises(ValueError, match=r"^targets: expected shape \[2, 1\] \(logits have 1 position\)"):
+        mia.token_stats(logits[:, :1], np.zeros((2, 2), np.int64))
     with pytest.raises(ValueError, match="targets"):
         mia.token_stats(logits, targets[0])
     with pytest.raises(TypeError, match="targets"):

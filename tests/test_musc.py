@@ -362,10 +362,12 @@ def test_rscin_scores_spanning_the_float_range_stay_finite():
     np.testing.assert_allclose(out, [0.0, 1.0, 0.5])
 
 
-@pytest.mark.parametrize("r", [float("inf"), float("nan"), 2**70 + 1, None])
+@pytest.mark.parametrize("r", [float("inf"), float("nan"), 2**70 + 1, None, 2, 0])
 def test_lnamd_degree_out_of_range_is_a_value_error(rng, r):
-    with pytest.raises(ValueError, match="degrees"):
+    with pytest.raises(ValueError, match="^r: the box size must be a positive odd integer"):
         musc.lnamd(rng.normal(size=(2, 3, 3, 4)), r)
+    with pytest.raises(ValueError, match="^degrees: every box size"):
+        MuSc(degrees=(1, r)).predict(rng.normal(size=(3, 3, 3, 4)))
 
 
 def test_anomaly_map_sigma_must_be_finite(rng):

@@ -258,6 +258,9 @@ def test_patchcore_projection_levels_and_errors(rng):
         PatchCore(coreset_ratio=0).fit(train)
     with pytest.raises(ValueError, match="locality"):
         PatchCore(locality=2).fit(train)
+    for name in ("projection_dim", "num_neighbors"):
+        with pytest.raises(ValueError, match=f"^{name}: must be at least 1, got 0$"):
+            PatchCore(**{name: 0}).fit(train)
     with pytest.raises(RuntimeError, match="not fitted"):
         PatchCore().predict(train)
     with pytest.raises(ValueError, match=r"fitted on 2 level\(s\) of 6, 5 channels, got 1 level\(s\) of 6"):

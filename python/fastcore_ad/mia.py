@@ -137,10 +137,12 @@ def _targets_array(targets, batch: int, logits_time: int, vocab: int, backend: s
         raise TypeError("logits, targets: mix of CPU (numpy) and GPU (cupy) arrays; put them on one device")
     if arr.dtype.kind not in "iu":
         raise TypeError(f"targets: expected integer token ids, got dtype {arr.dtype}")
-    if arr.ndim != 2 or arr.shape[0] != batch or not 1 <= arr.shape[1] <= logits_time:
+    # One target per logits position, or one fewer (logits of a whole sequence, targets shifted).
+    lengths = (logits_time, logits_time - 1) if logits_time > 1 else (1,)
+    if arr.ndim != 2 or arr.shape[0] != batch or arr.shape[1] not in lengths:
         raise ValueError(
-            f"targets: expected shape [{batch}, T] with 1 <= T <= {logits_time} (logits positions), "
-            f"got {tuple(arr.shape)}")
+            f"targets: expected shape [{batch}, {' or '.join(map(str, lengths))}] (logits have {logits_time} "
+            f"position{'s' if logits_time > 1 else ''}), got {tuple(arr.shape)}")
     return xp_of(backend).ascontiguousarray(arr, dtype=np.int64)
 
 
@@ -230,10 +232,6 @@ def token_stats(logits, targets, mask=None, *, n_jobs=None, with_max=False):
     batch, logits_time, vocab = (int(v) for v in arr.shape)
     tg = _targets_array(targets, batch, logits_time, vocab, backend)
     time_ = int(tg.shape[1])
-    if time_ not in (logits_time, logits_time - 1):
-        raise ValueError(
-            f"targets: expected {logits_time} or {logits_time - 1} positions per sequence "
-            f"(logits have {logits_time}), got {time_}")
     m = _mask_array(mask, batch, time_, backend)
     xp = xp_of(backend)
     scored = tg if m is None else xp.where(m != 0, tg, 0)

@@ -54,13 +54,14 @@ def _check_ratio(top_ratio) -> float:
     return value
 
 
-def _check_degree(r) -> int:
+def _check_degree(r, name="degrees") -> int:
     try:
         whole = int(r)
     except (TypeError, ValueError, OverflowError):  # None, "3", NaN, inf
         whole = None
     if isinstance(r, bool) or whole is None or whole != r or whole < 1 or whole % 2 == 0 or whole >= 1 << 31:
-        raise ValueError(f"degrees: every box size r must be a positive odd integer, got {r!r}")
+        what = "every box size" if name == "degrees" else "the box size"
+        raise ValueError(f"{name}: {what} must be a positive odd integer, got {r!r}")
     return int(r)
 
 
@@ -142,7 +143,7 @@ def lnamd(features, r, *, n_jobs=None):
     """
     x, backend = as_array(features, "features")
     x = float_array(x, "features", backend=backend, ndim=4)
-    r = _check_degree(r)
+    r = _check_degree(r, "r")
     return kernels(backend).musc_lnamd(x, r, n_jobs)
 
 

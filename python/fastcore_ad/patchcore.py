@@ -32,9 +32,10 @@ def _whole(value, name: str, low: int, high: int | None = None) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name}: expected an integer, got {value!r}")
     value = int(value)
-    if value < low or (high is not None and value > high):
-        upper = "" if high is None else f", {high}"
-        raise ValueError(f"{name}: must lie in [{low}{upper}], got {value}")
+    if high is None and value < low:
+        raise ValueError(f"{name}: must be at least {low}, got {value}")
+    if high is not None and not low <= value <= high:
+        raise ValueError(f"{name}: must lie in [{low}, {high}], got {value}")
     return value
 
 
