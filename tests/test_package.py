@@ -5,6 +5,7 @@ import os
 import time
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -43,6 +44,27 @@ def test_thread_count_resolution(monkeypatch):
     cpus = os.cpu_count()
     monkeypatch.delenv("FASTCORE_AD_NUM_THREADS")
     assert _core.resolve_threads(-1) == _core.resolve_threads(None) <= cpus
+
+
+def test_thread_cap_and_an_unreadable_thread_variable(monkeypatch):
+    cpus = _core.resolve_threads(-1)
+    assert _core.resolve_threads(10**6) == 4 * cpus  # the documented cap
+    assert _core.resolve_threads(-10**6) == 1
+    for raw in ("abc", "0", "1_000", "2.5", str(2**63)):
+        monkeypatch.setenv("FASTCORE_AD_NUM_THREADS", raw)
+        assert _core.resolve_threads(None) == cpus  # ignored by the pool ...
+        with pytest.warns(RuntimeWarning, match="FASTCORE_AD_NUM_THREADS=.* ignored, every CPU is used"):
+            fastcore_ad._check_thread_variable(raw)  # ... and said so at import
+    monkeypatch.setenv("FASTCORE_AD_NUM_THREADS", " -1 ")
+    assert _core.resolve_threads(None) == cpus
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for raw in (None, "", " 3 ", "-1", "+2"):
+            fastcore_ad._check_thread_variable(raw)
+    env = dict(os.environ, FASTCORE_AD_NUM_THREADS="many")
+    run = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", "import fastcore_ad"], env=env,
+                         capture_output=True, text=True)
+    assert run.returncode != 0 and "FASTCORE_AD_NUM_THREADS='many'" in run.stderr
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")

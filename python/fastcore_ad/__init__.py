@@ -52,6 +52,22 @@ if hasattr(_os, "register_at_fork"):
                          after_in_child=_core.reset_after_fork)
 
 
+def _check_thread_variable(raw):
+    """The Rust pool reads ``FASTCORE_AD_NUM_THREADS`` as a nonzero 64-bit integer and ignores
+    anything else (every CPU is used): say so once, at import, rather than silently."""
+    text = (raw or "").strip()
+    digits = text[1:] if text[:1] in "+-" else text
+    if not text or (digits.isascii() and digits.isdigit() and 0 != int(text) and -2**63 <= int(text) < 2**63):
+        return
+    import warnings  # noqa: PLC0415
+
+    warnings.warn(f"FASTCORE_AD_NUM_THREADS={raw!r} is not a nonzero integer: ignored, every CPU is used",
+                  RuntimeWarning, stacklevel=3)
+
+
+_check_thread_variable(_os.environ.get("FASTCORE_AD_NUM_THREADS"))
+
+
 def info() -> dict:
     """Version, available backends, default thread count and the GPU (if any)."""
     from ._dispatch import cupy_module  # noqa: PLC0415

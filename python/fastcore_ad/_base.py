@@ -44,8 +44,9 @@ def check_text_items(texts, name: str) -> None:
 
 def check_n_jobs(n_jobs):
     """The one ``n_jobs`` rule: None (``FASTCORE_AD_NUM_THREADS``, else every CPU) or a nonzero
-    integer; -1 means every CPU, -2 all but one, and so on. A request past the CPU count (or
-    below minus it) saturates in the thread pool instead of failing. Returns the int (or None).
+    integer; -1 means every CPU, -2 all but one, and so on. A request past four threads per CPU
+    is capped there (below minus the CPU count: one thread) instead of failing. Returns the int
+    (or None).
 
     >>> check_n_jobs(-2**40), check_n_jobs(None)
     (-1099511627776, None)

@@ -45,8 +45,10 @@ class ClassGaussian(FastcoreEstimator):
 
     ``distances(X)`` gives the Mahalanobis distances (not squared) to every class mean
     ``[m, C]``; ``decision_function(X)`` the distance to the nearest one (higher = more
-    out-of-distribution); ``predict`` the nearest class; ``predict_proba`` the Gaussian
-    posterior with the class frequencies as priors; ``score`` the accuracy.
+    out-of-distribution); ``predict`` the class of highest posterior and ``predict_proba`` the
+    Gaussian posteriors, with the class frequencies as priors (the rule of scikit-learn's
+    linear and quadratic discriminant analysis; with a tied covariance and equal class sizes,
+    the nearest class mean); ``score`` the accuracy.
 
     It is a scikit-learn estimator (``clone``, ``Pipeline``, ``GridSearchCV``) but not tagged as
     a classifier: its ``decision_function`` is an out-of-distribution score, not a class margin.
@@ -198,7 +200,8 @@ class ClassGaussian(FastcoreEstimator):
         return self.distances(X).min(axis=1)
 
     def predict(self, X):
-        """The nearest class under its own Gaussian (the maximum posterior class)."""
+        """The class of highest posterior: its Gaussian density times its frequency in the
+        training labels (with a tied covariance and equal class sizes, the nearest class mean)."""
         proba = self.predict_proba(X)
         return self.classes_[np.asarray(to_backend(proba, "numpy")).argmax(axis=1)]
 

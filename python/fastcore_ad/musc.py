@@ -297,7 +297,9 @@ def scores_against_bank(queries, bank, top_ratio=0.3, *, max_memory=None, n_jobs
     """Scores of ``queries [M, P, C]`` against a bank ``[Nb, Pb, C]`` of other images: ``[M, P]``.
 
     The same statistic as :func:`mutual_scores` with the bank's images as the references
-    (``k = max(1, int(Nb * top_ratio))``); a query image is never compared with itself.
+    (``k = max(1, int(Nb * top_ratio))``). Every bank image is a reference, so a query that is
+    also in the bank meets itself there and scores 0; use :func:`mutual_scores` to score a
+    set of images against each other, each never compared with itself.
     ``max_memory`` as in :func:`mutual_scores` (None: on the CPU, half the memory free now).
 
     >>> import numpy as np

@@ -489,8 +489,9 @@ class TsetlinMachine(_ScoredClassifier, FastcoreEstimator):
     max_epochs, n_iter_no_change, validation_fraction : ``fit`` without ``epochs`` holds out
         ``validation_fraction`` of the training set (stratified, drawn from ``seed``), trains
         until the validation accuracy has not improved for ``n_iter_no_change`` epochs or
-        ``max_epochs`` have run, and keeps the model of the best epoch (``best_epoch_``).
-        Training sets too small for a held-out part of 20 documents per class on average (or
+        ``max_epochs`` have run, and keeps the model of the best epoch (``best_epoch_``). An
+        epoch that reaches validation accuracy 1.0 ends training at once: no later epoch could
+        replace it as the best. Training sets too small for a held-out part of 20 documents per class on average (or
         with a class of a single document) train on every document for
         ``min(max_epochs, 25)`` epochs instead; their ``history_`` has no validation accuracy.
 
@@ -736,8 +737,8 @@ class TsetlinMachine(_ScoredClassifier, FastcoreEstimator):
         ``epochs=N`` makes exactly N passes over (X, y). Without it, training stops early: a
         stratified ``validation_fraction`` of (X, y) is held out (or ``validation_data`` is
         used, and all of (X, y) trains), and training runs until the validation accuracy has
-        not improved for ``n_iter_no_change`` epochs or ``max_epochs`` have run; the model of
-        the best epoch is kept (``best_epoch_``, and ``epochs_`` equals it). When the held-out
+        not improved for ``n_iter_no_change`` epochs, reaches 1.0, or ``max_epochs`` have run;
+        the model of the best epoch is kept (``best_epoch_``, and ``epochs_`` equals it). When the held-out
         part would hold fewer than 20 documents per class on average (or a class has a single
         document), nothing is held out: all of (X, y) trains for ``min(max_epochs, 25)`` epochs.
 
