@@ -412,6 +412,13 @@ def test_text_pipeline_names_bad_documents_and_arguments():
         text_pipeline(**small).fit(["rash after penicillin"], [0])
     with pytest.raises(ValueError, match="y: 19 labels for 20 documents"):
         text_pipeline(**small).fit(texts, labels[:-1])
+    with pytest.raises(ValueError, match=r"^y: the documents' labels are required"):
+        text_pipeline(**small).fit(texts)
+    # No documents to predict: the model says so, not a private selection step.
+    for call in (fitted.predict, fitted.decision_function):
+        with pytest.raises(ValueError, match=r"^X: no samples: 0 sample\(s\)"):
+            call([])
+    assert fitted[:-1].transform([]).shape == (0, fitted[:-1].transform(texts[:1]).shape[1])
     for bad in (0, -3, 1.5, True, None, "most"):
         with pytest.raises(ValueError, match="max_features"):
             text_pipeline(max_features=bad)

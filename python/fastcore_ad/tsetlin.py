@@ -2237,6 +2237,14 @@ class _SelectAtMostK(SelectKBest):
     def _check_params(self, X, y):
         pass  # k is checked by its constraints; more than the features means all of them
 
+    def transform(self, X):
+        # No documents select to no rows (SelectKBest's check would name this private step):
+        # the model after it says what an empty batch means for it.
+        shape = getattr(X, "shape", None)
+        if shape is not None and len(shape) == 2 and shape[0] == 0 and shape[1] == getattr(self, "n_features_in_", -1):
+            return X[:, self.get_support()]
+        return super().transform(X)
+
 
 # text_pipeline(features_per_class="auto") fits one model per class from this many classes on:
 # it gains on 20 Newsgroups (20 classes) and Ohsumed (23), not on MTSamples (17) or R8 (8).
@@ -2322,6 +2330,8 @@ class TextTsetlinPipeline(Pipeline):
             self.machines_per_class = machines_per_class
 
     def fit(self, X, y=None, **params):
+        if y is None:
+            raise ValueError("y: the documents' labels are required, as in fit(texts, labels)")
         if not isinstance(X, (str, bytes)):
             if not hasattr(X, "__len__"):
                 X = list(X)  # a generator: counted here, then read by the vectorizer
