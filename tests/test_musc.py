@@ -285,6 +285,13 @@ def test_errors(rng):
         MuSc().predict(x, embeddings=rng.normal(size=(4, 2)))
     with pytest.raises(ValueError, match="embeddings"):
         musc.rscin(np.ones(3), np.ones((2, 2)))
+    # RsCIN compares the images of a batch: one image alone is refused, not scored 0.
+    with pytest.raises(ValueError, match="^image_scores: RsCIN re-scores images against each other"):
+        musc.rscin(np.array([5.0]), np.ones((1, 2)))
+    banked = MuSc(degrees=(1,), progress=False).fit(x)
+    with pytest.raises(ValueError, match="^embeddings: RsCIN .* needs at least 2"):
+        banked.predict(x[:1], embeddings=rng.normal(size=(1, 2)))
+    assert banked.predict(x[:2], embeddings=rng.normal(size=(2, 2))).image_scores.shape == (2,)
     with pytest.raises(ValueError, match="device"):
         MuSc(device="tpu").predict(x)
     with pytest.raises(ValueError, match="max_memory"):

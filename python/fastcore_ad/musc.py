@@ -356,6 +356,9 @@ def rscin(image_scores, embeddings, k_list=(1, 2, 3), *, n_jobs=None):
     e = float_array(to_numpy(e, b2), "embeddings", ndim=2, dtype=np.float64)
     if e.shape[0] != s.shape[0]:
         raise ValueError(f"embeddings: expected one row per image ({s.shape[0]}), got {e.shape[0]}")
+    if s.shape[0] < 2:
+        raise ValueError("image_scores: RsCIN re-scores images against each other (min-max over the batch); "
+                         "one image has no other")
     ks = [min(k, s.shape[0]) for k in _check_k_list(k_list)]  # a window past N keeps every image (and fits 64 bits)
     # N x N with N images: small; the GPU path runs the same host kernel and returns cupy.
     out = _core.musc_rscin(s, e, ks, n_jobs)
@@ -404,6 +407,9 @@ def _result(patch, embeddings, ks, n_jobs, backend, image_size):
         emb, _ = as_array(embeddings, "embeddings")
         if emb.ndim != 2 or emb.shape[0] != n:
             raise ValueError(f"embeddings: expected [{n}, D], got shape {tuple(emb.shape)}")
+        if n < 2:
+            raise ValueError("embeddings: RsCIN re-scores the images of one call against each other, so it "
+                             "needs at least 2; score one image without embeddings")
         image = to_backend(rscin(image_raw, emb, ks, n_jobs=n_jobs), backend)
     return MuScResult(image, patch, image_raw, image_size)
 
@@ -510,8 +516,11 @@ class MuSc(FastcoreEstimator):
         """Score ``features`` (``[N, H, W, C]`` or a list of layers): a :class:`MuScResult`.
 
         Without a fitted bank the images score each other (N >= 2); after ``fit`` each image is
-        scored against the bank. ``embeddings [N, D]`` turn on RsCIN; ``image_size`` is the default
-        size of ``result.anomaly_maps()``.
+        scored against the bank. ``embeddings [N, D]`` turn on RsCIN, which re-scores the images
+        of the call against each other (at least 2; their min-max normalised scores, smoothed
+        over similar images), so an image's re-scored value depends on the rest of the batch;
+        ``image_scores_raw`` keeps the scores before it. ``image_size`` is the default size of
+        ``result.anomaly_maps()``.
 
         Dask ``features`` chunked along the images run on the dask scheduler: LNAMD per chunk of
         whole images (other axes rechunked whole), then the dask :func:`mutual_scores` (or
