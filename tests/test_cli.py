@@ -101,15 +101,26 @@ def test_missing_folders_and_too_few_images(tmp_path, rng, capsys, heavy_work):
                                  "--out", str(tmp_path / "out")])
     assert "--train" in line and "no such folder" in line
     single = _folder(tmp_path / "single", 1, rng)
-    line = _usage_error(capsys, ["detect", str(images), "--method", "gaussian", "--train", str(single),
+    line = _usage_error(capsys, ["detect", str(images), "--method", "patchcore", "--train", str(single),
                                  "--out", str(tmp_path / "out")])
-    assert "--train needs at least 2" in line
+    assert "--train needs at least 2 readable images for --method patchcore" in line
+    # Two images: Ledoit-Wolf cannot shrink, so every per-position covariance would be singular.
+    line = _usage_error(capsys, ["detect", str(images), "--method", "gaussian", "--train",
+                                 str(_folder(tmp_path / "two", 2, rng)), "--out", str(tmp_path / "out")])
+    assert "--train needs at least 3 readable images for --method gaussian, got 2" in line
     if HAS_MUSC:
         line = _usage_error(capsys, ["detect", str(single), "--out", str(tmp_path / "out")])
         assert "--method musc" in line and "at least 2" in line
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert "no image files" in _usage_error(capsys, ["detect", str(empty), "--out", str(tmp_path / "out")])
+    # The command line's names, not load_images' arguments (source, pattern).
+    assert _usage_error(capsys, ["detect", str(empty), "--out", str(tmp_path / "out")]).startswith(
+        "error: FOLDER: no image files")
+    line = _usage_error(capsys, ["detect", str(images), "--method", "gaussian", "--train", str(empty),
+                                 "--out", str(tmp_path / "out")])
+    assert line.startswith("error: --train: no image files")
+    line = _usage_error(capsys, ["detect", str(images), "--out", str(tmp_path / "out"), "--pattern", "../*.png"])
+    assert line.startswith("error: --pattern: expected a glob relative to the folder")
     assert heavy_work == {"backbone": 0, "extract": 0}
     assert not (tmp_path / "out").exists()
 
@@ -135,6 +146,26 @@ def test_a_valid_run_still_writes_its_results(tmp_path, rng, capsys, heavy_work,
     assert (out / "scores.csv").is_file() and len(list((out / "overlays").iterdir())) == 1
     output = capsys.readouterr().out
     assert "written" in output and method in output
+
+
+def test_training_images_that_do_not_vary_are_a_usage_error(tmp_path, rng, capsys, heavy_work):
+    same = tmp_path / "same"
+    same.mkdir()
+    picture = Image.fromarray(rng.integers(0, 256, size=(24, 24, 3)).astype(np.uint8))
+    for i in range(3):
+        picture.save(same / f"copy_{i}.png")
+    images = _folder(tmp_path / "images", 2, rng)
+    line = _usage_error(capsys, ["detect", str(images), "--method", "gaussian", "--train", str(same), "--out",
+                                 str(tmp_path / "out"), "--image-size", "32", "--layers", "stage2"])
+    assert "--train: the features of the 3 training images do not vary enough" in line
+
+
+def test_a_single_file_as_folder_is_listed_by_its_name(tmp_path, rng, capsys, heavy_work):
+    train = _folder(tmp_path / "train", 4, rng)
+    image = _folder(tmp_path / "images", 1, rng) / "img_0.png"
+    assert cli.main(["detect", str(image), "--method", "gaussian", "--train", str(train), "--out",
+                     str(tmp_path / "out"), "--image-size", "32", "--layers", "stage2", "--sigma", "0"]) == 0
+    assert "#1 img_0.png" in capsys.readouterr().out
 
 
 def test_overlays_of_files_sharing_a_name_are_all_written(tmp_path, rng, capsys, heavy_work):

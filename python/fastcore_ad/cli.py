@@ -216,6 +216,7 @@ def _detect_run(args) -> int:
     import numpy as np  # noqa: PLC0415
 
     from . import features, pipeline  # noqa: PLC0415
+    from ._core import SingularCovarianceError  # noqa: PLC0415
     from .features import WeightsNotFoundError  # noqa: PLC0415
 
     timings = {}
@@ -227,21 +228,31 @@ def _detect_run(args) -> int:
         return value
 
     size = args.image_size
-    try:
-        test = timed("load", features.load_images, args.folder, size, pattern=args.pattern)
-        train = None
-        if args.train:
-            train = timed("load", features.load_images, args.train, size, pattern=args.train_pattern)
-    except (FileNotFoundError, ValueError, MemoryError) as exc:
-        raise _UsageError(str(exc)) from None
+
+    def load(folder, pattern, options):
+        try:
+            return timed("load", features.load_images, folder, size, pattern=pattern)
+        except (FileNotFoundError, ValueError, MemoryError) as exc:
+            # load_images names its own arguments: say the command line's instead.
+            message = str(exc)
+            for argument, option in zip(("source: ", "pattern: "), options):
+                if message.startswith(argument):
+                    message = f"{option}: {message[len(argument):]}"
+            raise _UsageError(message) from None
+
+    test = load(args.folder, args.pattern, ("FOLDER", "--pattern"))
+    train = load(args.train, args.train_pattern, ("--train", "--train-pattern")) if args.train else None
     for loaded in (test, train):
         for path, reason in (loaded.skipped if loaded else []):
             print(f"skipped {path}: {reason}", file=sys.stderr)
     if args.method == "musc" and len(test) < 2:
         raise _UsageError(f"--method musc scores the images against each other and needs at least 2 readable "
                           f"images in {args.folder!r}, got {len(test)}")
-    if train is not None and len(train) < 2:
-        raise _UsageError(f"--train needs at least 2 readable images, got {len(train)} in {args.train!r}")
+    # Two images leave Ledoit-Wolf no shrinkage: their covariance at a grid position is singular.
+    least = 3 if args.method == "gaussian" else 2
+    if train is not None and len(train) < least:
+        raise _UsageError(f"--train needs at least {least} readable images for --method {args.method}, "
+                          f"got {len(train)} in {args.train!r}")
     try:
         model = features.backbone(args.weights)
     except WeightsNotFoundError as exc:
@@ -263,6 +274,10 @@ def _detect_run(args) -> int:
             scores, maps = timed("scoring", pipeline.musc_zero_shot, test_features.maps, (size, size), sigma=args.sigma)
     except MemoryError as exc:  # checked before allocating: the folder or --image-size is too large here
         raise _UsageError(f"{exc}; try a smaller --image-size or fewer images") from None
+    except SingularCovarianceError:  # features that do not vary at some grid position
+        raise _UsageError(f"--train: the features of the {len(train)} training images do not vary enough at "
+                          "some grid position for its Gaussian (a singular covariance); give more, and more "
+                          "varied, defect-free images") from None
 
     order = np.argsort(-scores, kind="stable")
     csv_path = os.path.join(args.out, "scores.csv")
@@ -281,8 +296,11 @@ def _detect_run(args) -> int:
     print(f"fastcore-ad detect: {len(test)} image(s) from {args.folder} scored with {args.method}"
           + (f" (trained on {len(train)} from {args.train})" if train is not None else "")
           + f"; {len(test.skipped) + (len(train.skipped) if train else 0)} file(s) skipped")
-    rows = [{"step": f"#{rank + 1} {os.path.relpath(test.paths[i], args.folder)}", "result": f"{scores[i]:.4g}",
-             "seconds": 0.0} for rank, i in enumerate(order[:args.top])]
+    def shown(path):  # relative to FOLDER, or the file's name when FOLDER is that file
+        return os.path.relpath(path, args.folder) if os.path.isdir(args.folder) else os.path.basename(path)
+
+    rows = [{"step": f"#{rank + 1} {shown(test.paths[i])}", "result": f"{scores[i]:.4g}", "seconds": 0.0}
+            for rank, i in enumerate(order[:args.top])]
     quantiles = np.percentile(scores, [0, 50, 90, 100])
     rows.append({"step": "scores min / median / p90 / max",
                  "result": " / ".join(f"{q:.4g}" for q in quantiles), "seconds": 0.0})
