@@ -339,10 +339,58 @@ def test_score_texts_batches_pads_and_shifts(monkeypatch):
         lower_ids = np.array([1] + [2 + (ord(c) % 30) for c in text.lower()])
         lower = mia.score_logits(model.table[lower_ids][None], lower_ids[None, 1:], ratios=(0.2,))
         np.testing.assert_allclose(scores["lowercase"][i], lower["loss"][0] / single["loss"][0], rtol=1e-12)
-    with pytest.raises(ValueError, match="batch_size"):
-        mia.score_texts(model, tokenizer, texts, batch_size=0)
+    for bad in (0, None, 1.9, True):
+        with pytest.raises(ValueError, match="^batch_size: must be an integer >= 1"):
+            mia.score_texts(model, tokenizer, texts, batch_size=bad)
+    for name in ("progress_bar", "lowercase"):
+        with pytest.raises(TypeError, match=f"^{name}: expected True or False"):
+            mia.score_texts(model, tokenizer, texts, **{name: "no"})
     with pytest.raises(ValueError, match="texts"):
         mia.score_texts(model, tokenizer, [])
+    # A text of one token (its BOS) has nothing scored: named by its index in texts.
+    with pytest.raises(ValueError, match=r"^texts: item 9 has 1 token\(s\); scoring needs at least 2"):
+        mia.score_texts(model, tokenizer, ["abc"] * 9 + [""], batch_size=8, progress_bar=False)
+    with pytest.raises(ValueError, match=r"^texts: item 0 has 1 token"):
+        mia.score_texts(model, tokenizer, ["", ""], progress_bar=False)
+
+
+class _TruncatingTokenizer(_StandInTokenizer):
+    """The stand-in tokenizer with an invertible alphabet, truncation and decode."""
+
+    alphabet = "abcdefghijklmnopqrstuvwxyz .,!"
+
+    def __call__(self, texts, return_tensors, padding, truncation, max_length):
+        ids = [[1] + [2 + self.alphabet.index(c) for c in t] for t in texts]
+        if truncation:
+            ids = [seq[:max_length] for seq in ids]
+        width = max(len(i) for i in ids)
+        input_ids, attention = np.zeros((len(ids), width), np.int64), np.zeros((len(ids), width), np.int64)
+        for row, seq in enumerate(ids):
+            input_ids[row, :len(seq)], attention[row, :len(seq)] = seq, 1
+        return {"input_ids": input_ids.view(_StandInTensor), "attention_mask": attention.view(_StandInTensor)}
+
+    def decode(self, ids, skip_special_tokens):
+        return "".join(self.alphabet[i - 2] for i in ids if i >= 2 or not skip_special_tokens)
+
+
+def test_score_texts_compresses_the_tokens_it_scored(monkeypatch):
+    import contextlib
+    import sys
+    import types
+
+    fake_torch = types.ModuleType("torch")
+    fake_torch.no_grad = contextlib.nullcontext
+    monkeypatch.setitem(sys.modules, "torch", fake_torch)
+    model, tokenizer = _StandInModel(), _TruncatingTokenizer()
+    texts = ["the quick brown fox " * 50, "short"]
+    scores = mia.score_texts(model, tokenizer, texts, max_length=6, progress_bar=False)
+    for i, scored_text in enumerate(["the q", "short"]):  # the BOS and five characters are kept
+        ids = np.array([1] + [2 + tokenizer.alphabet.index(c) for c in scored_text])
+        single = mia.score_logits(model.table[ids][None], ids[None, 1:], texts=[scored_text])
+        np.testing.assert_allclose(scores["loss"][i], single["loss"][0], rtol=1e-12)
+        assert scores["zlib"][i] == single["loss"][0] / len(zlib.compress(scored_text.encode()))
+    untruncated = mia.score_texts(model, tokenizer, texts, progress_bar=False)
+    assert untruncated["zlib"][0] == untruncated["loss"][0] / len(zlib.compress(texts[0].encode()))
 
 
 # ---------------------------------------------------------------------------------------------

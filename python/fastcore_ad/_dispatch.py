@@ -218,6 +218,13 @@ def check_switch(value, name: str) -> bool:
     return bool(value)
 
 
+def check_batch_size(batch_size) -> int:
+    """Items per batch: an integer >= 1 (bool refused)."""
+    if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size: must be an integer >= 1, got {batch_size!r}")
+    return int(batch_size)
+
+
 def check_paired_shapes(scores_shape, labels_shape):
     """Scores and labels are paired element by element: their shapes must agree up to axes of
     length 1 (a column of labels pairs with a row of scores)."""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._dispatch import check_batch_size
 from ._images import LoadedImages, _as_rgb, _check_size, _resize_image, load_images, resize_maps
 from ._memory import check_fits
 from ._torchfile import load_torch_file
@@ -154,13 +155,6 @@ def _conv_numpy(x, conv: _Conv):
     if conv.relu6:
         np.clip(out, 0.0, 6.0, out=out)
     return out
-
-
-def check_batch_size(batch_size) -> int:
-    """Images per forward batch: an integer >= 1 (bool refused)."""
-    if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size: must be an integer >= 1, got {batch_size!r}")
-    return int(batch_size)
 
 
 class EfficientNetLite0:

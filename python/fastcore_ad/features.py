@@ -32,9 +32,9 @@ from ._efficientnet import (
     Features,
     WeightsNotFoundError,
     _check_levels,
-    check_batch_size,
     find_weights,
 )
+from ._dispatch import check_batch_size
 from ._images import IMAGE_SUFFIXES, LoadedImages, _resize_image, gaussian_blur, load_images, read_image, resize_maps
 from ._torchfile import load_torch_file
 

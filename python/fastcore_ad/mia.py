@@ -45,7 +45,7 @@ import numpy as np
 
 from . import _core
 from ._base import check_text_items
-from ._dispatch import as_array, binary_labels, check_switch, is_cupy, is_dask, kernels, real_or_inf, to_backend, xp_of
+from ._dispatch import as_array, binary_labels, check_batch_size, check_switch, is_cupy, is_dask, kernels, real_or_inf, to_backend, xp_of
 from ._memory import check_fits
 from .progress import progress
 
@@ -736,7 +736,9 @@ def score_texts(model, tokenizer, texts, batch_size=8, *, ratios=DEFAULT_RATIOS,
     :func:`recall_ratio` compares the two).
 
     Texts are batched with padding (the tokenizer's pad token, or its EOS token when it has
-    none); the model runs under ``torch.no_grad()``; the logits stay where the model put them:
+    none); each needs at least 2 tokens (the first is never predicted). ``max_length`` truncates
+    the texts' tokens; the zlib size of a truncated text is that of its kept tokens, decoded by
+    the tokenizer, so both scores describe the same tokens; the model runs under ``torch.no_grad()``; the logits stay where the model put them:
     CUDA logits go to the CUDA kernel through DLPack (needs cupy), CPU logits to the Rust kernel;
     only ``[B, T]`` statistics come back, with no per-token synchronisation. Needs torch (and
     transformers for the model/tokenizer); raises ImportError otherwise.
@@ -748,9 +750,9 @@ def score_texts(model, tokenizer, texts, batch_size=8, *, ratios=DEFAULT_RATIOS,
     texts = _texts(texts, "texts")
     if not texts:
         raise ValueError("texts: give at least one text")
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size: must be at least 1, got {batch_size}")
-    batch_size = int(batch_size)
+    batch_size = check_batch_size(batch_size)
+    check_switch(lowercase, "lowercase")
+    check_switch(progress_bar, "progress_bar")
     if recall_prefix is not None and not isinstance(recall_prefix, str):
         raise TypeError(f"recall_prefix: expected a string, got {type(recall_prefix).__name__}")
     if recall_prefix == "":
@@ -763,9 +765,13 @@ def score_texts(model, tokenizer, texts, batch_size=8, *, ratios=DEFAULT_RATIOS,
         prefix_ids = tokenizer([recall_prefix], return_tensors="pt", padding=True, truncation=False,
                                max_length=None)["input_ids"]
 
-    def run(batch_texts):
+    def run(batch_texts, first):
         enc = tokenizer(batch_texts, return_tensors="pt", padding=True,
                         truncation=max_length is not None, max_length=max_length)
+        kept = np.asarray(enc["attention_mask"]).astype(bool)  # host tensors, before the move
+        for i, n in enumerate(kept.sum(axis=1)):
+            if n < 2:  # each token is predicted from those before it: the first never is
+                raise ValueError(f"texts: item {first + i} has {n} token(s); scoring needs at least 2")
         ids = enc["input_ids"].to(device)
         attention = enc["attention_mask"].to(device)
         with torch.no_grad():
@@ -773,7 +779,8 @@ def score_texts(model, tokenizer, texts, batch_size=8, *, ratios=DEFAULT_RATIOS,
         scored = (attention[:, 1:] * attention[:, :-1]).bool()
         if getattr(logits, "is_cuda", False) and not _has_cupy():
             raise RuntimeError("score_texts: CUDA logits need cupy for the CUDA kernel (pip install 'fastcore_ad[cuda]')")
-        return score_logits(logits, ids[:, 1:], scored, ratios, texts=batch_texts, counts=counts, n_jobs=n_jobs)
+        compressed = batch_texts if max_length is None else _scored_texts(tokenizer, batch_texts, enc, kept)
+        return score_logits(logits, ids[:, 1:], scored, ratios, texts=compressed, counts=counts, n_jobs=n_jobs)
 
     def recall_pass(batch_texts):
         """Mean log-likelihood of each text's tokens after the prefix (ReCaLL's conditional pass)."""
@@ -799,9 +806,9 @@ def score_texts(model, tokenizer, texts, batch_size=8, *, ratios=DEFAULT_RATIOS,
     starts = range(0, len(texts), batch_size)
     for start in progress(starts, total=len(starts), desc="score_texts", enabled=progress_bar):
         batch = texts[start:start + batch_size]
-        scores = run(batch)
+        scores = run(batch, start)
         if lowercase:
-            lower = run([t.lower() for t in batch])
+            lower = run([t.lower() for t in batch], start)
             scores["lowercase"] = lowercase_ratio(-scores["loss"], -lower["loss"])
         if prefix_ids is not None:
             without = scores["loss"]  # mean log-likelihood of each text's tokens, no prefix
@@ -811,6 +818,16 @@ def score_texts(model, tokenizer, texts, batch_size=8, *, ratios=DEFAULT_RATIOS,
         for key, value in scores.items():
             parts.setdefault(key, []).append(np.asarray(value))
     return {key: np.concatenate(values) for key, values in parts.items()}
+
+
+def _scored_texts(tokenizer, batch_texts, enc, kept):
+    """The texts whose tokens were scored: a text that ``max_length`` truncated is replaced by
+    the decoded text of its kept tokens, so that its zlib size describes what its loss does."""
+    whole = tokenizer(batch_texts, return_tensors="pt", padding=True, truncation=False, max_length=None)
+    lengths = np.asarray(whole["attention_mask"]).astype(bool).sum(axis=1)
+    ids = np.asarray(enc["input_ids"])
+    return [tokenizer.decode(ids[i][kept[i]].tolist(), skip_special_tokens=True) if lengths[i] > kept[i].sum()
+            else text for i, text in enumerate(batch_texts)]
 
 
 def _has_cupy() -> bool:
