@@ -144,6 +144,10 @@ def test_overlay_scales_the_widest_ranges_and_refuses_infinite_bounds(rng, tmp_p
         name = next(iter(bounds))
         with pytest.raises(ValueError, match=f"{name}: expected a finite number or None"):
             overlay_rgb(image, wide, **bounds)
+    with pytest.raises(ValueError, match=r"^vmin: 1.0 exceeds vmax \(0.0\)"):
+        overlay_rgb(image, wide, vmin=1.0, vmax=0.0)
+    flat = overlay_rgb(image, wide, vmin=0.5, vmax=0.5, alpha=1.0)  # one value: every pixel the lowest colour
+    np.testing.assert_allclose(flat, _jet(np.zeros((2, 2))))
 
 
 def test_extract_refuses_ambiguous_shapes_and_pixels_out_of_range():

@@ -175,8 +175,8 @@ def mutual_scores(patches, top_ratio=0.3, *, aligned=False, window=1, return_pai
     [[0.0, 0.0], [0.0, 0.0], [0.0, 1.0]]
 
     A dask ``patches`` chunked along the images gives a lazy dask array (numpy chunks) equal to
-    the in-memory scores: one task per pair of image blocks (I, J) finds the per-image minima
-    by exact kNN, ``[|I|, |J|, P]`` float64 (8 bytes each), and one task per block I averages
+    the in-memory scores to rounding (a few units in the last place): one task per pair of
+    image blocks (I, J) finds the per-image minima by exact kNN, ``[|I|, |J|, P]`` float64 (8 bytes each), and one task per block I averages
     the k smallest of its ``[|I|, N, P]`` minima, which must fit in the worker's memory twice
     (checked there; 8 * |I| * N * P bytes: choose the image chunks so). ``aligned`` and
     ``return_pair_minima`` are not available on dask arrays; ``max_memory`` does not apply.
@@ -308,7 +308,7 @@ def scores_against_bank(queries, bank, top_ratio=0.3, *, max_memory=None, n_jobs
     [[2.0, 0.0, 0.0]]
 
     A dask ``bank`` chunked along the images (``queries`` numpy or dask) gives a lazy dask array
-    equal to the in-memory scores: one task per pair of (query block, bank block) finds the
+    equal to the in-memory scores to rounding (a few units in the last place): one task per pair of (query block, bank block) finds the
     per-image minima by exact kNN and one task per query block I averages the k smallest of its
     ``[|I|, Nb, P]`` float64 minima (8 * |I| * Nb * P bytes, twice, on one worker). ``max_memory``
     does not apply.
@@ -525,7 +525,7 @@ class MuSc(FastcoreEstimator):
         Dask ``features`` chunked along the images run on the dask scheduler: LNAMD per chunk of
         whole images (other axes rechunked whole), then the dask :func:`mutual_scores` (or
         :func:`scores_against_bank` after ``fit``) of every (layer, degree) pass, averaged; the
-        result equals the in-memory one and its ``patch_scores [N, H, W]`` are computed (numpy,
+        result equals the in-memory one to rounding (a few units in the last place) and its ``patch_scores [N, H, W]`` are computed (numpy,
         as the image scores and RsCIN need them). Not with ``aligned=True``.
         """
         degrees, top_ratio, ks, max_memory = self._check_params()

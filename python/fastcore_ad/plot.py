@@ -97,6 +97,8 @@ def overlay_rgb(image, anomaly_map, mask=None, *, vmin=None, vmax=None, alpha=0.
         if value is not None and (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real)
                                   or not np.isfinite(value)):
             raise ValueError(f"{name}: expected a finite number or None, got {value!r}")
+    if vmin is not None and vmax is not None and vmin > vmax:
+        raise ValueError(f"vmin: {vmin!r} exceeds vmax ({vmax!r}); the colour scale runs from vmin up to vmax")
     rgb = _as_rgb_float(image)
     anomaly_map = _fit_map(anomaly_map, rgb.shape[:2])
     lo = float(np.min(anomaly_map)) if vmin is None else float(vmin)
