@@ -348,6 +348,14 @@ def test_token_stats_and_score_logits_on_batch_chunks(client, rng):
     for bad in (None, targets[0], 3):
         with pytest.raises(ValueError, match=r"^targets: expected integer token ids \[B, T\]"):
             mia.token_stats(lazy, bad)
+    # Declared dtype and lengths are checked when the call is made, not when a task runs.
+    for function in (mia.token_stats, mia.score_logits):
+        for dtype in (np.int32, bool):
+            with pytest.raises(TypeError, match=f"^logits: expected float32, float64, float16 or bfloat16, got "
+                                                f"dtype {np.dtype(dtype)}"):
+                function(lazy.astype(dtype), targets)
+        with pytest.raises(ValueError, match=r"^targets: expected shape \[11, 9 or 8\] \(logits have 9 positions\)"):
+            function(lazy, da.from_array(targets[:, :3], chunks=3))
 
 
 def test_tsetlin_prediction_on_row_chunks(client, rng):

@@ -106,19 +106,43 @@ def _torch_half_bits(x):
     return x, None
 
 
+def _half_format(dtype):
+    """"bfloat16" or "float16" for those formats, None for float32/float64; a TypeError else."""
+    if str(dtype) == "bfloat16":
+        return "bfloat16"
+    if dtype.kind == "f" and dtype.itemsize in (2, 4, 8):
+        return "float16" if dtype.itemsize == 2 else None
+    raise TypeError(f"logits: expected float32, float64, float16 or bfloat16, got dtype {dtype}")
+
+
+def _check_dask_intake(logits, targets):
+    """What dask ``logits`` and ``targets`` declare, checked before any task runs, as the
+    in-memory path checks it: the logits' dtype and the targets' length."""
+    _half_format(logits.dtype)
+    shape = np.shape(targets)
+    if logits.ndim == 3 and len(shape) == 2 and not np.isnan(shape[1]):
+        if shape[1] not in _target_lengths(int(logits.shape[1])):
+            raise _targets_shape_error(logits.shape[0], int(logits.shape[1]), shape)
+
+
+def _target_lengths(logits_time: int):
+    """One target per logits position, or one fewer (logits of a whole sequence, targets shifted)."""
+    return (logits_time, logits_time - 1) if logits_time > 1 else (1,)
+
+
+def _targets_shape_error(batch, logits_time: int, shape):
+    return ValueError(
+        f"targets: expected shape [{batch}, {' or '.join(map(str, _target_lengths(logits_time)))}] (logits have "
+        f"{logits_time} position{'s' if logits_time > 1 else ''}), got {tuple(shape)}")
+
+
 def _logits_array(logits):
     """(array, backend, half): float32/float64 as is, 16-bit formats as uint16 bit patterns."""
     logits, half = _torch_half_bits(logits)
     arr, backend = as_array(logits, "logits")
     xp = xp_of(backend)
     if half is None:
-        name = str(arr.dtype)
-        if name == "bfloat16":
-            half = "bfloat16"
-        elif arr.dtype.kind == "f" and arr.dtype.itemsize == 2:
-            half = "float16"
-        elif arr.dtype.kind != "f" or arr.dtype.itemsize not in (4, 8):
-            raise TypeError(f"logits: expected float32, float64, float16 or bfloat16, got dtype {arr.dtype}")
+        half = _half_format(arr.dtype)
     if arr.ndim != 3:
         raise ValueError(f"logits: expected 3 dimensions [B, T, V], got shape {tuple(arr.shape)}")
     if arr.size == 0:
@@ -137,12 +161,8 @@ def _targets_array(targets, batch: int, logits_time: int, vocab: int, backend: s
         raise TypeError("logits, targets: mix of CPU (numpy) and GPU (cupy) arrays; put them on one device")
     if arr.dtype.kind not in "iu":
         raise TypeError(f"targets: expected integer token ids, got dtype {arr.dtype}")
-    # One target per logits position, or one fewer (logits of a whole sequence, targets shifted).
-    lengths = (logits_time, logits_time - 1) if logits_time > 1 else (1,)
-    if arr.ndim != 2 or arr.shape[0] != batch or arr.shape[1] not in lengths:
-        raise ValueError(
-            f"targets: expected shape [{batch}, {' or '.join(map(str, lengths))}] (logits have {logits_time} "
-            f"position{'s' if logits_time > 1 else ''}), got {tuple(arr.shape)}")
+    if arr.ndim != 2 or arr.shape[0] != batch or arr.shape[1] not in _target_lengths(logits_time):
+        raise _targets_shape_error(batch, logits_time, arr.shape)
     return xp_of(backend).ascontiguousarray(arr, dtype=np.int64)
 
 
@@ -225,6 +245,7 @@ def token_stats(logits, targets, mask=None, *, n_jobs=None, with_max=False):
         from . import _distributed  # noqa: PLC0415
 
         check_switch(with_max, "with_max")
+        _check_dask_intake(logits, targets)
         outs = _distributed.token_stats(token_stats, logits, targets, mask, 4 if with_max else 3, n_jobs=n_jobs,
                                         with_max=bool(with_max))
         return TokenStatsWithMax(*outs) if with_max else TokenStats(*outs)
@@ -678,6 +699,7 @@ def score_logits(logits, targets, mask=None, ratios=DEFAULT_RATIOS, *, texts=Non
     if is_dask(logits):
         from . import _distributed  # noqa: PLC0415
 
+        _check_dask_intake(logits, targets)
         options = dict(ratios=ratios, counts=counts, dc_pdd_a=dc_pdd_a, gap_window=gap_window, n_jobs=n_jobs)
         # The key set is score_logits's own, asked of it on one tiny sequence rather than restated.
         vocab = int(logits.shape[-1])
