@@ -296,6 +296,7 @@ def _detect_run(args) -> int:
     print(f"fastcore-ad detect: {len(test)} image(s) from {args.folder} scored with {args.method}"
           + (f" (trained on {len(train)} from {args.train})" if train is not None else "")
           + f"; {len(test.skipped) + (len(train.skipped) if train else 0)} file(s) skipped")
+
     def shown(path):  # relative to FOLDER, or the file's name when FOLDER is that file
         return os.path.relpath(path, args.folder) if os.path.isdir(args.folder) else os.path.basename(path)
 
