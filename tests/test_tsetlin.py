@@ -2,6 +2,7 @@
 replay of the random stream, faithfulness of the rules, reproducibility, persistence, input
 kinds, learning, scikit-learn integration and every bad-input error."""
 
+import dataclasses
 import os
 import pickle
 
@@ -150,6 +151,31 @@ def test_rule_text():
     assert str(rule) == "IF rash AND reaction AND NOT placebo THEN allergy (weight 12)"
     assert rule.fires(np.array([1, 1, 0])) and not rule.fires(np.array([1, 1, 1]))
     assert rule.fires(sp.csr_matrix(np.array([[1, 1, 0]])))
+    # One document of the rule's features: several rows or a wrong width are refused by name.
+    for bad in (np.array([[1, 1, 0], [0, 0, 0]]), sp.csr_matrix(np.array([[1, 1, 0], [1, 1, 0]])),
+                np.array([1, 1]), np.array([1, 1, 0, 0]), np.ones((1, 1, 3))):
+        with pytest.raises(ValueError, match="^x: expected one document of 3 features"):
+            rule.fires(bad)
+    unnamed = Rule(1, 2, ((4, False),), 0)
+    assert unnamed.fires(np.eye(6)[4]) and not unnamed.fires(np.eye(6)[3])
+    with pytest.raises(ValueError, match="^x: the rule reads feature 4, but x has 2 features"):
+        unnamed.fires(np.ones(2))
+
+
+def test_printed_thresholds_say_what_the_rule_tests(rng):
+    income = np.round(rng.uniform(1e5, 2e5, 400), 2)
+    tm = TsetlinMachine(20, 10, 3.0, seed=1).fit(income[:, None], (income > 150000.5).astype(int), epochs=5,
+                                                  progress_bar=False)
+    rules = tm.rules(feature_names=["income"])
+    assert any(r.thresholds for r in rules)
+    for rule in rules:
+        printed = [float(term.split()[0]) for term in str(rule).split(" > ")[1:]]
+        assert printed == list(rule.thresholds), str(rule)
+        with pytest.raises(ValueError, match="^x: expected one document of 1 features"):
+            rule.fires(income[:2])
+    rule = Rule(1, 2, ((0, False),), 0, thresholds=(0.27,))
+    assert str(rule) == "IF x0 > 0.27 THEN 1 (weight 2)"
+    assert str(dataclasses.replace(rule, thresholds=(148884.6,))) == "IF x0 > 148884.6 THEN 1 (weight 2)"
 
 
 def test_same_seed_same_model_for_any_thread_count(rng):
@@ -203,6 +229,21 @@ def test_save_load_and_pickle_predict_identically(rng, tmp_path):
     with pytest.raises(ValueError, match="not a fastcore_ad"):
         np.savez(tmp_path / "other.npz", a=np.zeros(3))
         TsetlinMachine.load(tmp_path / "other.npz")
+
+
+def test_a_thermometer_model_saves_after_set_params(rng, tmp_path):
+    """set_params(max_bits=...) or (booleanizer="none") after fit asks the next fit; the file
+    holds the encoder the arrays were made with, and loads into the same predictions."""
+    X = rng.normal(size=(200, 3))
+    y = (X[:, 0] > 0).astype(int)
+    for change in ({"max_bits": 2}, {"booleanizer": "none"}):
+        tm = TsetlinMachine(20, 10, 3.0, seed=1).fit(X, y, epochs=2, progress_bar=False).set_params(**change)
+        path = tmp_path / "changed.npz"
+        tm.save(path)
+        loaded = TsetlinMachine.load(path)
+        np.testing.assert_array_equal(loaded.class_sums(X), tm.class_sums(X))
+        assert loaded.booleanizer == "auto" and loaded.max_bits >= 2
+        assert [str(r) for r in loaded.rules()] == [str(r) for r in tm.rules()]
 
 
 def test_object_labels_round_trip(tmp_path, rng):

@@ -341,6 +341,13 @@ def _pack(X, xp=np):
 # Rules
 
 
+def _exact_text(value: float) -> str:
+    """Six significant figures when they give ``value`` back, else every digit it needs: a
+    printed threshold must say the same as the stored one."""
+    short = f"{value:.6g}"
+    return short if float(short) == value else repr(float(value))
+
+
 @dataclass(frozen=True)
 class Rule:
     """One clause read as a rule: ``IF literal AND ... THEN class_label (weight w)``.
@@ -359,6 +366,7 @@ class Rule:
     feature_names: tuple | None = None
     class_name: object = None
     thresholds: tuple | None = None
+    n_features: int | None = None
 
     def _name(self, j: int) -> str:
         return str(self.feature_names[j]) if self.feature_names is not None else f"x{j}"
@@ -369,21 +377,25 @@ class Rule:
         return [(j, t, neg) for (j, neg), t in zip(self.literals, thresholds)]
 
     def __str__(self) -> str:
-        terms = [("NOT " if neg else "") + self._name(j) + ("" if t is None else f" > {t:.6g}")
+        terms = [("NOT " if neg else "") + self._name(j) + ("" if t is None else f" > {_exact_text(t)}")
                  for j, t, neg in self._terms()]
         label = self.class_name if self.class_name is not None else self.class_label
         return f"IF {' AND '.join(terms)} THEN {label} (weight {self.weight})"
 
     def fires(self, x) -> bool:
-        """Whether the rule holds for one document (a 1-D array or a 1-row sparse matrix)."""
-        if _is_sparse(x):
-            _check_sparse_structure(x, "x")
-            row = x.tocsr()
+        """Whether the rule holds for one document (a 1-D array or a 1-row sparse matrix) with
+        the model's features (``n_features``)."""
+        width = self.n_features if self.n_features is not None else (
+            None if self.feature_names is None else len(self.feature_names))
+        row = _one_document(x, width)
+        last = max((j for j, _ in self.literals), default=-1)
+        if last >= row.shape[1]:
+            raise ValueError(f"x: the rule reads feature {last}, but x has {row.shape[1]} features")
+        if _is_sparse(row):
             stored = dict(zip(row.indices.tolist(), row.data.tolist()))
             values = [stored.get(j, 0) for j, _ in self.literals]
         else:
-            dense = np.asarray(x).ravel()
-            values = [dense[j] for j, _ in self.literals]
+            values = [row[0, j] for j, _ in self.literals]
         return all((bool(v) if t is None else bool(v > t)) != neg for v, (_, t, neg) in zip(values, self._terms()))
 
 
@@ -927,11 +939,11 @@ class TsetlinMachine(_ScoredClassifier, FastcoreEstimator):
                 if not lits or w == 0:
                     continue
                 if encoder is None:
-                    rules.append(Rule(label, w, lits, c, feature_names, name))
+                    rules.append(Rule(label, w, lits, c, feature_names, name, n_features=self.n_features_in_))
                     continue
                 tests = [encoder.literal(bit) for bit, _ in lits]
                 rules.append(Rule(label, w, tuple((j, neg) for (j, _), (_, neg) in zip(tests, lits)), c,
-                                  feature_names, name, tuple(t for _, t in tests)))
+                                  feature_names, name, tuple(t for _, t in tests), self.n_features_in_))
         rules.sort(key=lambda r: -r.weight)
         return rules
 
@@ -992,6 +1004,10 @@ class TsetlinMachine(_ScoredClassifier, FastcoreEstimator):
         encoder = self._encoder()
         if encoder is not None:
             arrays.update(thresholds=encoder.thresholds, threshold_counts=encoder.counts)
+            # As for the layout: the encoder written is the one fit learnt, whatever set_params
+            # has asked of the next fit since.
+            params["booleanizer"] = "auto"
+            params["max_bits"] = max(int(params["max_bits"]), int(encoder.counts.max(initial=1)))
         if self.classes_.dtype.kind in "biufU":
             arrays["classes"] = self.classes_
         else:
@@ -1323,7 +1339,8 @@ class TsetlinEnsemble(_ScoredClassifier, FastcoreEstimator):
             out = [(i, r) for i, m in enumerate(self.estimators_) for r in m.rules(feature_names, class_names)]
         else:
             names = _checked_names(feature_names, self.n_features_in_)
-            out = [(i, _global_rule(r, subsets[i], names)) for i, m in enumerate(self.estimators_)
+            width = self.n_features_in_
+            out = [(i, _global_rule(r, subsets[i], names, width)) for i, m in enumerate(self.estimators_)
                    for r in m.rules(None, class_names)]
         out.sort(key=lambda item: -item[1].weight / self.estimators_[item[0]].threshold_)
         return out
@@ -1340,7 +1357,7 @@ class TsetlinEnsemble(_ScoredClassifier, FastcoreEstimator):
             row = _one_document(x, self.n_features_in_)
             parts = [m.explain(row[:, subsets[i]], None, class_names) for i, m in enumerate(self.estimators_)]
             for part, cols in zip(parts, subsets):
-                part["rules"] = [_global_rule(r, cols, names) for r in part["rules"]]
+                part["rules"] = [_global_rule(r, cols, names, self.n_features_in_) for r in part["rules"]]
         votes = {label: sum(p["class_sums"][label] / m.threshold_ for p, m in zip(parts, self.estimators_))
                  for label in self.classes_}
         best = max(votes.values())
@@ -1746,7 +1763,8 @@ class TsetlinOneVsRest(_ScoredClassifier, FastcoreEstimator):
         literals = rule.literals if cols is None else tuple((int(cols[f]), neg) for f, neg in rule.literals)
         weight = rule.weight if rule.class_label == 1 else -rule.weight
         return dataclasses.replace(rule, class_label=self.classes_[j], weight=weight, literals=literals,
-                                   feature_names=names, class_name=None if labels is None else labels[j])
+                                   feature_names=names, class_name=None if labels is None else labels[j],
+                                   n_features=self.n_features_in_)
 
 
 def _array_like(X, name):
@@ -1856,7 +1874,7 @@ def _binary_rules(model, x=None):
         else:
             rules = m.explain(_columns(x, cols, "x"))["rules"]
         if cols is not None:
-            rules = [_global_rule(r, cols, None) for r in rules]
+            rules = [_global_rule(r, cols, None, model.n_features_in_) for r in rules]
         out += [(r, m.threshold_) for r in rules]
     return out
 
@@ -1978,20 +1996,22 @@ def _checked_class_names(class_names, n_classes):
 
 
 def _one_document(x, width):
-    """``x`` (1-D, a 1-row 2-D array or a 1-row sparse matrix) as one row of ``width`` features."""
+    """``x`` (1-D, a 1-row 2-D array or a 1-row sparse matrix) as one row of ``width`` features
+    (of any width when ``width`` is None)."""
     if _is_sparse(x):
         _check_sparse_structure(x, "x")
     row = x.tocsr() if _is_sparse(x) else np.asarray(x)
     row = row[None, :] if not _is_sparse(row) and row.ndim == 1 else row
-    if row.ndim != 2 or row.shape[0] != 1 or row.shape[1] != width:
-        raise ValueError(f"x: expected one document of {width} features, got shape {row.shape}")
+    if row.ndim != 2 or row.shape[0] != 1 or (width is not None and row.shape[1] != width):
+        features = "" if width is None else f" of {width} features"
+        raise ValueError(f"x: expected one document{features}, got shape {row.shape}")
     return row
 
 
-def _global_rule(rule, cols, names):
-    """A machine's rule over its own columns, read over all the features."""
+def _global_rule(rule, cols, names, width):
+    """A machine's rule over its own columns, read over all ``width`` features."""
     return dataclasses.replace(rule, literals=tuple((int(cols[j]), neg) for j, neg in rule.literals),
-                               feature_names=names)
+                               feature_names=names, n_features=width)
 
 
 def _check_n_estimators(m, name="n_estimators"):
