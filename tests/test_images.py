@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from fastcore_ad import cli, features, metrics, pipeline, textures
+from fastcore_ad._base import ComplexDataError
 from fastcore_ad.features import EfficientNetLite0
 
 from .reference import features as reference
@@ -163,6 +164,11 @@ def test_extract_refuses_ambiguous_shapes_and_pixels_out_of_range():
         model.extract(rng.random((2, 8, 8, 3)), layers=("stem",), image_size=8)
     with pytest.raises(ValueError, match="images: empty list"):
         model.extract([], layers=("stem",), image_size=8)
+    for empty in (np.zeros((0, 64, 64, 3), np.uint8), np.zeros((0, 64, 64), np.uint8), np.zeros((0, 8, 8, 3))):
+        with pytest.raises(ValueError, match="^images: empty batch"):  # whether or not a resize is due
+            model.extract(empty, layers=("stem",), image_size=8)
+    with pytest.raises(ComplexDataError, match="^maps: Complex data not supported"):
+        features.resize_maps(np.ones((1, 2, 2), complex), (4, 4))
     with pytest.raises(ValueError, match="batch_size"):
         EfficientNetLite0(reference.random_state(np.random.default_rng(7)), backend="numpy", batch_size="x")
     # Gray batches of any width read as grayscale once the channel axis is given.

@@ -254,6 +254,11 @@ def test_patchcore_projection_levels_and_errors(rng):
     np.testing.assert_array_equal(model.coreset_indices_, want)
     np.testing.assert_array_equal(model.memory_bank_, flat[want])
     assert musc.lnamd(train[0], 3).shape == (4, 8, 8, 6)
+    for shape, name in (((0, 4), "n_features"), ((4, -3), "n_components")):
+        with pytest.raises(ValueError, match=f"^{name}: must be at least 1"):
+            patchcore.sparse_random_projection(*shape, 0)
+    with pytest.raises(MemoryError, match="n_features x n_components"):
+        patchcore.sparse_random_projection(10**7, 10**7, 0)
     with pytest.raises(ValueError, match="coreset_ratio"):
         PatchCore(coreset_ratio=0).fit(train)
     with pytest.raises(ValueError, match="locality"):

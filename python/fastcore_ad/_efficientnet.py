@@ -325,11 +325,11 @@ class EfficientNetLite0:
                 raise ValueError("images: empty list")
             images = np.stack([_resize_image(_checked_rgb(im, f"images[{i}]"), size) for i, im in enumerate(images)])
         images = _as_rgb_batch(images, "images")
+        if images.shape[0] == 0:
+            raise ValueError("images: empty batch")
         if images.shape[1:3] != size:
             images = np.stack([_resize_image(im, size) for im in images])
         n = images.shape[0]
-        if n == 0:
-            raise ValueError("images: empty batch")
         strides = [LEVEL_STRIDES[level] for level in layers]
         native = [(-(-size[0] // s), -(-size[1] // s)) for s in strides]
         if grid is None:

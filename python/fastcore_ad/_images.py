@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._base import ComplexDataError
 from ._dispatch import check_switch
 from ._memory import check_fits
 from .maps import _check_size, _linear_taps, smooth
@@ -55,6 +56,10 @@ def resize_maps(maps, size):
     """Bilinear resize of ``[n, h, w, C]`` (or ``[n, h, w]``) maps to ``size = (H, W)``, with
     half-pixel centres (align_corners=False): the taps of :mod:`fastcore_ad.maps`."""
     maps = np.asarray(maps)
+    if maps.dtype.kind == "c":
+        raise ComplexDataError(f"maps: Complex data not supported (dtype {maps.dtype})")
+    if maps.dtype.kind not in "fiub":
+        raise TypeError(f"maps: expected real numbers, got dtype {maps.dtype}")
     given = maps.shape
     squeeze = maps.ndim == 3
     if squeeze:

@@ -54,8 +54,9 @@ def _rows_scaled(x, xp):
 
 def knn(queries, bank, k=1, *, metric="euclidean", n_jobs=None):
     """Exact k nearest neighbours of each row of ``queries [m, d]`` among the rows of
-    ``bank [n, d]``: ``(distances [m, k] float64, indices [m, k] int64)``, ascending, ties
-    broken by the lower bank index.
+    ``bank [n, d]``: ``(distances [m, k] float64, indices [m, k] int64)``, ascending, ties of
+    the computed float64 distances broken by the lower bank index (two cosines equal in exact
+    arithmetic may round to distances one unit in the last place apart, which then order them).
 
     ``metric="euclidean"`` gives ``||q - b||``, ``"cosine"`` gives ``1 - q.b / (|q| |b|)``.
     Queries and bank of different float types are measured in the finer one.
@@ -191,6 +192,9 @@ def sparse_random_projection(n_features: int, n_components: int, seed) -> np.nda
     """A sparse random projection ``[n_features, n_components]`` (Li, Hastie & Church 2006):
     entries ``+-sqrt(s / n_components)`` with probability ``1 / (2 s)`` each, 0 otherwise,
     ``s = sqrt(n_features)``; pairwise distances are preserved in expectation."""
+    n_features = _whole(n_features, "n_features", 1)
+    n_components = _whole(n_components, "n_components", 1)
+    check_fits(8 * 2 * n_features * n_components, f"n_features x n_components = {n_features} x {n_components}")
     rng = np.random.default_rng(seed)
     s = np.sqrt(n_features)
     u = rng.random((n_features, n_components))
@@ -214,6 +218,9 @@ class PatchCore(FastcoreEstimator):
         image score (the paper's b); 1 scores the images without re-weighting.
     locality : odd int
         Neighbourhood of the local aggregation (the LNAMD box of :func:`fastcore_ad.musc.lnamd`).
+        LNAMD standardises each image's features and gives every patch vector unit length (at
+        any locality, 1 included), so an offset or scale of a whole image's features leaves its
+        scores unchanged: anomalies are patches unlike the bank's, not images of another level.
     seed : int or None
         Seed of the projection and of the coreset's first point.
     n_jobs, device
