@@ -29,8 +29,9 @@ def test_defects_change_the_image_where_the_mask_says(kind, rng):
     assert 10 < mask.sum() < mask.size // 2
     assert np.abs(damaged - crop)[mask].mean() > 0.05
     outside = np.abs(damaged - crop)[~mask]
-    # Blobs fade out softly beyond their mask; the other kinds leave the rest untouched.
-    assert outside.max() <= (0.25 if kind == "blob" else 0.0)
+    # Blobs fade out softly beyond their mask, by under a tenth of their depth (0.45 at most);
+    # the other kinds leave the rest untouched.
+    assert outside.max() < (0.045 if kind == "blob" else 1e-300)
     with pytest.raises(ValueError, match="kind"):
         textures.add_defect(crop, "dent", rng)
 

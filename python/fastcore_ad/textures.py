@@ -55,15 +55,16 @@ def add_defect(image, kind: str, rng):
         mask = (np.abs(along) <= length / 2) & (across <= rng.uniform(0.8, 1.6))
         image[mask] = np.clip(image[mask] + rng.choice([-1, 1]) * rng.uniform(0.35, 0.5), 0, 1)
     elif kind == "blob":
-        # A soft elliptical stain.
-        # At least 1.5 pixels across, so that the masked core (radius < 1) holds a pixel centre
-        # whenever the stain changes any pixel, on small crops too.
+        # A soft elliptical stain, masked wherever it changes a pixel by a tenth of its depth or
+        # more (the faint rim beyond is left out, as an annotator would leave it).
+        # At least 1.5 pixels across, so that the mask holds a pixel centre whenever the stain
+        # changes any pixel, on small crops too.
         ry, rx = np.maximum(rng.uniform(0.06, 0.14, 2) * min(height, width), 1.5)
         cy, cx = rng.uniform(0.25, 0.75) * height, rng.uniform(0.25, 0.75) * width
         radius = ((rows - cy) / ry) ** 2 + ((cols - cx) / rx) ** 2
         weight = np.clip(1.5 - radius, 0, 1)
         image = np.clip(image + rng.choice([-1, 1]) * rng.uniform(0.3, 0.45) * weight, 0, 1)
-        mask = weight > 0.5
+        mask = weight >= 0.1
     elif kind == "cutpaste":
         # A patch of the same picture moved elsewhere, rotated: locally plausible, globally wrong.
         size = int(rng.uniform(0.15, 0.25) * min(height, width))
