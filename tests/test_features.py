@@ -588,6 +588,25 @@ def test_load_images_errors(tmp_path, rng):
         load_images(tmp_path, image_size=(0, 3))
 
 
+def test_read_image_turns_photos_as_their_exif_orientation_says(tmp_path, rng):
+    Image = pytest.importorskip("PIL.Image")
+    ImageOps = pytest.importorskip("PIL.ImageOps")
+    pixels = rng.integers(0, 256, size=(20, 30, 3)).astype(np.uint8)
+    for orientation in range(1, 9):
+        picture = Image.fromarray(pixels)
+        exif = picture.getexif()
+        exif[0x0112] = orientation
+        path = tmp_path / f"photo_{orientation}.jpg"
+        picture.save(path, exif=exif, quality=100)
+        with Image.open(path) as handle:  # Pillow's own reading of the tag is the reference
+            want = np.asarray(ImageOps.exif_transpose(handle).convert("RGB"))
+        got = features.read_image(path)
+        np.testing.assert_array_equal(got, want)
+        assert got.shape == ((20, 30, 3) if orientation <= 4 else (30, 20, 3))
+    loaded = load_images(tmp_path, image_size=8, progress_bar=False)
+    assert sorted(set(loaded.sizes)) == [(20, 30), (30, 20)]
+
+
 def test_load_images_takes_bytes_paths_and_read_image_names_a_truncated_file(tmp_path, rng):
     Image = pytest.importorskip("PIL.Image")
     Image.fromarray(rng.integers(0, 256, size=(12, 10, 3)).astype(np.uint8)).save(tmp_path / "a.png")

@@ -203,8 +203,9 @@ def read_image(path) -> np.ndarray:
     from 0..2**n-1 (16-bit: divided by 257; a TIFF's BitsPerSample decides n, so 12-bit
     samples in a 16-bit container span 0..4095), signed n-bit from 0..2**(n-1)-1 (negative
     pixels are refused). Float images (mode ``F``, e.g. float32 TIFF) must hold values in [0, 1],
-    multiplied by 255. Grayscale is replicated to three channels. A file outside its range is
-    a ValueError naming it, never a saturated or black image.
+    multiplied by 255. Grayscale is replicated to three channels. An EXIF Orientation tag is
+    applied, as image viewers apply it. A file outside its range is a ValueError naming it,
+    never a saturated or black image.
 
     >>> import tempfile, numpy as np
     >>> from pathlib import Path
@@ -227,10 +228,23 @@ def read_image(path) -> np.ndarray:
         try:
             if handle.mode in ("I", "F") or handle.mode.startswith("I;16") or _declares_signed_bytes(handle):
                 gray = _to_byte_range(handle)
-                return np.repeat(gray[:, :, None], 3, axis=2)
+                return _upright(np.repeat(gray[:, :, None], 3, axis=2), handle)
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from None
-        return np.asarray(handle.convert("RGB"), dtype=np.uint8)
+        return _upright(np.asarray(handle.convert("RGB"), dtype=np.uint8), handle)
+
+
+def _upright(pixels, handle):
+    """``pixels [H, W, 3]`` turned as the file's EXIF Orientation tag says (photos from phones
+    and cameras store it rather than turn the pixels), as image viewers show them."""
+    try:
+        orientation = int(handle.getexif().get(0x0112, 1))
+    except (ValueError, TypeError, OSError, SyntaxError):  # a damaged EXIF block: the pixels as stored
+        return pixels
+    swapped = pixels.transpose(1, 0, 2)
+    turned = {2: pixels[:, ::-1], 3: pixels[::-1, ::-1], 4: pixels[::-1], 5: swapped, 6: swapped[:, ::-1],
+              7: swapped[::-1, ::-1], 8: swapped[::-1]}.get(orientation, pixels)
+    return np.ascontiguousarray(turned)
 
 
 def load_images(source, image_size=224, *, pattern=None, grayscale_to_rgb=True, progress_bar=True):
