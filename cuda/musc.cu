@@ -31,10 +31,10 @@ __device__ __forceinline__ double musc_key_distance(u64 key) {
 template <typename T>
 __global__ void musc_lnamd(
     const T* __restrict__ x, const double* __restrict__ mean, const double* __restrict__ inv_std,
-    i64 h, i64 w, i64 c, i64 r, T* __restrict__ out)
+    i64 h, i64 w, i64 c, i64 r, i64 patch0, T* __restrict__ out)
 {
     __shared__ double partial[256];
-    const i64 patch = blockIdx.x;          // (image, y, x)
+    const i64 patch = patch0 + (i64)blockIdx.x;  // (image, y, x); launches of 2**31 - 1 patches at most
     const i64 image = patch / (h * w);
     const i64 y = (patch / w) % h;
     const i64 xpos = patch % w;

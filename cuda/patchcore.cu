@@ -15,7 +15,8 @@
 #define FCA_CORESET_THREADS 256
 
 // Squared distance in double with four interleaved partial sums combined as (s0 + s1) + (s2 + s3),
-// the Rust kernel's order, so both backends round identically (barring FMA contraction).
+// the Rust kernel's order, so both backends round identically (this family is compiled with
+// --fmad=false: no product is fused into its sum).
 template <typename T>
 __device__ __forceinline__ double fca_exact_sq(const T* a, const T* b, i64 d) {
     double s[4] = {0.0, 0.0, 0.0, 0.0};

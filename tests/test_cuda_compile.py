@@ -25,6 +25,26 @@ def test_nvrtc_compiles(family, arch):
     assert len(cubin) > 1000
 
 
+def _ptx(family, options):
+    prog = nvrtc.createProgram(_cuda.source(family), f"{family}.cu", [], [])
+    try:
+        for expr in _cuda.name_expressions().get(family, ()):
+            nvrtc.addNameExpression(prog, expr)
+        nvrtc.compileProgram(prog, [*options, "--gpu-architecture=compute_90"])
+        ptx = nvrtc.getPTX(prog)
+        return ptx.decode() if isinstance(ptx, bytes) else ptx
+    finally:
+        nvrtc.destroyProgram(prog)
+
+
+def test_exact_distances_are_not_fused_into_fma():
+    """knn and the coreset measure float64 distances that must round as Rust's (separate
+    multiply and add): their order decides indices. NVRTC fuses by default; not here."""
+    assert "fma.rn.f64" in _ptx("patchcore", _runtime.COMPILE_OPTIONS)  # the default would fuse
+    assert "fma.rn.f64" not in _ptx("patchcore", _runtime.compile_options("patchcore"))
+    assert _runtime.compile_options("gaussian") == _runtime.COMPILE_OPTIONS  # GEMM tiles keep their FMAs
+
+
 def test_a_broken_kernel_is_reported(monkeypatch):
     monkeypatch.setattr(_runtime, "source", lambda family: "__global__ void k() { this is not cuda }")
     with pytest.raises(RuntimeError, match="NVRTC failed"):

@@ -10,6 +10,7 @@ barrier departure (surfaces shared-memory races a fixed order hides).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 
 import numpy as np
@@ -273,11 +274,16 @@ def test_emulated_token_stats_grid_stride(rt, rng, monkeypatch):
 
 @pytest.mark.parametrize("ctype", ["float", "double"])
 @pytest.mark.parametrize("shape,r", [((1, 1, 1, 1), 1), ((2, 5, 6, 7), 3), ((2, 4, 3, 300), 5)])
-def test_emulated_musc_lnamd(ctype, shape, r, rt, rng):
+def test_emulated_musc_lnamd(ctype, shape, r, rt, rng, monkeypatch):
     dtype = DTYPES[ctype]
     x = rng.normal(size=shape).astype(dtype)
     got = _cuda.musc_lnamd(x, r)
     _close(got, _core.musc_lnamd(x, r), dtype, "lnamd vs Rust")
+    # Split into launches of 7 patches (2**31 - 1 on a device): the same result.
+    cuda_musc = importlib.import_module("fastcore_ad._cuda.musc")
+    monkeypatch.setattr(cuda_musc, "_LNAMD_MAX_GRID_X", 7)
+    np.testing.assert_array_equal(_cuda.musc_lnamd(x, r), got)
+    monkeypatch.setattr(cuda_musc, "_LNAMD_MAX_GRID_X", plans.MAX_GRID_X)
     if dtype == np.float64:  # squares past float64's range: both paths measure the scaled image
         huge = x * 1e200
         _close(_cuda.musc_lnamd(huge, r), _core.musc_lnamd(huge, r), dtype, "lnamd of huge values vs Rust")
@@ -779,6 +785,14 @@ def test_gaussian_plan_fits_cuda_grid_limits(m, positions):
 def test_tsetlin_plan_fits_cuda_grid_limits():
     launches = plans.tsetlin_class_sums(1000, 128 * 65_535 + 1)
     assert [p.offsets["clause_tile0"] for p in launches] == [0, 65_535]
+    for piece in launches:
+        plans.check_launch(piece)
+
+
+def test_lnamd_plan_splits_past_the_grid_limit():
+    launches = plans.musc_lnamd(3 * plans.MAX_GRID_X + 5)
+    assert [p.offsets["patch0"] for p in launches] == [0, plans.MAX_GRID_X, 2 * plans.MAX_GRID_X, 3 * plans.MAX_GRID_X]
+    assert [p.grid[0] for p in launches] == [plans.MAX_GRID_X] * 3 + [5]
     for piece in launches:
         plans.check_launch(piece)
 

@@ -20,6 +20,15 @@ import numpy as np
 from . import plans
 
 COMPILE_OPTIONS = ("-std=c++17",)
+# Per family, added to COMPILE_OPTIONS. The memory-bank kernels measure exact float64 distances
+# that must round as the Rust kernels round them (no product fused into an add), so that knn's
+# order and the coreset's picks are the CPU's on near ties too.
+FAMILY_OPTIONS = {"patchcore": ("--fmad=false",)}
+
+
+def compile_options(family: str) -> tuple:
+    """The NVRTC options of one family's source."""
+    return (*COMPILE_OPTIONS, *FAMILY_OPTIONS.get(family, ()))
 
 # A null pointer argument: 8 zero bytes (CuPy passes numpy scalars by value, unchecked).
 NULL = np.uint64(0)
@@ -127,7 +136,7 @@ def _cupy_module(family: str, device_id: int):
     import cupy  # noqa: PLC0415
 
     with cupy.cuda.Device(device_id):
-        return cupy.RawModule(code=source(family), options=COMPILE_OPTIONS,
+        return cupy.RawModule(code=source(family), options=compile_options(family),
                               name_expressions=name_expressions().get(family, ()))
 
 
@@ -170,7 +179,7 @@ def nvrtc_compile(family: str, arch: str) -> bytes:
     try:
         for expr in name_expressions().get(family, ()):
             nvrtc.addNameExpression(prog, expr)
-        options = [*COMPILE_OPTIONS, f"--gpu-architecture={arch}"]
+        options = [*compile_options(family), f"--gpu-architecture={arch}"]
         try:
             nvrtc.compileProgram(prog, options)
         except Exception as exc:

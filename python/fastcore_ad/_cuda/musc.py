@@ -12,6 +12,7 @@ PAIR_MINIMA = _runtime.Kernel("musc", "musc_pair_minima", (("float",), ("double"
 TOP_K_MEAN = _runtime.Kernel("musc", "musc_top_k_mean", (("float",), ("double",)))
 ALIGNED_MINIMA = _runtime.Kernel("musc", "musc_aligned_minima", (("float",), ("double",)))
 
+_LNAMD_MAX_GRID_X = plans.MAX_GRID_X  # patches per launch (lowered by the tests to split small inputs)
 LNAMD_EPS = 1e-5  # added to each image's variance, as in the Rust kernel
 
 
@@ -35,10 +36,10 @@ def musc_lnamd(features, r, n_jobs=None):
         mean[huge] = m * top
         inv_std[huge] = 1.0 / (xp.sqrt(v + LNAMD_EPS / top / top) * top)
     out = xp.empty_like(features)
-    for piece in plans.musc_lnamd(n * h * w):
+    for piece in plans.musc_lnamd(n * h * w, max_grid_x=_LNAMD_MAX_GRID_X):
         rt.launch(LNAMD, (_runtime.ctype(features.dtype),), piece, (
             features, xp.ascontiguousarray(mean), xp.ascontiguousarray(inv_std),
-            np.int64(h), np.int64(w), np.int64(c), np.int64(r), out))
+            np.int64(h), np.int64(w), np.int64(c), np.int64(r), np.int64(piece.offsets["patch0"]), out))
     return out
 
 

@@ -102,9 +102,10 @@ def token_stats(rows: int, *, max_blocks: int | None = None) -> list[Launch]:
 
 # -- musc --------------------------------------------------------------------------------------
 
-def musc_lnamd(patches: int) -> list[Launch]:
-    """One block per patch (image, y, x), 256 threads over the channels."""
-    return [launch((patches,), (LNAMD_THREADS,))]
+def musc_lnamd(patches: int, *, max_grid_x: int = MAX_GRID_X) -> list[Launch]:
+    """One block per patch (image, y, x), 256 threads over the channels (``patch0`` past
+    ``max_grid_x`` patches)."""
+    return [launch((p1 - p0,), (LNAMD_THREADS,), patch0=p0) for p0, p1 in _spans(patches, max_grid_x)]
 
 
 @dataclass(frozen=True)
