@@ -146,6 +146,18 @@ __global__ void coreset_update(const T* __restrict__ x, i64 n, i64 d, const i64*
     }
 }
 
+// Row norms sqrt(sum x^2) in double, summed in order as Rust's exact_dot, one thread per row
+// (grid-stride): the cosine distances of knn_exact divide by them.
+template <typename T>
+__global__ void row_norms(const T* __restrict__ x, i64 n, i64 d, double* __restrict__ out) {
+    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
+        const T* row = x + i * d;
+        double s = 0.0;
+        for (i64 c = 0; c < d; ++c) s += (double)row[c] * (double)row[c];
+        out[i] = sqrt(s);
+    }
+}
+
 __global__ void coreset_pick(const double* __restrict__ block_value, const i64* __restrict__ block_index,
                              i64 blocks, i64* __restrict__ selected, i64 step) {
     __shared__ double s_value[FCA_CORESET_THREADS];

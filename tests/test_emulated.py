@@ -22,6 +22,8 @@ from fastcore_ad._cuda import _runtime, plans
 
 from . import emulation
 
+_cuda_patchcore = importlib.import_module("fastcore_ad._cuda.patchcore")
+
 pytestmark = pytest.mark.emulated
 
 _MISSING = emulation.missing()
@@ -71,6 +73,8 @@ COVERED = {
     "tsetlin_train_feedback": "test_emulated_tsetlin_train_epoch[",
     "musc_aligned_minima<float>": "test_emulated_musc_aligned_minima[float",
     "musc_aligned_minima<double>": "test_emulated_musc_aligned_minima[double",
+    "row_norms<float>": "test_emulated_row_norms[float",
+    "row_norms<double>": "test_emulated_row_norms[double",
     "knn_exact<float>": "test_emulated_knn_exact[float",
     "knn_exact<double>": "test_emulated_knn_exact[double",
     "coreset_update<float>": "test_emulated_coreset_update_and_pick[float",
@@ -587,6 +591,15 @@ def test_emulated_knn_exact(ctype, metric, m, n, d, k, rt, rng):
     want_d, want_i = _core.knn(q, b, k, metric)
     np.testing.assert_array_equal(got_i, want_i)
     _close(got_d, want_d, np.float64, "knn distances vs Rust")
+
+
+@pytest.mark.parametrize("ctype", ["float", "double"])
+@pytest.mark.parametrize("n,d", [(1, 1), (3, 7), (300, 130)])
+def test_emulated_row_norms(ctype, n, d, rt, rng):
+    """The cosine norms, summed in order as Rust's exact_dot (np.add.accumulate is sequential)."""
+    x = rng.normal(size=(n, d)).astype(DTYPES[ctype])
+    wide = x.astype(np.float64)
+    np.testing.assert_array_equal(_cuda_patchcore.row_norms(x), np.sqrt(np.add.accumulate(wide * wide, axis=1)[:, -1]))
 
 
 @pytest.mark.parametrize("ctype", ["float", "double"])

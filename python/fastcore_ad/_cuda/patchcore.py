@@ -9,6 +9,7 @@ from . import _runtime, plans
 KNN_EXACT = _runtime.Kernel("patchcore", "knn_exact", (("float",), ("double",)))
 CORESET_UPDATE = _runtime.Kernel("patchcore", "coreset_update", (("float",), ("double",)))
 CORESET_PICK = _runtime.Kernel("patchcore", "coreset_pick")
+ROW_NORMS = _runtime.Kernel("patchcore", "row_norms", (("float",), ("double",)))
 
 _METRIC_CODES = {"euclidean": 0, "cosine": 1}
 
@@ -22,8 +23,7 @@ def knn(queries, bank, k, metric="euclidean", n_jobs=None):
     code = _METRIC_CODES[metric]
     launches = plans.knn_exact(m, k)
     if code == 1:
-        q_norm = xp.sqrt((queries.astype(np.float64) ** 2).sum(axis=1))
-        b_norm = xp.sqrt((bank.astype(np.float64) ** 2).sum(axis=1))
+        q_norm, b_norm = row_norms(queries), row_norms(bank)
         for name, norms in (("queries", q_norm), ("bank", b_norm)):
             bad = xp.flatnonzero(~(norms > 0) | ~xp.isfinite(norms))
             if bad.size:
@@ -41,6 +41,17 @@ def knn(queries, bank, k, metric="euclidean", n_jobs=None):
             xp.ascontiguousarray(q_norm), xp.ascontiguousarray(b_norm), np.int64(piece.offsets["query0"]),
             distances, indices))
     return distances, indices
+
+
+def row_norms(x):
+    """float64 norms ``[n]`` of the rows of ``x [n, d]``, summed in order as the Rust kernel sums
+    them, so that cosine distances round alike on both backends."""
+    rt = _runtime.current()
+    n, d = (int(v) for v in x.shape)
+    out = rt.xp.empty(n, dtype=np.float64)
+    for piece in plans.row_norms(n):
+        rt.launch(ROW_NORMS, (_runtime.ctype(x.dtype),), piece, (x, np.int64(n), np.int64(d), out))
+    return out
 
 
 def greedy_coreset(x, n_select, start=0, progress=None, n_jobs=None):

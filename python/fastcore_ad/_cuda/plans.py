@@ -218,6 +218,11 @@ def knn_exact(m: int, k: int) -> list[Launch]:
     return [launch((q1 - q0,), (KNN_THREADS,), query0=q0) for q0, q1 in _spans(m, MAX_GRID_X)]
 
 
+def row_norms(n: int) -> list[Launch]:
+    """Threads over the rows, grid-stride past the grid limit."""
+    return [launch((min(_ceil_div(n, CORESET_THREADS), MAX_GRID_X),), (CORESET_THREADS,))]
+
+
 def coreset_update(n: int) -> list[Launch]:
     """One thread per point; each block reports its farthest point."""
     blocks = _ceil_div(n, CORESET_THREADS)
