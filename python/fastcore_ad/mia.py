@@ -801,7 +801,7 @@ def score_texts(model, tokenizer, texts, batch_size=8, *, ratios=DEFAULT_RATIOS,
         scored = (attention[:, 1:] * attention[:, :-1]).bool()
         if getattr(logits, "is_cuda", False) and not _has_cupy():
             raise RuntimeError("score_texts: CUDA logits need cupy for the CUDA kernel (pip install 'fastcore_ad[cuda]')")
-        compressed = batch_texts if max_length is None else _scored_texts(tokenizer, batch_texts, enc, kept)
+        compressed = batch_texts if max_length is None else _scored_texts(tokenizer, batch_texts, enc, kept, max_length)
         return score_logits(logits, ids[:, 1:], scored, ratios, texts=compressed, counts=counts, n_jobs=n_jobs)
 
     def recall_pass(batch_texts):
@@ -842,14 +842,21 @@ def score_texts(model, tokenizer, texts, batch_size=8, *, ratios=DEFAULT_RATIOS,
     return {key: np.concatenate(values) for key, values in parts.items()}
 
 
-def _scored_texts(tokenizer, batch_texts, enc, kept):
+def _scored_texts(tokenizer, batch_texts, enc, kept, max_length):
     """The texts whose tokens were scored: a text that ``max_length`` truncated is replaced by
     the decoded text of its kept tokens, so that its zlib size describes what its loss does."""
-    whole = tokenizer(batch_texts, return_tensors="pt", padding=True, truncation=False, max_length=None)
-    lengths = np.asarray(whole["attention_mask"]).astype(bool).sum(axis=1)
-    ids = np.asarray(enc["input_ids"])
-    return [tokenizer.decode(ids[i][kept[i]].tolist(), skip_special_tokens=True) if lengths[i] > kept[i].sum()
-            else text for i, text in enumerate(batch_texts)]
+    counts = kept.sum(axis=1)
+    # Only a text that kept max_length tokens can have lost some: those alone are tokenized whole.
+    full = [i for i, n in enumerate(counts) if n == max_length]
+    texts = list(batch_texts)
+    if full:
+        whole = tokenizer([texts[i] for i in full], return_tensors="pt", padding=True, truncation=False,
+                          max_length=None)
+        ids = np.asarray(enc["input_ids"])
+        for i, length in zip(full, np.asarray(whole["attention_mask"]).astype(bool).sum(axis=1)):
+            if length > counts[i]:
+                texts[i] = tokenizer.decode(ids[i][kept[i]].tolist(), skip_special_tokens=True)
+    return texts
 
 
 def _has_cupy() -> bool:

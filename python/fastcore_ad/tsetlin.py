@@ -503,8 +503,8 @@ class TsetlinMachine(_ScoredClassifier, FastcoreEstimator):
         until the validation accuracy has not improved for ``n_iter_no_change`` epochs or
         ``max_epochs`` have run, and keeps the model of the best epoch (``best_epoch_``). An
         epoch that reaches validation accuracy 1.0 ends training at once: no later epoch could
-        replace it as the best. Training sets too small for a held-out part of 20 documents per class on average (or
-        with a class of a single document) train on every document for
+        replace it as the best. Training sets too small for a held-out part of 20 documents per
+        class on average (or with a class of a single document) train on every document for
         ``min(max_epochs, 25)`` epochs instead; their ``history_`` has no validation accuracy.
 
     The sizes used are ``n_clauses_``, ``threshold_`` and ``specificity_``.
@@ -750,9 +750,10 @@ class TsetlinMachine(_ScoredClassifier, FastcoreEstimator):
         stratified ``validation_fraction`` of (X, y) is held out (or ``validation_data`` is
         used, and all of (X, y) trains), and training runs until the validation accuracy has
         not improved for ``n_iter_no_change`` epochs, reaches 1.0, or ``max_epochs`` have run;
-        the model of the best epoch is kept (``best_epoch_``, and ``epochs_`` equals it). When the held-out
-        part would hold fewer than 20 documents per class on average (or a class has a single
-        document), nothing is held out: all of (X, y) trains for ``min(max_epochs, 25)`` epochs.
+        the model of the best epoch is kept (``best_epoch_``, and ``epochs_`` equals it). When
+        the held-out part would hold fewer than 20 documents per class on average (or a class
+        has a single document), nothing is held out: all of (X, y) trains for
+        ``min(max_epochs, 25)`` epochs.
 
         ``validation_data=(X_val, y_val)`` shows the validation accuracy on the progress bar
         (one bar step per epoch; FASTCORE_AD_PROGRESS=0 or ``progress_bar=False`` silences it).
